@@ -1,0 +1,88 @@
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from utils.errors import ConfigError
+
+
+class SeededBatchSampler(Sampler):
+    """Batches of `(index, epoch_seed, batch_number)`. The epoch's order and seed come from torch's
+    global generator (saved in checkpoints), and the dataset seeds its augmentation per batch from
+    `(epoch_seed, batch_number)`: every batch has its own random stream whichever worker builds it,
+    and a resumed run sees exactly the images an uninterrupted one would."""
+
+    def __init__(self, n, batch_size, shuffle):
+        self.n, self.batch_size, self.shuffle = n, batch_size, shuffle
+
+    def __len__(self):
+        full, rest = divmod(self.n, self.batch_size)
+        return full + (rest > 1)  # a last batch of one image would break BatchNorm: drop it
+
+    def __iter__(self):
+        epoch_seed = int(torch.randint(0, 2**62, ()).item())
+        if self.shuffle:
+            order = torch.randperm(self.n, generator=torch.Generator().manual_seed(epoch_seed)).tolist()
+        else:
+            order = list(range(self.n))
+        for number in range(len(self)):
+            yield [(i, epoch_seed, number) for i in order[number * self.batch_size:(number + 1) * self.batch_size]]
+
+
+class BaseDataLoader(DataLoader):
+    """A training DataLoader that also holds its validation set (`split_validation()`).
+
+    Unlike pytorch-template, the validation images are a separate dataset with the evaluation
+    transform, so they are never augmented."""
+
+    def __init__(self, dataset, batch_size, shuffle, num_workers, valid_dataset=None, pin_memory=False):
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"data_loader.args.batch_size: expected a positive integer, got {batch_size!r}")
+        self.valid_dataset = valid_dataset
+        self._loader_kwargs = dict(num_workers=num_workers, pin_memory=pin_memory and torch.cuda.is_available(),
+                                   persistent_workers=num_workers > 0)
+        super().__init__(dataset, batch_sampler=SeededBatchSampler(len(dataset), batch_size, shuffle), **self._loader_kwargs)
+        self.eval_batch_size = batch_size
+
+    def split_validation(self):
+        if self.valid_dataset is None:
+            return None
+        return DataLoader(self.valid_dataset, batch_size=self.eval_batch_size, shuffle=False, **self._loader_kwargs)
+
+    @staticmethod
+    def split_indices(n, validation_split, seed):
+        """A fixed, seeded (train, validation) split of range(n). `validation_split` is a count
+        (int >= 0) or a fraction (0 <= float < 1)."""
+        where = "data_loader.args.validation_split"
+        if isinstance(validation_split, bool) or not isinstance(validation_split, (int, float)):
+            raise ConfigError(f"{where}: expected a count or a fraction, got {validation_split!r}")
+        if isinstance(validation_split, float):
+            if not 0.0 <= validation_split < 1.0:
+                raise ConfigError(f"{where}: a fraction must be in [0, 1), got {validation_split}")
+            n_valid = int(round(n * validation_split))
+        else:
+            n_valid = validation_split
+        if not 0 <= n_valid < n:
+            raise ConfigError(f"{where}: {n_valid} images asked for validation, but the training split holds {n}")
+        order = np.random.default_rng(seed).permutation(n)
+        return np.sort(order[n_valid:]), np.sort(order[:n_valid])
+
+
+class ArrayDataset(Dataset):
+    """uint8 HWC images in memory + an albumentations transform -> (CHW float tensor, label)."""
+
+    def __init__(self, images, labels, transform, reseed=None):
+        self.images, self.labels, self.transform, self._reseed = images, labels, transform, reseed
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, index):
+        return self.transform(image=self.images[index])["image"], int(self.labels[index])
+
+    def __getitems__(self, items):
+        if items and isinstance(items[0], tuple):  # from SeededBatchSampler
+            _, epoch_seed, number = items[0]
+            if self._reseed is not None:
+                self._reseed(self.transform, epoch_seed, number)
+            items = [i for i, _, _ in items]
+        return [self[i] for i in items]

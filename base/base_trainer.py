@@ -1,0 +1,132 @@
+import math
+from abc import abstractmethod
+
+from logger import TensorboardWriter, get_logger
+from utils.checkpoint import get_rng_state, load_checkpoint, load_model_state, save_atomic, set_rng_state
+from utils.errors import CheckpointError
+
+
+def format_value(key, value):
+    """Exactly the user's log format: accuracies with 2 decimals, losses with 4, the lr compact."""
+    if isinstance(value, (int, str)):
+        return str(value)
+    if "acc" in key:
+        return f"{value:.2f}"
+    if key == "lr":
+        return f"{value:.6g}"
+    return f"{value:.4f}"
+
+
+def format_log(log, width=15):
+    return "\n".join(f"    {str(key):{width}s}: {format_value(key, value)}" for key, value in log.items())
+
+
+class BaseTrainer:
+    """The epoch loop, monitoring, early stopping, checkpoints and resume. Subclasses implement
+    `_train_epoch(epoch) -> dict` and `_extra_state()` / `_load_extra_state(ckpt)`."""
+
+    def __init__(self, model, criterion, metric_ftns, optimizer, config):
+        self.config = config
+        self.logger = get_logger("trainer")
+        self.model = model
+        self.criterion = criterion
+        self.metric_ftns = metric_ftns
+        self.optimizer = optimizer
+
+        cfg = config["trainer"]
+        self.epochs = cfg["epochs"]
+        self.save_period = cfg["save_period"]
+        self.monitor = cfg["monitor"]
+        self.early_stop = cfg["early_stop"] if cfg["early_stop"] > 0 else math.inf
+        if self.monitor == "off":
+            self.mnt_mode, self.mnt_best = "off", 0.0
+        else:
+            self.mnt_mode, self.mnt_metric = self.monitor.split()
+            self.mnt_best = math.inf if self.mnt_mode == "min" else -math.inf
+
+        self.start_epoch = 1
+        self.history = []  # one log dict per epoch, kept in checkpoints (curves survive a resume)
+        self.checkpoint_dir = config.run_dir
+        self.writer = TensorboardWriter(config.run_dir, cfg["tensorboard"])
+
+    @abstractmethod
+    def _train_epoch(self, epoch):
+        raise NotImplementedError
+
+    def _extra_state(self):
+        return {}
+
+    def _load_extra_state(self, ckpt):
+        pass
+
+    def train(self):
+        not_improved = 0
+        for epoch in range(self.start_epoch, self.epochs + 1):
+            log = {"epoch": epoch, **self._train_epoch(epoch)}
+            self.history.append(log)
+            self.logger.info(format_log(log))
+            self.writer.add_scalars(log, epoch)
+
+            best = False
+            if self.mnt_mode != "off":
+                if self.mnt_metric not in log:
+                    self.logger.warning(f"trainer.monitor: metric {self.mnt_metric!r} is not logged; monitoring is off")
+                    self.mnt_mode = "off"
+                else:
+                    value = log[self.mnt_metric]
+                    improved = value < self.mnt_best if self.mnt_mode == "min" else value > self.mnt_best
+                    if improved:
+                        self.mnt_best, not_improved, best = value, 0, True
+                    else:
+                        not_improved += 1
+            stop = not_improved > self.early_stop
+            self._save_checkpoint(epoch, best, periodic=epoch % self.save_period == 0 or epoch == self.epochs or stop)
+            if stop:
+                self.logger.info(f"{self.mnt_metric} did not improve for {self.early_stop} epochs: training stops.")
+                break
+        self.writer.close()
+        return self.history
+
+    def _state(self, epoch):
+        return {
+            "arch": type(self.model).__name__,
+            "epoch": epoch,
+            "state_dict": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "monitor_best": self.mnt_best,
+            "config": self.config.config,
+            "history": self.history,
+            "rng": get_rng_state(),
+            **self._extra_state(),
+        }
+
+    def _save_checkpoint(self, epoch, save_best=False, periodic=False):
+        """last.pth every epoch (what a killed run resumes from), checkpoint-epochN.pth every
+        save_period epochs and at the end, model_best.pth when the monitored metric improves."""
+        state = self._state(epoch)
+        save_atomic(state, self.checkpoint_dir / "last.pth")
+        if periodic:
+            path = self.checkpoint_dir / f"checkpoint-epoch{epoch}.pth"
+            save_atomic(state, path)
+            self.logger.debug(f"Saving checkpoint: {path} ...")
+        if save_best:
+            save_atomic(state, self.checkpoint_dir / "model_best.pth")
+            self.logger.debug("Saving current best: model_best.pth ...")
+
+    def resume(self, path):
+        """Continue from a checkpoint: weights, optimizer, scheduler, scaler, RNG, history."""
+        ckpt = load_checkpoint(path)
+        saved_arch = ckpt["config"].get("arch", {}).get("type")
+        if saved_arch != self.config["arch"]["type"]:
+            raise CheckpointError(f"{path}: saved from arch {saved_arch!r}, but the config builds {self.config['arch']['type']!r}")
+        load_model_state(self.model, ckpt, path)
+        if ckpt["config"]["optimizer"]["type"] != self.config["optimizer"]["type"]:
+            self.logger.warning("optimizer type differs from the checkpoint's: its state is not resumed")
+        else:
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+        self._load_extra_state(ckpt)
+        self.start_epoch = ckpt["epoch"] + 1
+        self.mnt_best = ckpt["monitor_best"]
+        self.history = list(ckpt.get("history", []))
+        set_rng_state(ckpt["rng"])
+        self.logger.info(f"Resumed from {path}: training continues at epoch {self.start_epoch}")

@@ -1,0 +1,71 @@
+import os
+
+import numpy as np
+
+from base import BaseDataLoader
+from base.base_data_loader import ArrayDataset
+from data_loader.datasets import load_splits
+from data_loader.transforms import build_augment, build_eval_transform, build_train_transform, reseed_batch
+from utils.errors import ConfigError, DataError
+
+
+def channel_stats(images):
+    """Per-channel mean and std of uint8 HWC images, in [0, 1] units."""
+    flat = images.reshape(-1, images.shape[-1])
+    mean = flat.mean(axis=0, dtype=np.float64) / 255.0
+    std = flat.std(axis=0, dtype=np.float64) / 255.0
+    return {"mean": [round(float(m), 6) for m in mean], "std": [round(float(s), 6) for s in std]}
+
+
+def auto_workers(num_workers):
+    if num_workers == "auto":
+        return max(0, min(15, (os.cpu_count() or 1) - 1))
+    if not isinstance(num_workers, int) or num_workers < 0:
+        raise ConfigError(f'data_loader.args.num_workers: expected "auto" or an integer >= 0, got {num_workers!r}')
+    return num_workers
+
+
+class Cifar10DataLoader(BaseDataLoader):
+    """CIFAR-10 (or any image-folder data of the same layout) with albumentations augmentation.
+
+    training=True: the train split, minus a seeded validation subset of `validation_split` images
+    (count or fraction); with validation_split 0 the test split validates. training=False: the
+    test split only (test.py), normalised with the `stats` the model was trained with."""
+
+    def __init__(self, data_dir: str, batch_size: int = 512, shuffle: bool = True,
+                 validation_split: int | float = 0, num_workers: int | str = "auto", download: bool = True,
+                 augmentations: list | None = None, split_seed: int = 0, pin_memory: bool = True,
+                 training: bool = True, stats: dict | None = None):
+        splits = load_splits(data_dir, download)
+        workers = auto_workers(num_workers)
+        self.data_dir = data_dir
+        if training:
+            if "train" not in splits:
+                raise DataError(f"{data_dir}: no train/ split to train on")
+            train = splits["train"]
+            train_idx, valid_idx = self.split_indices(len(train.labels), validation_split, split_seed)
+            train_images = train.images[train_idx]
+            self.stats = channel_stats(train_images)
+            self.classes = train.classes
+            transform = build_train_transform(augmentations, **self.stats)
+            dataset = ArrayDataset(train_images, train.labels[train_idx], transform, reseed=reseed_batch)
+            if len(valid_idx):
+                valid_images, valid_labels, self.valid_name = train.images[valid_idx], train.labels[valid_idx], "validation"
+            elif "test" in splits:
+                test = splits["test"]
+                valid_images, valid_labels, self.valid_name = test.images, test.labels, "test"
+            else:
+                raise DataError(f"{data_dir}: validation_split is 0 and there is no test/ split to validate on; "
+                                "set --validation_split (e.g. 5000 or 0.1)")
+            valid = ArrayDataset(valid_images, valid_labels, build_eval_transform(**self.stats))
+        else:
+            if "test" not in splits:
+                raise DataError(f"{data_dir}: no test/ split to evaluate (expected test/<class>/*.jpg or a CIFAR-10 root)")
+            test = splits["test"]
+            self.stats = stats or channel_stats(splits["train"].images if "train" in splits else test.images)
+            self.classes = test.classes
+            dataset = ArrayDataset(test.images, test.labels, build_eval_transform(**self.stats))
+            valid, self.valid_name, shuffle = None, "test", False
+        # the random part of the training pipeline, for previews (augmentations.png)
+        self.augment = build_augment(augmentations, [255.0 * m for m in self.stats["mean"]])
+        super().__init__(dataset, batch_size, shuffle, workers, valid_dataset=valid, pin_memory=pin_memory)

@@ -1,0 +1,136 @@
+"""CIFAR-10 from three layouts, decoded once into uint8 arrays:
+
+(a) a torchvision CIFAR-10 root (`cifar-10-batches-py/`, downloaded when missing and allowed);
+(b) an image folder holding `train/<class>/*` and/or `test/<class>/*` (jpg or png);
+(c) a `.tar`, `.tar.gz`/`.tgz` or `.tar.xz` of layout (b), read in place.
+"""
+import functools
+import io
+import lzma
+import tarfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from utils.errors import DataError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz")
+SPLITS = ("train", "test")
+LOCAL_COPY_HINT = (
+    "point --data_dir at a local copy: a folder holding train/<class>/*.jpg (and test/<class>/*.jpg), "
+    "or a .tar/.tar.gz/.tar.xz of that layout"
+)
+
+
+@dataclass
+class Split:
+    images: np.ndarray  # (N, H, W, 3) uint8
+    labels: np.ndarray  # (N,) int64
+    classes: list
+
+
+def load_splits(data_dir, download=False):
+    """{'train': Split, 'test': Split} with whichever splits `data_dir` holds."""
+    path = Path(data_dir).expanduser()
+    if path.is_file():
+        if not path.name.lower().endswith(TAR_SUFFIXES):
+            raise DataError(f"{path}: expected a folder or a {'/'.join(TAR_SUFFIXES)} archive")
+        stat = path.stat()
+        return _read_tar(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    if path.is_dir() and any((path / s).is_dir() for s in SPLITS):
+        return _read_image_folder(path)
+    if path.name.lower().endswith(TAR_SUFFIXES):
+        raise DataError(f"{path}: archive not found")
+    return _read_torchvision(path, download)
+
+
+def _decode(data, name):
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return np.asarray(img.convert("RGB"))
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        raise DataError(f"{name}: cannot decode image ({e})") from None
+
+
+def _assemble(entries, where):
+    """entries: (split, class, name, image) -> {split: Split} with sorted classes and files."""
+    if not entries:
+        raise DataError(f"{where}: no images found under train/<class>/ or test/<class>/ ({', '.join(IMAGE_SUFFIXES)})")
+    entries.sort(key=lambda e: (e[0], e[1], e[2]))
+    out = {}
+    classes_of = {s: sorted({e[1] for e in entries if e[0] == s}) for s in SPLITS}
+    present = [s for s in SPLITS if classes_of[s]]
+    if len(present) == 2 and classes_of["train"] != classes_of["test"]:
+        raise DataError(f"{where}: train and test hold different classes ({classes_of['train']} vs {classes_of['test']})")
+    shape = entries[0][3].shape
+    for split in present:
+        classes = classes_of[split]
+        index = {c: i for i, c in enumerate(classes)}
+        rows = [e for e in entries if e[0] == split]
+        for e in rows:
+            if e[3].shape != shape:
+                raise DataError(f"{where}: {e[0]}/{e[1]}/{e[2]} is {e[3].shape[1]}x{e[3].shape[0]}, expected {shape[1]}x{shape[0]} like the others")
+        images = np.stack([e[3] for e in rows])
+        labels = np.array([index[e[1]] for e in rows], dtype=np.int64)
+        out[split] = Split(images, labels, classes)
+    return out
+
+
+def _split_parts(parts):
+    """('x', 'train', 'cat', '0001.jpg') -> ('train', 'cat', '0001.jpg') or None."""
+    if len(parts) < 3 or parts[-3] not in SPLITS or not parts[-1].lower().endswith(IMAGE_SUFFIXES):
+        return None
+    return parts[-3], parts[-2], parts[-1]
+
+
+@functools.lru_cache(maxsize=2)
+def _read_tar(path, mtime_ns, size):  # mtime and size key the cache
+    entries = []
+    try:
+        with tarfile.open(path) as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                key = _split_parts(Path(member.name).parts)
+                if key is None:
+                    continue
+                data = tar.extractfile(member).read()
+                entries.append((*key, _decode(data, f"{path}:{member.name}")))
+    except (tarfile.TarError, EOFError, lzma.LZMAError, zlib.error, OSError) as e:
+        raise DataError(f"{path}: cannot read archive ({e or type(e).__name__})") from None
+    return _assemble(entries, path)
+
+
+def _read_image_folder(root):
+    entries = []
+    for split in SPLITS:
+        for file in sorted((root / split).glob("*/*")):
+            key = _split_parts(file.parts)
+            if key is None or not file.is_file():
+                continue
+            entries.append((*key, _decode(file.read_bytes(), str(file))))
+    return _assemble(entries, str(root))
+
+
+def _read_torchvision(root, download):
+    from torchvision.datasets import CIFAR10
+
+    if not (root / CIFAR10.base_folder).is_dir():
+        if not download:
+            raise DataError(f"{root}: no CIFAR-10 here (no {CIFAR10.base_folder}/, no train/ or test/ folder); {LOCAL_COPY_HINT}")
+        try:
+            CIFAR10(str(root), train=True, download=True)
+        except Exception as e:  # urllib/socket errors differ by platform; all mean "no download"
+            raise DataError(f"{root}: could not download CIFAR-10 ({type(e).__name__}: {str(e)[:120]}); {LOCAL_COPY_HINT}") from None
+    out = {}
+    for split in SPLITS:
+        try:
+            ds = CIFAR10(str(root), train=split == "train", download=False)
+        except RuntimeError as e:
+            raise DataError(f"{root}: CIFAR-10 files are damaged or incomplete ({e}); delete {root / CIFAR10.base_folder} to download again") from None
+        out[split] = Split(np.asarray(ds.data, dtype=np.uint8), np.asarray(ds.targets, dtype=np.int64), list(ds.classes))
+    return out

@@ -1,0 +1,88 @@
+"""Albumentations pipelines. The training augmentations are data in the config: a list of
+`{"type": <albumentations transform>, "args": {...}}`; the value "mean" for a `fill` argument
+stands for the training set's mean colour. Normalize (data mean/std) and ToTensorV2 follow."""
+import random
+import re
+import warnings
+
+import albumentations as A
+import numpy as np
+import pydantic
+from albumentations.pytorch import ToTensorV2
+
+from parse_config import check_call_args
+from utils.errors import ConfigError
+
+FILL_MEAN = "mean"
+
+
+def _build_one(entry, where, mean_colour):
+    if not isinstance(entry, dict) or not isinstance(entry.get("type"), str) or set(entry) - {"type", "args"}:
+        raise ConfigError(f'{where}: expected {{"type": <albumentations transform>, "args": {{...}}}}, got {entry!r}')
+    cls = getattr(A, entry["type"], None)
+    if not (isinstance(cls, type) and issubclass(cls, A.BasicTransform)):
+        raise ConfigError(f"{where}.type: {entry['type']!r} is not an albumentations transform")
+    args = entry.get("args", {})
+    check_call_args(cls, args, f"{where}.args")
+    args = dict(args)
+    for key in ("fill", "fill_value"):
+        if args.get(key) == FILL_MEAN:
+            args[key] = tuple(float(round(c)) for c in mean_colour)
+    for key, value in args.items():  # JSON has no tuples; albumentations ranges want them
+        if isinstance(value, list):
+            args[key] = tuple(value)
+    try:
+        with warnings.catch_warnings():  # the spec names ShiftScaleRotate; its advice to use Affine is noise
+            warnings.filterwarnings("ignore", message="ShiftScaleRotate is a special case", category=UserWarning)
+            return cls(**args)
+    except pydantic.ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(x) for x in err.get("loc", ())) or "args"
+        raise ConfigError(f"{where}.args.{loc}: {err['msg']} ({entry['type']})") from None
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where}.args: {_first_error(e)} ({entry['type']})") from None
+
+
+def _first_error(e):
+    """albumentations re-raises pydantic errors as one long ValueError: keep 'key: message'."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    if len(lines) >= 3 and "validation error" in lines[0]:
+        message = re.sub(r" \[type=.*", "", lines[2])
+        return f"{lines[1]}: {message}"
+    return lines[0] if lines else type(e).__name__
+
+
+def build_augment(entries, mean_colour, where="data_loader.args.augmentations"):
+    """The random part of the training pipeline, on uint8 HWC images (also used for previews)."""
+    return A.Compose([_build_one(e, f"{where}[{i}]", mean_colour) for i, e in enumerate(entries or [])])
+
+
+def build_train_transform(entries, mean, std):
+    """augmentations -> Normalize(mean, std) -> CHW float tensor; mean/std in [0, 1] units."""
+    mean_colour = [255.0 * m for m in mean]
+    return A.Compose([build_augment(entries, mean_colour), *_finish(mean, std)])
+
+
+def build_eval_transform(mean, std):
+    return A.Compose(_finish(mean, std))
+
+
+def _finish(mean, std):
+    return [A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0), ToTensorV2()]
+
+
+def reseed(transform, seed):
+    """Give `transform` (and every child) one fresh shared stream. Compose.set_random_seed would
+    seed every child with the same number, so e.g. a flip and ToGray would draw the same first
+    uniform and fire together; shared generators keep their draws independent."""
+    transform.set_random_state(np.random.default_rng(seed), random.Random(seed))
+
+
+def batch_seed(epoch_seed, batch_index):
+    """The augmentation seed of one batch: a function of the epoch's seed and the batch's place,
+    so the images a batch gets are the same whatever worker builds it and after a resume."""
+    return int(np.random.SeedSequence([epoch_seed, batch_index]).generate_state(1)[0])
+
+
+def reseed_batch(transform, epoch_seed, batch_number):
+    reseed(transform, batch_seed(epoch_seed, batch_number))

@@ -1,0 +1,39 @@
+"""Small typed blocks (timm-style): every convolution of the network is one of these."""
+import torch.nn as nn
+
+
+def same_padding(kernel_size, dilation):
+    return dilation * (kernel_size - 1) // 2
+
+
+class ConvBNReLU(nn.Sequential):
+    """kxk convolution (optionally strided/dilated) -> BatchNorm -> ReLU."""
+
+    def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, dilation=1):
+        super().__init__(
+            nn.Conv2d(in_channels, out_channels, kernel_size, stride, same_padding(kernel_size, dilation), dilation, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+        )
+
+
+class DepthwiseSeparableConv(nn.Module):
+    """Depthwise kxk (stride, dilation) -> BN -> ReLU -> pointwise 1x1 -> BN (-> + input) -> ReLU.
+
+    residual=True adds the input before the last ReLU; it needs in == out channels and stride 1."""
+
+    def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, dilation=1, residual=False):
+        super().__init__()
+        if residual and (in_channels != out_channels or stride != 1):
+            raise ValueError("a residual DepthwiseSeparableConv needs in_channels == out_channels and stride 1")
+        self.residual = residual
+        self.depthwise = nn.Conv2d(in_channels, in_channels, kernel_size, stride, same_padding(kernel_size, dilation),
+                                   dilation, groups=in_channels, bias=False)
+        self.bn_dw = nn.BatchNorm2d(in_channels)
+        self.pointwise = nn.Conv2d(in_channels, out_channels, 1, bias=False)
+        self.bn_pw = nn.BatchNorm2d(out_channels)
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        y = self.bn_pw(self.pointwise(self.act(self.bn_dw(self.depthwise(x)))))
+        return self.act(y + x if self.residual else y)

@@ -1,0 +1,53 @@
+"""Write the report of an existing run (curves, confusion matrix, misclassified and augmentation
+grids, report.md) from one of its checkpoints:
+    python report.py --resume saved/<name>/<run>/last.pth [--data_dir D] [--out DIR]
+The curves come from the history stored in the checkpoint; the rest from evaluating its weights
+on the run's validation split (or the test split when the run validated on it)."""
+import sys
+from pathlib import Path
+
+import model.metric as module_metric
+from logger import get_logger, setup_logging
+from logger.report import write_report
+from model.spec import describe
+from parse_config import add_override_flags, base_argparser
+from trainer import evaluate
+from trainer.trainer import autocast_for
+from utils import UserError, resolve_device
+from utils.loading import load_trained
+
+
+def main(args):
+    setup_logging(None, 1)
+    config, ckpt, model, data_loader = load_trained(args, training=True)
+    valid_loader = data_loader.split_validation()
+    device = resolve_device(config["device"])
+    model = model.to(device)
+    metrics = [getattr(module_metric, name) for name in config["metrics"]]
+    _, probs, targets = evaluate(model, config.init_obj("loss"), metrics, valid_loader, device,
+                                 autocast=autocast_for(device, config["trainer"]["amp"]), return_outputs=True)
+    spec_text, _ = describe(model, config["constraints"])
+    out = Path(args.out) if args.out else Path(args.resume).parent
+    paths = write_report(out, config=config.config, spec_text=spec_text, history=ckpt.get("history", []),
+                         classes=data_loader.classes, valid_images=valid_loader.dataset.images,
+                         targets=targets.numpy(), probs=probs.numpy(), augment=data_loader.augment,
+                         train_images=data_loader.dataset.images, split_name=data_loader.valid_name)
+    get_logger("report").info("Report: " + ", ".join(str(p) for p in paths.values() if p is not None))
+    return paths
+
+
+def cli(argv=None):
+    parser = base_argparser("Write the report of a run from its checkpoint")
+    add_override_flags(parser, ("--data_dir", "--validation_split", "--device", "--bs", "--num_workers"))
+    parser.add_argument("--out", default=None, help="output folder (default: the checkpoint's)")
+    args = parser.parse_args(argv)
+    try:
+        main(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,0 +1,61 @@
+"""Evaluate a checkpoint on the test split:  python test.py --resume CKPT [--data_dir D]
+Prints loss, accuracy and per-class accuracy; writes the confusion matrix, the misclassified grid
+and per-class accuracy next to the checkpoint (or into --out)."""
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import model.metric as module_metric
+from base.base_trainer import format_log
+from logger import get_logger, setup_logging
+from logger.report import confusion_matrix, per_class_accuracy, plot_confusion, plot_misclassified
+from parse_config import add_override_flags, base_argparser
+from trainer import evaluate
+from trainer.trainer import autocast_for
+from utils import UserError, resolve_device
+from utils.loading import load_trained
+
+
+def main(args):
+    setup_logging(None, 1)
+    logger = get_logger("test")
+    config, ckpt, model, data_loader = load_trained(args, training=False)
+    device = resolve_device(config["device"])
+    model = model.to(device)
+    criterion = config.init_obj("loss")
+    metrics = [getattr(module_metric, name) for name in config["metrics"]]
+    result, probs, targets = evaluate(model, criterion, metrics, data_loader, device,
+                                      autocast=autocast_for(device, config["trainer"]["amp"]), return_outputs=True)
+    cm = confusion_matrix(targets.numpy(), probs.numpy().argmax(1), len(data_loader.classes))
+    per_class = {f"acc_{c}": float(a) for c, a in zip(data_loader.classes, per_class_accuracy(cm))}
+    log = {"images": int(cm.sum()), **result, **per_class}
+    logger.info(format_log(log))
+
+    out = Path(args.out) if args.out else Path(args.resume).parent
+    out.mkdir(parents=True, exist_ok=True)
+    plot_confusion(cm, data_loader.classes, out / "test_confusion_matrix.png", "test confusion matrix")
+    plot_misclassified(data_loader.dataset.images, targets.numpy(), probs.numpy(), data_loader.classes,
+                       out / "test_misclassified.png")
+    (out / "test_metrics.json").write_text(json.dumps({"checkpoint": str(args.resume), "epoch": ckpt.get("epoch"),
+                                                       **log, "confusion_matrix": cm.tolist()}, indent=2) + "\n")
+    logger.info(f"Wrote {out / 'test_confusion_matrix.png'}, {out / 'test_misclassified.png'}, {out / 'test_metrics.json'}")
+    return log
+
+
+def cli(argv=None):
+    parser = base_argparser("Evaluate a checkpoint on the CIFAR-10 test split")
+    add_override_flags(parser, ("--data_dir", "--device", "--bs", "--num_workers"))
+    parser.add_argument("--out", default=None, help="folder for the pictures and test_metrics.json (default: the checkpoint's)")
+    args = parser.parse_args(argv)
+    try:
+        main(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,0 +1,116 @@
+"""Tiny generated data (a few dozen 32x32 images) in every layout the project reads, and helpers
+to run the command-line scripts. Nothing here reads outside the repository or the network."""
+import io
+import json
+import pickle
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+N_TRAIN, N_TEST = 4, 2  # images per class
+
+
+def make_images(n_per_class, seed):
+    """Class-coloured noise: class k has a bright channel k % 3 and a stripe at row 3k."""
+    rng = np.random.default_rng(seed)
+    images, labels = [], []
+    for k in range(len(CLASSES)):
+        for _ in range(n_per_class):
+            img = rng.integers(0, 80, (32, 32, 3), dtype=np.uint8)
+            img[..., k % 3] += 120
+            img[3 * k:3 * k + 2] = 250
+            images.append(img)
+            labels.append(k)
+    return np.stack(images), np.array(labels)
+
+
+def write_folder(root, suffix=".png"):
+    for split, n, seed in (("train", N_TRAIN, 0), ("test", N_TEST, 1)):
+        images, labels = make_images(n, seed)
+        for i, (img, label) in enumerate(zip(images, labels)):
+            path = Path(root) / split / CLASSES[label] / f"{i:04d}{suffix}"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img).save(path, quality=95) if suffix == ".jpg" else Image.fromarray(img).save(path)
+    return Path(root)
+
+
+def write_tar(folder, path, mode):
+    with tarfile.open(path, mode) as tar:
+        tar.add(folder / "train", arcname="cifar10/train")
+        tar.add(folder / "test", arcname="cifar10/test")
+    return path
+
+
+def write_torchvision_root(root):
+    """The python-pickle layout of cifar-10-batches-py, as torchvision reads it."""
+    base = Path(root) / "cifar-10-batches-py"
+    base.mkdir(parents=True)
+    train, train_labels = make_images(N_TRAIN, 0)
+    test, test_labels = make_images(N_TEST, 1)
+
+    def dump(name, images, labels):
+        data = images.transpose(0, 3, 1, 2).reshape(len(images), 3 * 32 * 32)
+        with open(base / name, "wb") as f:
+            pickle.dump({"data": data, "labels": labels.tolist()}, f)
+
+    dump("data_batch_1", train, train_labels)
+    for i in range(2, 6):
+        dump(f"data_batch_{i}", train[:0], train_labels[:0])
+    dump("test_batch", test, test_labels)
+    with open(base / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": CLASSES}, f)
+    return Path(root)
+
+
+@pytest.fixture(scope="session")
+def tiny_folder(tmp_path_factory):
+    return write_folder(tmp_path_factory.mktemp("folder"))
+
+
+@pytest.fixture(scope="session")
+def tiny_tar_xz(tmp_path_factory, tiny_folder):
+    return write_tar(tiny_folder, tmp_path_factory.mktemp("tar") / "tiny.tar.xz", "w:xz")
+
+
+def tiny_config(tmp_path, data_dir, **trainer):
+    """The shipped config.json, made small: 2 epochs, batch 8, no workers, output under tmp_path."""
+    config = json.loads((REPO / "config.json").read_text())
+    config["data_loader"]["args"].update(data_dir=str(data_dir), batch_size=8, num_workers=0, download=False)
+    config["trainer"].update({"epochs": 2, "save_dir": str(tmp_path / "saved"), "save_period": 1, **trainer})
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
+def run_cli(*args, timeout=600):
+    """Run `python <script> args...` in the repository; return the CompletedProcess."""
+    return subprocess.run([sys.executable, *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+def assert_one_line_error(proc, *fragments):
+    """Exit status not 0, no traceback, one line on stderr naming what is wrong."""
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def png_ok(path, min_side=200):
+    assert path.is_file(), path
+    with Image.open(path) as img:
+        img.verify()
+    with Image.open(path) as img:
+        assert img.format == "PNG" and min(img.size) >= min_side, (img.format, img.size)
+    return True

@@ -1,0 +1,104 @@
+import json
+
+import albumentations as A
+import numpy as np
+import pytest
+import torch
+from conftest import REPO
+
+from base.base_data_loader import ArrayDataset, BaseDataLoader
+from data_loader.transforms import build_augment, build_train_transform, reseed, reseed_batch
+
+MEAN_COLOUR = (100.0, 150.0, 200.0)
+
+
+@pytest.fixture
+def entries():
+    return json.loads((REPO / "config.json").read_text())["data_loader"]["args"]["augmentations"]
+
+
+def by_type(entries, name, **args):
+    entry = next(e for e in entries if e["type"] == name)
+    entry["args"].update(args)
+    return entry
+
+
+def test_shipped_pipeline_holds_the_four_required_transforms(entries):
+    augment = build_augment(entries, MEAN_COLOUR)
+    kinds = {type(t).__name__: t for t in augment.transforms}
+    assert set(kinds) >= {"HorizontalFlip", "ShiftScaleRotate", "CoarseDropout", "ToGray"}
+    dropout = kinds["CoarseDropout"]
+    assert dropout.num_holes_range == (1, 1)
+    assert dropout.hole_height_range == (16, 16) and dropout.hole_width_range == (16, 16)
+    assert dropout.fill == MEAN_COLOUR and dropout.fill_mask is None
+    assert kinds["ToGray"].num_output_channels == 3
+
+
+def test_coarse_dropout_fills_one_16x16_hole_with_the_mean_colour(entries):
+    augment = build_augment([by_type(entries, "CoarseDropout", p=1.0)], MEAN_COLOUR)
+    image = np.zeros((32, 32, 3), dtype=np.uint8)
+    for seed in range(5):
+        reseed(augment, seed)
+        out = augment(image=image)["image"]
+        filled = np.all(out == np.array(MEAN_COLOUR, dtype=np.uint8), axis=-1)
+        rows, cols = np.nonzero(filled)
+        assert filled.sum() == 16 * 16
+        assert rows.max() - rows.min() == 15 and cols.max() - cols.min() == 15
+
+
+def test_to_gray_keeps_three_equal_channels(entries):
+    augment = build_augment([by_type(entries, "ToGray", p=1.0)], MEAN_COLOUR)
+    image = np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    out = augment(image=image)["image"]
+    assert out.shape == (32, 32, 3)
+    assert np.array_equal(out[..., 0], out[..., 1]) and np.array_equal(out[..., 1], out[..., 2])
+
+
+def test_train_transform_normalises_to_a_chw_tensor(entries):
+    transform = build_train_transform([], mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25])
+    out = transform(image=np.full((32, 32, 3), 255, dtype=np.uint8))["image"]
+    assert out.shape == (3, 32, 32) and torch.allclose(out, torch.full((3, 32, 32), 2.0))
+
+
+def test_children_draw_independently_after_reseed():
+    """Compose.set_random_seed gives every child the same seed, so two p=0.5 transforms would
+    fire together; reseed shares one stream so they do not."""
+    augment = A.Compose([A.HorizontalFlip(p=0.5), A.ToGray(num_output_channels=3, p=0.5)])
+    image = np.zeros((32, 32, 3), dtype=np.uint8)
+    image[:, :16, 0] = 255  # red left half: a flip moves it, ToGray removes the red
+    flipped, gray = [], []
+    for seed in range(64):
+        reseed(augment, seed)
+        out = augment(image=image)["image"]
+        gray.append(out[0, 0, 0] == out[0, 0, 1])
+        flipped.append(out[:, 16:].sum() > out[:, :16].sum())
+    assert 10 < sum(flipped) < 54 and 10 < sum(gray) < 54
+    assert flipped != gray
+
+
+def batches(num_workers, seed=0):
+    image = np.zeros((32, 32, 3), dtype=np.uint8)
+    image[:, :8] = 255
+    transform = build_train_transform([{"type": "ShiftScaleRotate", "args": {"p": 1.0}}], [0.5] * 3, [0.25] * 3)
+    dataset = ArrayDataset(np.repeat(image[None], 16, axis=0), np.zeros(16, dtype=np.int64), transform, reseed=reseed_batch)
+    torch.manual_seed(seed)
+    loader = BaseDataLoader(dataset, batch_size=4, shuffle=False, num_workers=num_workers)
+    return [images for images, _ in loader]
+
+
+def test_every_worker_has_its_own_stream_and_results_do_not_depend_on_workers():
+    with_workers = batches(num_workers=2)
+    # batches 0 and 1 come from different forked workers: the same image must not get the same
+    # augmentations (albumentations 2.0.8 alone repeats one stream in every worker)
+    for a in range(4):
+        for b in range(a + 1, 4):
+            assert not torch.equal(with_workers[a], with_workers[b])
+    in_process = batches(num_workers=0)
+    assert all(torch.equal(x, y) for x, y in zip(with_workers, in_process))
+    assert not torch.equal(torch.stack(in_process), torch.stack(batches(num_workers=0, seed=1)))
+
+
+def test_last_batch_of_one_image_is_dropped():
+    loader = BaseDataLoader(ArrayDataset(np.zeros((9, 4, 4, 3), np.uint8), np.zeros(9), lambda image: {"image": image}),
+                            batch_size=4, shuffle=True, num_workers=0)
+    assert len(loader) == 2 and [len(b[0]) for b in loader] == [4, 4]

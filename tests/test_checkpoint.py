@@ -1,0 +1,68 @@
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from utils.checkpoint import get_rng_state, load_checkpoint, load_model_state, save_atomic, set_rng_state
+from utils.errors import CheckpointError
+
+
+def test_save_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "last.pth"
+    save_atomic({"state_dict": {"w": torch.ones(2)}, "config": {}}, path)
+
+    def dies_half_way(obj, f):
+        f.write(b"PK\x03\x04 half a checkpoint")
+        raise KeyboardInterrupt  # the run is killed while writing
+
+    monkeypatch.setattr(torch, "save", dies_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        save_atomic({"state_dict": {"w": torch.zeros(2)}, "config": {}}, path)
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pth"]  # no temp file left behind
+    assert torch.equal(load_checkpoint(path)["state_dict"]["w"], torch.ones(2))  # old one intact
+
+
+def test_rng_state_round_trips_through_a_weights_only_checkpoint(tmp_path):
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    save_atomic({"state_dict": {}, "config": {}, "rng": get_rng_state()}, tmp_path / "c.pth")
+    expected = (random.random(), np.random.rand(), torch.rand(1))
+    set_rng_state(load_checkpoint(tmp_path / "c.pth")["rng"])
+    assert (random.random(), np.random.rand()) == expected[:2] and torch.equal(torch.rand(1), expected[2])
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "not a readable checkpoint"),
+    (b"garbage" * 100, "not a readable checkpoint"),
+])
+def test_corrupt_checkpoint(tmp_path, content, message):
+    path = tmp_path / "bad.pth"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(path)
+
+
+def test_foreign_and_missing_checkpoints(tmp_path):
+    torch.save({"weights": torch.ones(1)}, tmp_path / "other.pth")
+    with pytest.raises(CheckpointError, match="not a checkpoint of this project"):
+        load_checkpoint(tmp_path / "other.pth")
+    with pytest.raises(CheckpointError, match="checkpoint file not found"):
+        load_checkpoint(tmp_path / "none.pth")
+
+
+class Arbitrary:
+    """Any class: weights_only loading must refuse to build it."""
+
+
+def test_unsafe_pickle_is_refused(tmp_path):
+    torch.save({"state_dict": {}, "config": {}, "x": Arbitrary()}, tmp_path / "evil.pth")
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(tmp_path / "evil.pth")
+
+
+def test_weights_of_another_architecture():
+    small, big = torch.nn.Linear(2, 3), torch.nn.Linear(4, 3)
+    ckpt = {"state_dict": big.state_dict(), "config": {"arch": {"type": "Linear", "args": {}}}}
+    with pytest.raises(CheckpointError, match="weights do not fit the model Linear") as info:
+        load_model_state(small, ckpt, "big.pth")
+    assert "\n" not in str(info.value)

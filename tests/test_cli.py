@@ -1,0 +1,199 @@
+"""End to end through the scripts, as a user runs them: train.py, resume, test.py, report.py and
+the one-line errors for bad input."""
+import json
+import re
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from conftest import assert_one_line_error, png_ok, run_cli, tiny_config
+
+from utils.checkpoint import load_checkpoint
+
+LOG_LINE = {
+    "epoch": r"\d+",
+    "loss": r"\d+\.\d{4}",
+    "accuracy": r"\d+\.\d{2}",
+    "val_loss": r"\d+\.\d{4}",
+    "val_accuracy": r"\d+\.\d{2}",
+    "lr": r"[\d.e-]+",
+}
+
+
+def epoch_logs(stdout):
+    """[{key: text}] for every epoch block printed in the user's `    key            : value` form."""
+    logs = []
+    for line in stdout.splitlines():
+        m = re.fullmatch(r"    (\w+) {1,15}: (\S+)", line)
+        if m and len(line.split(":")[0]) == 4 + 15:
+            if m.group(1) == "epoch":
+                logs.append({})
+            if logs:
+                logs[-1][m.group(1)] = m.group(2)
+    return logs
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_folder):
+    tmp = tmp_path_factory.mktemp("train")
+    proc = run_cli("train.py", "-c", tiny_config(tmp, tiny_folder))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run_dir = next((tmp / "saved").glob("*/*"))
+    return proc, run_dir, tmp
+
+
+def test_train_prints_the_users_log_format(trained):
+    proc, _, _ = trained
+    logs = epoch_logs(proc.stdout)
+    assert [log["epoch"] for log in logs] == ["1", "2"]
+    for log in logs:
+        assert list(log) == list(LOG_LINE)
+        for key, pattern in LOG_LINE.items():
+            assert re.fullmatch(pattern, log[key]), (key, log[key])
+        # exact fractions: 40 training images (5 batches of 8), 20 test images
+        assert float(log["accuracy"]) * 40 / 100 == pytest.approx(round(float(log["accuracy"]) * 40 / 100), abs=1e-6)
+        assert float(log["val_accuracy"]) * 20 / 100 == pytest.approx(round(float(log["val_accuracy"]) * 20 / 100), abs=1e-6)
+    assert "[PASS] min_receptive_field" in proc.stdout and "[FAIL]" not in proc.stdout
+    assert "Receptive field at the last convolution before pooling: 93" in proc.stdout
+
+
+def test_train_writes_checkpoints_logs_and_report(trained):
+    _, run_dir, _ = trained
+    names = {p.name for p in run_dir.iterdir()}
+    assert {"config.json", "info.log", "last.pth", "model_best.pth", "checkpoint-epoch1.pth", "checkpoint-epoch2.pth"} <= names
+    assert any(n.startswith("events.out.tfevents") for n in names)
+    ckpt = load_checkpoint(run_dir / "last.pth")  # weights_only=True
+    assert ckpt["epoch"] == 2 and len(ckpt["history"]) == 2
+    assert {"optimizer", "lr_scheduler", "rng", "data_stats", "classes", "monitor_best"} <= set(ckpt)
+    assert isinstance(ckpt["config"], dict) and ckpt["config"]["trainer"]["epochs"] == 2
+    assert "val_accuracy" in (run_dir / "info.log").read_text()
+    for name in ("curves", "confusion_matrix", "misclassified", "augmentations"):
+        png_ok(run_dir / f"{name}.png")
+    report = (run_dir / "report.md").read_text()
+    assert all(f"({n}.png)" in report for n in ("curves", "confusion_matrix", "misclassified", "augmentations"))
+    rows = re.findall(r"^\| (\w+) \| (\d+) \| (\d+) \| ([\d.]+) \|$", report, re.M)
+    assert len(rows) == 10 and sum(int(r[1]) for r in rows) == 20  # the confusion matrix counts every image
+    assert "[PASS] max_params" in report
+
+
+def test_tensorboard_has_the_epoch_scalars_and_report_images(trained):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, run_dir, _ = trained
+    tags = {"scalars": set(), "images": set()}
+    for events in run_dir.glob("events.out.tfevents*"):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        for kind in tags:
+            tags[kind] |= set(acc.Tags()[kind])
+    assert {"loss/train", "loss/val", "accuracy/train", "accuracy/val", "lr"} <= tags["scalars"]
+    assert "report/confusion_matrix" in tags["images"]
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(trained, tmp_path):
+    _, run_dir, _ = trained
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    straight = load_checkpoint(copy / "last.pth")
+    proc = run_cli("train.py", "--resume", copy / "checkpoint-epoch1.pth")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert [log["epoch"] for log in epoch_logs(proc.stdout)] == ["2"]
+    resumed = load_checkpoint(copy / "last.pth")
+    assert resumed["epoch"] == 2 and len(resumed["history"]) == 2
+    for key, tensor in straight["state_dict"].items():
+        assert torch.equal(tensor, resumed["state_dict"][key]), key
+    assert resumed["history"][-1] == straight["history"][-1]
+    assert resumed["lr_scheduler"]["last_epoch"] == straight["lr_scheduler"]["last_epoch"]
+
+
+def test_test_py_reproduces_the_final_validation_accuracy(trained, tiny_folder, tmp_path):
+    proc, run_dir, _ = trained
+    final = epoch_logs(proc.stdout)[-1]  # validation_split 0: the test split validated
+    out = run_cli("test.py", "--resume", run_dir / "last.pth", "--data_dir", tiny_folder, "--out", tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    printed = dict(re.findall(r"^    (\w+) +: (\S+)$", out.stdout, re.M))
+    assert printed["accuracy"] == final["val_accuracy"] and printed["loss"] == final["val_loss"]
+    assert printed["images"] == "20" and "acc_airplane" in printed and "acc_truck" in printed
+    png_ok(tmp_path / "test_confusion_matrix.png")
+    png_ok(tmp_path / "test_misclassified.png")
+    metrics = json.loads((tmp_path / "test_metrics.json").read_text())
+    assert np.array(metrics["confusion_matrix"]).sum() == 20
+
+
+def test_report_py_rebuilds_the_report_from_a_checkpoint(trained, tmp_path):
+    _, run_dir, _ = trained
+    proc = run_cli("report.py", "--resume", run_dir / "last.pth", "--out", tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for name in ("curves", "confusion_matrix", "misclassified", "augmentations"):
+        png_ok(tmp_path / f"{name}.png")
+    assert (tmp_path / "report.md").read_text().count("| 2 |") >= 10  # 2 test images per class
+
+
+def test_missing_data_folder(trained, tmp_path):
+    _, _, tmp = trained
+    proc = run_cli("train.py", "-c", tmp / "config.json", "--data_dir", tmp_path / "nothing")
+    assert_one_line_error(proc, "nothing", "no CIFAR-10 here", "--data_dir")
+    assert not (tmp_path / "nothing").exists()
+
+
+def test_corrupt_image(tiny_folder, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_folder, data)
+    (data / "train" / "dog" / "0021.png").write_bytes(b"\x89PNG broken")
+    proc = run_cli("train.py", "-c", tiny_config(tmp_path, data))
+    assert_one_line_error(proc, "train/dog/0021.png", "cannot decode image")
+
+
+def test_corrupt_checkpoint(trained, tmp_path, tiny_folder):
+    bad = tmp_path / "last.pth"
+    bad.write_bytes(b"\x00" * 64)
+    assert_one_line_error(run_cli("test.py", "--resume", bad, "--data_dir", tiny_folder), "last.pth", "not a readable checkpoint")
+    assert_one_line_error(run_cli("train.py", "--resume", bad), "last.pth", "not a readable checkpoint")
+
+
+def test_checkpoint_of_another_architecture(trained, tmp_path, tiny_folder):
+    _, run_dir, _ = trained
+    config = json.loads((run_dir / "config.json").read_text())
+    config["arch"]["args"]["widths"] = [16, 32, 48, 64]
+    (tmp_path / "other.json").write_text(json.dumps(config))
+    proc = run_cli("test.py", "--resume", run_dir / "last.pth", "-c", tmp_path / "other.json", "--data_dir", tiny_folder)
+    assert_one_line_error(proc, "last.pth", "weights do not fit the model DilatedNet")
+
+
+def test_unknown_config_key(trained, tmp_path):
+    _, _, tmp = trained
+    config = json.loads((tmp / "config.json").read_text())
+    config["trainer"]["epocs"] = 3
+    (tmp_path / "typo.json").write_text(json.dumps(config))
+    assert_one_line_error(run_cli("train.py", "-c", tmp_path / "typo.json"), "trainer.epocs: unknown config key")
+
+
+def test_spec_violation_stops_training_unless_allowed(tiny_folder, tmp_path):
+    path = tiny_config(tmp_path, tiny_folder, epochs=1)
+    config = json.loads(path.read_text())
+    config["arch"]["args"].update(widths=[64, 128, 160, 192], depths=[2, 1, 1, 1])
+    path.write_text(json.dumps(config))
+    proc = run_cli("train.py", "-c", path)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines[0] == "error: the network breaks the spec:" and len(lines) == 2
+    assert lines[1].startswith("[FAIL] max_params")
+    allowed = run_cli("train.py", "-c", path, "--allow_spec_violation")
+    assert allowed.returncode == 0, allowed.stderr
+    assert "breaks the spec; training anyway" in allowed.stdout
+
+
+def test_benchmark_prints_its_figures(tiny_folder, tmp_path):
+    proc = run_cli("benchmarks/train_benchmark.py", "-c", tiny_config(tmp_path, tiny_folder), "--epochs", "2",
+                   "--validation_split", "10", "--seeds", "3", "4")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    figures = re.findall(r"^    (\w+) +: (\S+)$", proc.stdout, re.M)
+    keys = [k for k, _ in figures]
+    for key in ("device", "parameters", "receptive_field", "receptive_field_empirical", "loader_img_per_s",
+                "model_fwd_bwd_img_per_s", "train_s_per_epoch", "eval_s_per_epoch", "train_img_per_s",
+                "time_to_87_s", "final_val_accuracy", "mean_final_val_accuracy", "std_final_val_accuracy"):
+        assert key in keys, key
+    values = dict(figures)
+    assert values["parameters"] == "91314" and values["receptive_field"] == values["receptive_field_empirical"] == "93"
+    assert float(values["loader_img_per_s"]) > 0 and float(values["model_fwd_bwd_img_per_s"]) > 0

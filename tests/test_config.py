@@ -1,0 +1,116 @@
+import json
+
+import pytest
+from conftest import REPO
+
+from parse_config import ConfigParser, add_override_flags, base_argparser, load_json
+from utils.errors import ConfigError
+
+
+@pytest.fixture
+def config():
+    return json.loads((REPO / "config.json").read_text())
+
+
+def parse(config, **modification):
+    return ConfigParser(config, modification={tuple(k.split("__")): v for k, v in modification.items()})
+
+
+def test_shipped_config_parses_with_defaults_filled(config):
+    parsed = parse(config)
+    assert parsed["arch"]["type"] == "DilatedNet"
+    assert parsed["constraints"]["max_params"] == 100_000
+    assert parsed["trainer"]["monitor"] == "max val_accuracy"
+
+
+def test_parsing_creates_no_folders(config, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config["trainer"]["save_dir"] = "runs"
+    parsed = parse(config)
+    assert not (tmp_path / "runs").exists() and list(tmp_path.iterdir()) == []
+    parsed.make_run_dir()
+    assert (parsed.run_dir / "config.json").is_file()
+
+
+@pytest.mark.parametrize("edit, key", [
+    (lambda c: c.update(epochs=3), "epochs: unknown config key"),
+    (lambda c: c["trainer"].update(epoch=3), "trainer.epoch: unknown config key"),
+    (lambda c: c["trainer"].update(epochs="ten"), "trainer.epochs: expected an integer"),
+    (lambda c: c["trainer"].update(amp="yes"), "trainer.amp: expected one of"),
+    (lambda c: c["trainer"].pop("epochs"), "trainer.epochs: missing config key"),
+    (lambda c: c["optimizer"]["args"].update(lrr=0.1), "optimizer.args.lrr: unknown argument of SGD"),
+    (lambda c: c["optimizer"]["args"].update(lr="fast"), "optimizer.args.lr: expected"),
+    (lambda c: c["arch"].update(type="ResNet50"), "arch.type: 'ResNet50' is not found"),
+    (lambda c: c["arch"]["args"].update(width=3), "arch.args.width: unknown argument of DilatedNet"),
+    (lambda c: c["data_loader"]["args"].update(batch_size=8.5), "data_loader.args.batch_size: expected int"),
+    (lambda c: c["lr_scheduler"]["args"].update(epochs=3), "lr_scheduler.args.epochs: is set by the trainer"),
+    (lambda c: c.update(metrics=["accuracy", "f1"]), "metrics[1]: unknown metric 'f1'"),
+    (lambda c: c["trainer"].update(monitor="best val_accuracy"), "trainer.monitor"),
+    (lambda c: c["loss"].update(kind="x"), "loss.kind: unknown config key"),
+])
+def test_bad_config_names_the_key(config, edit, key):
+    edit(config)
+    with pytest.raises(ConfigError) as info:
+        parse(config)
+    assert key in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_bad_augmentation_names_the_entry(config, tiny_folder):
+    from data_loader.transforms import build_augment
+
+    entries = config["data_loader"]["args"]["augmentations"]
+    entries[2]["args"]["holes"] = 1
+    with pytest.raises(ConfigError, match=r"augmentations\[2\]\.args\.holes: unknown argument of CoarseDropout"):
+        build_augment(entries, [0, 0, 0])
+    entries[2]["args"].pop("holes")
+    entries[2]["args"]["num_holes_range"] = "one"
+    with pytest.raises(ConfigError, match=r"augmentations\[2\]\.args: num_holes_range"):
+        build_augment(entries, [0, 0, 0])
+
+
+def test_command_line_overrides(config, tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(config))
+    parser = base_argparser("t")
+    add_override_flags(parser)
+    args = parser.parse_args(["-c", str(path), "--lr", "0.05", "--bs", "64", "--epochs", "3",
+                              "--validation_split", "5000", "--seed", "7", "--data_dir", "x", "--device", "cpu"])
+    parsed = ConfigParser.from_args(args)
+    assert parsed["optimizer"]["args"]["lr"] == 0.05
+    assert parsed["data_loader"]["args"]["batch_size"] == 64
+    assert parsed["data_loader"]["args"]["validation_split"] == 5000
+    assert parsed["trainer"]["epochs"] == 3 and parsed["seed"] == 7 and parsed["device"] == "cpu"
+    args = parser.parse_args(["-c", str(path), "--validation_split", "0.1"])
+    assert ConfigParser.from_args(args)["data_loader"]["args"]["validation_split"] == 0.1
+
+
+def test_missing_and_broken_config_files(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_json(tmp_path / "nope.json")
+    (tmp_path / "bad.json").write_text("{ nope")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        load_json(tmp_path / "bad.json")
+
+
+def test_one_cycle_gets_its_schedule_from_the_run(config):
+    import torch
+
+    from trainer import build_lr_scheduler
+
+    parsed = parse(config, trainer__epochs=3)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=parsed["optimizer"]["args"]["lr"])
+    scheduler = build_lr_scheduler(parsed, optimizer, steps_per_epoch=5)
+    assert scheduler.total_steps == 15
+    assert scheduler.optimizer.param_groups[0]["max_lr"] == pytest.approx(config["optimizer"]["args"]["lr"])
+
+
+def test_one_cycle_too_short_for_its_warm_up_is_a_config_error(config):
+    import torch
+
+    from trainer import build_lr_scheduler
+
+    parsed = parse(config, trainer__epochs=1)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    with pytest.raises(ConfigError, match="lr_scheduler.args.pct_start"):
+        build_lr_scheduler(parsed, optimizer, steps_per_epoch=4)

@@ -1,0 +1,131 @@
+import json
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from conftest import REPO
+
+from model.blocks import ConvBNReLU, DepthwiseSeparableConv
+from model.model import DilatedNet
+from model.spec import (check_constraints, count_depthwise_separable, count_dilated, describe,
+                        empirical_receptive_field, has_gap, has_maxpool, receptive_field, trace)
+from parse_config import ConfigParser
+
+CONSTRAINTS = ConfigParser(json.loads((REPO / "config.json").read_text()))["constraints"]
+SHIPPED_ARGS = json.loads((REPO / "config.json").read_text())["arch"]["args"]
+
+MODELS = {
+    "shipped": lambda: DilatedNet(**SHIPPED_ARGS),
+    "default": lambda: DilatedNet(),
+    "narrow": lambda: DilatedNet(widths=(16, 32, 48, 64), depths=(1, 1, 1, 1)),
+    "deep": lambda: DilatedNet(widths=(24, 48, 64, 96), depths=(3, 2, 3, 2)),
+}
+
+
+@pytest.fixture(params=sorted(MODELS))
+def net(request):
+    torch.manual_seed(0)
+    return MODELS[request.param]()
+
+
+def test_output_is_raw_logits_per_class(net):
+    out = net(torch.randn(2, 3, 32, 32))
+    assert out.shape == (2, 10) and torch.isfinite(out).all()
+    assert not torch.allclose(out.softmax(1).sum(1), out.sum(1))  # not already probabilities
+
+
+def test_meets_every_constraint(net):
+    checks = check_constraints(net, CONSTRAINTS)
+    assert [c.rule for c in checks if not c.ok] == []
+    assert sum(p.numel() for p in net.parameters()) < 100_000
+
+
+def test_analytic_receptive_field_equals_empirical(net):
+    rf = receptive_field(trace(net))
+    assert rf > 52
+    assert empirical_receptive_field(net) == rf
+
+
+def test_shipped_network_figures():
+    net = MODELS["shipped"]()
+    layers = trace(net)
+    assert sum(p.numel() for p in net.parameters()) == 91_314
+    assert receptive_field(layers) == 93
+    assert count_depthwise_separable(layers) == 8 and count_dilated(layers) == 5
+    assert has_gap(net, layers) and not has_maxpool(layers)
+    text, failed = describe(net, CONSTRAINTS)
+    assert failed == [] and "Total params: 91,314" in text and text.count("[PASS]") == 6
+
+
+@pytest.mark.parametrize("layers, expected", [
+    ([nn.Conv2d(3, 4, 3, padding=1)] * 1, 3),
+    ([nn.Conv2d(3, 3, 3, padding=1)] * 3, 7),
+    ([nn.Conv2d(3, 3, 3, padding=2, dilation=2)] * 2, 9),
+    ([nn.Conv2d(3, 3, 3, stride=2, padding=1), nn.Conv2d(3, 3, 3, padding=1)], 7),
+    ([nn.Conv2d(3, 3, 3, stride=2, padding=2, dilation=2), nn.Conv2d(3, 3, 3, padding=2, dilation=2)], 13),
+    ([nn.Conv2d(3, 3, 3, padding=1), nn.AvgPool2d(2), nn.Conv2d(3, 3, 3, padding=1)], 8),
+])
+def test_receptive_field_of_known_chains(layers, expected):
+    net = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1))
+    assert receptive_field(trace(net)) == expected
+    assert empirical_receptive_field(net) == expected
+
+
+class ClaimsButDoesNot(nn.Module):
+    """What the user's own network did: names that promise dilation and separable convolutions,
+    max-pooling, a flatten+linear head and a receptive field far below its claim."""
+
+    def __init__(self):
+        super().__init__()
+        self.dilated_conv1 = nn.Conv2d(3, 32, 3, padding=1)  # dilation 1 despite the name
+        self.depthwise_separable = nn.Conv2d(32, 64, 3, padding=1)  # a plain conv
+        self.pool = nn.MaxPool2d(2)
+        self.conv3 = nn.Conv2d(64, 64, 3, padding=1)
+        self.fc = nn.Linear(64 * 16 * 16, 10)
+
+    def forward(self, x):
+        x = self.pool(F.relu(self.depthwise_separable(F.relu(self.dilated_conv1(x)))))
+        return self.fc(torch.flatten(F.relu(self.conv3(x)), 1))
+
+
+class FunctionalMaxPool(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.dw = nn.Conv2d(8, 8, 3, padding=2, dilation=2, groups=8)
+        self.pw = nn.Conv2d(8, 8, 1)
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.head = nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = F.max_pool2d(self.stem(x), 2)  # no module to find: only the trace sees it
+        x = self.pw(self.dw(x))
+        return self.head(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+def test_checker_rejects_a_network_that_only_claims_the_spec():
+    checks = {c.rule: c for c in check_constraints(ClaimsButDoesNot(), CONSTRAINTS)}
+    failed = {rule for rule, c in checks.items() if not c.ok}
+    assert failed == {"max_params", "min_receptive_field", "min_depthwise_separable", "min_dilated",
+                      "require_gap", "forbid_maxpool"}
+    assert checks["min_receptive_field"].actual == "10"
+    assert checks["min_dilated"].actual == "0" and checks["min_depthwise_separable"].actual == "0"
+
+
+def test_checker_sees_functional_max_pool_and_counts_separable_pairs():
+    net = FunctionalMaxPool()
+    layers = trace(net)
+    assert has_maxpool(layers)
+    assert count_depthwise_separable(layers) == 1 and count_dilated(layers) == 1
+    assert has_gap(net, layers)
+
+
+def test_blocks():
+    block = DepthwiseSeparableConv(8, 16, stride=2, dilation=2)
+    assert block(torch.randn(1, 8, 16, 16)).shape == (1, 16, 8, 8)
+    assert block.depthwise.groups == 8 and block.depthwise.dilation == (2, 2) and block.pointwise.kernel_size == (1, 1)
+    residual = DepthwiseSeparableConv(8, 8, dilation=2, residual=True)
+    assert residual(torch.randn(1, 8, 16, 16)).shape == (1, 8, 16, 16)
+    with pytest.raises(ValueError):
+        DepthwiseSeparableConv(8, 16, residual=True)
+    assert ConvBNReLU(3, 8, stride=2, dilation=2)(torch.randn(1, 3, 32, 32)).shape == (1, 8, 16, 16)

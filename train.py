@@ -1,0 +1,72 @@
+"""Train a network as the config says:  python train.py -c config.json
+Continue a run:                          python train.py --resume saved/<name>/<run>/last.pth"""
+import sys
+
+import model.metric as module_metric
+from logger import get_logger, setup_logging
+from model.spec import describe, format_checks
+from parse_config import ConfigParser, add_override_flags, base_argparser
+from trainer import Trainer, build_lr_scheduler
+from utils import SpecError, UserError, resolve_device, seed_everything
+
+
+def main(config, allow_spec_violation=False):
+    setup_logging(None, config["trainer"]["verbosity"])
+    seed_everything(config["seed"])
+    device = resolve_device(config["device"])
+
+    data_loader = config.init_obj("data_loader")
+    valid_data_loader = data_loader.split_validation()
+    model = config.init_obj("arch")
+    summary, failed = describe(model, config["constraints"])
+
+    run_dir = config.make_run_dir()
+    setup_logging(run_dir, config["trainer"]["verbosity"])
+    logger = get_logger("train")
+    logger.info(summary)
+    if failed:
+        if config["constraints"]["enforce"] and not allow_spec_violation:
+            raise SpecError("the network breaks the spec:\n" + format_checks(failed))
+        logger.warning("the network breaks the spec; training anyway as asked")
+    logger.info(f"Data: {len(data_loader.dataset)} training images, "
+                f"{len(valid_data_loader.dataset) if valid_data_loader else 0} {data_loader.valid_name} images; "
+                f"mean {data_loader.stats['mean']} std {data_loader.stats['std']}; device {device}; run folder {run_dir}")
+
+    model = model.to(device)
+    criterion = config.init_obj("loss")
+    metrics = [getattr(module_metric, name) for name in config["metrics"]]
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = config.init_obj("optimizer", params)
+    lr_scheduler = build_lr_scheduler(config, optimizer, steps_per_epoch=len(data_loader))
+
+    trainer = Trainer(model, criterion, metrics, optimizer, config=config, device=device,
+                      data_loader=data_loader, valid_data_loader=valid_data_loader, lr_scheduler=lr_scheduler)
+    if config.resume:
+        trainer.resume(config.resume)
+    trainer.train()
+    if config["trainer"]["report"]:
+        from logger.report import write_run_report
+
+        write_run_report(trainer, data_loader, valid_data_loader)
+
+
+def cli(argv=None):
+    parser = base_argparser("Train a compact dilated CNN on CIFAR-10")
+    add_override_flags(parser)
+    parser.add_argument("--allow_spec_violation", action="store_true",
+                        help="train even if the network breaks the constraints section")
+    args = parser.parse_args(argv)
+    try:
+        main(ConfigParser.from_args(args), args.allow_spec_violation)
+    except UserError as e:
+        lines = str(e).splitlines()
+        print(f"error: {lines[0]}", *lines[1:], sep="\n", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: resume with  python train.py --resume <run folder>/last.pth", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,0 +1,172 @@
+import contextlib
+
+import torch
+from tqdm import tqdm
+
+from base import BaseTrainer
+from utils import MetricTracker
+from utils.errors import CheckpointError, ConfigError
+
+# Schedulers that move every batch; every other torch.optim.lr_scheduler class moves every epoch.
+PER_BATCH_SCHEDULERS = (torch.optim.lr_scheduler.OneCycleLR, torch.optim.lr_scheduler.CyclicLR)
+
+
+def autocast_for(device, amp):
+    """bf16/fp16 autocast on CUDA; on the CPU mixed precision is off (slower than fp32 there)."""
+    if amp == "off" or device.type != "cuda":
+        return contextlib.nullcontext
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return lambda: torch.autocast(device_type="cuda", dtype=dtype)
+
+
+def to_device(images, target, device, channels_last):
+    images = images.to(device, non_blocking=True)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images, target.to(device, non_blocking=True)
+
+
+def train_one_epoch(model, criterion, metric_ftns, optimizer, loader, device, *, batch_scheduler=None,
+                    scaler=None, autocast=contextlib.nullcontext, channels_last=False, desc="train"):
+    """One pass over `loader`; returns exact per-image means of the loss and each metric, and the
+    learning rate of the last batch."""
+    model.train()
+    tracker = MetricTracker("loss", *[m.__name__ for m in metric_ftns])
+    lr = optimizer.param_groups[0]["lr"]
+    for images, target in tqdm(loader, desc=desc, leave=False, disable=None):
+        lr = optimizer.param_groups[0]["lr"]
+        images, target = to_device(images, target, device, channels_last)
+        with autocast():
+            output = model(images)
+            loss = criterion(output, target)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        if batch_scheduler is not None:
+            batch_scheduler.step()
+        n = target.size(0)
+        tracker.update("loss", loss.detach().float() * n, n)
+        output = output.detach().float()
+        for metric in metric_ftns:
+            tracker.update(metric.__name__, metric(output, target), n)
+    return {**tracker.result(), "lr": lr}
+
+
+@torch.no_grad()
+def evaluate(model, criterion, metric_ftns, loader, device, *, autocast=contextlib.nullcontext,
+             channels_last=False, return_outputs=False, desc="eval"):
+    """Exact per-image means of the loss and each metric over `loader`. With return_outputs, also
+    the softmax probabilities (N, C) and the targets (N,), in the loader's order."""
+    model.eval()
+    tracker = MetricTracker("loss", *[m.__name__ for m in metric_ftns])
+    probs, targets = [], []
+    for images, target in tqdm(loader, desc=desc, leave=False, disable=None):
+        images, target = to_device(images, target, device, channels_last)
+        with autocast():
+            output = model(images)
+        output = output.float()
+        n = target.size(0)
+        tracker.update("loss", criterion(output, target).float() * n, n)
+        for metric in metric_ftns:
+            tracker.update(metric.__name__, metric(output, target), n)
+        if return_outputs:
+            probs.append(output.softmax(dim=1))
+            targets.append(target)
+    result = tracker.result()
+    if return_outputs:
+        return result, torch.cat(probs).cpu(), torch.cat(targets).cpu()
+    return result
+
+
+class Trainer(BaseTrainer):
+    """Trains a classifier on `data_loader`, validating on `valid_data_loader` every epoch."""
+
+    def __init__(self, model, criterion, metric_ftns, optimizer, config, device, data_loader,
+                 valid_data_loader=None, lr_scheduler=None):
+        super().__init__(model, criterion, metric_ftns, optimizer, config)
+        cfg = config["trainer"]
+        self.device = device
+        self.data_loader = data_loader
+        self.valid_data_loader = valid_data_loader
+        self.lr_scheduler = lr_scheduler
+        self.per_batch = isinstance(lr_scheduler, PER_BATCH_SCHEDULERS)
+        self.last_val_outputs = None  # (probabilities, targets) of the latest validation
+        self.channels_last = cfg["channels_last"]
+        self.autocast = autocast_for(device, cfg["amp"])
+        use_scaler = cfg["amp"] == "fp16" and device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+        if cfg["amp"] != "off" and device.type != "cuda":
+            self.logger.info(f"trainer.amp: {cfg['amp']} applies on CUDA only; training in fp32 on {device}")
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+
+    def _train_epoch(self, epoch):
+        log = train_one_epoch(
+            self.model, self.criterion, self.metric_ftns, self.optimizer, self.data_loader, self.device,
+            batch_scheduler=self.lr_scheduler if self.per_batch else None, scaler=self.scaler,
+            autocast=self.autocast, channels_last=self.channels_last, desc=f"epoch {epoch}/{self.epochs}",
+        )
+        lr = log.pop("lr")
+        if self.valid_data_loader is not None:
+            val, *self.last_val_outputs = evaluate(
+                self.model, self.criterion, self.metric_ftns, self.valid_data_loader, self.device,
+                autocast=self.autocast, channels_last=self.channels_last, return_outputs=True, desc="validation")
+            log.update({f"val_{k}": v for k, v in val.items()})
+        log["lr"] = lr
+        if self.lr_scheduler is not None and not self.per_batch:
+            if isinstance(self.lr_scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                self.lr_scheduler.step(log.get(getattr(self, "mnt_metric", "loss"), log["loss"]))
+            else:
+                self.lr_scheduler.step()
+        return log
+
+    def _extra_state(self):
+        return {
+            "lr_scheduler": self.lr_scheduler.state_dict() if self.lr_scheduler is not None else None,
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "data_stats": self.data_loader.stats,
+            "classes": list(self.data_loader.classes),
+        }
+
+    def _load_extra_state(self, ckpt):
+        saved = ckpt["config"]
+        if isinstance(self.lr_scheduler, torch.optim.lr_scheduler.OneCycleLR):
+            was = saved["trainer"]["epochs"], saved["data_loader"]["args"].get("batch_size")
+            now = self.epochs, self.config["data_loader"]["args"].get("batch_size")
+            if was != now:
+                raise ConfigError(f"trainer.epochs/data_loader.args.batch_size: the checkpoint's OneCycleLR schedule was "
+                                  f"built for {was[0]} epochs at batch size {was[1]}; resume with the same values, not {now[0]} and {now[1]}")
+        if self.lr_scheduler is not None and ckpt.get("lr_scheduler") is not None:
+            if (saved.get("lr_scheduler") or {}).get("type") == self.config["lr_scheduler"]["type"]:
+                self.lr_scheduler.load_state_dict(ckpt["lr_scheduler"])
+        if self.scaler is not None and ckpt.get("scaler") is not None:
+            self.scaler.load_state_dict(ckpt["scaler"])
+        if ckpt.get("data_stats") and ckpt["data_stats"] != self.data_loader.stats:
+            self.logger.warning("the data's mean/std differ from the checkpoint's: was the data or the validation split changed?")
+        if ckpt.get("classes") and list(ckpt["classes"]) != list(self.data_loader.classes):
+            raise CheckpointError(f"{self.config.resume}: trained on classes {ckpt['classes']}, the data holds {self.data_loader.classes}")
+
+
+def build_lr_scheduler(config, optimizer, steps_per_epoch):
+    """The config's lr_scheduler, or None. OneCycleLR gets epochs and steps_per_epoch from the run
+    and, unless the config sets max_lr, peaks at the optimizer's configured lr."""
+    entry = config["lr_scheduler"]
+    if entry is None:
+        return None
+    if entry["type"] == "OneCycleLR":
+        extra = {"epochs": config["trainer"]["epochs"], "steps_per_epoch": steps_per_epoch}
+        if "max_lr" not in entry["args"]:
+            extra["max_lr"] = config["optimizer"]["args"].get("lr", optimizer.defaults["lr"])
+        total = extra["epochs"] * steps_per_epoch
+        warmup_end = entry["args"].get("pct_start", 0.3) * total - 1  # as OneCycleLR computes it
+        if not 0 < warmup_end < total - 1:
+            raise ConfigError(f"lr_scheduler.args.pct_start: a OneCycleLR warm-up of {entry['args'].get('pct_start', 0.3)} x "
+                              f"{total} steps ({extra['epochs']} epochs x {steps_per_epoch} batches) leaves no room for "
+                              "both phases; train for more steps or change pct_start")
+        return config.init_obj("lr_scheduler", optimizer, **extra)
+    return config.init_obj("lr_scheduler", optimizer)

@@ -1,0 +1,21 @@
+"""User-facing errors: each one is printed as a single line, without a traceback."""
+
+
+class UserError(Exception):
+    """A mistake in the user's input (config, data, checkpoint) that the program can name."""
+
+
+class ConfigError(UserError):
+    """A config key is unknown, missing or of the wrong type."""
+
+
+class DataError(UserError):
+    """A data file or folder is missing, unreadable or laid out wrongly."""
+
+
+class CheckpointError(UserError):
+    """A checkpoint is missing, corrupt or does not fit the model."""
+
+
+class SpecError(UserError):
+    """The network breaks one or more rules of the `constraints` section."""

@@ -1,0 +1,35 @@
+"""Rebuild a trained model and its data from a checkpoint (test.py, report.py)."""
+from parse_config import ConfigParser
+from utils.checkpoint import load_checkpoint, load_model_state
+from utils.errors import CheckpointError, DataError
+
+
+def config_from_checkpoint(args, ckpt):
+    """The checkpoint's own config (or -c), with the command-line overrides applied."""
+    from parse_config import OVERRIDES, load_json
+
+    config = load_json(args.config) if args.config else ckpt["config"]
+    modification = {path: getattr(args, flag.lstrip("-"), None) for flag, (_, path) in OVERRIDES.items()}
+    return ConfigParser(config, None, modification, run_id="eval")
+
+
+def load_trained(args, training):
+    """(config, checkpoint, model on CPU with weights, data loader). training=False: the test split,
+    normalised with the checkpoint's statistics; training=True: the run's train/validation split."""
+    if not args.resume:
+        raise CheckpointError("no checkpoint given: use --resume <checkpoint.pth>")
+    ckpt = load_checkpoint(args.resume)
+    config = config_from_checkpoint(args, ckpt)
+    saved_arch = ckpt["config"].get("arch", {}).get("type")
+    if saved_arch != config["arch"]["type"]:
+        raise CheckpointError(f"{args.resume}: saved from arch {saved_arch!r}, but the config builds {config['arch']['type']!r}")
+    model = config.init_obj("arch")
+    load_model_state(model, ckpt, args.resume)
+    if training:
+        data_loader = config.init_obj("data_loader", shuffle=False)
+    else:
+        data_loader = config.init_obj("data_loader", training=False, shuffle=False, stats=ckpt.get("data_stats"))
+    if ckpt.get("classes") and list(ckpt["classes"]) != list(data_loader.classes):
+        raise DataError(f"{config['data_loader']['args']['data_dir']}: holds classes {data_loader.classes}, "
+                        f"the checkpoint was trained on {ckpt['classes']}")
+    return config, ckpt, model, data_loader

@@ -1,0 +1,50 @@
+import random
+
+import numpy as np
+import torch
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name):
+    """'auto' -> cuda when available, else cpu; anything else is passed to torch.device."""
+    from utils.errors import ConfigError
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device: {name!r} is not a device (expected auto, cpu, cuda or cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device: {name!r} asked for, but CUDA is not available on this machine")
+    return device
+
+
+class MetricTracker:
+    """Sums over the samples of an epoch, kept on the device (no sync per batch).
+
+    `update(key, total, n)` adds a batch's *sum* over its samples and its sample count, so the
+    average is exact over the epoch (never a mean of per-batch means)."""
+
+    def __init__(self, *keys):
+        self.keys = keys
+        self.reset()
+
+    def reset(self):
+        self._total = {k: 0.0 for k in self.keys}
+        self._count = {k: 0 for k in self.keys}
+
+    def update(self, key, total, n):
+        self._total[key] = self._total[key] + (total.detach() if torch.is_tensor(total) else total)
+        self._count[key] += n
+
+    def count(self, key):
+        return self._count[key]
+
+    def result(self):
+        return {k: float(self._total[k]) / self._count[k] if self._count[k] else float("nan") for k in self.keys}

@@ -236,6 +236,12 @@ OVERRIDES = {
 }
 
 
+def overrides_from_args(args):
+    """{path in the config: value} for every override flag given on the command line."""
+    values = {path: getattr(args, flag.lstrip("-"), None) for flag, (_, path) in OVERRIDES.items()}
+    return {path: value for path, value in values.items() if value is not None}
+
+
 def add_override_flags(parser, flags=tuple(OVERRIDES)):
     for flag in flags:
         kind, path = OVERRIDES[flag]
@@ -250,6 +256,8 @@ def load_json(path):
         raise ConfigError(f"{path}: config file not found") from None
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read the config ({e})") from None
 
 
 class ConfigParser:
@@ -303,12 +311,7 @@ class ConfigParser:
             config = load_checkpoint(args.resume)["config"]
         else:
             raise ConfigError("no config: give -c config.json, or --resume a checkpoint")
-        modification = {}
-        for flag, (_, path) in OVERRIDES.items():
-            value = getattr(args, flag.lstrip("-"), None)
-            if value is not None:
-                modification[path] = value
-        return cls(config, getattr(args, "resume", None), modification)
+        return cls(config, getattr(args, "resume", None), overrides_from_args(args))
 
     def init_obj(self, name, *args, **kwargs):
         """`config[name]` = {"type": T, "args": A} -> T(*args, **A), keyword arguments given

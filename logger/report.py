@@ -9,6 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from base.base_trainer import format_value  # noqa: E402
 from data_loader.transforms import reseed  # noqa: E402
 
 
@@ -123,7 +124,7 @@ def write_report(out_dir, *, config, spec_text, history, classes, valid_images, 
         "",
         "## Final metrics (last epoch, not the best one)",
         "",
-        _table(["metric", "value"], [[k, f"{v:.4f}" if isinstance(v, float) else v] for k, v in final.items()]) if final else "(no history)",
+        _table(["metric", "value"], [[k, format_value(k, v)] for k, v in final.items()]) if final else "(no history)",
         "",
         f"{split_name.capitalize()} accuracy recomputed from the saved predictions: {100.0 * np.trace(cm) / cm.sum():.2f}% "
         f"of {cm.sum()} images.",

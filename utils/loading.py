@@ -1,16 +1,13 @@
 """Rebuild a trained model and its data from a checkpoint (test.py, report.py)."""
-from parse_config import ConfigParser
+from parse_config import ConfigParser, load_json, overrides_from_args
 from utils.checkpoint import load_checkpoint, load_model_state
 from utils.errors import CheckpointError, DataError
 
 
 def config_from_checkpoint(args, ckpt):
     """The checkpoint's own config (or -c), with the command-line overrides applied."""
-    from parse_config import OVERRIDES, load_json
-
     config = load_json(args.config) if args.config else ckpt["config"]
-    modification = {path: getattr(args, flag.lstrip("-"), None) for flag, (_, path) in OVERRIDES.items()}
-    return ConfigParser(config, None, modification, run_id="eval")
+    return ConfigParser(config, None, overrides_from_args(args), run_id="eval")
 
 
 def load_trained(args, training):

@@ -13,7 +13,8 @@ from model.spec import describe
 from parse_config import add_override_flags, base_argparser
 from trainer import evaluate
 from trainer.trainer import autocast_for
-from utils import UserError, resolve_device
+from utils import resolve_device
+from utils.cli import run_main
 from utils.loading import load_trained
 
 
@@ -40,13 +41,7 @@ def cli(argv=None):
     parser = base_argparser("Write the report of a run from its checkpoint")
     add_override_flags(parser, ("--data_dir", "--validation_split", "--device", "--bs", "--num_workers"))
     parser.add_argument("--out", default=None, help="output folder (default: the checkpoint's)")
-    args = parser.parse_args(argv)
-    try:
-        main(args)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_main(main, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

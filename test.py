@@ -5,8 +5,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 import model.metric as module_metric
 from base.base_trainer import format_log
 from logger import get_logger, setup_logging
@@ -14,7 +12,8 @@ from logger.report import confusion_matrix, per_class_accuracy, plot_confusion, 
 from parse_config import add_override_flags, base_argparser
 from trainer import evaluate
 from trainer.trainer import autocast_for
-from utils import UserError, resolve_device
+from utils import resolve_device
+from utils.cli import run_main
 from utils.loading import load_trained
 
 
@@ -48,13 +47,7 @@ def cli(argv=None):
     parser = base_argparser("Evaluate a checkpoint on the CIFAR-10 test split")
     add_override_flags(parser, ("--data_dir", "--device", "--bs", "--num_workers"))
     parser.add_argument("--out", default=None, help="folder for the pictures and test_metrics.json (default: the checkpoint's)")
-    args = parser.parse_args(argv)
-    try:
-        main(args)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_main(main, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ from logger import get_logger, setup_logging
 from model.spec import describe, format_checks
 from parse_config import ConfigParser, add_override_flags, base_argparser
 from trainer import Trainer, build_lr_scheduler
-from utils import SpecError, UserError, resolve_device, seed_everything
+from utils import SpecError, resolve_device, seed_everything
+from utils.cli import run_main
 
 
 def main(config, allow_spec_violation=False):
@@ -56,16 +57,8 @@ def cli(argv=None):
     parser.add_argument("--allow_spec_violation", action="store_true",
                         help="train even if the network breaks the constraints section")
     args = parser.parse_args(argv)
-    try:
-        main(ConfigParser.from_args(args), args.allow_spec_violation)
-    except UserError as e:
-        lines = str(e).splitlines()
-        print(f"error: {lines[0]}", *lines[1:], sep="\n", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: resume with  python train.py --resume <run folder>/last.pth", file=sys.stderr)
-        return 130
-    return 0
+    return run_main(lambda: main(ConfigParser.from_args(args), args.allow_spec_violation),
+                    interrupted="interrupted: resume with  python train.py --resume <run folder>/last.pth")
 
 
 if __name__ == "__main__":

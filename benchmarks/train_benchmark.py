@@ -26,6 +26,7 @@ from parse_config import ConfigParser, add_override_flags, base_argparser  # noq
 from trainer import build_lr_scheduler, evaluate, train_one_epoch  # noqa: E402
 from trainer.trainer import PER_BATCH_SCHEDULERS, autocast_for  # noqa: E402
 from utils import UserError, resolve_device, seed_everything  # noqa: E402
+from utils.cli import run_main  # noqa: E402
 
 
 def sync(device):
@@ -133,28 +134,25 @@ def run(config, target):
     return figures
 
 
+def benchmark(args):
+    base = ConfigParser.from_args(args)
+    finals = []
+    for seed in args.seeds or [base["seed"]]:
+        figures = run(ConfigParser(base.config, modification={("seed",): seed}), args.target)
+        print(format_log({k: f"{v:.4f}" if "loss" in k else f"{v:.2f}" if isinstance(v, float) else v
+                          for k, v in figures.items()}, width=26), flush=True)
+        finals.append(figures["final_val_accuracy"])
+    if len(finals) > 1:
+        print(format_log({"seeds": len(finals), "mean_final_val_accuracy": statistics.mean(finals),
+                          "std_final_val_accuracy": statistics.stdev(finals)}, width=26))
+
+
 def main(argv=None):
     parser = base_argparser("Benchmark the training recipe of a config")
     add_override_flags(parser)
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="run once per seed (default: the config's)")
     parser.add_argument("--target", type=float, default=87.0, help="validation accuracy (%%) to time (default 87)")
-    args = parser.parse_args(argv)
-    try:
-        base = ConfigParser.from_args(args)
-        finals = []
-        for seed in args.seeds or [base["seed"]]:
-            config = ConfigParser(base.config, modification={("seed",): seed})
-            figures = run(config, args.target)
-            print(format_log({k: f"{v:.4f}" if "loss" in k else f"{v:.2f}" if isinstance(v, float) else v
-                              for k, v in figures.items()}, width=26), flush=True)
-            finals.append(figures["final_val_accuracy"])
-        if len(finals) > 1:
-            print(format_log({"seeds": len(finals), "mean_final_val_accuracy": statistics.mean(finals),
-                              "std_final_val_accuracy": statistics.stdev(finals)}, width=26))
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_main(benchmark, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,5 @@
 """Tiny generated data (a few dozen 32x32 images) in every layout the project reads, and helpers
 to run the command-line scripts. Nothing here reads outside the repository or the network."""
-import io
 import json
 import pickle
 import subprocess

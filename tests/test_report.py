@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 from conftest import CLASSES, make_images, png_ok
 
-from logger.report import confusion_matrix, per_class_accuracy, write_report
 from data_loader.transforms import build_augment
+from logger.report import confusion_matrix, per_class_accuracy, write_report
 
 
 def test_confusion_matrix_counts_every_image():

@@ -1,0 +1,18 @@
+import sys
+
+from utils.errors import UserError
+
+
+def run_main(main, *args, interrupted=None):
+    """Call main(*args); a UserError becomes `error: ...` on stderr (one line, plus one line per
+    failed rule for spec errors) and exit status 2, never a traceback."""
+    try:
+        main(*args)
+    except UserError as e:
+        lines = str(e).splitlines() or [type(e).__name__]
+        print(f"error: {lines[0]}", *lines[1:], sep="\n", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(interrupted or "interrupted", file=sys.stderr)
+        return 130
+    return 0

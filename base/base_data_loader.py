@@ -38,8 +38,11 @@ class BaseDataLoader(DataLoader):
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"data_loader.args.batch_size: expected a positive integer, got {batch_size!r}")
         self.valid_dataset = valid_dataset
+        # The loaders draw their workers' base seeds from a generator of their own: persistent
+        # workers draw once per run, and a draw from the global generator would shift every
+        # later epoch's order after a resume.
         self._loader_kwargs = dict(num_workers=num_workers, pin_memory=pin_memory and torch.cuda.is_available(),
-                                   persistent_workers=num_workers > 0)
+                                   persistent_workers=num_workers > 0, generator=torch.Generator())
         super().__init__(dataset, batch_sampler=SeededBatchSampler(len(dataset), batch_size, shuffle), **self._loader_kwargs)
         self.eval_batch_size = batch_size
 

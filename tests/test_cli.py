@@ -37,7 +37,8 @@ def epoch_logs(stdout):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_folder):
     tmp = tmp_path_factory.mktemp("train")
-    proc = run_cli("train.py", "-c", tiny_config(tmp, tiny_folder))
+    # two persistent DataLoader workers, as on a GPU machine: resume must be exact with them too
+    proc = run_cli("train.py", "-c", tiny_config(tmp, tiny_folder), "--num_workers", "2")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     run_dir = next((tmp / "saved").glob("*/*"))
     return proc, run_dir, tmp

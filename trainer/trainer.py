@@ -135,12 +135,12 @@ class Trainer(BaseTrainer):
 
     def _load_extra_state(self, ckpt):
         saved = ckpt["config"]
-        if isinstance(self.lr_scheduler, torch.optim.lr_scheduler.OneCycleLR):
-            was = saved["trainer"]["epochs"], saved["data_loader"]["args"].get("batch_size")
-            now = self.epochs, self.config["data_loader"]["args"].get("batch_size")
+        if isinstance(self.lr_scheduler, torch.optim.lr_scheduler.OneCycleLR) and ckpt.get("lr_scheduler"):
+            was, now = ckpt["lr_scheduler"].get("total_steps"), self.lr_scheduler.total_steps
             if was != now:
-                raise ConfigError(f"trainer.epochs/data_loader.args.batch_size: the checkpoint's OneCycleLR schedule was "
-                                  f"built for {was[0]} epochs at batch size {was[1]}; resume with the same values, not {now[0]} and {now[1]}")
+                raise ConfigError(f"trainer.epochs: the checkpoint's OneCycleLR schedule has {was} steps, this run's {now} "
+                                  f"({self.epochs} epochs x {len(self.data_loader)} batches); resume with the same epochs, "
+                                  "batch size and data")
         if self.lr_scheduler is not None and ckpt.get("lr_scheduler") is not None:
             if (saved.get("lr_scheduler") or {}).get("type") == self.config["lr_scheduler"]["type"]:
                 self.lr_scheduler.load_state_dict(ckpt["lr_scheduler"])

@@ -1,6 +1,7 @@
 """Pictures and a report of a run: curves.png, confusion_matrix.png, misclassified.png,
 augmentations.png and report.md. matplotlib with the Agg backend; every figure is closed."""
 import json
+import time
 from pathlib import Path
 
 import matplotlib
@@ -170,6 +171,7 @@ def write_run_report(trainer, data_loader, valid_data_loader):
     if valid_data_loader is None or trainer.last_val_outputs is None:
         logger.info("report: no validation split, no report")
         return None
+    start = time.perf_counter()
     probs, targets = trainer.last_val_outputs
     spec_text, _ = describe(trainer.model, trainer.config["constraints"])
     writer = TensorboardWriter(trainer.checkpoint_dir, trainer.config["trainer"]["tensorboard"])
@@ -181,5 +183,5 @@ def write_run_report(trainer, data_loader, valid_data_loader):
             split_name=data_loader.valid_name, writer=writer)
     finally:
         writer.close()
-    logger.info("Report: " + ", ".join(str(p) for p in paths.values() if p is not None))
+    logger.info(f"Report ({time.perf_counter() - start:.1f} s): " + ", ".join(str(p) for p in paths.values() if p is not None))
     return paths

@@ -248,8 +248,10 @@ def layer_summary(model, input_size=(1, 3, 32, 32)):
     import torchinfo
 
     device = next(model.parameters()).device
-    stats = torchinfo.summary(model, input_size=input_size, col_names=("output_size", "num_params"), depth=3,
-                              verbose=0, device=device, row_settings=("var_names",))
+    # eval mode and a zero input: the summary must not move BatchNorm statistics or draw random numbers
+    stats = torchinfo.summary(model, input_data=torch.zeros(input_size, device=device), mode="eval",
+                              col_names=("output_size", "num_params"), depth=3, verbose=0, device=device,
+                              row_settings=("var_names",))
     return str(stats)
 
 

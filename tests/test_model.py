@@ -138,3 +138,15 @@ def test_blocks():
     with pytest.raises(ValueError):
         DepthwiseSeparableConv(8, 16, residual=True)
     assert ConvBNReLU(3, 8, stride=2, dilation=2)(torch.randn(1, 3, 32, 32)).shape == (1, 8, 16, 16)
+
+
+def test_describing_a_model_changes_nothing_in_it():
+    """The summary and the checks run before training: they must not move BatchNorm statistics,
+    draw from the random generator or leave the model in another mode."""
+    torch.manual_seed(0)
+    net = MODELS["shipped"]()
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    rng = torch.get_rng_state()
+    describe(net, CONSTRAINTS)
+    assert net.training and torch.equal(rng, torch.get_rng_state())
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in state.items())

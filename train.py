@@ -2,13 +2,26 @@
 Continue a run:                          python train.py --resume saved/<name>/<run>/last.pth"""
 import sys
 
+import torch
+
 import model.metric as module_metric
 from logger import get_logger, setup_logging
 from model.spec import describe, format_checks
 from parse_config import ConfigParser, add_override_flags, base_argparser
 from trainer import Trainer, build_lr_scheduler
-from utils import SpecError, resolve_device, seed_everything
+from utils import ConfigError, SpecError, resolve_device, seed_everything
 from utils.cli import run_main
+
+
+def check_outputs(model, data_loader):
+    """The network needs an output per class of the data."""
+    model.eval()
+    with torch.no_grad():
+        outputs = model(torch.zeros(1, 3, *data_loader.dataset.images.shape[1:3])).shape[-1]
+    model.train()
+    if len(data_loader.classes) > outputs:
+        raise ConfigError(f"arch.args.num_classes: the network has {outputs} outputs, but the data holds "
+                          f"{len(data_loader.classes)} classes")
 
 
 def main(config, allow_spec_violation=False):
@@ -19,6 +32,7 @@ def main(config, allow_spec_violation=False):
     data_loader = config.init_obj("data_loader")
     valid_data_loader = data_loader.split_validation()
     model = config.init_obj("arch")
+    check_outputs(model, data_loader)
     summary, failed = describe(model, config["constraints"])
 
     run_dir = config.make_run_dir()

@@ -198,3 +198,11 @@ def test_benchmark_prints_its_figures(tiny_folder, tmp_path):
     values = dict(figures)
     assert values["parameters"] == "91314" and values["receptive_field"] == values["receptive_field_empirical"] == "93"
     assert float(values["loader_img_per_s"]) > 0 and float(values["model_fwd_bwd_img_per_s"]) > 0
+
+
+def test_more_classes_than_outputs(trained, tmp_path):
+    _, _, tmp = trained
+    config = json.loads((tmp / "config.json").read_text())
+    config["arch"]["args"]["num_classes"] = 5
+    (tmp_path / "five.json").write_text(json.dumps(config))
+    assert_one_line_error(run_cli("train.py", "-c", tmp_path / "five.json"), "arch.args.num_classes", "10 classes")

@@ -42,6 +42,7 @@ CONSTRAINTS_SCHEMA = {
     "min_dilated": (int, 1),
     "require_gap": (bool, True),
     "forbid_maxpool": (bool, True),
+    "required_augmentations": (list, ["HorizontalFlip", "ShiftScaleRotate|Affine", "CoarseDropout", "ToGray"]),
     "enforce": (bool, True),
 }
 

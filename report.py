@@ -27,7 +27,7 @@ def main(args):
     metrics = [getattr(module_metric, name) for name in config["metrics"]]
     _, probs, targets = evaluate(model, config.init_obj("loss"), metrics, valid_loader, device,
                                  autocast=autocast_for(device, config["trainer"]["amp"]), return_outputs=True)
-    spec_text, _ = describe(model, config["constraints"])
+    spec_text, _ = describe(model, config["constraints"], augmentations=config["data_loader"]["args"].get("augmentations"))
     out = Path(args.out) if args.out else Path(args.resume).parent
     paths = write_report(out, config=config.config, spec_text=spec_text, history=ckpt.get("history", []),
                          classes=data_loader.classes, valid_images=valid_loader.dataset.images,

@@ -33,7 +33,7 @@ def main(config, allow_spec_violation=False):
     valid_data_loader = data_loader.split_validation()
     model = config.init_obj("arch")
     check_outputs(model, data_loader)
-    summary, failed = describe(model, config["constraints"])
+    summary, failed = describe(model, config["constraints"], augmentations=config["data_loader"]["args"].get("augmentations"))
 
     run_dir = config.make_run_dir()
     setup_logging(run_dir, config["trainer"]["verbosity"])

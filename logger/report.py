@@ -173,7 +173,8 @@ def write_run_report(trainer, data_loader, valid_data_loader):
         return None
     start = time.perf_counter()
     probs, targets = trainer.last_val_outputs
-    spec_text, _ = describe(trainer.model, trainer.config["constraints"])
+    spec_text, _ = describe(trainer.model, trainer.config["constraints"],
+                            augmentations=trainer.config["data_loader"]["args"].get("augmentations"))
     writer = TensorboardWriter(trainer.checkpoint_dir, trainer.config["trainer"]["tensorboard"])
     try:
         paths = write_report(

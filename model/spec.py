@@ -255,10 +255,22 @@ def layer_summary(model, input_size=(1, 3, 32, 32)):
     return str(stats)
 
 
-def describe(model, constraints, input_size=(1, 3, 32, 32)):
-    """(text, failed checks): layer summary, receptive-field table and one line per constraint."""
+def check_augmentations(entries, required):
+    """One Check: every name in `required` (alternatives joined by "|") is the type of one of the
+    training augmentations `entries` (the config's list)."""
+    present = {e.get("type") for e in entries or [] if isinstance(e, dict)}
+    missing = [name for name in required if not set(name.split("|")) & present]
+    return Check("required_augmentations", ", ".join(required) or "none",
+                 "missing " + ", ".join(missing) if missing else "all present", not missing)
+
+
+def describe(model, constraints, input_size=(1, 3, 32, 32), augmentations=None):
+    """(text, failed checks): layer summary, receptive-field table and one line per constraint;
+    with `augmentations` (the config's list), also the required-augmentations rule."""
     layers = trace(model, input_size)
     checks = check_constraints(model, constraints, input_size)
+    if augmentations is not None and constraints.get("required_augmentations"):
+        checks.append(check_augmentations(augmentations, constraints["required_augmentations"]))
     text = "\n\n".join([
         layer_summary(model, input_size),
         "Receptive field (analytic; jump = input pixels between neighbouring inputs of the layer):\n" + format_rf_table(layers),

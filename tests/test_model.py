@@ -64,7 +64,7 @@ def test_shipped_network_figures():
     assert count_depthwise_separable(layers) == 8 and count_dilated(layers) == 5
     assert has_gap(net, layers) and not has_maxpool(layers)
     text, failed = describe(net, CONSTRAINTS)
-    assert failed == [] and "Total params: 91,314" in text and text.count("[PASS]") == 6
+    assert failed == [] and "Total params: 91,314" in text and text.count("[PASS]") == 6  # no augmentations given
 
 
 @pytest.mark.parametrize("layers, expected", [
@@ -150,3 +150,18 @@ def test_describing_a_model_changes_nothing_in_it():
     describe(net, CONSTRAINTS)
     assert net.training and torch.equal(rng, torch.get_rng_state())
     assert all(torch.equal(v, net.state_dict()[k]) for k, v in state.items())
+
+
+def test_required_augmentations_rule():
+    from model.spec import check_augmentations
+
+    required = CONSTRAINTS["required_augmentations"]
+    shipped = json.loads((REPO / "config.json").read_text())["data_loader"]["args"]["augmentations"]
+    assert check_augmentations(shipped, required).ok
+    affine = [{"type": "Affine"} if e["type"] == "ShiftScaleRotate" else e for e in shipped] + [{"type": "Blur"}]
+    assert check_augmentations(affine, required).ok  # Affine with the same ranges is allowed, extras too
+    without_gray = [e for e in shipped if e["type"] != "ToGray"]
+    check = check_augmentations(without_gray, required)
+    assert not check.ok and check.actual == "missing ToGray"
+    text, failed = describe(MODELS["shipped"](), CONSTRAINTS, augmentations=without_gray)
+    assert [c.rule for c in failed] == ["required_augmentations"] and "[FAIL] required_augmentations" in text

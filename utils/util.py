@@ -21,7 +21,7 @@ def resolve_device(name):
     except RuntimeError:
         raise ConfigError(f"device: {name!r} is not a device (expected auto, cpu, cuda or cuda:N)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device: {name!r} asked for, but CUDA is not available on this machine")
+        raise ConfigError(f"device: {name!r} asked for, but CUDA is not available on this machine (use --device cpu)")
     return device
 
 

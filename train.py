@@ -6,6 +6,7 @@ import torch
 
 import model.metric as module_metric
 from logger import get_logger, setup_logging
+from logger.report import write_run_report
 from model.spec import describe, format_checks
 from parse_config import ConfigParser, add_override_flags, base_argparser
 from trainer import Trainer, build_lr_scheduler
@@ -60,8 +61,6 @@ def main(config, allow_spec_violation=False):
         trainer.resume(config.resume)
     trainer.train()
     if config["trainer"]["report"]:
-        from logger.report import write_run_report
-
         write_run_report(trainer, data_loader, valid_data_loader)
 
 

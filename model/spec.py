@@ -23,6 +23,8 @@ import torch
 import torch.nn as nn
 from torch.overrides import TorchFunctionMode
 
+from utils.errors import SpecError
+
 
 @dataclass
 class Layer:
@@ -99,7 +101,7 @@ def trace(model, input_size=(1, 3, 32, 32)):
         else:
             out_size = a["output_size"]
             is_global = all(s == 1 for s in (out_size if isinstance(out_size, (tuple, list)) else (out_size,)))
-            op = "gap" if kind == "adaptive_avg_pool2d" and is_global else kind.replace("adaptive_", "adaptive_").replace("_pool2d", "pool")
+            op = "gap" if kind == "adaptive_avg_pool2d" and is_global else kind.replace("_pool2d", "pool")
             layers.append(Layer(kind, op, 0, 0, 1, out_channels=shape[1] if len(shape) > 1 else 0))
     jump, rf = 1, 1
     for layer in layers:
@@ -116,7 +118,7 @@ def last_conv_index(layers):
     end = next((i for i, l in enumerate(layers) if l.kernel == 0), len(layers))
     convs = [i for i in range(end) if layers[i].op in ("conv", "depthwise", "pointwise")]
     if not convs:
-        raise ValueError("the model runs no convolution")
+        raise SpecError("arch: the model runs no convolution before its pooling")
     return convs[-1]
 
 

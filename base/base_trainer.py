@@ -1,9 +1,9 @@
 import math
-from abc import abstractmethod
+from abc import ABC, abstractmethod
 
 from logger import TensorboardWriter, get_logger
 from utils.checkpoint import get_rng_state, load_checkpoint, load_model_state, save_atomic, set_rng_state
-from utils.errors import CheckpointError
+from utils.errors import CheckpointError, ConfigError
 
 
 def format_value(key, value):
@@ -21,7 +21,7 @@ def format_log(log, width=15):
     return "\n".join(f"    {str(key):{width}s}: {format_value(key, value)}" for key, value in log.items())
 
 
-class BaseTrainer:
+class BaseTrainer(ABC):
     """The epoch loop, monitoring, early stopping, checkpoints and resume. Subclasses implement
     `_train_epoch(epoch) -> dict` and `_extra_state()` / `_load_extra_state(ckpt)`."""
 
@@ -34,6 +34,9 @@ class BaseTrainer:
         self.optimizer = optimizer
 
         cfg = config["trainer"]
+        for key in ("epochs", "save_period"):
+            if cfg[key] < 1:
+                raise ConfigError(f"trainer.{key}: expected an integer >= 1, got {cfg[key]}")
         self.epochs = cfg["epochs"]
         self.save_period = cfg["save_period"]
         self.monitor = cfg["monitor"]

@@ -63,6 +63,8 @@ class BaseTrainer(ABC):
         pass
 
     def train(self):
+        if self.start_epoch > self.epochs:
+            self.logger.info(f"Nothing to train: the checkpoint has finished all {self.epochs} epochs.")
         not_improved = 0
         for epoch in range(self.start_epoch, self.epochs + 1):
             log = {"epoch": epoch, **self._train_epoch(epoch)}

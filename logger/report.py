@@ -169,7 +169,7 @@ def write_run_report(trainer, data_loader, valid_data_loader):
 
     logger = get_logger("report")
     if valid_data_loader is None or trainer.last_val_outputs is None:
-        logger.info("report: no validation split, no report")
+        logger.info("No report: no epoch was validated in this run (report.py writes one from a checkpoint)")
         return None
     start = time.perf_counter()
     probs, targets = trainer.last_val_outputs

@@ -61,7 +61,7 @@ def main(config, allow_spec_violation=False):
         trainer.resume(config.resume)
     trainer.train()
     if config["trainer"]["report"]:
-        write_run_report(trainer, data_loader, valid_data_loader)
+        write_run_report(trainer, data_loader, valid_data_loader, summary)
 
 
 def cli(argv=None):

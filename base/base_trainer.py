@@ -3,7 +3,7 @@ from abc import ABC, abstractmethod
 
 from logger import TensorboardWriter, get_logger
 from utils.checkpoint import get_rng_state, load_checkpoint, load_model_state, save_atomic, set_rng_state
-from utils.errors import CheckpointError, ConfigError
+from utils.errors import ConfigError
 
 
 def format_value(key, value):
@@ -121,9 +121,6 @@ class BaseTrainer(ABC):
     def resume(self, path):
         """Continue from a checkpoint: weights, optimizer, scheduler, scaler, RNG, history."""
         ckpt = load_checkpoint(path)
-        saved_arch = ckpt["config"].get("arch", {}).get("type")
-        if saved_arch != self.config["arch"]["type"]:
-            raise CheckpointError(f"{path}: saved from arch {saved_arch!r}, but the config builds {self.config['arch']['type']!r}")
         load_model_state(self.model, ckpt, path)
         if ckpt["config"]["optimizer"]["type"] != self.config["optimizer"]["type"]:
             self.logger.warning("optimizer type differs from the checkpoint's: its state is not resumed")

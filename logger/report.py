@@ -162,10 +162,10 @@ def write_report(out_dir, *, config, spec_text, history, classes, valid_images, 
     return paths
 
 
-def write_run_report(trainer, data_loader, valid_data_loader):
-    """End of train.py: the report of the final-epoch model on the validation split."""
+def write_run_report(trainer, data_loader, valid_data_loader, spec_text):
+    """End of train.py: the report of the final-epoch model on the validation split; `spec_text`
+    is the summary and constraint table train.py printed before training."""
     from logger import TensorboardWriter, get_logger
-    from model.spec import describe
 
     logger = get_logger("report")
     if valid_data_loader is None or trainer.last_val_outputs is None:
@@ -173,8 +173,6 @@ def write_run_report(trainer, data_loader, valid_data_loader):
         return None
     start = time.perf_counter()
     probs, targets = trainer.last_val_outputs
-    spec_text, _ = describe(trainer.model, trainer.config["constraints"],
-                            augmentations=trainer.config["data_loader"]["args"].get("augmentations"))
     writer = TensorboardWriter(trainer.checkpoint_dir, trainer.config["trainer"]["tensorboard"])
     try:
         paths = write_report(

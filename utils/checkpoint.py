@@ -49,8 +49,11 @@ def load_checkpoint(path, map_location="cpu"):
 
 
 def load_model_state(model, ckpt, path):
-    """Load weights, turning an architecture mismatch into one readable line."""
+    """Load weights, turning an architecture mismatch (another class, or other shapes) into one
+    readable line."""
     saved_arch = ckpt["config"].get("arch", {})
+    if saved_arch.get("type") != type(model).__name__:
+        raise CheckpointError(f"{path}: saved from arch {saved_arch.get('type')!r}, but the config builds {type(model).__name__!r}")
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as e:

@@ -17,9 +17,6 @@ def load_trained(args, training):
         raise CheckpointError("no checkpoint given: use --resume <checkpoint.pth>")
     ckpt = load_checkpoint(args.resume)
     config = config_from_checkpoint(args, ckpt)
-    saved_arch = ckpt["config"].get("arch", {}).get("type")
-    if saved_arch != config["arch"]["type"]:
-        raise CheckpointError(f"{args.resume}: saved from arch {saved_arch!r}, but the config builds {config['arch']['type']!r}")
     model = config.init_obj("arch")
     load_model_state(model, ckpt, args.resume)
     if training:

@@ -30,7 +30,7 @@ TRAINER_SCHEMA = {
     "monitor": (str, "max val_accuracy"),
     "early_stop": (int, 0),
     "tensorboard": (bool, True),
-    "amp": (("off", "bf16", "fp16"), "off"),
+    "amp": (("auto", "off", "bf16", "fp16"), "auto"),
     "channels_last": (bool, False),
     "report": (bool, True),
 }

@@ -34,7 +34,7 @@ class BaseDataLoader(DataLoader):
     Unlike pytorch-template, the validation images are a separate dataset with the evaluation
     transform, so they are never augmented."""
 
-    def __init__(self, dataset, batch_size, shuffle, num_workers, valid_dataset=None, pin_memory=False):
+    def __init__(self, dataset, batch_size, shuffle, num_workers, valid_dataset=None, pin_memory=False, collate_fn=None):
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"data_loader.args.batch_size: expected a positive integer, got {batch_size!r}")
         self.valid_dataset = valid_dataset
@@ -42,7 +42,8 @@ class BaseDataLoader(DataLoader):
         # workers draw once per run, and a draw from the global generator would shift every
         # later epoch's order after a resume.
         self._loader_kwargs = dict(num_workers=num_workers, pin_memory=pin_memory and torch.cuda.is_available(),
-                                   persistent_workers=num_workers > 0, generator=torch.Generator())
+                                   persistent_workers=num_workers > 0, generator=torch.Generator(),
+                                   collate_fn=collate_fn)
         super().__init__(dataset, batch_sampler=SeededBatchSampler(len(dataset), batch_size, shuffle), **self._loader_kwargs)
         self.eval_batch_size = batch_size
 
@@ -71,7 +72,7 @@ class BaseDataLoader(DataLoader):
 
 
 class ArrayDataset(Dataset):
-    """uint8 HWC images in memory + an albumentations transform -> (CHW float tensor, label)."""
+    """uint8 HWC images in memory + an albumentations transform -> (CHW tensor, label)."""
 
     def __init__(self, images, labels, transform, reseed=None):
         self.images, self.labels, self.transform, self._reseed = images, labels, transform, reseed

@@ -5,7 +5,7 @@ import numpy as np
 from base import BaseDataLoader
 from base.base_data_loader import ArrayDataset
 from data_loader.datasets import load_splits
-from data_loader.transforms import build_augment, build_eval_transform, build_train_transform, reseed_batch
+from data_loader.transforms import NormalizeCollate, build_augment, build_eval_transform, build_train_transform, reseed_batch
 from utils.errors import ConfigError, DataError
 
 
@@ -47,7 +47,7 @@ class Cifar10DataLoader(BaseDataLoader):
             train_images = train.images[train_idx]
             self.stats = channel_stats(train_images)
             self.classes = train.classes
-            transform = build_train_transform(augmentations, **self.stats)
+            transform = build_train_transform(augmentations, self.stats["mean"])
             dataset = ArrayDataset(train_images, train.labels[train_idx], transform, reseed=reseed_batch)
             if len(valid_idx):
                 valid_images, valid_labels, self.valid_name = train.images[valid_idx], train.labels[valid_idx], "validation"
@@ -57,15 +57,16 @@ class Cifar10DataLoader(BaseDataLoader):
             else:
                 raise DataError(f"{data_dir}: validation_split is 0 and there is no test/ split to validate on; "
                                 "set --validation_split (e.g. 5000 or 0.1)")
-            valid = ArrayDataset(valid_images, valid_labels, build_eval_transform(**self.stats))
+            valid = ArrayDataset(valid_images, valid_labels, build_eval_transform())
         else:
             if "test" not in splits:
                 raise DataError(f"{data_dir}: no test/ split to evaluate (expected test/<class>/*.jpg or a CIFAR-10 root)")
             test = splits["test"]
             self.stats = stats or channel_stats(splits["train"].images if "train" in splits else test.images)
             self.classes = test.classes
-            dataset = ArrayDataset(test.images, test.labels, build_eval_transform(**self.stats))
+            dataset = ArrayDataset(test.images, test.labels, build_eval_transform())
             valid, self.valid_name, shuffle = None, "test", False
         # the random part of the training pipeline, for previews (augmentations.png)
         self.augment = build_augment(augmentations, [255.0 * m for m in self.stats["mean"]])
-        super().__init__(dataset, batch_size, shuffle, workers, valid_dataset=valid, pin_memory=pin_memory)
+        super().__init__(dataset, batch_size, shuffle, workers, valid_dataset=valid, pin_memory=pin_memory,
+                         collate_fn=NormalizeCollate(self.stats["mean"], self.stats["std"]))

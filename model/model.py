@@ -1,43 +1,56 @@
 import torch.nn as nn
 
 from base import BaseModel
-from model.blocks import ConvBNReLU, DepthwiseSeparableConv
+from model.blocks import ConvBNReLU, DepthwiseSeparableConv, channels_last_grad
 
 
 class DilatedNet(BaseModel):
-    """C1 -> T1 -> C2 -> T2 -> C3 -> T3 -> C4 -> output, with no max-pooling.
+    """C1 -> C2 -> C3 -> C4 -> output, with no max-pooling: resolution falls by strided
+    convolutions and the receptive field grows by dilated ones.
 
-    C1 is two plain 3x3 convolutions at full resolution. Each transition T is a depthwise-separable
-    3x3 convolution with dilation 2 (T1, T2: also stride 2, 32 -> 16 -> 8 pixels) or dilation 4
-    (T3: stride 1, it widens the receptive field at 8x8). C2-C4 are residual depthwise-separable
-    blocks whose dilation alternates 1, 2. The output is global average pooling and a linear layer
-    giving raw logits.
+    C1 (32x32 -> 16x16): dense 3x3 convolutions, the last one with stride 2 (the only layers at full
+        resolution: dense convs are cheap with so few input channels, and they learn edges best).
+    C2 (16x16): residual depthwise-separable 3x3 blocks, dilation `dilations[1]`.
+    C3 (8x8): a stride-2 depthwise-separable block, then residual blocks with dilation `dilations[2]`.
+    C4 (8x8): depthwise-separable blocks with dilation `dilations[3]` (residual once the width is w4).
+    output: global average pooling and a linear layer giving raw logits.
 
-    widths: channels of C1..C4. depths: convolutions in C1..C4.
+    widths: output channels of C1..C4. depths: convolutions (C1) or blocks (C2..C4) per stage.
+    dilations: dilation of the depthwise convolutions of C2..C4 (the first entry, C1's, is 1).
+    mid_act: BN + ReLU between each depthwise and pointwise convolution.
+    c1_ratio: C1's full-resolution convolutions have w1 // c1_ratio channels (at least 8).
     """
 
-    def __init__(self, num_classes: int = 10, widths: list = (32, 64, 112, 128), depths: list = (2, 2, 2, 1),
-                 dropout: float = 0.0):
+    def __init__(self, num_classes: int = 10, widths: list = (64, 64, 144, 144), depths: list = (2, 2, 3, 1),
+                 dilations: list = (1, 1, 1, 4), mid_act: bool = True, dropout: float = 0.0, c1_ratio: int = 4):
         super().__init__()
-        if len(widths) != 4 or len(depths) != 4 or min(depths) < 1 or min(widths) < 1:
-            raise ValueError("widths and depths need 4 positive entries each (C1..C4)")
+        if len(widths) != 4 or len(depths) != 4 or len(dilations) != 4:
+            raise ValueError("widths, depths and dilations need 4 entries each (C1..C4)")
+        if min(depths) < 1 or min(widths) < 1 or min(dilations) < 1 or dilations[0] != 1 or c1_ratio < 1:
+            raise ValueError("widths, depths, dilations and c1_ratio must be positive, and C1's dilation 1")
         w1, w2, w3, w4 = widths
-        c1_channels = [3] + [max(8, w1 * 3 // 4)] * (depths[0] - 1) + [w1]  # a narrower first conv
-        self.c1 = nn.Sequential(*[ConvBNReLU(a, b) for a, b in zip(c1_channels, c1_channels[1:])])
-        self.t1 = DepthwiseSeparableConv(w1, w2, stride=2, dilation=2)
-        self.c2 = self._stage(w2, depths[1])
-        self.t2 = DepthwiseSeparableConv(w2, w3, stride=2, dilation=2)
-        self.c3 = self._stage(w3, depths[2])
-        self.t3 = DepthwiseSeparableConv(w3, w4, stride=1, dilation=4)
-        self.c4 = self._stage(w4, depths[3])
+        c1 = [3] + [max(8, w1 // c1_ratio)] * (depths[0] - 1) + [w1]  # full-resolution convs are narrower
+        self.c1 = nn.Sequential(*[ConvBNReLU(a, b, stride=2 if i == depths[0] - 1 else 1)
+                                  for i, (a, b) in enumerate(zip(c1, c1[1:]))])
+        self.c2 = self._stage(w1, w2, depths[1], 1, dilations[1], mid_act)
+        self.c3 = self._stage(w2, w3, depths[2], 2, dilations[2], mid_act)
+        self.c4 = self._stage(w3, w4, depths[3], 1, dilations[3], mid_act)
         self.gap = nn.AdaptiveAvgPool2d(1)
         self.output = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(w4, num_classes))
 
     @staticmethod
-    def _stage(width, depth):
-        return nn.Sequential(*[DepthwiseSeparableConv(width, width, dilation=1 + i % 2, residual=True) for i in range(depth)])
+    def _stage(in_width, width, depth, stride, dilation, mid_act):
+        """`depth` depthwise-separable blocks; the first changes width or stride when asked (a strided
+        depthwise conv is not dilated: on a CPU a strided dilated depthwise conv is several times slower)."""
+        blocks = []
+        if in_width != width or stride != 1:
+            blocks.append(DepthwiseSeparableConv(in_width, width, stride=stride, dilation=1 if stride > 1 else dilation,
+                                                 mid_act=mid_act))
+        while len(blocks) < depth:
+            blocks.append(DepthwiseSeparableConv(width, width, dilation=dilation, residual=True, mid_act=mid_act))
+        return nn.Sequential(*blocks)
 
     def forward(self, x):
-        for block in (self.c1, self.t1, self.c2, self.t2, self.c3, self.t3, self.c4):
-            x = block(x)
+        for block in (self.c1, self.c2, self.c3, self.c4):
+            x = channels_last_grad(block(x))
         return self.output(self.gap(x))

@@ -7,7 +7,7 @@ import torch
 from conftest import REPO
 
 from base.base_data_loader import ArrayDataset, BaseDataLoader
-from data_loader.transforms import build_augment, build_train_transform, reseed, reseed_batch
+from data_loader.transforms import NormalizeCollate, build_augment, build_train_transform, reseed, reseed_batch
 
 MEAN_COLOUR = (100.0, 150.0, 200.0)
 
@@ -54,10 +54,14 @@ def test_to_gray_keeps_three_equal_channels(entries):
     assert np.array_equal(out[..., 0], out[..., 1]) and np.array_equal(out[..., 1], out[..., 2])
 
 
-def test_train_transform_normalises_to_a_chw_tensor(entries):
-    transform = build_train_transform([], mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25])
+def test_train_transform_gives_uint8_chw_and_the_collate_normalises_the_batch(entries):
+    transform = build_train_transform([], mean=[0.5, 0.5, 0.5])
     out = transform(image=np.full((32, 32, 3), 255, dtype=np.uint8))["image"]
-    assert out.shape == (3, 32, 32) and torch.allclose(out, torch.full((3, 32, 32), 2.0))
+    assert out.shape == (3, 32, 32) and out.dtype == torch.uint8
+    images, labels = NormalizeCollate([0.5, 0.5, 0.25], [0.25, 0.25, 0.5])([(out, 3), (torch.zeros_like(out), 7)])
+    assert images.dtype == torch.float32 and labels.tolist() == [3, 7]
+    assert torch.allclose(images[0], torch.tensor([2.0, 2.0, 1.5]).view(3, 1, 1).expand(3, 32, 32))
+    assert torch.allclose(images[1], torch.tensor([-2.0, -2.0, -0.5]).view(3, 1, 1).expand(3, 32, 32))
 
 
 def test_children_draw_independently_after_reseed():
@@ -79,7 +83,7 @@ def test_children_draw_independently_after_reseed():
 def batches(num_workers, seed=0):
     image = np.zeros((32, 32, 3), dtype=np.uint8)
     image[:, :8] = 255
-    transform = build_train_transform([{"type": "ShiftScaleRotate", "args": {"p": 1.0}}], [0.5] * 3, [0.25] * 3)
+    transform = build_train_transform([{"type": "ShiftScaleRotate", "args": {"p": 1.0}}], [0.5] * 3)
     dataset = ArrayDataset(np.repeat(image[None], 16, axis=0), np.zeros(16, dtype=np.int64), transform, reseed=reseed_batch)
     torch.manual_seed(seed)
     loader = BaseDataLoader(dataset, batch_size=4, shuffle=False, num_workers=num_workers)

@@ -56,7 +56,7 @@ def test_train_prints_the_users_log_format(trained):
         assert float(log["accuracy"]) * 40 / 100 == pytest.approx(round(float(log["accuracy"]) * 40 / 100), abs=1e-6)
         assert float(log["val_accuracy"]) * 20 / 100 == pytest.approx(round(float(log["val_accuracy"]) * 20 / 100), abs=1e-6)
     assert "[PASS] min_receptive_field" in proc.stdout and "[FAIL]" not in proc.stdout
-    assert "Receptive field at the last convolution before pooling: 93" in proc.stdout
+    assert "Receptive field at the last convolution before pooling: 65" in proc.stdout
 
 
 def test_train_writes_checkpoints_logs_and_report(trained):
@@ -171,9 +171,9 @@ def test_unknown_config_key(trained, tmp_path):
 
 
 def test_spec_violation_stops_training_unless_allowed(tiny_folder, tmp_path):
-    path = tiny_config(tmp_path, tiny_folder, epochs=1)
+    path = tiny_config(tmp_path, tiny_folder)
     config = json.loads(path.read_text())
-    config["arch"]["args"].update(widths=[64, 128, 160, 192], depths=[2, 1, 1, 1])
+    config["arch"]["args"].update(widths=[64, 128, 192, 192])
     path.write_text(json.dumps(config))
     proc = run_cli("train.py", "-c", path)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
@@ -196,7 +196,7 @@ def test_benchmark_prints_its_figures(tiny_folder, tmp_path):
                 "time_to_87_s", "final_val_accuracy", "mean_final_val_accuracy", "std_final_val_accuracy"):
         assert key in keys, key
     values = dict(figures)
-    assert values["parameters"] == "91314" and values["receptive_field"] == values["receptive_field_empirical"] == "93"
+    assert values["parameters"] == "99146" and values["receptive_field"] == values["receptive_field_empirical"] == "65"
     assert float(values["loader_img_per_s"]) > 0 and float(values["model_fwd_bwd_img_per_s"]) > 0
 
 

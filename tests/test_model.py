@@ -6,7 +6,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from conftest import REPO
 
-from model.blocks import ConvBNReLU, DepthwiseSeparableConv
+from model.blocks import ConvBNReLU, DepthwiseSeparableConv, channels_last_grad
 from model.model import DilatedNet
 from model.spec import (
     check_constraints,
@@ -27,8 +27,9 @@ SHIPPED_ARGS = json.loads((REPO / "config.json").read_text())["arch"]["args"]
 MODELS = {
     "shipped": lambda: DilatedNet(**SHIPPED_ARGS),
     "default": lambda: DilatedNet(),
-    "narrow": lambda: DilatedNet(widths=(16, 32, 48, 64), depths=(1, 1, 1, 1)),
-    "deep": lambda: DilatedNet(widths=(24, 48, 64, 96), depths=(3, 2, 3, 2)),
+    "narrow": lambda: DilatedNet(widths=(16, 32, 48, 64), depths=(2, 1, 2, 1), dilations=(1, 1, 2, 4)),
+    "deep": lambda: DilatedNet(widths=(32, 48, 64, 96), depths=(3, 2, 3, 2), dilations=(1, 2, 2, 4), mid_act=False,
+                               c1_ratio=2),
 }
 
 
@@ -59,12 +60,12 @@ def test_analytic_receptive_field_equals_empirical(net):
 def test_shipped_network_figures():
     net = MODELS["shipped"]()
     layers = trace(net)
-    assert sum(p.numel() for p in net.parameters()) == 91_314
-    assert receptive_field(layers) == 93
-    assert count_depthwise_separable(layers) == 8 and count_dilated(layers) == 5
+    assert sum(p.numel() for p in net.parameters()) == 99_146
+    assert receptive_field(layers) == 65
+    assert count_depthwise_separable(layers) == 6 and count_dilated(layers) == 1
     assert has_gap(net, layers) and not has_maxpool(layers)
     text, failed = describe(net, CONSTRAINTS)
-    assert failed == [] and "Total params: 91,314" in text and text.count("[PASS]") == 6  # no augmentations given
+    assert failed == [] and "Total params: 99,146" in text and text.count("[PASS]") == 6  # no augmentations given
 
 
 @pytest.mark.parametrize("layers, expected", [
@@ -138,6 +139,31 @@ def test_blocks():
     with pytest.raises(ValueError):
         DepthwiseSeparableConv(8, 16, residual=True)
     assert ConvBNReLU(3, 8, stride=2, dilation=2)(torch.randn(1, 3, 32, 32)).shape == (1, 8, 16, 16)
+    plain = DepthwiseSeparableConv(8, 16, mid_act=False)
+    assert isinstance(plain.mid, nn.Identity) and plain(torch.randn(1, 8, 8, 8)).shape == (1, 16, 8, 8)
+
+
+def test_channels_last_grad_is_identity_with_a_channels_last_gradient():
+    x = torch.randn(2, 4, 8, 8).contiguous(memory_format=torch.channels_last).requires_grad_()
+    y = channels_last_grad(x)
+    assert torch.equal(y, x)
+    y.mean((2, 3)).sum().backward()  # the backward of a mean is an expanded, not channels_last, gradient
+    assert x.grad.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(x.grad, torch.full_like(x, 1 / 64))
+    plain = torch.randn(2, 4, 8, 8)
+    assert channels_last_grad(plain) is plain  # contiguous input, or no grad: untouched
+
+
+def test_channels_last_training_matches_contiguous():
+    torch.manual_seed(0)
+    a = MODELS["shipped"]()
+    b = MODELS["shipped"]().to(memory_format=torch.channels_last)
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(4, 3, 32, 32)
+    a(x).square().sum().backward()
+    b(x.contiguous(memory_format=torch.channels_last)).square().sum().backward()
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
+        assert torch.allclose(pa.grad, pb.grad, atol=1e-4, rtol=1e-3), name
 
 
 def test_describing_a_model_changes_nothing_in_it():

@@ -4,6 +4,7 @@ import torch
 from tqdm import tqdm
 
 from base import BaseTrainer
+from base.base_trainer import format_log
 from utils import MetricTracker
 from utils.errors import CheckpointError, ConfigError
 
@@ -11,12 +12,42 @@ from utils.errors import CheckpointError, ConfigError
 PER_BATCH_SCHEDULERS = (torch.optim.lr_scheduler.OneCycleLR, torch.optim.lr_scheduler.CyclicLR)
 
 
+def cpu_has_native_bf16(cpuinfo="/proc/cpuinfo"):
+    """True when the CPU computes bf16 natively (AVX-512 BF16 or AMX flags). Without them oneDNN
+    emulates bf16, which measured slower than fp32 (see the README's speed table)."""
+    try:
+        flags = set(open(cpuinfo).read().split())
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def resolve_amp(device, amp):
+    """(autocast dtype or None, one line saying why) for the config's `trainer.amp` on `device`.
+    auto: bf16 on CUDA and on CPUs with native bf16, fp32 elsewhere."""
+    if amp == "off":
+        return None, "fp32 (trainer.amp is off)"
+    if device.type == "cuda":
+        if amp == "fp16":
+            return torch.float16, "fp16 autocast with gradient scaling on CUDA"
+        return torch.bfloat16, "bf16 autocast on CUDA"
+    if device.type == "cpu":
+        if amp == "fp16":
+            return None, "fp32: trainer.amp fp16 applies on CUDA only"
+        if amp == "bf16":
+            return torch.bfloat16, "bf16 autocast on the CPU, as trainer.amp asks"
+        if cpu_has_native_bf16():
+            return torch.bfloat16, "bf16 autocast: this CPU has native bf16 (AVX-512 BF16 or AMX)"
+        return None, "fp32: this CPU has no native bf16 (no AVX-512 BF16 or AMX), where bf16 is slower"
+    return None, f"fp32: mixed precision is not used on {device.type}"
+
+
 def autocast_for(device, amp):
-    """bf16/fp16 autocast on CUDA; on the CPU mixed precision is off (slower than fp32 there)."""
-    if amp == "off" or device.type != "cuda":
+    """A context factory: autocast in the precision that `resolve_amp` picks, or nothing."""
+    dtype, _ = resolve_amp(device, amp)
+    if dtype is None:
         return contextlib.nullcontext
-    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    return lambda: torch.autocast(device_type="cuda", dtype=dtype)
+    return lambda: torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def to_device(images, target, device, channels_last):
@@ -59,9 +90,11 @@ def train_one_epoch(model, criterion, metric_ftns, optimizer, loader, device, *,
 
 @torch.no_grad()
 def evaluate(model, criterion, metric_ftns, loader, device, *, autocast=contextlib.nullcontext,
-             channels_last=False, return_outputs=False, desc="eval"):
+             channels_last=False, return_outputs=False, flip_tta=False, desc="eval"):
     """Exact per-image means of the loss and each metric over `loader`. With return_outputs, also
-    the softmax probabilities (N, C) and the targets (N,), in the loader's order."""
+    the softmax probabilities (N, C) and the targets (N,), in the loader's order. flip_tta: the
+    output is the mean of the logits of each image and of its mirror image (test-time
+    augmentation: report it as its own figure, never as the plain accuracy)."""
     model.eval()
     tracker = MetricTracker("loss", *[m.__name__ for m in metric_ftns])
     probs, targets = [], []
@@ -69,6 +102,8 @@ def evaluate(model, criterion, metric_ftns, loader, device, *, autocast=contextl
         images, target = to_device(images, target, device, channels_last)
         with autocast():
             output = model(images)
+            if flip_tta:
+                output = (output + model(images.flip(3))) / 2
         output = output.float()
         n = target.size(0)
         tracker.update("loss", criterion(output, target).float() * n, n)
@@ -98,12 +133,21 @@ class Trainer(BaseTrainer):
         self.last_val_outputs = None  # (probabilities, targets) of the latest validation
         self.channels_last = cfg["channels_last"]
         self.autocast = autocast_for(device, cfg["amp"])
-        use_scaler = cfg["amp"] == "fp16" and device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
-        if cfg["amp"] != "off" and device.type != "cuda":
-            self.logger.info(f"trainer.amp: {cfg['amp']} applies on CUDA only; training in fp32 on {device}")
+        dtype, why = resolve_amp(device, cfg["amp"])
+        self.scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+        self.logger.info(f"Precision: {why}; memory format: {'channels_last' if self.channels_last else 'contiguous'}")
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
+
+    def train(self):
+        history = super().train()
+        if self.valid_data_loader is not None and history:
+            tta = evaluate(self.model, self.criterion, self.metric_ftns, self.valid_data_loader, self.device,
+                           autocast=self.autocast, channels_last=self.channels_last, flip_tta=True, desc="flip TTA")
+            self.flip_tta = tta
+            self.logger.info("Flip test-time augmentation (its own figure; the epoch log above is the plain one):\n"
+                             + format_log({f"val_{k}_flip_tta": v for k, v in tta.items()}))
+        return history
 
     def _train_epoch(self, epoch):
         log = train_one_epoch(

@@ -1,0 +1,47 @@
+"""The shipped weights load with the final code, fit the model built from their own config, meet
+the constraints and classify (nothing here needs ../shared or the network)."""
+import json
+
+import torch
+from conftest import REPO, run_cli, tiny_config
+
+from model.spec import check_constraints
+from parse_config import ConfigParser
+from utils.checkpoint import load_checkpoint, load_model_state
+
+PRETRAINED = REPO / "pretrained" / "cifar10_dilatednet.pth"
+
+
+def test_pretrained_weights_load_and_meet_the_constraints():
+    assert PRETRAINED.is_file() and PRETRAINED.stat().st_size < 1_000_000
+    ckpt = load_checkpoint(PRETRAINED)
+    assert "optimizer" not in ckpt and ckpt["classes"][:2] == ["airplane", "automobile"]
+    config = ConfigParser(ckpt["config"])
+    model = config.init_obj("arch")
+    load_model_state(model, ckpt, PRETRAINED)
+    assert [c.rule for c in check_constraints(model, config["constraints"]) if not c.ok] == []
+    assert ckpt["history"][-1]["epoch"] == ckpt["epoch"] == config["trainer"]["epochs"]
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.zeros(2, 3, 32, 32))
+    assert out.shape == (2, 10) and torch.isfinite(out).all()
+
+
+def test_pretrained_weights_run_through_test_py(tiny_folder, tmp_path):
+    proc = run_cli("test.py", "--resume", PRETRAINED, "--data_dir", tiny_folder, "--num_workers", "0",
+                   "--out", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "accuracy       :" in proc.stdout + proc.stderr
+    assert json.loads((tmp_path / "test_metrics.json").read_text())["images"] == 20
+
+
+def test_export_keeps_weights_only(tiny_folder, tmp_path):
+    config = tiny_config(tmp_path, tiny_folder)
+    assert run_cli("train.py", "-c", config, "--validation_split", "8").returncode == 0
+    last = next((tmp_path / "saved").rglob("last.pth"))
+    out = tmp_path / "w.pth"
+    proc = run_cli("export.py", "--resume", last, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    full, weights = load_checkpoint(last), load_checkpoint(out)
+    assert set(weights) < set(full) and "optimizer" not in weights and "rng" not in weights
+    assert all(torch.equal(full["state_dict"][k], v) for k, v in weights["state_dict"].items())

@@ -44,7 +44,10 @@ def resolve_amp(device, amp):
 
 def autocast_for(device, amp):
     """A context factory: autocast in the precision that `resolve_amp` picks, or nothing."""
-    dtype, _ = resolve_amp(device, amp)
+    return _autocast(device, resolve_amp(device, amp)[0])
+
+
+def _autocast(device, dtype):
     if dtype is None:
         return contextlib.nullcontext
     return lambda: torch.autocast(device_type=device.type, dtype=dtype)
@@ -132,8 +135,8 @@ class Trainer(BaseTrainer):
         self.per_batch = isinstance(lr_scheduler, PER_BATCH_SCHEDULERS)
         self.last_val_outputs = None  # (probabilities, targets) of the latest validation
         self.channels_last = cfg["channels_last"]
-        self.autocast = autocast_for(device, cfg["amp"])
         dtype, why = resolve_amp(device, cfg["amp"])
+        self.autocast = _autocast(device, dtype)
         self.scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
         self.logger.info(f"Precision: {why}; memory format: {'channels_last' if self.channels_last else 'contiguous'}")
         if self.channels_last:
@@ -144,7 +147,6 @@ class Trainer(BaseTrainer):
         if self.valid_data_loader is not None and history:
             tta = evaluate(self.model, self.criterion, self.metric_ftns, self.valid_data_loader, self.device,
                            autocast=self.autocast, channels_last=self.channels_last, flip_tta=True, desc="flip TTA")
-            self.flip_tta = tta
             self.logger.info("Flip test-time augmentation (its own figure; the epoch log above is the plain one):\n"
                              + format_log({f"val_{k}_flip_tta": v for k, v in tta.items()}))
         return history

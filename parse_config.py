@@ -230,6 +230,7 @@ OVERRIDES = {
     "--epochs": (int, ("trainer", "epochs")),
     "--data_dir": (str, ("data_loader", "args", "data_dir")),
     "--validation_split": (parse_number, ("data_loader", "args", "validation_split")),
+    "--train_subset": (int, ("data_loader", "args", "train_subset")),
     "--num_workers": (int, ("data_loader", "args", "num_workers")),
     "--seed": (int, ("seed",)),
     "--device": (str, ("device",)),

@@ -25,7 +25,8 @@ def check_outputs(model, data_loader):
                           f"{len(data_loader.classes)} classes")
 
 
-def main(config, allow_spec_violation=False):
+def main(config, allow_spec_violation=False, epoch_callbacks=()):
+    """Train as `config` says; returns the epoch logs. epoch_callbacks: f(epoch, log) after each epoch."""
     setup_logging(None, config["trainer"]["verbosity"])
     seed_everything(config["seed"])
     device = resolve_device(config["device"])
@@ -56,12 +57,14 @@ def main(config, allow_spec_violation=False):
     lr_scheduler = build_lr_scheduler(config, optimizer, steps_per_epoch=len(data_loader))
 
     trainer = Trainer(model, criterion, metrics, optimizer, config=config, device=device,
-                      data_loader=data_loader, valid_data_loader=valid_data_loader, lr_scheduler=lr_scheduler)
+                      data_loader=data_loader, valid_data_loader=valid_data_loader, lr_scheduler=lr_scheduler,
+                      epoch_callbacks=epoch_callbacks)
     if config.resume:
         trainer.resume(config.resume)
     trainer.train()
     if config["trainer"]["report"]:
         write_run_report(trainer, data_loader, valid_data_loader, summary)
+    return trainer.history
 
 
 def cli(argv=None):

@@ -53,6 +53,15 @@ class BaseDataLoader(DataLoader):
         return DataLoader(self.valid_dataset, batch_size=self.eval_batch_size, shuffle=False, **self._loader_kwargs)
 
     @staticmethod
+    def subset_indices(n, subset, seed):
+        """The sorted indices of a seeded subset of `subset` of range(n) images (0: all of them)."""
+        if isinstance(subset, bool) or not isinstance(subset, int) or not 0 <= subset <= n:
+            raise ConfigError(f"data_loader.args.train_subset: expected an integer from 0 (all) to {n}, got {subset!r}")
+        if subset in (0, n):
+            return np.arange(n)
+        return np.sort(np.random.default_rng([seed, 1]).permutation(n)[:subset])
+
+    @staticmethod
     def split_indices(n, validation_split, seed):
         """A fixed, seeded (train, validation) split of range(n). `validation_split` is a count
         (int >= 0) or a fraction (0 <= float < 1)."""

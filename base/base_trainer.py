@@ -25,8 +25,9 @@ class BaseTrainer(ABC):
     """The epoch loop, monitoring, early stopping, checkpoints and resume. Subclasses implement
     `_train_epoch(epoch) -> dict` and `_extra_state()` / `_load_extra_state(ckpt)`."""
 
-    def __init__(self, model, criterion, metric_ftns, optimizer, config):
+    def __init__(self, model, criterion, metric_ftns, optimizer, config, epoch_callbacks=()):
         self.config = config
+        self.epoch_callbacks = list(epoch_callbacks)  # f(epoch, log) after each epoch's checkpoint
         self.logger = get_logger("trainer")
         self.model = model
         self.criterion = criterion
@@ -63,6 +64,12 @@ class BaseTrainer(ABC):
         pass
 
     def train(self):
+        try:
+            return self._train()
+        finally:
+            self.writer.close()
+
+    def _train(self):
         if self.start_epoch > self.epochs:
             self.logger.info(f"Nothing to train: the checkpoint has finished all {self.epochs} epochs.")
         not_improved = 0
@@ -86,10 +93,11 @@ class BaseTrainer(ABC):
                         not_improved += 1
             stop = not_improved > self.early_stop
             self._save_checkpoint(epoch, best, periodic=epoch % self.save_period == 0 or epoch == self.epochs or stop)
+            for callback in self.epoch_callbacks:  # e.g. a tuning trial's pruner, which may raise to stop
+                callback(epoch, log)
             if stop:
                 self.logger.info(f"{self.mnt_metric} did not improve for {self.early_stop} epochs: training stops.")
                 break
-        self.writer.close()
         return self.history
 
     def _state(self, epoch):

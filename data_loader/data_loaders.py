@@ -28,14 +28,15 @@ def auto_workers(num_workers):
 class Cifar10DataLoader(BaseDataLoader):
     """CIFAR-10 (or any image-folder data of the same layout) with albumentations augmentation.
 
-    training=True: the train split, minus a seeded validation subset of `validation_split` images
-    (count or fraction); with validation_split 0 the test split validates. training=False: the
+    training=True: the train split (or a seeded subset of `train_subset` of its images, for quick
+    searches; 0 = all), minus a seeded validation subset of `validation_split` images (count or
+    fraction); with validation_split 0 the test split validates. training=False: the
     test split only (test.py), normalised with the `stats` the model was trained with."""
 
     def __init__(self, data_dir: str, batch_size: int = 512, shuffle: bool = True,
                  validation_split: int | float = 0, num_workers: int | str = "auto", download: bool = True,
                  augmentations: list | None = None, split_seed: int = 0, pin_memory: bool = True,
-                 training: bool = True, stats: dict | None = None):
+                 training: bool = True, stats: dict | None = None, train_subset: int = 0):
         splits = load_splits(data_dir, download)
         workers = auto_workers(num_workers)
         self.data_dir = data_dir
@@ -43,7 +44,8 @@ class Cifar10DataLoader(BaseDataLoader):
             if "train" not in splits:
                 raise DataError(f"{data_dir}: no train/ split to train on")
             train = splits["train"]
-            train_idx, valid_idx = self.split_indices(len(train.labels), validation_split, split_seed)
+            pool = self.subset_indices(len(train.labels), train_subset, split_seed)
+            train_idx, valid_idx = (pool[i] for i in self.split_indices(len(pool), validation_split, split_seed))
             train_images = train.images[train_idx]
             self.stats = channel_stats(train_images)
             self.classes = train.classes

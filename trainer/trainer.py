@@ -125,8 +125,8 @@ class Trainer(BaseTrainer):
     """Trains a classifier on `data_loader`, validating on `valid_data_loader` every epoch."""
 
     def __init__(self, model, criterion, metric_ftns, optimizer, config, device, data_loader,
-                 valid_data_loader=None, lr_scheduler=None):
-        super().__init__(model, criterion, metric_ftns, optimizer, config)
+                 valid_data_loader=None, lr_scheduler=None, epoch_callbacks=()):
+        super().__init__(model, criterion, metric_ftns, optimizer, config, epoch_callbacks)
         cfg = config["trainer"]
         self.device = device
         self.data_loader = data_loader

@@ -1,0 +1,161 @@
+"""What a study leaves in its folder: trials.csv, best_config.json and three PNG plots."""
+import csv
+import io
+import json
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from tuning.space import apply_values
+from tuning.study import OBJECTIVE
+
+log = logging.getLogger("tune")
+
+
+def _write_atomic(path, text):
+    """Workers of one study may write at once: each writes a file of its own, then renames it."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def trial_rows(study, space):
+    params = list(space.params)
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        last = t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None
+        note = t.user_attrs.get("rejected") and f"rejected: {t.user_attrs['rejected']}"
+        if not note and t.state == TrialState.PRUNED and t.intermediate_values:
+            note = f"pruned after epoch {max(t.intermediate_values)}"
+        decoded = space.decode_params({p: v for p, v in t.params.items() if p in space.params})
+        rows.append({
+            "number": t.number,
+            "state": t.state.name,
+            OBJECTIVE: "" if t.value is None else f"{t.value:.2f}",
+            "last_reported": "" if last is None else f"{last:.2f}",
+            "epochs_run": len(t.intermediate_values),
+            "duration_s": "" if t.duration is None else f"{t.duration.total_seconds():.1f}",
+            **{p: json.dumps(decoded[p]) if isinstance(decoded.get(p), list) else decoded.get(p, "") for p in params},
+            "note": note or "",
+            "run_dir": t.user_attrs.get("run_dir", ""),
+        })
+    return rows
+
+
+def write_csv(rows, path):
+    if not rows:
+        return
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    _write_atomic(path, out.getvalue())
+
+
+def write_best_config(study, space, user_config, path):
+    """The user's config file (as read, before command-line overrides) with the best trial's values:
+    ready for  python train.py -c <path>  at full length."""
+    best = study.best_trial
+    config = apply_values(user_config, space.decode_params(best.params))
+    _write_atomic(path, json.dumps(config, indent=4) + "\n")
+    return best
+
+
+def plot_accuracy_per_param(study, space):
+    """One panel per parameter: final accuracy of each complete trial (filled) and the last reported
+    accuracy of each pruned one (hollow) against the parameter's value."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    names = list(space.params)
+    cols = min(3, len(names))
+    rows = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        dist = space.params[name]
+        for state, style in ((TrialState.COMPLETE, dict(c="tab:blue")), (TrialState.PRUNED, dict(facecolors="none", edgecolors="tab:gray"))):
+            trials = [t for t in study.get_trials(deepcopy=False, states=(state,)) if name in t.params and t.value is not None]
+            xs = [t.params[name] for t in trials]
+            if isinstance(dist, optuna.distributions.CategoricalDistribution):
+                xs = [dist.choices.index(x) for x in xs]
+            ax.scatter(xs, [t.value for t in trials], label=state.name.lower(), **style)
+        if isinstance(dist, optuna.distributions.CategoricalDistribution):
+            ax.set_xticks(np.arange(len(dist.choices)), [str(c) for c in dist.choices], rotation=20, fontsize=7)
+        elif getattr(dist, "log", False):
+            ax.set_xscale("log")
+        ax.set_xlabel(name, fontsize=8)
+        ax.set_ylabel(OBJECTIVE)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    return axes
+
+
+def write_plots(study, space, out_dir):
+    """Optimisation history, parameter importances (optuna's plots) and accuracy against each parameter."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as ovm
+
+    plots = {"history.png": lambda: ovm.plot_optimization_history(study, target_name=OBJECTIVE),
+             "importances.png": lambda: ovm.plot_param_importances(study, target_name=OBJECTIVE),
+             "slice.png": lambda: plot_accuracy_per_param(study, space)}
+    written = []
+    for name, plot in plots.items():
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                axes = plot()
+        except (ValueError, RuntimeError, ZeroDivisionError) as e:  # e.g. importances need 2+ complete trials
+            log.info(f"{name} skipped: {e}")
+            continue
+        fig = (axes.flat[0] if hasattr(axes, "flat") else axes).figure
+        if not hasattr(axes, "flat"):
+            fig.set_size_inches(8, 4.8)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # optuna's axes are not all tight_layout-compatible
+            fig.tight_layout()
+        tmp = Path(out_dir) / f".{name}.{os.getpid()}.tmp.png"
+        fig.savefig(tmp, dpi=100)
+        os.replace(tmp, Path(out_dir) / name)
+        plt.close(fig)
+        written.append(name)
+    return written
+
+
+def write_results(study, space, user_config, out_dir):
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = trial_rows(study, space)
+    write_csv(rows, out_dir / "trials.csv")
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    best = write_best_config(study, space, user_config, out_dir / "best_config.json") if complete else None
+    plots = write_plots(study, space, out_dir) if complete else []
+    return rows, best, plots
+
+
+def format_table(rows, space):
+    """The trial table as Markdown (for the console and closing notes)."""
+    keys = ["number", "state", OBJECTIVE, "epochs_run", "duration_s", *space.params, "note"]
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    for row in rows:
+        cells = [str(row.get(k, "")) for k in keys]
+        cells = [f"{float(c):.4g}" if k in space.params and _is_float(c) and "." in c else c for k, c in zip(keys, cells)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _is_float(text):
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False

@@ -1,0 +1,116 @@
+"""Optuna studies: where they are stored, what a trial does, and one worker's loop.
+
+A trial is the base config with sampled values, trained by `train.main` (the same Trainer as
+train.py) in its own run folder `<study dir>/trials/<name>/trialNNNN/`. Its objective is the
+final-epoch plain validation accuracy; every epoch's accuracy is reported to the pruner. A sampled
+network that breaks the `constraints` section is rejected before any data is loaded.
+"""
+import logging
+import re
+import warnings
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from tuning.space import apply_values
+from utils.errors import ConfigError
+
+OBJECTIVE = "val_accuracy"
+COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+log = logging.getLogger("tune")
+
+
+def study_dir(save_dir, study_name):
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", study_name):
+        raise ConfigError(f"--study: {study_name!r} is not a plain folder name (letters, digits, '.', '_', '-')")
+    return Path(save_dir) / study_name
+
+
+def open_storage(url, heartbeat):
+    """An optuna RDBStorage with a heartbeat: a trial whose worker died (kill -9, power cut) is marked
+    failed after 2 heartbeats without news and then retried once by another worker."""
+    engine_kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {}
+    if url.startswith("sqlite:///"):
+        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat, grace_period=2 * heartbeat,
+            failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1))
+    except Exception as e:  # sqlalchemy/driver errors differ by backend; all mean "cannot open this URL"
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"--storage {url}: cannot open the study storage ({type(e).__name__}: {reason[:160]})") from None
+
+
+def open_study(name, storage, space):
+    try:
+        return optuna.create_study(study_name=name, storage=storage, load_if_exists=True, direction="maximize",
+                                   sampler=space.build_sampler(), pruner=space.build_pruner())
+    except ValueError as e:  # e.g. an existing study of the same name that minimises
+        raise ConfigError(f"--study {name}: {e}") from None
+
+
+def pruning_callback(trial, epochs):
+    """A Trainer epoch callback: report the epoch's validation accuracy and stop a poor trial (never
+    after its last epoch, when it is as good as finished)."""
+    def callback(epoch, epoch_log):
+        if OBJECTIVE not in epoch_log:
+            raise ConfigError(f"metrics: tuning needs {OBJECTIVE!r} in the epoch log; add \"accuracy\" to metrics")
+        trial.report(epoch_log[OBJECTIVE], epoch)
+        if epoch < epochs and trial.should_prune():
+            logging.getLogger("trainer").info(f"Trial {trial.number} pruned after epoch {epoch} "
+                                              f"({OBJECTIVE} {epoch_log[OBJECTIVE]:.2f})")
+            raise optuna.TrialPruned(f"pruned after epoch {epoch}")
+    return callback
+
+
+def make_objective(base_config, space, trials_dir):
+    """base_config: the validated config dict (command-line overrides applied)."""
+    import train
+    from model.spec import describe, format_checks
+    from parse_config import ConfigParser
+
+    def objective(trial):
+        values = space.suggest(trial)
+        config = apply_values(base_config, values)
+        config["trainer"].update(save_dir=str(trials_dir), report=False)
+        parsed = ConfigParser(config, run_id=f"trial{trial.number:04d}")
+        trial.set_user_attr("run_dir", str(parsed.run_dir))
+        trial.set_user_attr("values", values)  # as written into the config (lists stay lists)
+        _, failed = describe(parsed.init_obj("arch"), parsed["constraints"],
+                             augmentations=parsed["data_loader"]["args"].get("augmentations"))
+        if failed and parsed["constraints"]["enforce"]:
+            reason = "; ".join(re.sub(r"\s+", " ", line).strip() for line in format_checks(failed).splitlines())
+            trial.set_user_attr("rejected", reason)
+            log.info(f"Trial {trial.number} rejected before training: {reason}")
+            raise optuna.TrialPruned(reason)
+        log.info(f"Trial {trial.number}: {values}")
+        history = train.main(parsed, epoch_callbacks=[pruning_callback(trial, parsed["trainer"]["epochs"])])
+        return history[-1][OBJECTIVE]
+
+    return objective
+
+
+def counted(study):
+    """Trials that count towards --trials: complete, pruned, running or queued; not failed ones and
+    not those rejected by the constraints (which cost nothing)."""
+    return [t for t in study.get_trials(deepcopy=False, states=COUNTED) if "rejected" not in t.user_attrs]
+
+
+def run_worker(study, objective, n_trials):
+    """Run trials until the study holds `n_trials` counted ones (see `counted`). Several workers on
+    one storage share the count; two that ask in the very same instant may run one trial more."""
+    done, rejected = 0, 0
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        while True:
+            optuna.storages.fail_stale_trials(study)  # a dead worker's trial: failed, and queued again
+            if len(counted(study)) >= n_trials:
+                break
+            study.optimize(objective, n_trials=1, gc_after_trial=True)
+            done += 1
+            rejected += "rejected" in study.trials[-1].user_attrs
+            if rejected >= 10 * n_trials:
+                raise ConfigError(f"--space: {rejected} sampled networks broke the constraints; narrow the search space")
+    return done

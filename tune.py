@@ -7,6 +7,8 @@ the same `--storage postgresql://...` and `--study` to search together. Results 
 `<save_dir>/<study>/`: trials.csv, best_config.json, history.png, importances.png, slice.png."""
 import sys
 
+import optuna
+
 from logger import setup_logging
 from parse_config import ConfigParser, add_override_flags, load_json
 from tuning.results import format_table, write_results
@@ -18,6 +20,8 @@ from utils.errors import ConfigError
 
 def main(args):
     setup_logging(None, 1)
+    optuna.logging.disable_default_handler()  # optuna's lines go through our logging, to stdout
+    optuna.logging.enable_propagation()
     user_config = load_json(args.config)
     if not isinstance(user_config, dict):
         raise ConfigError(f"{args.config}: expected a JSON object")
@@ -38,7 +42,7 @@ def main(args):
     study = open_study(name, open_storage(url, args.heartbeat), space)
     log.info(f"Study {name!r} in {url}: {len(space.params)} parameters, {args.trials} trials in all "
              f"(shared with every worker on this storage); results in {out_dir}/")
-    run_worker(study, make_objective(base, space, out_dir / "trials"), args.trials)
+    run_worker(study, make_objective(base, space, out_dir / "trials", args.trials), args.trials)
     setup_logging(None, 1)
     rows, best, plots = write_results(study, space, user_config, out_dir)
     log.info(format_table(rows, space))

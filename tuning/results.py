@@ -30,6 +30,8 @@ def trial_rows(study, space):
     for t in study.get_trials(deepcopy=False):
         last = t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None
         note = t.user_attrs.get("rejected") and f"rejected: {t.user_attrs['rejected']}"
+        if t.user_attrs.get("surplus"):
+            note = "surplus: not run (the budget was full when it was asked for)"
         if not note and t.state == TrialState.PRUNED and t.intermediate_values:
             note = f"pruned after epoch {max(t.intermediate_values)}"
         decoded = space.decode_params({p: v for p, v in t.params.items() if p in space.params})

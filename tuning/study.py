@@ -6,7 +6,9 @@ final-epoch plain validation accuracy; every epoch's accuracy is reported to the
 network that breaks the `constraints` section is rejected before any data is loaded.
 """
 import logging
+import random
 import re
+import time
 import warnings
 from pathlib import Path
 
@@ -27,28 +29,39 @@ def study_dir(save_dir, study_name):
     return Path(save_dir) / study_name
 
 
-def open_storage(url, heartbeat):
+def open_storage(url, heartbeat, attempts=5):
     """An optuna RDBStorage with a heartbeat: a trial whose worker died (kill -9, power cut) is marked
     failed after 2 heartbeats without news and then retried once by another worker."""
     engine_kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {}
     if url.startswith("sqlite:///"):
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    try:
-        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(
-            url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat, grace_period=2 * heartbeat,
-            failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1))
-    except Exception as e:  # sqlalchemy/driver errors differ by backend; all mean "cannot open this URL"
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"--storage {url}: cannot open the study storage ({type(e).__name__}: {reason[:160]})") from None
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(
+                url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat, grace_period=2 * heartbeat,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
+        except Exception as e:  # sqlalchemy/driver errors differ by backend; all mean "cannot open this URL"
+            # two workers creating one new database at once: one of them loses the race to create
+            # the tables (IntegrityError / "table already exists"); a moment later they are there
+            if attempt + 1 < attempts and type(e).__name__ in ("IntegrityError", "OperationalError"):
+                time.sleep(0.5 + random.random())
+                continue
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ConfigError(f"--storage {url}: cannot open the study storage ({type(e).__name__}: {reason[:160]})") from None
 
 
-def open_study(name, storage, space):
-    try:
-        return optuna.create_study(study_name=name, storage=storage, load_if_exists=True, direction="maximize",
-                                   sampler=space.build_sampler(), pruner=space.build_pruner())
-    except ValueError as e:  # e.g. an existing study of the same name that minimises
-        raise ConfigError(f"--study {name}: {e}") from None
+def open_study(name, storage, space, attempts=5):
+    for attempt in range(attempts):
+        try:
+            return optuna.create_study(study_name=name, storage=storage, load_if_exists=True, direction="maximize",
+                                       sampler=space.build_sampler(), pruner=space.build_pruner())
+        except optuna.exceptions.DuplicatedStudyError:  # another worker created it this instant: load it
+            if attempt + 1 == attempts:
+                raise
+            time.sleep(0.2)
+        except ValueError as e:  # e.g. an existing study of the same name that minimises
+            raise ConfigError(f"--study {name}: {e}") from None
 
 
 def pruning_callback(trial, epochs):
@@ -65,13 +78,23 @@ def pruning_callback(trial, epochs):
     return callback
 
 
-def make_objective(base_config, space, trials_dir):
+class SurplusTrial(Exception):
+    """Raised (and caught) when other workers filled the study's budget while this trial was created."""
+
+
+def make_objective(base_config, space, trials_dir, n_trials):
     """base_config: the validated config dict (command-line overrides applied)."""
     import train
     from model.spec import describe, format_checks
     from parse_config import ConfigParser
 
     def objective(trial):
+        # Trial numbers are handed out atomically by the storage: a trial with n_trials counted ones
+        # before it is one too many (two workers asked at once); it fails at once, before sampling.
+        ahead = [t for t in counted(trial.study) if t.number < trial.number]
+        if len(ahead) >= n_trials:
+            trial.set_user_attr("surplus", True)
+            raise SurplusTrial(f"trial {trial.number} not run: the study already holds {n_trials} trials")
         values = space.suggest(trial)
         config = apply_values(base_config, values)
         config["trainer"].update(save_dir=str(trials_dir), report=False)
@@ -100,15 +123,17 @@ def counted(study):
 
 def run_worker(study, objective, n_trials):
     """Run trials until the study holds `n_trials` counted ones (see `counted`). Several workers on
-    one storage share the count; two that ask in the very same instant may run one trial more."""
+    one storage share the count (a trial asked for when the budget was already full is failed
+    as surplus before it samples or trains anything)."""
     done, rejected = 0, 0
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         while True:
             optuna.storages.fail_stale_trials(study)  # a dead worker's trial: failed, and queued again
-            if len(counted(study)) >= n_trials:
+            waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))  # e.g. retries of dead workers' trials
+            if len(counted(study)) >= n_trials and not waiting:
                 break
-            study.optimize(objective, n_trials=1, gc_after_trial=True)
+            study.optimize(objective, n_trials=1, gc_after_trial=True, catch=(SurplusTrial,))
             done += 1
             rejected += "rejected" in study.trials[-1].user_attrs
             if rejected >= 10 * n_trials:

@@ -1,0 +1,69 @@
+"""Learning-rate range test:  python lr_find.py -c config.json [--steps 100] [--out lr_find.png]
+
+Trains a fresh network of the config for --steps batches while the learning rate grows from
+--start_lr to --end_lr, plots the smoothed loss against the learning rate and prints a suggested
+OneCycle peak (`optimizer.args.lr`): a tenth of the learning rate of the lowest loss."""
+import os
+import sys
+from pathlib import Path
+
+from logger import get_logger, setup_logging
+from parse_config import ConfigParser, add_override_flags, base_argparser
+from trainer.lr_finder import lr_range_test, plot_lr_range, suggest_lr
+from trainer.trainer import resolve_amp, _autocast
+from utils import ConfigError, resolve_device, seed_everything
+from utils.cli import run_main
+
+
+def main(config, args):
+    setup_logging(None, 1)
+    logger = get_logger("lr_find")
+    if not 0 < args.start_lr < args.end_lr:
+        raise ConfigError(f"--start_lr/--end_lr: expected 0 < start < end, got {args.start_lr} and {args.end_lr}")
+    if args.steps < 10:
+        raise ConfigError(f"--steps: expected at least 10, got {args.steps}")
+    out = Path(args.out) if args.out else Path(config["trainer"]["save_dir"]) / config["name"] / "lr_find.png"
+    seed_everything(config["seed"])
+    device = resolve_device(config["device"])
+    data_loader = config.init_obj("data_loader")
+    model = config.init_obj("arch").to(device)
+    channels_last = config["trainer"]["channels_last"]
+    if channels_last:
+        import torch
+
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = config.init_obj("optimizer", [p for p in model.parameters() if p.requires_grad])
+    dtype, why = resolve_amp(device, config["trainer"]["amp"])
+    logger.info(f"LR range test: {args.steps} batches of {data_loader.batch_sampler.batch_size}, lr {args.start_lr:g} -> "
+                f"{args.end_lr:g}, {config['optimizer']['type']} with the config's other settings; {why}")
+    lrs, losses = lr_range_test(model, config.init_obj("loss"), optimizer, data_loader, device,
+                                start_lr=args.start_lr, end_lr=args.end_lr, num_steps=args.steps,
+                                autocast=_autocast(device, dtype), channels_last=channels_last)
+    try:
+        suggestion = suggest_lr(lrs, losses)
+    except ValueError as e:
+        raise ConfigError(f"--steps: {e}") from None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp.png")
+    plot_lr_range(lrs, losses, suggestion, tmp)
+    os.replace(tmp, out)
+    stopped = f"; stopped at lr {lrs[-1]:.3g} as the loss diverged" if len(lrs) < args.steps else ""
+    logger.info(f"Steepest fall at lr {suggestion['steepest']:.3g}; lowest loss at lr {suggestion['minimum']:.3g}{stopped}")
+    logger.info(f"Suggested OneCycle peak (optimizer.args.lr): {suggestion['peak']:.3g}  "
+                f"(config has {config['optimizer']['args'].get('lr')}); plot: {out}")
+
+
+def cli(argv=None):
+    parser = base_argparser("Learning-rate range test")
+    add_override_flags(parser, ("--bs", "--data_dir", "--validation_split", "--train_subset", "--num_workers",
+                                "--seed", "--device", "--save_dir"))
+    parser.add_argument("--start_lr", type=float, default=1e-4)
+    parser.add_argument("--end_lr", type=float, default=10.0)
+    parser.add_argument("--steps", type=int, default=100, help="batches, one learning rate each")
+    parser.add_argument("--out", default=None, help="PNG path (default: <save_dir>/<name>/lr_find.png)")
+    args = parser.parse_args(argv)
+    return run_main(lambda: main(ConfigParser.from_args(args), args))
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

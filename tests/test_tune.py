@@ -1,0 +1,189 @@
+"""tune.py (Optuna search) and lr_find.py on tiny generated data."""
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import optuna
+import pytest
+from conftest import REPO, assert_one_line_error, png_ok, run_cli, tiny_config
+
+from parse_config import ConfigParser, load_json
+from trainer.lr_finder import suggest_lr
+from tuning.space import apply_values, load_space
+from utils.errors import ConfigError
+
+SPACE = {
+    "params": {
+        "optimizer.args.lr": {"type": "float", "low": 0.05, "high": 0.3, "log": True},
+        "data_loader.args.augmentations.CoarseDropout.p": {"type": "float", "low": 0.1, "high": 0.5, "step": 0.1},
+        "arch.args.widths": {"type": "categorical", "choices": [[64, 64, 144, 144], [48, 64, 144, 160]]},
+    },
+    "pruner": {"type": "MedianPruner", "args": {"n_startup_trials": 1}},
+}
+TOO_BIG = [64, 64, 160, 160]  # 115,578 parameters
+
+
+def write_json(path, value):
+    path.write_text(json.dumps(value))
+    return path
+
+
+def tune_args(tmp_path, data_dir, space, *extra, trials=2, epochs=2):
+    config = tiny_config(tmp_path, data_dir)
+    space_file = write_json(tmp_path / "space.json", space)
+    return ["tune.py", "-c", config, "--space", space_file, "--trials", trials, "--epochs", epochs,
+            "--validation_split", 10, *extra]
+
+
+def load(tmp_path, study="Cifar10_DilatedNet-search"):
+    url = f"sqlite:///{tmp_path / 'saved' / study / 'study.db'}"
+    return optuna.load_study(study_name=study, storage=url)
+
+
+@pytest.mark.parametrize("params, fragment", [
+    ({"optimizer.args.lrr": {"type": "float", "low": 0.1, "high": 0.2}}, "optimizer.args.lrr: unknown argument of SGD"),
+    ({"trainer.epoch": {"type": "int", "low": 1, "high": 3}}, "trainer.epoch: no such key"),
+    ({"data_loader.args.augmentations.Cutout.p": {"type": "float", "low": 0.1, "high": 0.2}}, "no entry of type 'Cutout'"),
+    ({"optimizer.args.lr": {"type": "gauss", "low": 0.1, "high": 0.2}}, 'expected {"type": "float"'),
+    ({"optimizer.args.lr": {"type": "float", "low": 0.3, "high": 0.2}}, "low <= high"),
+    ({"optimizer.args.lr": {"type": "float", "low": 0.1, "high": 0.2, "lg": True}}, "unknown key 'lg'"),
+    ({"data_loader.args.augmentations.CoarseDropout.p": {"type": "float", "low": 0.5, "high": 1.5}}, "less than or equal to 1"),
+    ({"arch.args.widths": {"type": "categorical", "choices": [[64, 64]]}}, "need 4 entries"),
+    ({"trainer.amp": {"type": "categorical", "choices": ["off", "fp8"]}}, 'with the value "fp8"'),
+])
+def test_space_errors_name_file_and_key(tmp_path, params, fragment):
+    path = write_json(tmp_path / "space.json", {"params": params})
+    with pytest.raises(ConfigError) as err:
+        load_space(path, load_json(REPO / "config.json"))
+    message = str(err.value)
+    assert message.startswith(f"{path}: params.{next(iter(params))}") and fragment in message, message
+    assert "\n" not in message
+
+
+def test_space_top_level_keys_are_checked(tmp_path):
+    base = load_json(REPO / "config.json")
+    with pytest.raises(ConfigError, match="sampelr: unknown key"):
+        load_space(write_json(tmp_path / "a.json", {"params": SPACE["params"], "sampelr": {}}), base)
+    with pytest.raises(ConfigError, match="pruner.type: 'Median' is not found in optuna.pruners"):
+        load_space(write_json(tmp_path / "b.json", {"params": SPACE["params"], "pruner": {"type": "Median"}}), base)
+    with pytest.raises(ConfigError, match="pruner.args.n_startup: unknown argument of MedianPruner"):
+        load_space(write_json(tmp_path / "c.json", {**SPACE, "pruner": {"type": "MedianPruner", "args": {"n_startup": 1}}}), base)
+
+
+def test_values_land_at_their_key_paths():
+    base = load_json(REPO / "config.json")
+    config = apply_values(base, {"optimizer.args.lr": 0.2, "data_loader.args.augmentations.CoarseDropout.p": 0.4,
+                                 "arch.args.widths": [48, 64, 144, 160], "optimizer.args.dampening": 0.0})
+    parsed = ConfigParser(config)
+    assert parsed["optimizer"]["args"]["lr"] == 0.2 and parsed["optimizer"]["args"]["dampening"] == 0.0
+    assert parsed["data_loader"]["args"]["augmentations"][2]["args"]["p"] == 0.4
+    assert parsed["arch"]["args"]["widths"] == [48, 64, 144, 160]
+    assert base["optimizer"]["args"]["lr"] == 0.15  # the base config is left as it was
+
+
+def test_tune_end_to_end(tmp_path, tiny_folder):
+    proc = run_cli(*tune_args(tmp_path, tiny_folder, SPACE, trials=3))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "saved" / "Cifar10_DilatedNet-search"
+    rows = list(csv.DictReader((out / "trials.csv").open()))
+    assert [r["state"] for r in rows].count("COMPLETE") >= 1 and len(rows) == 3
+    study = load(tmp_path)
+    for trial in study.trials:
+        run_config = load_json(trial.user_attrs["run_dir"] + "/config.json")  # the trial trained what it sampled
+        assert run_config["optimizer"]["args"]["lr"] == trial.params["optimizer.args.lr"]
+        assert run_config["arch"]["args"]["widths"] == json.loads(trial.params["arch.args.widths"])
+        if trial.state == optuna.trial.TrialState.COMPLETE:  # objective = final-epoch plain val accuracy
+            history = trial.intermediate_values
+            assert trial.value == history[max(history)] and max(history) == 2
+    best = load_json(out / "best_config.json")
+    assert best["trainer"]["epochs"] == 2 and best["trainer"]["save_dir"] == str(tmp_path / "saved")  # the user's file
+    assert best["optimizer"]["args"]["lr"] == study.best_trial.params["optimizer.args.lr"]
+    ConfigParser(best)
+    for name in ("history.png", "importances.png", "slice.png"):
+        assert png_ok(out / name)
+    assert "| number | state | val_accuracy" in proc.stdout and "Best: trial" in proc.stdout
+
+
+def test_constraint_breakers_are_rejected_before_any_training(tmp_path):
+    space = {"params": {"arch.args.widths": {"type": "categorical", "choices": [TOO_BIG]}}}
+    missing = tmp_path / "no_such_data"  # loading any data would fail: none is loaded
+    proc = run_cli(*tune_args(tmp_path, missing, space, trials=1))
+    assert_one_line_error(proc, "--space: 10 sampled networks broke the constraints")
+    trials = load(tmp_path).trials
+    assert len(trials) == 10 and all(t.state.name == "PRUNED" and "max_params" in t.user_attrs["rejected"] for t in trials)
+    assert not (tmp_path / "saved" / "Cifar10_DilatedNet-search" / "trials").exists() and not missing.exists()
+
+
+def test_bad_storage_url_is_one_line(tmp_path, tiny_folder):
+    proc = run_cli(*tune_args(tmp_path, tiny_folder, SPACE, "--storage", "nosuchdb://x/y"))
+    assert_one_line_error(proc, "--storage nosuchdb://x/y: cannot open the study storage")
+    proc = run_cli(*tune_args(tmp_path, tiny_folder, SPACE, "--study", "../escape"))
+    assert_one_line_error(proc, "--study: '../escape' is not a plain folder name")
+
+
+def test_two_workers_share_one_sqlite_study(tmp_path, tiny_folder):
+    args = [sys.executable, *map(str, tune_args(tmp_path, tiny_folder, SPACE, trials=3))]
+    workers = [subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [w.communicate(timeout=300) for w in workers]
+    assert all(w.returncode == 0 for w in workers), [o[1][-2000:] for o in outputs]
+    trials = load(tmp_path).trials
+    run = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert len(run) == 3  # in all, across both workers
+    assert len({t.number for t in run}) == 3 and len({t.user_attrs["run_dir"] for t in run}) == 3
+    assert all(t.user_attrs.get("surplus") for t in trials if t not in run)  # any extra: failed before sampling
+    for t in run:
+        assert (REPO / t.user_attrs["run_dir"] / "config.json").is_file()
+    assert all("Best: trial" in o[0] for o in outputs)
+
+
+def test_killed_worker_leaves_a_readable_study_and_the_trial_is_retried(tmp_path, tiny_folder):
+    args = [sys.executable, *map(str, tune_args(tmp_path, tiny_folder, SPACE, "--heartbeat", 1, trials=1, epochs=40))]
+    worker = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline:  # mid-trial: its run folder has a checkpoint
+            time.sleep(0.5)
+            try:
+                running = [t for t in load(tmp_path).trials if t.state.name == "RUNNING" and "run_dir" in t.user_attrs]
+            except Exception:  # the first worker may not have created the study (or its tables) yet
+                continue
+            if running and (REPO / running[0].user_attrs["run_dir"] / "last.pth").exists():
+                break
+        else:
+            pytest.fail("the first worker never got mid-trial")
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=30)
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGKILL)
+    killed = load(tmp_path).trials[0]  # readable after kill -9
+    assert killed.state.name == "RUNNING"
+    time.sleep(2.5)  # two missed heartbeats
+    proc = run_cli(*tune_args(tmp_path, tiny_folder, SPACE, "--heartbeat", 1, trials=1))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    trials = load(tmp_path).trials
+    assert trials[0].state.name == "FAIL"
+    retried = [t for t in trials[1:] if t.state.name == "COMPLETE"]
+    assert len(retried) == 1 and retried[0].params == killed.params
+
+
+def test_suggest_lr_on_a_known_curve():
+    lrs = list(np.geomspace(1e-4, 10, 80))
+    losses = [2.3 - 0.5 * np.tanh(2 * (np.log10(lr) + 2)) + 0.4 * max(0.0, np.log10(lr)) ** 2 for lr in lrs]
+    s = suggest_lr(lrs, losses)
+    assert 0.5 < s["minimum"] < 2.0 and s["peak"] == pytest.approx(s["minimum"] / 10)
+    assert 0.005 < s["steepest"] < 0.02  # the tanh's steepest point, lr 0.01
+
+
+def test_lr_find_writes_plot_and_suggestion(tmp_path, tiny_folder):
+    config = tiny_config(tmp_path, tiny_folder)
+    proc = run_cli("lr_find.py", "-c", config, "--steps", 30, "--out", tmp_path / "lr.png")
+    assert proc.returncode == 0, proc.stderr
+    assert "Suggested OneCycle peak (optimizer.args.lr):" in proc.stdout
+    assert png_ok(tmp_path / "lr.png")
+    assert_one_line_error(run_cli("lr_find.py", "-c", config, "--steps", 3), "--steps: expected at least 10")

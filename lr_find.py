@@ -2,7 +2,7 @@
 
 Trains a fresh network of the config for --steps batches while the learning rate grows from
 --start_lr to --end_lr, plots the smoothed loss against the learning rate and prints a suggested
-OneCycle peak (`optimizer.args.lr`): a tenth of the learning rate of the lowest loss."""
+OneCycle peak (`optimizer.args.lr`): the learning rate of the lowest loss (see suggest_lr)."""
 import os
 import sys
 from pathlib import Path
@@ -49,7 +49,8 @@ def main(config, args):
     os.replace(tmp, out)
     stopped = f"; stopped at lr {lrs[-1]:.3g} as the loss diverged" if len(lrs) < args.steps else ""
     logger.info(f"Steepest fall at lr {suggestion['steepest']:.3g}; lowest loss at lr {suggestion['minimum']:.3g}{stopped}")
-    logger.info(f"Suggested OneCycle peak (optimizer.args.lr): {suggestion['peak']:.3g}  "
+    logger.info(f"Suggested OneCycle peak (optimizer.args.lr): {suggestion['peak']:.3g}, or {suggestion['steepest']:.3g} "
+                f"to be cautious "
                 f"(config has {config['optimizer']['args'].get('lr')}); plot: {out}")
 
 
@@ -62,7 +63,7 @@ def cli(argv=None):
     parser.add_argument("--steps", type=int, default=100, help="batches, one learning rate each")
     parser.add_argument("--out", default=None, help="PNG path (default: <save_dir>/<name>/lr_find.png)")
     args = parser.parse_args(argv)
-    return run_main(lambda: main(ConfigParser.from_args(args), args))
+    return run_main(lambda: main(ConfigParser.from_args(args), args), single_process="lr_find.py")
 
 
 if __name__ == "__main__":

@@ -33,6 +33,8 @@ TRAINER_SCHEMA = {
     "amp": (("auto", "off", "bf16", "fp16"), "auto"),
     "channels_last": (bool, False),
     "report": (bool, True),
+    "sync_bn": (bool, False),
+    "dist_timeout": (int, 600),
 }
 
 CONSTRAINTS_SCHEMA = {

@@ -41,7 +41,7 @@ def cli(argv=None):
     parser = base_argparser("Write the report of a run from its checkpoint")
     add_override_flags(parser, ("--data_dir", "--validation_split", "--device", "--bs", "--num_workers"))
     parser.add_argument("--out", default=None, help="output folder (default: the checkpoint's)")
-    return run_main(main, parser.parse_args(argv))
+    return run_main(main, parser.parse_args(argv), single_process="report.py")
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ def cli(argv=None):
     parser = base_argparser("Evaluate a checkpoint on the CIFAR-10 test split")
     add_override_flags(parser, ("--data_dir", "--device", "--bs", "--num_workers"))
     parser.add_argument("--out", default=None, help="folder for the pictures and test_metrics.json (default: the checkpoint's)")
-    return run_main(main, parser.parse_args(argv))
+    return run_main(main, parser.parse_args(argv), single_process="test.py")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,8 @@
 """Train a network as the config says:  python train.py -c config.json
 Continue a run:                          python train.py --resume saved/<name>/<run>/last.pth"""
+import os
+import re
+import signal
 import sys
 
 import torch
@@ -10,8 +13,12 @@ from logger.report import write_run_report
 from model.spec import describe, format_checks
 from parse_config import ConfigParser, add_override_flags, base_argparser
 from trainer import Trainer, build_lr_scheduler
-from utils import ConfigError, SpecError, resolve_device, seed_everything
+from utils import ConfigError, DistributedError, SpecError, distributed, resolve_device, seed_everything
 from utils.cli import run_main
+
+
+# how gloo and NCCL report a process that died or hung (they raise plain RuntimeErrors from backward)
+LOST_PEER = re.compile(r"Connection (reset|closed) by peer|[Tt]imed? ?out|NCCL (error|communicator was aborted)|gloo/transport")
 
 
 def check_outputs(model, data_loader):
@@ -26,10 +33,41 @@ def check_outputs(model, data_loader):
 
 
 def main(config, allow_spec_violation=False, epoch_callbacks=()):
-    """Train as `config` says; returns the epoch logs. epoch_callbacks: f(epoch, log) after each epoch."""
-    setup_logging(None, config["trainer"]["verbosity"])
+    """Train as `config` says; returns the epoch logs. epoch_callbacks: f(epoch, log) after each epoch.
+    Under torchrun: one DDP process per GPU (or CPU worker); rank 0 logs and writes every file."""
+    if not distributed.launched_by_torchrun():
+        return _train(config, resolve_device(config["device"]), allow_spec_violation, epoch_callbacks)
+    if config["trainer"]["dist_timeout"] < 1:
+        raise ConfigError(f"trainer.dist_timeout: expected seconds >= 1, got {config['trainer']['dist_timeout']}")
+    device = distributed.init_distributed(config["device"], config["trainer"]["dist_timeout"])
+    resume = "torchrun ... train.py --resume <run folder>/last.pth"
+    try:
+        config.run_dir = distributed.broadcast_object(config.run_dir)  # rank 0's timestamp names the folder
+        resume = (f"torchrun --nproc_per_node={distributed.world_size()} train.py --resume {config.run_dir / 'last.pth'}"
+                  if distributed.world_size() == int(os.environ.get("LOCAL_WORLD_SIZE", -1)) else
+                  f"torchrun <the same flags> train.py --resume {config.run_dir / 'last.pth'}")
+
+        def stopped(signum, frame):  # torchrun stops the group when one process fails
+            raise DistributedError(f"rank {distributed.rank()}: stopped by torchrun (another process failed, or the job "
+                                   f"was cancelled); the last finished epoch is saved: {resume}")
+
+        signal.signal(signal.SIGTERM, stopped)
+        return _train(config, device, allow_spec_violation, epoch_callbacks)
+    except RuntimeError as e:  # a rank died or stopped answering within dist_timeout
+        if not (isinstance(e, torch.distributed.DistError) or LOST_PEER.search(str(e))):
+            raise  # a bug, not a lost process: keep its traceback
+        reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+        raise DistributedError(f"rank {distributed.rank()}: lost contact with the other processes ({reason}); "
+                               f"the last finished epoch is saved: {resume}") from None
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        distributed.cleanup()
+
+
+def _train(config, device, allow_spec_violation, epoch_callbacks):
+    main_rank = distributed.is_main()
+    setup_logging(None, config["trainer"]["verbosity"] if main_rank else 0)
     seed_everything(config["seed"])
-    device = resolve_device(config["device"])
 
     data_loader = config.init_obj("data_loader")
     valid_data_loader = data_loader.split_validation()
@@ -37,8 +75,10 @@ def main(config, allow_spec_violation=False, epoch_callbacks=()):
     check_outputs(model, data_loader)
     summary, failed = describe(model, config["constraints"], augmentations=config["data_loader"]["args"].get("augmentations"))
 
-    run_dir = config.make_run_dir()
-    setup_logging(run_dir, config["trainer"]["verbosity"])
+    run_dir = config.run_dir
+    if main_rank:
+        config.make_run_dir()
+        setup_logging(run_dir, config["trainer"]["verbosity"])
     logger = get_logger("train")
     logger.info(summary)
     if failed:
@@ -49,6 +89,11 @@ def main(config, allow_spec_violation=False, epoch_callbacks=()):
                 f"{len(valid_data_loader.dataset) if valid_data_loader else 0} {data_loader.valid_name} images; "
                 f"mean {data_loader.stats['mean']} std {data_loader.stats['std']}; device {device}; run folder {run_dir}")
 
+    if config["trainer"]["sync_bn"] and distributed.is_distributed():
+        if device.type != "cuda":
+            raise ConfigError("trainer.sync_bn: SyncBatchNorm works on CUDA only; on the CPU leave it false "
+                              "(BatchNorm statistics are then averaged over the processes after every epoch)")
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = model.to(device)
     criterion = config.init_obj("loss")
     metrics = [getattr(module_metric, name) for name in config["metrics"]]
@@ -62,7 +107,7 @@ def main(config, allow_spec_violation=False, epoch_callbacks=()):
     if config.resume:
         trainer.resume(config.resume)
     trainer.train()
-    if config["trainer"]["report"]:
+    if config["trainer"]["report"] and main_rank:
         write_run_report(trainer, data_loader, valid_data_loader, summary)
     return trainer.history
 

@@ -65,7 +65,8 @@ def cli(argv=None):
                         help="seconds between a running trial's heartbeats; a trial silent for two is failed and retried")
     add_override_flags(parser)
     args = parser.parse_args(argv)
-    return run_main(main, args, interrupted="interrupted: the running trial is marked failed; run the same command to go on")
+    return run_main(main, args, interrupted="interrupted: the running trial is marked failed; run the same command to go on",
+                    single_process="tune.py")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from utils import distributed
 from utils.errors import ConfigError
 
 
@@ -9,23 +10,51 @@ class SeededBatchSampler(Sampler):
     """Batches of `(index, epoch_seed, batch_number)`. The epoch's order and seed come from torch's
     global generator (saved in checkpoints), and the dataset seeds its augmentation per batch from
     `(epoch_seed, batch_number)`: every batch has its own random stream whichever worker builds it,
-    and a resumed run sees exactly the images an uninterrupted one would."""
+    and a resumed run sees exactly the images an uninterrupted one would.
 
-    def __init__(self, n, batch_size, shuffle):
-        self.n, self.batch_size, self.shuffle = n, batch_size, shuffle
+    Under DDP (world > 1) `batch_size` is the global batch: rank 0's epoch seed is used by all, each
+    global batch is cut into `world` disjoint slices of batch_size / world, rank r takes slice r
+    with its own augmentation stream (batch number x world + r), and an incomplete last global
+    batch is dropped so that every rank takes the same number of steps."""
+
+    def __init__(self, n, batch_size, shuffle, rank=0, world=1):
+        self.n, self.batch_size, self.shuffle, self.rank, self.world = n, batch_size, shuffle, rank, world
+        if world > 1 and batch_size % world:
+            raise ConfigError(f"data_loader.args.batch_size: the global batch {batch_size} does not split evenly "
+                              f"over {world} processes; use a multiple of {world}")
 
     def __len__(self):
         full, rest = divmod(self.n, self.batch_size)
+        if self.world > 1:
+            return full
         return full + (rest > 1)  # a last batch of one image would break BatchNorm: drop it
 
     def __iter__(self):
-        epoch_seed = int(torch.randint(0, 2**62, ()).item())
+        epoch_seed = distributed.broadcast_object(int(torch.randint(0, 2**62, ()).item()))
         if self.shuffle:
             order = torch.randperm(self.n, generator=torch.Generator().manual_seed(epoch_seed)).tolist()
         else:
             order = list(range(self.n))
+        share = self.batch_size // self.world
         for number in range(len(self)):
-            yield [(i, epoch_seed, number) for i in order[number * self.batch_size:(number + 1) * self.batch_size]]
+            batch = order[number * self.batch_size:(number + 1) * self.batch_size]
+            if self.world > 1:
+                batch = batch[self.rank * share:(self.rank + 1) * share]
+            yield [(i, epoch_seed, number * self.world + self.rank) for i in batch]
+
+
+class ShardSampler(Sampler):
+    """Rank r of `world` evaluates images r, r + world, r + 2 world, ... (no padding, no repeats:
+    the all-reduced sums and counts are exact)."""
+
+    def __init__(self, n, rank, world):
+        self.indices = range(rank, n, world)
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __iter__(self):
+        return iter(self.indices)
 
 
 class BaseDataLoader(DataLoader):
@@ -44,13 +73,16 @@ class BaseDataLoader(DataLoader):
         self._loader_kwargs = dict(num_workers=num_workers, pin_memory=pin_memory and torch.cuda.is_available(),
                                    persistent_workers=num_workers > 0, generator=torch.Generator(),
                                    collate_fn=collate_fn)
-        super().__init__(dataset, batch_sampler=SeededBatchSampler(len(dataset), batch_size, shuffle), **self._loader_kwargs)
-        self.eval_batch_size = batch_size
+        rank, world = distributed.rank(), distributed.world_size()
+        sampler = SeededBatchSampler(len(dataset), batch_size, shuffle, rank, world)
+        super().__init__(dataset, batch_sampler=sampler, **self._loader_kwargs)
+        self.eval_batch_size = batch_size // world
 
     def split_validation(self):
         if self.valid_dataset is None:
             return None
-        return DataLoader(self.valid_dataset, batch_size=self.eval_batch_size, shuffle=False, **self._loader_kwargs)
+        shard = ShardSampler(len(self.valid_dataset), distributed.rank(), distributed.world_size()) if distributed.is_distributed() else None
+        return DataLoader(self.valid_dataset, batch_size=self.eval_batch_size, shuffle=False, sampler=shard, **self._loader_kwargs)
 
     @staticmethod
     def subset_indices(n, subset, seed):

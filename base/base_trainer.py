@@ -2,6 +2,7 @@ import math
 from abc import ABC, abstractmethod
 
 from logger import TensorboardWriter, get_logger
+from utils import distributed
 from utils.checkpoint import get_rng_state, load_checkpoint, load_model_state, save_atomic, set_rng_state
 from utils.errors import ConfigError
 
@@ -51,7 +52,7 @@ class BaseTrainer(ABC):
         self.start_epoch = 1
         self.history = []  # one log dict per epoch, kept in checkpoints (curves survive a resume)
         self.checkpoint_dir = config.run_dir
-        self.writer = TensorboardWriter(config.run_dir, cfg["tensorboard"])
+        self.writer = TensorboardWriter(config.run_dir, cfg["tensorboard"] and distributed.is_main())
 
     @abstractmethod
     def _train_epoch(self, epoch):

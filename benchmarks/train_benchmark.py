@@ -152,7 +152,7 @@ def main(argv=None):
     add_override_flags(parser)
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="run once per seed (default: the config's)")
     parser.add_argument("--target", type=float, default=87.0, help="validation accuracy (%%) to time (default 87)")
-    return run_main(benchmark, parser.parse_args(argv))
+    return run_main(benchmark, parser.parse_args(argv), single_process="benchmarks/train_benchmark.py")
 
 
 if __name__ == "__main__":

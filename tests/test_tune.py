@@ -176,7 +176,7 @@ def test_suggest_lr_on_a_known_curve():
     lrs = list(np.geomspace(1e-4, 10, 80))
     losses = [2.3 - 0.5 * np.tanh(2 * (np.log10(lr) + 2)) + 0.4 * max(0.0, np.log10(lr)) ** 2 for lr in lrs]
     s = suggest_lr(lrs, losses)
-    assert 0.5 < s["minimum"] < 2.0 and s["peak"] == pytest.approx(s["minimum"] / 10)
+    assert 0.5 < s["minimum"] < 2.0 and s["peak"] == s["minimum"]
     assert 0.005 < s["steepest"] < 0.02  # the tanh's steepest point, lr 0.01
 
 

@@ -5,7 +5,7 @@ from tqdm import tqdm
 
 from base import BaseTrainer
 from base.base_trainer import format_log
-from utils import MetricTracker
+from utils import MetricTracker, distributed
 from utils.errors import CheckpointError, ConfigError
 
 # Schedulers that move every batch; every other torch.optim.lr_scheduler class moves every epoch.
@@ -88,7 +88,7 @@ def train_one_epoch(model, criterion, metric_ftns, optimizer, loader, device, *,
         output = output.detach().float()
         for metric in metric_ftns:
             tracker.update(metric.__name__, metric(output, target), n)
-    return {**tracker.result(), "lr": lr}
+    return {**tracker.all_reduce().result(), "lr": lr}
 
 
 @torch.no_grad()
@@ -115,10 +115,23 @@ def evaluate(model, criterion, metric_ftns, loader, device, *, autocast=contextl
         if return_outputs:
             probs.append(output.softmax(dim=1))
             targets.append(target)
-    result = tracker.result()
+    result = tracker.all_reduce().result()
     if return_outputs:
-        return result, torch.cat(probs).cpu(), torch.cat(targets).cpu()
+        return (result, *_gather_in_order(torch.cat(probs).cpu(), torch.cat(targets).cpu()))
     return result
+
+
+def _gather_in_order(probs, targets):
+    """Under DDP each rank evaluated images rank, rank + world, ... (ShardSampler): put every rank's
+    outputs back in the loader's order. A no-op in a single process."""
+    if not distributed.is_distributed():
+        return probs, targets
+    parts = distributed.all_gather_objects((probs, targets))
+    world, n = len(parts), sum(len(t) for _, t in parts)
+    all_probs, all_targets = torch.empty(n, probs.shape[1]), torch.empty(n, dtype=targets.dtype)
+    for r, (p, t) in enumerate(parts):
+        all_probs[r::world], all_targets[r::world] = p, t
+    return all_probs, all_targets
 
 
 class Trainer(BaseTrainer):
@@ -141,9 +154,19 @@ class Trainer(BaseTrainer):
         self.logger.info(f"Precision: {why}; memory format: {'channels_last' if self.channels_last else 'contiguous'}")
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
+        # DDP: train through the wrapper (it all-reduces gradients); evaluate and save the plain model,
+        # so checkpoints load in a single process and evaluation needs no collective per batch
+        self.train_model = self.model
+        if distributed.is_distributed():
+            self.train_model = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[device.index] if device.type == "cuda" else None)
+            self.logger.info(f"DistributedDataParallel over {distributed.world_size()} processes "
+                             f"({torch.distributed.get_backend()}); global batch {data_loader.batch_sampler.batch_size}, "
+                             f"{data_loader.batch_sampler.batch_size // distributed.world_size()} per process")
 
     def train(self):
         history = super().train()
+        self._check_replicas()
         if self.valid_data_loader is not None and history:
             tta = evaluate(self.model, self.criterion, self.metric_ftns, self.valid_data_loader, self.device,
                            autocast=self.autocast, channels_last=self.channels_last, flip_tta=True, desc="flip TTA")
@@ -151,13 +174,23 @@ class Trainer(BaseTrainer):
                              + format_log({f"val_{k}_flip_tta": v for k, v in tta.items()}))
         return history
 
+    def _check_replicas(self):
+        """Under DDP: the ranks must end with equal weights; a difference is a bug, not a user error."""
+        if not distributed.is_distributed():
+            return
+        sums = distributed.all_gather_objects(distributed.weights_checksum(self.model))
+        if len(set(sums)) != 1:
+            raise RuntimeError(f"DDP replicas diverged: weight checksums per rank {sums}")
+        self.logger.info(f"Weights identical on all {len(sums)} processes (checksum {sums[0]:.6f})")
+
     def _train_epoch(self, epoch):
         log = train_one_epoch(
-            self.model, self.criterion, self.metric_ftns, self.optimizer, self.data_loader, self.device,
+            self.train_model, self.criterion, self.metric_ftns, self.optimizer, self.data_loader, self.device,
             batch_scheduler=self.lr_scheduler if self.per_batch else None, scaler=self.scaler,
             autocast=self.autocast, channels_last=self.channels_last, desc=f"epoch {epoch}/{self.epochs}",
         )
         lr = log.pop("lr")
+        distributed.average_buffers(self.model)  # DDP: one set of BatchNorm statistics for all ranks
         if self.valid_data_loader is not None:
             val, *self.last_val_outputs = evaluate(
                 self.model, self.criterion, self.metric_ftns, self.valid_data_loader, self.device,
@@ -177,10 +210,16 @@ class Trainer(BaseTrainer):
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "data_stats": self.data_loader.stats,
             "classes": list(self.data_loader.classes),
+            "world_size": distributed.world_size(),
         }
 
     def _load_extra_state(self, ckpt):
         saved = ckpt["config"]
+        was, now = ckpt.get("world_size", 1), distributed.world_size()
+        if was != now:
+            how = "python train.py" if was == 1 else f"torchrun --nproc_per_node={was} train.py (or as many processes over several machines)"
+            raise CheckpointError(f"{self.config.resume}: trained with {was} process(es), this run has {now}; the data order "
+                                  f"and the batch split depend on it: resume with {how}")
         if isinstance(self.lr_scheduler, torch.optim.lr_scheduler.OneCycleLR) and ckpt.get("lr_scheduler"):
             was, now = ckpt["lr_scheduler"].get("total_steps"), self.lr_scheduler.total_steps
             if was != now:

@@ -3,10 +3,15 @@ import sys
 from utils.errors import UserError
 
 
-def run_main(main, *args, interrupted=None):
+def run_main(main, *args, interrupted=None, single_process=None):
     """Call main(*args); a UserError becomes `error: ...` on stderr (one line, plus one line per
-    failed rule for spec errors) and exit status 2, never a traceback."""
+    failed rule for spec errors) and exit status 2, never a traceback. single_process: the
+    script's name, for scripts that refuse to run under torchrun."""
     try:
+        if single_process:
+            from utils.distributed import require_single_process
+
+            require_single_process(single_process)
         main(*args)
     except UserError as e:
         lines = str(e).splitlines() or [type(e).__name__]

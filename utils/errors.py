@@ -19,3 +19,7 @@ class CheckpointError(UserError):
 
 class SpecError(UserError):
     """The network breaks one or more rules of the `constraints` section."""
+
+
+class DistributedError(UserError):
+    """Under torchrun: another process of the group died or stopped answering."""

@@ -46,5 +46,23 @@ class MetricTracker:
     def count(self, key):
         return self._count[key]
 
+    def all_reduce(self):
+        """Under DDP: add up every rank's sums and counts (a no-op in a single process), so that
+        `result()` is the exact mean over all ranks' samples, never a mean of per-rank means."""
+        from utils import distributed
+
+        if not distributed.is_distributed():
+            return self
+        device = next((t.device for t in self._total.values() if torch.is_tensor(t)), torch.device("cpu"))
+        if torch.distributed.get_backend() == "nccl":
+            device = torch.device("cuda", torch.cuda.current_device())
+        packed = torch.tensor([float(self._total[k]) for k in self.keys] + [float(self._count[k]) for k in self.keys],
+                              dtype=torch.float64, device=device)
+        distributed.all_reduce_sum(packed)
+        n = len(self.keys)
+        self._total = {k: float(packed[i]) for i, k in enumerate(self.keys)}
+        self._count = {k: int(packed[n + i]) for i, k in enumerate(self.keys)}
+        return self
+
     def result(self):
         return {k: float(self._total[k]) / self._count[k] if self._count[k] else float("nan") for k in self.keys}

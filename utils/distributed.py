@@ -1,0 +1,112 @@
+"""DistributedDataParallel under torchrun: one process per GPU (NCCL) or per CPU worker (gloo).
+
+A plain `python train.py` never initialises a process group: every helper here is then a no-op
+(rank 0 of a world of 1), so single-process code paths stay exactly as they were."""
+import os
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+from utils.errors import ConfigError
+
+
+def launched_by_torchrun():
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def require_single_process(script):
+    if launched_by_torchrun():
+        raise ConfigError(f"{script} runs in a single process: start it with  python {script} ..., not torchrun "
+                          "(only train.py trains under torchrun)")
+
+
+def is_distributed():
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank():
+    return dist.get_rank() if is_distributed() else 0
+
+
+def world_size():
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def is_main():
+    return rank() == 0
+
+
+def init_distributed(device_name, timeout_s):
+    """Join the process group torchrun set up (env:// rendezvous) and return this rank's device.
+    NCCL with cuda:LOCAL_RANK when the config's device is CUDA, gloo on the CPU. A rank that dies
+    makes the others' next collective fail after at most `timeout_s` seconds instead of hanging."""
+    from utils.util import resolve_device
+
+    device = resolve_device(device_name)
+    if device.type == "cuda":
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if local_rank >= torch.cuda.device_count():
+            raise ConfigError(f"device: LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} GPU(s) here; "
+                              "start at most one process per GPU (--nproc_per_node)")
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+        backend = "nccl"
+    elif device.type == "cpu":
+        backend = "gloo"
+    else:
+        raise ConfigError(f"device: {device_name!r}: distributed training runs on cuda (NCCL) or cpu (gloo)")
+    dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
+    return device
+
+
+def cleanup():
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def broadcast_object(obj):
+    """Rank 0's `obj` on every rank (e.g. the run folder, whose name is a timestamp)."""
+    if not is_distributed():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def all_reduce_sum(tensor):
+    """Sum of `tensor` over all ranks (in place and returned); NCCL needs it on the GPU."""
+    if is_distributed():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def all_gather_objects(obj):
+    if not is_distributed():
+        return [obj]
+    out = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def average_buffers(model):
+    """Make every rank's floating buffers (BatchNorm running mean and variance) the mean over ranks.
+    Each rank's BatchNorm saw only its own shard, so without this the replicas would validate and
+    be saved with different statistics (timm's distribute_bn does the same)."""
+    if not is_distributed():
+        return
+    world = world_size()
+    for buffer in model.buffers():
+        if buffer.is_floating_point():
+            dist.all_reduce(buffer, op=dist.ReduceOp.SUM)
+            buffer.div_(world)
+
+
+def weights_checksum(model):
+    """A float64 sum of every parameter and buffer, weighted by position: equal on all ranks when
+    their weights are equal (used to check that DDP kept the replicas in step)."""
+    total = torch.zeros((), dtype=torch.float64)
+    for i, tensor in enumerate(model.state_dict().values()):
+        if tensor.is_floating_point():
+            total += (i + 1) * tensor.detach().double().sum().cpu()
+    return float(total)

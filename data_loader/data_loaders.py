@@ -18,8 +18,9 @@ def channel_stats(images):
 
 
 def auto_workers(num_workers):
-    if num_workers == "auto":
-        return max(0, min(15, (os.cpu_count() or 1) - 1))
+    if num_workers == "auto":  # the cores of this machine, shared by torchrun's processes on it
+        per_process = (os.cpu_count() or 1) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        return max(0, min(15, per_process - 1))
     if not isinstance(num_workers, int) or num_workers < 0:
         raise ConfigError(f'data_loader.args.num_workers: expected "auto" or an integer >= 0, got {num_workers!r}')
     return num_workers

@@ -11,7 +11,10 @@ objects by name (`"type"` + `"args"`), as in pytorch-template, with three change
 import argparse
 import copy
 import inspect
+import itertools
 import json
+import os
+import re
 import types
 import typing
 from datetime import datetime
@@ -264,6 +267,18 @@ def load_json(path):
         raise ConfigError(f"{path}: cannot read the config ({e})") from None
 
 
+def _alive(pid):
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class ConfigParser:
     def __init__(self, config, resume=None, modification=None, run_id=None):
         """
@@ -272,6 +287,8 @@ class ConfigParser:
         modification: {path tuple: value} applied before validation; None values are skipped.
         run_id: name of the run folder (default: a timestamp).
         """
+        if not isinstance(config, dict):
+            raise ConfigError(f"config: expected a JSON object {{...}}, got {type(config).__name__} {json.dumps(config)[:40]}")
         config = copy.deepcopy(config)
         for path, value in (modification or {}).items():
             if value is not None:
@@ -302,6 +319,14 @@ class ConfigParser:
         mode, _, metric = self._config["trainer"]["monitor"].partition(" ")
         if self._config["trainer"]["monitor"] != "off" and (mode not in ("min", "max") or not metric):
             raise ConfigError(f'trainer.monitor: expected "off" or "min <metric>" / "max <metric>", got {self._config["trainer"]["monitor"]!r}')
+        logged = ["loss", "val_loss", *self._config["metrics"], *(f"val_{m}" for m in self._config["metrics"])]
+        if self._config["trainer"]["monitor"] != "off" and metric not in logged:
+            raise ConfigError(f"trainer.monitor: {metric!r} is not logged (expected one of: {', '.join(logged)})")
+        for key in ("epochs", "save_period"):
+            if self._config["trainer"][key] < 1:
+                raise ConfigError(f"trainer.{key}: expected an integer >= 1, got {self._config['trainer'][key]}")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self._config["name"]):
+            raise ConfigError(f"name: {self._config['name']!r} is not a plain folder name (letters, digits, '.', '_', '-')")
 
     @classmethod
     def from_args(cls, args):
@@ -322,16 +347,64 @@ class ConfigParser:
         here taking precedence over A."""
         entry = self[name]
         fn = resolve(name, entry["type"], _registry()[name])
+        if not getattr(fn, "__module__", "").startswith("torch."):
+            # the args were checked against the signature when the config was read; a project class
+            # raises ConfigError for values it refuses, and any other error is a bug: keep its traceback
+            return fn(*args, **{**entry["args"], **kwargs})
         try:
             return fn(*args, **{**entry["args"], **kwargs})
-        except (TypeError, ValueError) as e:
-            raise ConfigError(f"{name}: {entry['type']} rejected its args: {e}") from None
+        except ValueError as e:  # torch's own checks of values, e.g. "Invalid learning rate: -1"
+            raise ConfigError(f"{name}.args: {entry['type']} refused a value: {e}") from None
 
     def make_run_dir(self):
-        """Create the run folder and write the effective config into it."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.json").write_text(json.dumps(self._config, indent=4) + "\n")
+        """Create the run folder and write the effective config into it. A new run claims a folder of
+        its own (two runs started in the same second get `<id>` and `<id>_2`); a resumed run's folder
+        is locked against a second process resuming it, and temp files of a save that was killed
+        half-way are removed."""
+        try:
+            if self.resume is not None and self.run_dir == self.resume.parent:
+                self._lock()
+                for tmp in self.run_dir.glob("*.pth.*.tmp"):
+                    tmp.unlink()
+            else:
+                base = self.run_dir
+                for n in itertools.count(2):
+                    try:
+                        self.run_dir.mkdir(parents=True, exist_ok=False)
+                        break
+                    except FileExistsError:
+                        self.run_dir = base.with_name(f"{base.name}_{n}")
+                self._lock()
+            (self.run_dir / "config.json").write_text(json.dumps(self._config, indent=4) + "\n")
+        except OSError as e:
+            raise ConfigError(f"trainer.save_dir: cannot write the run folder {self.run_dir} ({e.strerror or e})") from None
         return self.run_dir
+
+    def _lock(self):
+        lock = self.run_dir / ".lock"
+        for _ in range(2):
+            try:
+                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                try:
+                    pid = int(lock.read_text().strip() or 0)
+                except (OSError, ValueError):
+                    pid = 0
+                if _alive(pid):
+                    raise ConfigError(f"{self.run_dir}: another process (pid {pid}) is training in this run folder; "
+                                      f"wait for it to end or stop it (or delete {lock} if that process is gone)") from None
+                lock.unlink(missing_ok=True)  # left by a process that was killed
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(str(os.getpid()))
+            self._locked = lock
+            return
+
+    def release_run_dir(self):
+        lock = getattr(self, "_locked", None)
+        if lock is not None:
+            lock.unlink(missing_ok=True)
+            self._locked = None
 
     def __getitem__(self, name):
         return self._config[name]

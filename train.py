@@ -8,7 +8,7 @@ import sys
 import torch
 
 import model.metric as module_metric
-from logger import get_logger, setup_logging
+from logger import attach_run_log, get_logger, setup_logging
 from logger.report import write_run_report
 from model.spec import describe, format_checks
 from parse_config import ConfigParser, add_override_flags, base_argparser
@@ -65,29 +65,26 @@ def main(config, allow_spec_violation=False, epoch_callbacks=()):
 
 
 def _train(config, device, allow_spec_violation, epoch_callbacks):
+    """Everything that can be checked is checked (config, data, network, spec, checkpoint) before the
+    run folder is made: a run that fails its checks writes nothing."""
     main_rank = distributed.is_main()
     setup_logging(None, config["trainer"]["verbosity"] if main_rank else 0)
+    logger = get_logger("train")
     seed_everything(config["seed"])
 
     data_loader = config.init_obj("data_loader")
     valid_data_loader = data_loader.split_validation()
+    if len(data_loader) == 0 or data_loader.batch_sampler.batch_size > len(data_loader.dataset):
+        raise ConfigError(f"data_loader.args.batch_size: {config['data_loader']['args']['batch_size']} is more than the "
+                          f"{len(data_loader.dataset)} training images: not one batch per epoch")
     model = config.init_obj("arch")
     check_outputs(model, data_loader)
     summary, failed = describe(model, config["constraints"], augmentations=config["data_loader"]["args"].get("augmentations"))
-
-    run_dir = config.run_dir
-    if main_rank:
-        config.make_run_dir()
-        setup_logging(run_dir, config["trainer"]["verbosity"])
-    logger = get_logger("train")
     logger.info(summary)
     if failed:
         if config["constraints"]["enforce"] and not allow_spec_violation:
             raise SpecError("the network breaks the spec:\n" + format_checks(failed))
         logger.warning("the network breaks the spec; training anyway as asked")
-    logger.info(f"Data: {len(data_loader.dataset)} training images, "
-                f"{len(valid_data_loader.dataset) if valid_data_loader else 0} {data_loader.valid_name} images; "
-                f"mean {data_loader.stats['mean']} std {data_loader.stats['std']}; device {device}; run folder {run_dir}")
 
     if config["trainer"]["sync_bn"] and distributed.is_distributed():
         if device.type != "cuda":
@@ -106,7 +103,22 @@ def _train(config, device, allow_spec_violation, epoch_callbacks):
                       epoch_callbacks=epoch_callbacks)
     if config.resume:
         trainer.resume(config.resume)
-    trainer.train()
+
+    if main_rank:  # only now: the run folder (a new one of its own, or the resumed run's, locked)
+        config.make_run_dir()
+        attach_run_log(config.run_dir)
+    logger.info(f"Data: {len(data_loader.dataset)} training images, "
+                f"{len(valid_data_loader.dataset) if valid_data_loader else 0} {data_loader.valid_name} images; "
+                f"mean {data_loader.stats['mean']} std {data_loader.stats['std']}; device {device}; run folder {config.run_dir}")
+    try:
+        trainer.train()
+    except KeyboardInterrupt:
+        logger.warning(f"interrupted: the last finished epoch is saved; resume with  python train.py --resume "
+                       f"{config.run_dir / 'last.pth'}")
+        raise SystemExit(130) from None
+    finally:
+        if main_rank:
+            config.release_run_dir()
     if config["trainer"]["report"] and main_rank:
         write_run_report(trainer, data_loader, valid_data_loader, summary)
     return trainer.history
@@ -119,7 +131,7 @@ def cli(argv=None):
                         help="train even if the network breaks the constraints section")
     args = parser.parse_args(argv)
     return run_main(lambda: main(ConfigParser.from_args(args), args.allow_spec_violation),
-                    interrupted="interrupted: resume with  python train.py --resume <run folder>/last.pth")
+                    interrupted="interrupted before training started: nothing was written")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from abc import ABC, abstractmethod
 from logger import TensorboardWriter, get_logger
 from utils import distributed
 from utils.checkpoint import get_rng_state, load_checkpoint, load_model_state, save_atomic, set_rng_state
-from utils.errors import ConfigError
+from utils.errors import CheckpointError, ConfigError, TrainingError
 
 
 def format_value(key, value):
@@ -51,8 +51,11 @@ class BaseTrainer(ABC):
 
         self.start_epoch = 1
         self.history = []  # one log dict per epoch, kept in checkpoints (curves survive a resume)
-        self.checkpoint_dir = config.run_dir
-        self.writer = TensorboardWriter(config.run_dir, cfg["tensorboard"] and distributed.is_main())
+        self.writer = TensorboardWriter(lambda: self.checkpoint_dir, cfg["tensorboard"] and distributed.is_main())
+
+    @property
+    def checkpoint_dir(self):
+        return self.config.run_dir  # known once the run folder is made (its name may gain a suffix then)
 
     @abstractmethod
     def _train_epoch(self, epoch):
@@ -76,6 +79,11 @@ class BaseTrainer(ABC):
         not_improved = 0
         for epoch in range(self.start_epoch, self.epochs + 1):
             log = {"epoch": epoch, **self._train_epoch(epoch)}
+            bad = [k for k in ("loss", "val_loss") if k in log and not math.isfinite(log[k])]
+            if bad:  # stop before saving: last.pth keeps the last good epoch
+                saved = f"last.pth keeps epoch {epoch - 1}" if epoch > 1 else "no checkpoint was written"
+                raise TrainingError(f"epoch {epoch}: the {bad[0].replace('_', ' ')} is {log[bad[0]]} (diverged: lower "
+                                    f"optimizer.args.lr or check the data); training stopped, {saved} in {self.checkpoint_dir}")
             self.history.append(log)
             self.logger.info(format_log(log))
             self.writer.add_scalars(log, epoch)
@@ -118,14 +126,22 @@ class BaseTrainer(ABC):
         """last.pth every epoch (what a killed run resumes from), checkpoint-epochN.pth every
         save_period epochs and at the end, model_best.pth when the monitored metric improves."""
         state = self._state(epoch)
-        save_atomic(state, self.checkpoint_dir / "last.pth")
+        self._save(state, self.checkpoint_dir / "last.pth")
         if periodic:
             path = self.checkpoint_dir / f"checkpoint-epoch{epoch}.pth"
-            save_atomic(state, path)
+            self._save(state, path)
             self.logger.debug(f"Saving checkpoint: {path} ...")
         if save_best:
-            save_atomic(state, self.checkpoint_dir / "model_best.pth")
+            self._save(state, self.checkpoint_dir / "model_best.pth")
             self.logger.debug("Saving current best: model_best.pth ...")
+
+    @staticmethod
+    def _save(state, path):
+        try:
+            save_atomic(state, path)
+        except OSError as e:  # full disk, read-only or vanished folder: the previous file is untouched
+            raise CheckpointError(f"{path}: cannot save the checkpoint ({e.strerror or e}); the previous one is left "
+                                  "as it was") from None
 
     def resume(self, path):
         """Continue from a checkpoint: weights, optimizer, scheduler, scaler, RNG, history."""

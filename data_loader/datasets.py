@@ -52,7 +52,9 @@ def _decode(data, name):
     try:
         with Image.open(io.BytesIO(data)) as img:
             return np.asarray(img.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+    except UnidentifiedImageError:
+        raise DataError(f"{name}: cannot decode image (not an image format PIL can read)") from None
+    except (OSError, ValueError, SyntaxError) as e:
         raise DataError(f"{name}: cannot decode image ({e})") from None
 
 

@@ -1,4 +1,5 @@
 import logging
+import logging.handlers
 import sys
 
 LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG}
@@ -18,12 +19,31 @@ def setup_logging(run_dir=None, verbosity=2):
     console.setFormatter(logging.Formatter("%(message)s"))
     root.addHandler(console)
     if run_dir is not None:
-        file = logging.FileHandler(run_dir / "info.log")
-        file.setFormatter(logging.Formatter("%(asctime)s - %(name)s - %(levelname)s - %(message)s"))
-        root.addHandler(file)
+        root.addHandler(_file_handler(run_dir))
+    else:  # keep the records until the run folder exists (attach_run_log), so info.log misses nothing
+        root.addHandler(logging.handlers.MemoryHandler(capacity=100_000, flushLevel=logging.CRITICAL + 1))
     root.setLevel(LEVELS[verbosity])
     for noisy in ("PIL", "matplotlib", "h5py"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _file_handler(run_dir):
+    file = logging.FileHandler(run_dir / "info.log")
+    file.setFormatter(logging.Formatter("%(asctime)s - %(name)s - %(levelname)s - %(message)s"))
+    return file
+
+
+def attach_run_log(run_dir):
+    """Start info.log in the (now existing) run folder, with every record logged since setup_logging."""
+    root = logging.getLogger()
+    file = _file_handler(run_dir)
+    for handler in list(root.handlers):
+        if isinstance(handler, logging.handlers.MemoryHandler):
+            handler.setTarget(file)
+            handler.flush()
+            root.removeHandler(handler)
+            handler.close()
+    root.addHandler(file)
 
 
 def get_logger(name):

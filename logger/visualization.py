@@ -1,16 +1,22 @@
 class TensorboardWriter:
-    """A SummaryWriter in the run folder, or a no-op when disabled."""
+    """A SummaryWriter in the run folder, or a no-op when disabled. It creates its events file at the
+    first value written, not before (a run that fails its checks writes nothing). log_dir: a path,
+    or a callable giving it then."""
 
     def __init__(self, log_dir, enabled=True):
-        self.writer = None
-        if enabled:
+        self._log_dir, self.enabled, self._writer = log_dir, enabled, None
+
+    @property
+    def writer(self):
+        if self._writer is None and self.enabled:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(log_dir))
+            self._writer = SummaryWriter(str(self._log_dir() if callable(self._log_dir) else self._log_dir))
+        return self._writer
 
     def add_scalars(self, values, step):
         """values: {'loss': .., 'val_loss': ..} -> tags loss/train, loss/val, ..."""
-        if self.writer is None:
+        if not self.enabled:
             return
         for key, value in values.items():
             if key == "epoch":
@@ -19,9 +25,9 @@ class TensorboardWriter:
             self.writer.add_scalar(tag, value, step)
 
     def add_image(self, tag, image_hwc, step):
-        if self.writer is not None:
+        if self.enabled:
             self.writer.add_image(tag, image_hwc, step, dataformats="HWC")
 
     def close(self):
-        if self.writer is not None:
-            self.writer.close()
+        if self._writer is not None:
+            self._writer.close()

@@ -2,6 +2,7 @@ import torch.nn as nn
 
 from base import BaseModel
 from model.blocks import ConvBNReLU, DepthwiseSeparableConv, channels_last_grad
+from utils.errors import ConfigError
 
 
 class DilatedNet(BaseModel):
@@ -25,9 +26,9 @@ class DilatedNet(BaseModel):
                  dilations: list = (1, 1, 1, 4), mid_act: bool = True, dropout: float = 0.0, c1_ratio: int = 4):
         super().__init__()
         if len(widths) != 4 or len(depths) != 4 or len(dilations) != 4:
-            raise ValueError("widths, depths and dilations need 4 entries each (C1..C4)")
+            raise ConfigError("arch.args: widths, depths and dilations need 4 entries each (C1..C4)")
         if min(depths) < 1 or min(widths) < 1 or min(dilations) < 1 or dilations[0] != 1 or c1_ratio < 1:
-            raise ValueError("widths, depths, dilations and c1_ratio must be positive, and C1's dilation 1")
+            raise ConfigError("arch.args: widths, depths, dilations and c1_ratio must be positive, and C1's dilation 1")
         w1, w2, w3, w4 = widths
         c1 = [3] + [max(8, w1 // c1_ratio)] * (depths[0] - 1) + [w1]  # full-resolution convs are narrower
         self.c1 = nn.Sequential(*[ConvBNReLU(a, b, stride=2 if i == depths[0] - 1 else 1)

@@ -1,2 +1,2 @@
-from utils.errors import CheckpointError, ConfigError, DataError, DistributedError, SpecError, UserError
+from utils.errors import CheckpointError, ConfigError, DataError, DistributedError, SpecError, TrainingError, UserError
 from utils.util import MetricTracker, resolve_device, seed_everything

@@ -3,6 +3,7 @@
 import os
 import pickle
 import random
+import re
 import tempfile
 import zipfile
 from pathlib import Path
@@ -40,7 +41,13 @@ def load_checkpoint(path, map_location="cpu"):
         raise CheckpointError(f"{path}: checkpoint file not found")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as e:
+    except pickle.UnpicklingError as e:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        if found:  # torch's advice (retry with weights_only=False) is the wrong advice for an untrusted file
+            raise CheckpointError(f"{path}: refused: it holds a Python object ({found.group(1)}), which a checkpoint of "
+                                  "this project never does, and loading it could run arbitrary code") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint (not a torch.save file, or damaged)") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{path}: not a readable checkpoint ({first})") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "config" not in ckpt:

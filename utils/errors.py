@@ -23,3 +23,7 @@ class SpecError(UserError):
 
 class DistributedError(UserError):
     """Under torchrun: another process of the group died or stopped answering."""
+
+
+class TrainingError(UserError):
+    """Training cannot go on as configured (e.g. the loss became NaN or infinite)."""

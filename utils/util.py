@@ -20,6 +20,10 @@ def resolve_device(name):
         device = torch.device(name)
     except RuntimeError:
         raise ConfigError(f"device: {name!r} is not a device (expected auto, cpu, cuda or cuda:N)") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device: {name!r} is not supported here (expected auto, cpu, cuda or cuda:N)")
+    if device.type == "cuda" and device.index is not None and torch.cuda.is_available() and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"device: {name!r} asked for, but this machine has {torch.cuda.device_count()} GPU(s)")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device: {name!r} asked for, but CUDA is not available on this machine (use --device cpu)")
     return device

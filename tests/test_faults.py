@@ -1,0 +1,167 @@
+"""Faults and bad input (issue 8): each ends in one line naming what is wrong, and nothing that
+existed is lost or changed."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import REPO, assert_one_line_error, run_cli, tiny_config
+
+from base.base_trainer import BaseTrainer
+from parse_config import ConfigParser, load_json
+from utils import resolve_device
+from utils.errors import CheckpointError, ConfigError
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, tiny_folder):
+    """A finished 2-epoch tiny run: (its folder, the config path)."""
+    tmp = tmp_path_factory.mktemp("faults")
+    config = tiny_config(tmp, tiny_folder, report=False)
+    proc = run_cli("train.py", "-c", config)
+    assert proc.returncode == 0, proc.stderr
+    return next((tmp / "saved").glob("*/*")), config
+
+
+def snapshot(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c["trainer"].update(epochs=0), "trainer.epochs: expected an integer >= 1, got 0"),
+    (lambda c: c["trainer"].update(epochs=-1), "trainer.epochs: expected an integer >= 1, got -1"),
+    (lambda c: c["trainer"].update(monitor="max val_acc"), "trainer.monitor: 'val_acc' is not logged (expected one of: loss, val_loss, accuracy"),
+    (lambda c: c.update(name="../../x"), "name: '../../x' is not a plain folder name"),
+])
+def test_config_values_checked_when_read(edit, message):
+    config = load_json(REPO / "config.json")
+    edit(config)
+    with pytest.raises(ConfigError) as err:
+        ConfigParser(config)
+    assert str(err.value).startswith(message), str(err.value)
+
+
+def test_config_that_is_not_an_object(tmp_path):
+    (tmp_path / "c.json").write_text("[1, 2]")
+    assert_one_line_error(run_cli("train.py", "-c", tmp_path / "c.json"), "config: expected a JSON object")
+
+
+@pytest.mark.parametrize("device", ["meta", "mps", "xla"])
+def test_unsupported_devices(device):
+    with pytest.raises(ConfigError, match="device: .* (not supported here|is not a device)"):
+        resolve_device(device)
+
+
+def test_batch_larger_than_the_data_writes_nothing(tmp_path, tiny_folder):
+    proc = run_cli("train.py", "-c", tiny_config(tmp_path, tiny_folder), "--bs", 1000)
+    assert_one_line_error(proc, "data_loader.args.batch_size: 1000 is more than the 40 training images")
+    assert not (tmp_path / "saved").exists()  # no orphan run folder
+
+
+def test_diverging_loss_stops_at_once_and_keeps_the_last_good_checkpoint(tmp_path, tiny_folder):
+    config = tiny_config(tmp_path, tiny_folder, epochs=3)
+    proc = run_cli("train.py", "-c", config, "--lr", 1e30)
+    line = assert_one_line_error(proc, "epoch 1: the loss is", "diverged: lower optimizer.args.lr")
+    assert "no checkpoint was written" in line
+    (run_dir,) = (tmp_path / "saved").glob("*/*")
+    assert not list(run_dir.glob("*.pth"))  # a non-finite epoch is never saved
+
+
+def test_failed_resume_changes_nothing_in_the_run_folder(run):
+    run_dir, _ = run
+    before = snapshot(run_dir)
+    proc = run_cli("train.py", "--resume", run_dir / "last.pth", "--epochs", 5)  # another OneCycle length
+    assert_one_line_error(proc, "trainer.epochs: the checkpoint's OneCycleLR schedule has")
+    assert snapshot(run_dir) == before  # config.json not rewritten, no new events file
+
+
+def test_resume_is_locked_and_cleans_temp_files_of_a_killed_save(run, tmp_path):
+    run_dir, _ = run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    (copy / ".lock").write_text(str(os.getpid()))  # a live process holds the run
+    proc = run_cli("train.py", "--resume", copy / "last.pth", "--epochs", 2)
+    assert_one_line_error(proc, f"another process (pid {os.getpid()}) is training in this run folder")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (copy / ".lock").write_text(dead.stdout.strip())  # left by a process that is gone
+    (copy / "last.pth.k3j2.tmp").write_bytes(b"half a checkpoint")
+    proc = run_cli("train.py", "--resume", copy / "last.pth", "--epochs", 2)
+    assert proc.returncode == 0, proc.stderr
+    assert not list(copy.glob("*.tmp")) and not (copy / ".lock").exists()
+
+
+def test_two_runs_in_the_same_second_get_folders_of_their_own(tmp_path):
+    config = load_json(REPO / "config.json")
+    config["trainer"]["save_dir"] = str(tmp_path)
+    first, second = ConfigParser(config, run_id="1126_101010"), ConfigParser(config, run_id="1126_101010")
+    first.make_run_dir()
+    second.make_run_dir()
+    assert first.run_dir.name == "1126_101010" and second.run_dir.name == "1126_101010_2"
+    first.release_run_dir()
+    second.release_run_dir()
+
+
+def test_unwritable_save_dir_is_one_line(tmp_path, tiny_folder):
+    (tmp_path / "a_file").write_text("not a folder")
+    proc = run_cli("train.py", "-c", tiny_config(tmp_path, tiny_folder), "--save_dir", tmp_path / "a_file" / "saved")
+    assert_one_line_error(proc, "trainer.save_dir: cannot write the run folder")
+
+
+def test_full_disk_while_saving_is_one_line_and_keeps_the_old_file(tmp_path, monkeypatch):
+    (tmp_path / "last.pth").write_bytes(b"the previous checkpoint")
+
+    def no_space(obj, path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("base.base_trainer.save_atomic", no_space)
+    with pytest.raises(CheckpointError, match="last.pth: cannot save the checkpoint \\(No space left on device\\)"):
+        BaseTrainer._save({}, tmp_path / "last.pth")
+    assert (tmp_path / "last.pth").read_bytes() == b"the previous checkpoint"
+
+
+def test_ctrl_c_names_the_real_run_folder_in_info_log(tmp_path, tiny_folder):
+    config = tiny_config(tmp_path, tiny_folder, epochs=50, report=False)
+    proc = subprocess.Popen([sys.executable, "train.py", "-c", str(config)], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((tmp_path / "saved").glob("*/*/last.pth")):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    (run_dir,) = (tmp_path / "saved").glob("*/*")
+    expected = f"resume with  python train.py --resume {run_dir / 'last.pth'}"
+    assert expected in out and expected in (run_dir / "info.log").read_text()
+    assert "Traceback" not in err and "<run folder>" not in out + err
+
+
+def test_unreadable_image_names_the_member_not_a_buffer(tmp_path, tiny_folder):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_folder, data)
+    (data / "train" / "cat" / "0013.png").write_bytes(b"GIF89a not really")
+    line = assert_one_line_error(run_cli("train.py", "-c", tiny_config(tmp_path, data)), "train/cat/0013.png")
+    assert "BytesIO" not in line and "not an image format PIL can read" in line
+    assert json.loads((tmp_path / "config.json").read_text())  # untouched input
+
+
+def test_a_bug_in_a_models_init_keeps_its_traceback(monkeypatch):
+    import model.model
+
+    class Buggy(model.model.DilatedNet):
+        def __init__(self, num_classes: int = 10):
+            super().__init__(num_classes=num_classes)
+            len(None)  # a bug: TypeError
+
+    monkeypatch.setattr(model.model, "Buggy", Buggy, raising=False)
+    config = load_json(REPO / "config.json")
+    config["arch"] = {"type": "Buggy", "args": {"num_classes": 10}}
+    with pytest.raises(TypeError, match="has no len"):  # not a ConfigError hiding it
+        ConfigParser(config).init_obj("arch")
+    config["optimizer"]["args"]["lr"] = -1.0  # torch's own value checks stay one-line errors
+    parsed = ConfigParser(config)
+    with pytest.raises(ConfigError, match="optimizer.args: SGD refused a value: Invalid learning rate"):
+        parsed.init_obj("optimizer", [__import__("torch").nn.Parameter(__import__("torch").zeros(1))])

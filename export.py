@@ -1,6 +1,7 @@
 """Write a weights-only copy of a checkpoint (no optimizer, scheduler or RNG state), for shipping:
     python export.py --resume saved/<name>/<run>/last.pth --out pretrained/cifar10_dilatednet.pth
 The copy loads with test.py and report.py like any checkpoint of this project."""
+
 import argparse
 import sys
 
@@ -14,7 +15,9 @@ def export(src, dst):
     ckpt = load_checkpoint(src)
     weights = {key: ckpt[key] for key in KEPT if key in ckpt}
     save_atomic(weights, dst)
-    print(f"Wrote {dst} (epoch {weights.get('epoch')}, {sum(v.numel() for v in weights['state_dict'].values()):,} values)")
+    print(
+        f"Wrote {dst} (epoch {weights.get('epoch')}, {sum(v.numel() for v in weights['state_dict'].values()):,} values)"
+    )
 
 
 def cli(argv=None):

@@ -3,6 +3,7 @@
 Trains a fresh network of the config for --steps batches while the learning rate grows from
 --start_lr to --end_lr, plots the smoothed loss against the learning rate and prints a suggested
 OneCycle peak (`optimizer.args.lr`): the learning rate of the lowest loss (see suggest_lr)."""
+
 import os
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 from logger import get_logger, setup_logging
 from parse_config import ConfigParser, add_override_flags, base_argparser
 from trainer.lr_finder import lr_range_test, plot_lr_range, suggest_lr
-from trainer.trainer import resolve_amp, _autocast
+from trainer.trainer import _autocast, resolve_amp
 from utils import ConfigError, resolve_device, seed_everything
 from utils.cli import run_main
 
@@ -34,11 +35,22 @@ def main(config, args):
         model = model.to(memory_format=torch.channels_last)
     optimizer = config.init_obj("optimizer", [p for p in model.parameters() if p.requires_grad])
     dtype, why = resolve_amp(device, config["trainer"]["amp"])
-    logger.info(f"LR range test: {args.steps} batches of {data_loader.batch_sampler.batch_size}, lr {args.start_lr:g} -> "
-                f"{args.end_lr:g}, {config['optimizer']['type']} with the config's other settings; {why}")
-    lrs, losses = lr_range_test(model, config.init_obj("loss"), optimizer, data_loader, device,
-                                start_lr=args.start_lr, end_lr=args.end_lr, num_steps=args.steps,
-                                autocast=_autocast(device, dtype), channels_last=channels_last)
+    logger.info(
+        f"LR range test: {args.steps} batches of {data_loader.batch_sampler.batch_size}, lr {args.start_lr:g} -> "
+        f"{args.end_lr:g}, {config['optimizer']['type']} with the config's other settings; {why}"
+    )
+    lrs, losses = lr_range_test(
+        model,
+        config.init_obj("loss"),
+        optimizer,
+        data_loader,
+        device,
+        start_lr=args.start_lr,
+        end_lr=args.end_lr,
+        num_steps=args.steps,
+        autocast=_autocast(device, dtype),
+        channels_last=channels_last,
+    )
     try:
         suggestion = suggest_lr(lrs, losses)
     except ValueError as e:
@@ -48,16 +60,31 @@ def main(config, args):
     plot_lr_range(lrs, losses, suggestion, tmp)
     os.replace(tmp, out)
     stopped = f"; stopped at lr {lrs[-1]:.3g} as the loss diverged" if len(lrs) < args.steps else ""
-    logger.info(f"Steepest fall at lr {suggestion['steepest']:.3g}; lowest loss at lr {suggestion['minimum']:.3g}{stopped}")
-    logger.info(f"Suggested OneCycle peak (optimizer.args.lr): {suggestion['peak']:.3g}, or {suggestion['steepest']:.3g} "
-                f"to be cautious "
-                f"(config has {config['optimizer']['args'].get('lr')}); plot: {out}")
+    logger.info(
+        f"Steepest fall at lr {suggestion['steepest']:.3g}; lowest loss at lr {suggestion['minimum']:.3g}{stopped}"
+    )
+    logger.info(
+        f"Suggested OneCycle peak (optimizer.args.lr): {suggestion['peak']:.3g}, or {suggestion['steepest']:.3g} "
+        f"to be cautious "
+        f"(config has {config['optimizer']['args'].get('lr')}); plot: {out}"
+    )
 
 
 def cli(argv=None):
     parser = base_argparser("Learning-rate range test")
-    add_override_flags(parser, ("--bs", "--data_dir", "--validation_split", "--train_subset", "--num_workers",
-                                "--seed", "--device", "--save_dir"))
+    add_override_flags(
+        parser,
+        (
+            "--bs",
+            "--data_dir",
+            "--validation_split",
+            "--train_subset",
+            "--num_workers",
+            "--seed",
+            "--device",
+            "--save_dir",
+        ),
+    )
     parser.add_argument("--start_lr", type=float, default=1e-4)
     parser.add_argument("--end_lr", type=float, default=10.0)
     parser.add_argument("--steps", type=int, default=100, help="batches, one learning rate each")

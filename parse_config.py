@@ -8,6 +8,7 @@ objects by name (`"type"` + `"args"`), as in pytorch-template, with three change
 * the run folder is one place, `<save_dir>/<name>/<run_id>/`, holding the config copy, checkpoints,
   `info.log`, TensorBoard events and the report.
 """
+
 import argparse
 import copy
 import inspect
@@ -95,7 +96,11 @@ def _registry():
 def _metric_names():
     import model.metric
 
-    return [n for n, f in vars(model.metric).items() if callable(f) and not n.startswith("_") and f.__module__ == model.metric.__name__]
+    return [
+        n
+        for n, f in vars(model.metric).items()
+        if callable(f) and not n.startswith("_") and f.__module__ == model.metric.__name__
+    ]
 
 
 def _type_name(expected):
@@ -103,7 +108,9 @@ def _type_name(expected):
         return "one of " + ", ".join(repr(c) for c in expected)
     if isinstance(expected, dict):
         return "an object"
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string", list: "a list"}.get(expected, str(expected))
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string", list: "a list"}.get(
+        expected, str(expected)
+    )
 
 
 def _matches(value, annotation):
@@ -152,17 +159,29 @@ def check_call_args(fn, args, where, provided=(), optional=()):
         if key not in named:
             if takes_kwargs:
                 continue
-            raise ConfigError(f"{where}.{key}: unknown argument of {fn.__name__} (expected one of: {', '.join(sorted(set(named) - set(provided)))})")
+            raise ConfigError(
+                f"{where}.{key}: unknown argument of {fn.__name__} "
+                f"(expected one of: {', '.join(sorted(set(named) - set(provided)))})"
+            )
         param = named[key]
         ok = _matches(value, param.annotation)
-        if ok is None and param.annotation is inspect.Parameter.empty and param.default not in (None, inspect.Parameter.empty):
+        if (
+            ok is None
+            and param.annotation is inspect.Parameter.empty
+            and param.default not in (None, inspect.Parameter.empty)
+        ):
             ok = _matches(value, type(param.default))
         if ok is False:
-            shown = param.annotation if param.annotation is not inspect.Parameter.empty else type(param.default).__name__
+            shown = (
+                param.annotation if param.annotation is not inspect.Parameter.empty else type(param.default).__name__
+            )
             shown = getattr(shown, "__name__", str(shown).replace("typing.", ""))
             raise ConfigError(f"{where}.{key}: expected {shown}, got {json.dumps(value)}")
-    missing = [n for n, p in named.items()
-               if p.default is inspect.Parameter.empty and n not in args and n not in provided and n not in optional]
+    missing = [
+        n
+        for n, p in named.items()
+        if p.default is inspect.Parameter.empty and n not in args and n not in provided and n not in optional
+    ]
     if missing:
         raise ConfigError(f"{where}: missing argument(s) {', '.join(missing)} of {fn.__name__}")
 
@@ -174,7 +193,9 @@ def _validate(config, schema, where=""):
         raise ConfigError(f"{where or 'config'}: expected an object, got {json.dumps(config)}")
     unknown = sorted(set(config) - set(schema))
     if unknown:
-        raise ConfigError(f"{where + '.' if where else ''}{unknown[0]}: unknown config key (expected one of: {', '.join(schema)})")
+        raise ConfigError(
+            f"{where + '.' if where else ''}{unknown[0]}: unknown config key (expected one of: {', '.join(schema)})"
+        )
     out = {}
     for key, (expected, default) in schema.items():
         path = f"{where}.{key}" if where else key
@@ -288,7 +309,9 @@ class ConfigParser:
         run_id: name of the run folder (default: a timestamp).
         """
         if not isinstance(config, dict):
-            raise ConfigError(f"config: expected a JSON object {{...}}, got {type(config).__name__} {json.dumps(config)[:40]}")
+            raise ConfigError(
+                f"config: expected a JSON object {{...}}, got {type(config).__name__} {json.dumps(config)[:40]}"
+            )
         config = copy.deepcopy(config)
         for path, value in (modification or {}).items():
             if value is not None:
@@ -318,7 +341,10 @@ class ConfigParser:
                 raise ConfigError(f"metrics[{i}]: unknown metric {name!r} (expected one of: {', '.join(known)})")
         mode, _, metric = self._config["trainer"]["monitor"].partition(" ")
         if self._config["trainer"]["monitor"] != "off" and (mode not in ("min", "max") or not metric):
-            raise ConfigError(f'trainer.monitor: expected "off" or "min <metric>" / "max <metric>", got {self._config["trainer"]["monitor"]!r}')
+            raise ConfigError(
+                'trainer.monitor: expected "off" or "min <metric>" / "max <metric>", '
+                f"got {self._config['trainer']['monitor']!r}"
+            )
         logged = ["loss", "val_loss", *self._config["metrics"], *(f"val_{m}" for m in self._config["metrics"])]
         if self._config["trainer"]["monitor"] != "off" and metric not in logged:
             raise ConfigError(f"trainer.monitor: {metric!r} is not logged (expected one of: {', '.join(logged)})")
@@ -326,7 +352,9 @@ class ConfigParser:
             if self._config["trainer"][key] < 1:
                 raise ConfigError(f"trainer.{key}: expected an integer >= 1, got {self._config['trainer'][key]}")
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self._config["name"]):
-            raise ConfigError(f"name: {self._config['name']!r} is not a plain folder name (letters, digits, '.', '_', '-')")
+            raise ConfigError(
+                f"name: {self._config['name']!r} is not a plain folder name (letters, digits, '.', '_', '-')"
+            )
 
     @classmethod
     def from_args(cls, args):
@@ -377,7 +405,9 @@ class ConfigParser:
                 self._lock()
             (self.run_dir / "config.json").write_text(json.dumps(self._config, indent=4) + "\n")
         except OSError as e:
-            raise ConfigError(f"trainer.save_dir: cannot write the run folder {self.run_dir} ({e.strerror or e})") from None
+            raise ConfigError(
+                f"trainer.save_dir: cannot write the run folder {self.run_dir} ({e.strerror or e})"
+            ) from None
         return self.run_dir
 
     def _lock(self):
@@ -391,8 +421,10 @@ class ConfigParser:
                 except (OSError, ValueError):
                     pid = 0
                 if _alive(pid):
-                    raise ConfigError(f"{self.run_dir}: another process (pid {pid}) is training in this run folder; "
-                                      f"wait for it to end or stop it (or delete {lock} if that process is gone)") from None
+                    raise ConfigError(
+                        f"{self.run_dir}: another process (pid {pid}) is training in this run folder; "
+                        f"wait for it to end or stop it (or delete {lock} if that process is gone)"
+                    ) from None
                 lock.unlink(missing_ok=True)  # left by a process that was killed
                 continue
             with os.fdopen(fd, "w") as f:

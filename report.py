@@ -3,6 +3,7 @@ grids, report.md) from one of its checkpoints:
     python report.py --resume saved/<name>/<run>/last.pth [--data_dir D] [--out DIR]
 The curves come from the history stored in the checkpoint; the rest from evaluating its weights
 on the run's validation split (or the test split when the run validated on it)."""
+
 import sys
 from pathlib import Path
 
@@ -25,14 +26,32 @@ def main(args):
     device = resolve_device(config["device"])
     model = model.to(device)
     metrics = [getattr(module_metric, name) for name in config["metrics"]]
-    _, probs, targets = evaluate(model, config.init_obj("loss"), metrics, valid_loader, device,
-                                 autocast=autocast_for(device, config["trainer"]["amp"]), return_outputs=True)
-    spec_text, _ = describe(model, config["constraints"], augmentations=config["data_loader"]["args"].get("augmentations"))
+    _, probs, targets = evaluate(
+        model,
+        config.init_obj("loss"),
+        metrics,
+        valid_loader,
+        device,
+        autocast=autocast_for(device, config["trainer"]["amp"]),
+        return_outputs=True,
+    )
+    spec_text, _ = describe(
+        model, config["constraints"], augmentations=config["data_loader"]["args"].get("augmentations")
+    )
     out = Path(args.out) if args.out else Path(args.resume).parent
-    paths = write_report(out, config=config.config, spec_text=spec_text, history=ckpt.get("history", []),
-                         classes=data_loader.classes, valid_images=valid_loader.dataset.images,
-                         targets=targets.numpy(), probs=probs.numpy(), augment=data_loader.augment,
-                         train_images=data_loader.dataset.images, split_name=data_loader.valid_name)
+    paths = write_report(
+        out,
+        config=config.config,
+        spec_text=spec_text,
+        history=ckpt.get("history", []),
+        classes=data_loader.classes,
+        valid_images=valid_loader.dataset.images,
+        targets=targets.numpy(),
+        probs=probs.numpy(),
+        augment=data_loader.augment,
+        train_images=data_loader.dataset.images,
+        split_name=data_loader.valid_name,
+    )
     get_logger("report").info("Report: " + ", ".join(str(p) for p in paths.values() if p is not None))
     return paths
 

@@ -1,6 +1,7 @@
 """Evaluate a checkpoint on the test split:  python test.py --resume CKPT [--data_dir D]
 Prints loss, accuracy and per-class accuracy; writes the confusion matrix, the misclassified grid
 and per-class accuracy next to the checkpoint (or into --out)."""
+
 import json
 import sys
 from pathlib import Path
@@ -25,8 +26,15 @@ def main(args):
     model = model.to(device)
     criterion = config.init_obj("loss")
     metrics = [getattr(module_metric, name) for name in config["metrics"]]
-    result, probs, targets = evaluate(model, criterion, metrics, data_loader, device,
-                                      autocast=autocast_for(device, config["trainer"]["amp"]), return_outputs=True)
+    result, probs, targets = evaluate(
+        model,
+        criterion,
+        metrics,
+        data_loader,
+        device,
+        autocast=autocast_for(device, config["trainer"]["amp"]),
+        return_outputs=True,
+    )
     cm = confusion_matrix(targets.numpy(), probs.numpy().argmax(1), len(data_loader.classes))
     per_class = {f"acc_{c}": float(a) for c, a in zip(data_loader.classes, per_class_accuracy(cm))}
     log = {"images": int(cm.sum()), **result, **per_class}
@@ -35,18 +43,28 @@ def main(args):
     out = Path(args.out) if args.out else Path(args.resume).parent
     out.mkdir(parents=True, exist_ok=True)
     plot_confusion(cm, data_loader.classes, out / "test_confusion_matrix.png", "test confusion matrix")
-    plot_misclassified(data_loader.dataset.images, targets.numpy(), probs.numpy(), data_loader.classes,
-                       out / "test_misclassified.png")
-    (out / "test_metrics.json").write_text(json.dumps({"checkpoint": str(args.resume), "epoch": ckpt.get("epoch"),
-                                                       **log, "confusion_matrix": cm.tolist()}, indent=2) + "\n")
-    logger.info(f"Wrote {out / 'test_confusion_matrix.png'}, {out / 'test_misclassified.png'}, {out / 'test_metrics.json'}")
+    plot_misclassified(
+        data_loader.dataset.images, targets.numpy(), probs.numpy(), data_loader.classes, out / "test_misclassified.png"
+    )
+    (out / "test_metrics.json").write_text(
+        json.dumps(
+            {"checkpoint": str(args.resume), "epoch": ckpt.get("epoch"), **log, "confusion_matrix": cm.tolist()},
+            indent=2,
+        )
+        + "\n"
+    )
+    logger.info(
+        f"Wrote {out / 'test_confusion_matrix.png'}, {out / 'test_misclassified.png'}, {out / 'test_metrics.json'}"
+    )
     return log
 
 
 def cli(argv=None):
     parser = base_argparser("Evaluate a checkpoint on the CIFAR-10 test split")
     add_override_flags(parser, ("--data_dir", "--device", "--bs", "--num_workers"))
-    parser.add_argument("--out", default=None, help="folder for the pictures and test_metrics.json (default: the checkpoint's)")
+    parser.add_argument(
+        "--out", default=None, help="folder for the pictures and test_metrics.json (default: the checkpoint's)"
+    )
     return run_main(main, parser.parse_args(argv), single_process="test.py")
 
 

@@ -1,5 +1,6 @@
 """Train a network as the config says:  python train.py -c config.json
 Continue a run:                          python train.py --resume saved/<name>/<run>/last.pth"""
+
 import os
 import re
 import signal
@@ -16,9 +17,10 @@ from trainer import Trainer, build_lr_scheduler
 from utils import ConfigError, DistributedError, SpecError, distributed, resolve_device, seed_everything
 from utils.cli import run_main
 
-
 # how gloo and NCCL report a process that died or hung (they raise plain RuntimeErrors from backward)
-LOST_PEER = re.compile(r"Connection (reset|closed) by peer|[Tt]imed? ?out|NCCL (error|communicator was aborted)|gloo/transport")
+LOST_PEER = re.compile(
+    r"Connection (reset|closed) by peer|[Tt]imed? ?out|NCCL (error|communicator was aborted)|gloo/transport"
+)
 
 
 def check_outputs(model, data_loader):
@@ -28,8 +30,10 @@ def check_outputs(model, data_loader):
         outputs = model(torch.zeros(1, 3, *data_loader.dataset.images.shape[1:3])).shape[-1]
     model.train()
     if len(data_loader.classes) > outputs:
-        raise ConfigError(f"arch.args.num_classes: the network has {outputs} outputs, but the data holds "
-                          f"{len(data_loader.classes)} classes")
+        raise ConfigError(
+            f"arch.args.num_classes: the network has {outputs} outputs, but the data holds "
+            f"{len(data_loader.classes)} classes"
+        )
 
 
 def main(config, allow_spec_violation=False, epoch_callbacks=()):
@@ -43,13 +47,17 @@ def main(config, allow_spec_violation=False, epoch_callbacks=()):
     resume = "torchrun ... train.py --resume <run folder>/last.pth"
     try:
         config.run_dir = distributed.broadcast_object(config.run_dir)  # rank 0's timestamp names the folder
-        resume = (f"torchrun --nproc_per_node={distributed.world_size()} train.py --resume {config.run_dir / 'last.pth'}"
-                  if distributed.world_size() == int(os.environ.get("LOCAL_WORLD_SIZE", -1)) else
-                  f"torchrun <the same flags> train.py --resume {config.run_dir / 'last.pth'}")
+        resume = (
+            f"torchrun --nproc_per_node={distributed.world_size()} train.py --resume {config.run_dir / 'last.pth'}"
+            if distributed.world_size() == int(os.environ.get("LOCAL_WORLD_SIZE", -1))
+            else f"torchrun <the same flags> train.py --resume {config.run_dir / 'last.pth'}"
+        )
 
         def stopped(signum, frame):  # torchrun stops the group when one process fails
-            raise DistributedError(f"rank {distributed.rank()}: stopped by torchrun (another process failed, or the job "
-                                   f"was cancelled); the last finished epoch is saved: {resume}")
+            raise DistributedError(
+                f"rank {distributed.rank()}: stopped by torchrun (another process failed, or the job "
+                f"was cancelled); the last finished epoch is saved: {resume}"
+            )
 
         signal.signal(signal.SIGTERM, stopped)
         return _train(config, device, allow_spec_violation, epoch_callbacks)
@@ -57,8 +65,10 @@ def main(config, allow_spec_violation=False, epoch_callbacks=()):
         if not (isinstance(e, torch.distributed.DistError) or LOST_PEER.search(str(e))):
             raise  # a bug, not a lost process: keep its traceback
         reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
-        raise DistributedError(f"rank {distributed.rank()}: lost contact with the other processes ({reason}); "
-                               f"the last finished epoch is saved: {resume}") from None
+        raise DistributedError(
+            f"rank {distributed.rank()}: lost contact with the other processes ({reason}); "
+            f"the last finished epoch is saved: {resume}"
+        ) from None
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         distributed.cleanup()
@@ -75,11 +85,15 @@ def _train(config, device, allow_spec_violation, epoch_callbacks):
     data_loader = config.init_obj("data_loader")
     valid_data_loader = data_loader.split_validation()
     if len(data_loader) == 0 or data_loader.batch_sampler.batch_size > len(data_loader.dataset):
-        raise ConfigError(f"data_loader.args.batch_size: {config['data_loader']['args']['batch_size']} is more than the "
-                          f"{len(data_loader.dataset)} training images: not one batch per epoch")
+        raise ConfigError(
+            f"data_loader.args.batch_size: {config['data_loader']['args']['batch_size']} is more than the "
+            f"{len(data_loader.dataset)} training images: not one batch per epoch"
+        )
     model = config.init_obj("arch")
     check_outputs(model, data_loader)
-    summary, failed = describe(model, config["constraints"], augmentations=config["data_loader"]["args"].get("augmentations"))
+    summary, failed = describe(
+        model, config["constraints"], augmentations=config["data_loader"]["args"].get("augmentations")
+    )
     logger.info(summary)
     if failed:
         if config["constraints"]["enforce"] and not allow_spec_violation:
@@ -88,8 +102,10 @@ def _train(config, device, allow_spec_violation, epoch_callbacks):
 
     if config["trainer"]["sync_bn"] and distributed.is_distributed():
         if device.type != "cuda":
-            raise ConfigError("trainer.sync_bn: SyncBatchNorm works on CUDA only; on the CPU leave it false "
-                              "(BatchNorm statistics are then averaged over the processes after every epoch)")
+            raise ConfigError(
+                "trainer.sync_bn: SyncBatchNorm works on CUDA only; on the CPU leave it false "
+                "(BatchNorm statistics are then averaged over the processes after every epoch)"
+            )
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = model.to(device)
     criterion = config.init_obj("loss")
@@ -98,23 +114,36 @@ def _train(config, device, allow_spec_violation, epoch_callbacks):
     optimizer = config.init_obj("optimizer", params)
     lr_scheduler = build_lr_scheduler(config, optimizer, steps_per_epoch=len(data_loader))
 
-    trainer = Trainer(model, criterion, metrics, optimizer, config=config, device=device,
-                      data_loader=data_loader, valid_data_loader=valid_data_loader, lr_scheduler=lr_scheduler,
-                      epoch_callbacks=epoch_callbacks)
+    trainer = Trainer(
+        model,
+        criterion,
+        metrics,
+        optimizer,
+        config=config,
+        device=device,
+        data_loader=data_loader,
+        valid_data_loader=valid_data_loader,
+        lr_scheduler=lr_scheduler,
+        epoch_callbacks=epoch_callbacks,
+    )
     if config.resume:
         trainer.resume(config.resume)
 
     if main_rank:  # only now: the run folder (a new one of its own, or the resumed run's, locked)
         config.make_run_dir()
         attach_run_log(config.run_dir)
-    logger.info(f"Data: {len(data_loader.dataset)} training images, "
-                f"{len(valid_data_loader.dataset) if valid_data_loader else 0} {data_loader.valid_name} images; "
-                f"mean {data_loader.stats['mean']} std {data_loader.stats['std']}; device {device}; run folder {config.run_dir}")
+    logger.info(
+        f"Data: {len(data_loader.dataset)} training images, "
+        f"{len(valid_data_loader.dataset) if valid_data_loader else 0} {data_loader.valid_name} images; "
+        f"mean {data_loader.stats['mean']} std {data_loader.stats['std']}; device {device}; run folder {config.run_dir}"
+    )
     try:
         trainer.train()
     except KeyboardInterrupt:
-        logger.warning(f"interrupted: the last finished epoch is saved; resume with  python train.py --resume "
-                       f"{config.run_dir / 'last.pth'}")
+        logger.warning(
+            f"interrupted: the last finished epoch is saved; resume with  python train.py --resume "
+            f"{config.run_dir / 'last.pth'}"
+        )
         raise SystemExit(130) from None
     finally:
         if main_rank:
@@ -127,11 +156,14 @@ def _train(config, device, allow_spec_violation, epoch_callbacks):
 def cli(argv=None):
     parser = base_argparser("Train a compact dilated CNN on CIFAR-10")
     add_override_flags(parser)
-    parser.add_argument("--allow_spec_violation", action="store_true",
-                        help="train even if the network breaks the constraints section")
+    parser.add_argument(
+        "--allow_spec_violation", action="store_true", help="train even if the network breaks the constraints section"
+    )
     args = parser.parse_args(argv)
-    return run_main(lambda: main(ConfigParser.from_args(args), args.allow_spec_violation),
-                    interrupted="interrupted before training started: nothing was written")
+    return run_main(
+        lambda: main(ConfigParser.from_args(args), args.allow_spec_violation),
+        interrupted="interrupted before training started: nothing was written",
+    )
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ is judged by its final-epoch validation accuracy; poor trials are pruned after a
 lives in a database: by default a SQLite file `<save_dir>/<study>/study.db`; give several machines
 the same `--storage postgresql://...` and `--study` to search together. Results land in
 `<save_dir>/<study>/`: trials.csv, best_config.json, history.png, importances.png, slice.png."""
+
 import sys
 
 import optuna
@@ -29,8 +30,10 @@ def main(args):
 
     base = ConfigParser(user_config, modification=overrides_from_args(args)).config
     if base["data_loader"]["args"].get("validation_split", 0) == 0:
-        raise ConfigError("data_loader.args.validation_split: is 0, so trials would be judged on the test split; "
-                          "tune on a validation split carved from train (e.g. --validation_split 2000)")
+        raise ConfigError(
+            "data_loader.args.validation_split: is 0, so trials would be judged on the test split; "
+            "tune on a validation split carved from train (e.g. --validation_split 2000)"
+        )
     if args.trials < 1:
         raise ConfigError(f"--trials: expected an integer >= 1, got {args.trials}")
     if args.heartbeat < 1:
@@ -40,15 +43,19 @@ def main(args):
     out_dir = study_dir(base["trainer"]["save_dir"], name)
     url = args.storage or f"sqlite:///{out_dir / 'study.db'}"
     study = open_study(name, open_storage(url, args.heartbeat), space)
-    log.info(f"Study {name!r} in {url}: {len(space.params)} parameters, {args.trials} trials in all "
-             f"(shared with every worker on this storage); results in {out_dir}/")
+    log.info(
+        f"Study {name!r} in {url}: {len(space.params)} parameters, {args.trials} trials in all "
+        f"(shared with every worker on this storage); results in {out_dir}/"
+    )
     run_worker(study, make_objective(base, space, out_dir / "trials", args.trials), args.trials)
     setup_logging(None, 1)
     rows, best, plots = write_results(study, space, user_config, out_dir)
     log.info(format_table(rows, space))
     if best is not None:
-        log.info(f"Best: trial {best.number}, val_accuracy {best.value:.2f} "
-                 f"-> {out_dir / 'best_config.json'} (python train.py -c {out_dir / 'best_config.json'})")
+        log.info(
+            f"Best: trial {best.number}, val_accuracy {best.value:.2f} "
+            f"-> {out_dir / 'best_config.json'} (python train.py -c {out_dir / 'best_config.json'})"
+        )
     log.info(f"Wrote {out_dir / 'trials.csv'}" + (f" and {', '.join(plots)}" if plots else ""))
 
 
@@ -59,14 +66,24 @@ def cli(argv=None):
     parser.add_argument("-c", "--config", required=True, help="base config file")
     parser.add_argument("--space", required=True, help="search space JSON (key paths -> distributions)")
     parser.add_argument("--trials", type=int, default=20, help="trials in all, across every worker of the study")
-    parser.add_argument("--storage", default=None, help="optuna storage URL (default: sqlite:///<save_dir>/<study>/study.db)")
+    parser.add_argument(
+        "--storage", default=None, help="optuna storage URL (default: sqlite:///<save_dir>/<study>/study.db)"
+    )
     parser.add_argument("--study", default=None, help="study name (default: <config name>-search)")
-    parser.add_argument("--heartbeat", type=int, default=60,
-                        help="seconds between a running trial's heartbeats; a trial silent for two is failed and retried")
+    parser.add_argument(
+        "--heartbeat",
+        type=int,
+        default=60,
+        help="seconds between a running trial's heartbeats; a trial silent for two is failed and retried",
+    )
     add_override_flags(parser)
     args = parser.parse_args(argv)
-    return run_main(main, args, interrupted="interrupted: the running trial is marked failed; run the same command to go on",
-                    single_process="tune.py")
+    return run_main(
+        main,
+        args,
+        interrupted="interrupted: the running trial is marked failed; run the same command to go on",
+        single_process="tune.py",
+    )
 
 
 if __name__ == "__main__":

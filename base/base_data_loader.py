@@ -20,8 +20,10 @@ class SeededBatchSampler(Sampler):
     def __init__(self, n, batch_size, shuffle, rank=0, world=1):
         self.n, self.batch_size, self.shuffle, self.rank, self.world = n, batch_size, shuffle, rank, world
         if world > 1 and batch_size % world:
-            raise ConfigError(f"data_loader.args.batch_size: the global batch {batch_size} does not split evenly "
-                              f"over {world} processes; use a multiple of {world}")
+            raise ConfigError(
+                f"data_loader.args.batch_size: the global batch {batch_size} does not split evenly "
+                f"over {world} processes; use a multiple of {world}"
+            )
 
     def __len__(self):
         full, rest = divmod(self.n, self.batch_size)
@@ -37,9 +39,9 @@ class SeededBatchSampler(Sampler):
             order = list(range(self.n))
         share = self.batch_size // self.world
         for number in range(len(self)):
-            batch = order[number * self.batch_size:(number + 1) * self.batch_size]
+            batch = order[number * self.batch_size : (number + 1) * self.batch_size]
             if self.world > 1:
-                batch = batch[self.rank * share:(self.rank + 1) * share]
+                batch = batch[self.rank * share : (self.rank + 1) * share]
             yield [(i, epoch_seed, number * self.world + self.rank) for i in batch]
 
 
@@ -63,16 +65,22 @@ class BaseDataLoader(DataLoader):
     Unlike pytorch-template, the validation images are a separate dataset with the evaluation
     transform, so they are never augmented."""
 
-    def __init__(self, dataset, batch_size, shuffle, num_workers, valid_dataset=None, pin_memory=False, collate_fn=None):
+    def __init__(
+        self, dataset, batch_size, shuffle, num_workers, valid_dataset=None, pin_memory=False, collate_fn=None
+    ):
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"data_loader.args.batch_size: expected a positive integer, got {batch_size!r}")
         self.valid_dataset = valid_dataset
         # The loaders draw their workers' base seeds from a generator of their own: persistent
         # workers draw once per run, and a draw from the global generator would shift every
         # later epoch's order after a resume.
-        self._loader_kwargs = dict(num_workers=num_workers, pin_memory=pin_memory and torch.cuda.is_available(),
-                                   persistent_workers=num_workers > 0, generator=torch.Generator(),
-                                   collate_fn=collate_fn)
+        self._loader_kwargs = dict(
+            num_workers=num_workers,
+            pin_memory=pin_memory and torch.cuda.is_available(),
+            persistent_workers=num_workers > 0,
+            generator=torch.Generator(),
+            collate_fn=collate_fn,
+        )
         rank, world = distributed.rank(), distributed.world_size()
         sampler = SeededBatchSampler(len(dataset), batch_size, shuffle, rank, world)
         super().__init__(dataset, batch_sampler=sampler, **self._loader_kwargs)
@@ -81,8 +89,14 @@ class BaseDataLoader(DataLoader):
     def split_validation(self):
         if self.valid_dataset is None:
             return None
-        shard = ShardSampler(len(self.valid_dataset), distributed.rank(), distributed.world_size()) if distributed.is_distributed() else None
-        return DataLoader(self.valid_dataset, batch_size=self.eval_batch_size, shuffle=False, sampler=shard, **self._loader_kwargs)
+        shard = (
+            ShardSampler(len(self.valid_dataset), distributed.rank(), distributed.world_size())
+            if distributed.is_distributed()
+            else None
+        )
+        return DataLoader(
+            self.valid_dataset, batch_size=self.eval_batch_size, shuffle=False, sampler=shard, **self._loader_kwargs
+        )
 
     @staticmethod
     def subset_indices(n, subset, seed):

@@ -82,8 +82,10 @@ class BaseTrainer(ABC):
             bad = [k for k in ("loss", "val_loss") if k in log and not math.isfinite(log[k])]
             if bad:  # stop before saving: last.pth keeps the last good epoch
                 saved = f"last.pth keeps epoch {epoch - 1}" if epoch > 1 else "no checkpoint was written"
-                raise TrainingError(f"epoch {epoch}: the {bad[0].replace('_', ' ')} is {log[bad[0]]} (diverged: lower "
-                                    f"optimizer.args.lr or check the data); training stopped, {saved} in {self.checkpoint_dir}")
+                raise TrainingError(
+                    f"epoch {epoch}: the {bad[0].replace('_', ' ')} is {log[bad[0]]} (diverged: lower "
+                    f"optimizer.args.lr or check the data); training stopped, {saved} in {self.checkpoint_dir}"
+                )
             self.history.append(log)
             self.logger.info(format_log(log))
             self.writer.add_scalars(log, epoch)
@@ -140,8 +142,9 @@ class BaseTrainer(ABC):
         try:
             save_atomic(state, path)
         except OSError as e:  # full disk, read-only or vanished folder: the previous file is untouched
-            raise CheckpointError(f"{path}: cannot save the checkpoint ({e.strerror or e}); the previous one is left "
-                                  "as it was") from None
+            raise CheckpointError(
+                f"{path}: cannot save the checkpoint ({e.strerror or e}); the previous one is left as it was"
+            ) from None
 
     def resume(self, path):
         """Continue from a checkpoint: weights, optimizer, scheduler, scaler, RNG, history."""

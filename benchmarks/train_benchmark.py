@@ -10,6 +10,7 @@ training images per second, the wall time (training + evaluation, from the first
 validation accuracy first reached --target, and the final-epoch validation accuracy. With several
 seeds, the mean and standard deviation of the final accuracy close the output. Nothing is saved.
 """
+
 import statistics
 import sys
 import time
@@ -95,20 +96,31 @@ def run(config, target):
         "receptive_field_empirical": empirical_receptive_field(model),
         "loader_workers": data_loader.num_workers,
         "loader_img_per_s": loader_throughput(data_loader),
-        "model_fwd_bwd_img_per_s": model_throughput(model, criterion, optimizer, data_loader.batch_sampler.batch_size,
-                                                    device, autocast, cfg["channels_last"]),
+        "model_fwd_bwd_img_per_s": model_throughput(
+            model, criterion, optimizer, data_loader.batch_sampler.batch_size, device, autocast, cfg["channels_last"]
+        ),
     }
     train_times, eval_times, wall, reached, val = [], [], 0.0, None, {}
     for epoch in range(1, cfg["epochs"] + 1):
         sync(device)
         start = time.perf_counter()
-        train_one_epoch(model, criterion, metrics, optimizer, data_loader, device,
-                        batch_scheduler=scheduler if per_batch else None, autocast=autocast,
-                        channels_last=cfg["channels_last"], desc=f"epoch {epoch}")
+        train_one_epoch(
+            model,
+            criterion,
+            metrics,
+            optimizer,
+            data_loader,
+            device,
+            batch_scheduler=scheduler if per_batch else None,
+            autocast=autocast,
+            channels_last=cfg["channels_last"],
+            desc=f"epoch {epoch}",
+        )
         sync(device)
         middle = time.perf_counter()
-        val = evaluate(model, criterion, metrics, valid_loader, device, autocast=autocast,
-                       channels_last=cfg["channels_last"])
+        val = evaluate(
+            model, criterion, metrics, valid_loader, device, autocast=autocast, channels_last=cfg["channels_last"]
+        )
         sync(device)
         end = time.perf_counter()
         if scheduler is not None and not per_batch:
@@ -118,19 +130,25 @@ def run(config, target):
         wall += end - start
         if reached is None and val["accuracy"] >= target:
             reached = (epoch, wall)
-        print(f"epoch {epoch:4d}  val_accuracy {val['accuracy']:6.2f}  train {middle - start:6.2f} s  eval {end - middle:5.2f} s", flush=True)
+        print(
+            f"epoch {epoch:4d}  val_accuracy {val['accuracy']:6.2f}  "
+            f"train {middle - start:6.2f} s  eval {end - middle:5.2f} s",
+            flush=True,
+        )
     steady = train_times[1:] or train_times  # the first epoch includes worker start-up and warm-up
-    figures.update({
-        "epochs": cfg["epochs"],
-        "train_s_per_epoch": statistics.mean(steady),
-        "eval_s_per_epoch": statistics.mean(eval_times),
-        "train_img_per_s": len(data_loader.dataset) / statistics.mean(steady),
-        "total_wall_s": wall,
-        f"time_to_{target:g}_s": reached[1] if reached else float("nan"),
-        f"epoch_to_{target:g}": reached[0] if reached else -1,
-        "final_val_accuracy": val["accuracy"],
-        "final_val_loss": val["loss"],
-    })
+    figures.update(
+        {
+            "epochs": cfg["epochs"],
+            "train_s_per_epoch": statistics.mean(steady),
+            "eval_s_per_epoch": statistics.mean(eval_times),
+            "train_img_per_s": len(data_loader.dataset) / statistics.mean(steady),
+            "total_wall_s": wall,
+            f"time_to_{target:g}_s": reached[1] if reached else float("nan"),
+            f"epoch_to_{target:g}": reached[0] if reached else -1,
+            "final_val_accuracy": val["accuracy"],
+            "final_val_loss": val["loss"],
+        }
+    )
     return figures
 
 
@@ -139,12 +157,28 @@ def benchmark(args):
     finals = []
     for seed in args.seeds or [base["seed"]]:
         figures = run(ConfigParser(base.config, modification={("seed",): seed}), args.target)
-        print(format_log({k: f"{v:.4f}" if "loss" in k else f"{v:.2f}" if isinstance(v, float) else v
-                          for k, v in figures.items()}, width=26), flush=True)
+        print(
+            format_log(
+                {
+                    k: f"{v:.4f}" if "loss" in k else f"{v:.2f}" if isinstance(v, float) else v
+                    for k, v in figures.items()
+                },
+                width=26,
+            ),
+            flush=True,
+        )
         finals.append(figures["final_val_accuracy"])
     if len(finals) > 1:
-        print(format_log({"seeds": len(finals), "mean_final_val_accuracy": statistics.mean(finals),
-                          "std_final_val_accuracy": statistics.stdev(finals)}, width=26))
+        print(
+            format_log(
+                {
+                    "seeds": len(finals),
+                    "mean_final_val_accuracy": statistics.mean(finals),
+                    "std_final_val_accuracy": statistics.stdev(finals),
+                },
+                width=26,
+            )
+        )
 
 
 def main(argv=None):

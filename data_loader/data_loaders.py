@@ -5,7 +5,13 @@ import numpy as np
 from base import BaseDataLoader
 from base.base_data_loader import ArrayDataset
 from data_loader.datasets import load_splits
-from data_loader.transforms import NormalizeCollate, build_augment, build_eval_transform, build_train_transform, reseed_batch
+from data_loader.transforms import (
+    NormalizeCollate,
+    build_augment,
+    build_eval_transform,
+    build_train_transform,
+    reseed_batch,
+)
 from utils.errors import ConfigError, DataError
 
 
@@ -34,10 +40,21 @@ class Cifar10DataLoader(BaseDataLoader):
     fraction); with validation_split 0 the test split validates. training=False: the
     test split only (test.py), normalised with the `stats` the model was trained with."""
 
-    def __init__(self, data_dir: str, batch_size: int = 512, shuffle: bool = True,
-                 validation_split: int | float = 0, num_workers: int | str = "auto", download: bool = True,
-                 augmentations: list | None = None, split_seed: int = 0, pin_memory: bool = True,
-                 training: bool = True, stats: dict | None = None, train_subset: int = 0):
+    def __init__(
+        self,
+        data_dir: str,
+        batch_size: int = 512,
+        shuffle: bool = True,
+        validation_split: int | float = 0,
+        num_workers: int | str = "auto",
+        download: bool = True,
+        augmentations: list | None = None,
+        split_seed: int = 0,
+        pin_memory: bool = True,
+        training: bool = True,
+        stats: dict | None = None,
+        train_subset: int = 0,
+    ):
         splits = load_splits(data_dir, download)
         workers = auto_workers(num_workers)
         self.data_dir = data_dir
@@ -53,17 +70,25 @@ class Cifar10DataLoader(BaseDataLoader):
             transform = build_train_transform(augmentations, self.stats["mean"])
             dataset = ArrayDataset(train_images, train.labels[train_idx], transform, reseed=reseed_batch)
             if len(valid_idx):
-                valid_images, valid_labels, self.valid_name = train.images[valid_idx], train.labels[valid_idx], "validation"
+                valid_images, valid_labels, self.valid_name = (
+                    train.images[valid_idx],
+                    train.labels[valid_idx],
+                    "validation",
+                )
             elif "test" in splits:
                 test = splits["test"]
                 valid_images, valid_labels, self.valid_name = test.images, test.labels, "test"
             else:
-                raise DataError(f"{data_dir}: validation_split is 0 and there is no test/ split to validate on; "
-                                "set --validation_split (e.g. 5000 or 0.1)")
+                raise DataError(
+                    f"{data_dir}: validation_split is 0 and there is no test/ split to validate on; "
+                    "set --validation_split (e.g. 5000 or 0.1)"
+                )
             valid = ArrayDataset(valid_images, valid_labels, build_eval_transform())
         else:
             if "test" not in splits:
-                raise DataError(f"{data_dir}: no test/ split to evaluate (expected test/<class>/*.jpg or a CIFAR-10 root)")
+                raise DataError(
+                    f"{data_dir}: no test/ split to evaluate (expected test/<class>/*.jpg or a CIFAR-10 root)"
+                )
             test = splits["test"]
             self.stats = stats or channel_stats(splits["train"].images if "train" in splits else test.images)
             self.classes = test.classes
@@ -71,5 +96,12 @@ class Cifar10DataLoader(BaseDataLoader):
             valid, self.valid_name, shuffle = None, "test", False
         # the random part of the training pipeline, for previews (augmentations.png)
         self.augment = build_augment(augmentations, [255.0 * m for m in self.stats["mean"]])
-        super().__init__(dataset, batch_size, shuffle, workers, valid_dataset=valid, pin_memory=pin_memory,
-                         collate_fn=NormalizeCollate(self.stats["mean"], self.stats["std"]))
+        super().__init__(
+            dataset,
+            batch_size,
+            shuffle,
+            workers,
+            valid_dataset=valid,
+            pin_memory=pin_memory,
+            collate_fn=NormalizeCollate(self.stats["mean"], self.stats["std"]),
+        )

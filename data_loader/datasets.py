@@ -4,6 +4,7 @@
 (b) an image folder holding `train/<class>/*` and/or `test/<class>/*` (jpg or png);
 (c) a `.tar`, `.tar.gz`/`.tgz` or `.tar.xz` of layout (b), read in place.
 """
+
 import functools
 import io
 import lzma
@@ -67,7 +68,9 @@ def _assemble(entries, where):
     classes_of = {s: sorted({e[1] for e in entries if e[0] == s}) for s in SPLITS}
     present = [s for s in SPLITS if classes_of[s]]
     if len(present) == 2 and classes_of["train"] != classes_of["test"]:
-        raise DataError(f"{where}: train and test hold different classes ({classes_of['train']} vs {classes_of['test']})")
+        raise DataError(
+            f"{where}: train and test hold different classes ({classes_of['train']} vs {classes_of['test']})"
+        )
     shape = entries[0][3].shape
     for split in present:
         classes = classes_of[split]
@@ -75,7 +78,10 @@ def _assemble(entries, where):
         rows = [e for e in entries if e[0] == split]
         for e in rows:
             if e[3].shape != shape:
-                raise DataError(f"{where}: {e[0]}/{e[1]}/{e[2]} is {e[3].shape[1]}x{e[3].shape[0]}, expected {shape[1]}x{shape[0]} like the others")
+                raise DataError(
+                    f"{where}: {e[0]}/{e[1]}/{e[2]} is {e[3].shape[1]}x{e[3].shape[0]}, "
+                    f"expected {shape[1]}x{shape[0]} like the others"
+                )
         images = np.stack([e[3] for e in rows])
         labels = np.array([index[e[1]] for e in rows], dtype=np.int64)
         out[split] = Split(images, labels, classes)
@@ -123,16 +129,25 @@ def _read_torchvision(root, download):
 
     if not (root / CIFAR10.base_folder).is_dir():
         if not download:
-            raise DataError(f"{root}: no CIFAR-10 here (no {CIFAR10.base_folder}/, no train/ or test/ folder); {LOCAL_COPY_HINT}")
+            raise DataError(
+                f"{root}: no CIFAR-10 here (no {CIFAR10.base_folder}/, no train/ or test/ folder); {LOCAL_COPY_HINT}"
+            )
         try:
             CIFAR10(str(root), train=True, download=True)
         except Exception as e:  # urllib/socket errors differ by platform; all mean "no download"
-            raise DataError(f"{root}: could not download CIFAR-10 ({type(e).__name__}: {str(e)[:120]}); {LOCAL_COPY_HINT}") from None
+            raise DataError(
+                f"{root}: could not download CIFAR-10 ({type(e).__name__}: {str(e)[:120]}); {LOCAL_COPY_HINT}"
+            ) from None
     out = {}
     for split in SPLITS:
         try:
             ds = CIFAR10(str(root), train=split == "train", download=False)
         except RuntimeError as e:
-            raise DataError(f"{root}: CIFAR-10 files are damaged or incomplete ({e}); delete {root / CIFAR10.base_folder} to download again") from None
-        out[split] = Split(np.asarray(ds.data, dtype=np.uint8), np.asarray(ds.targets, dtype=np.int64), list(ds.classes))
+            raise DataError(
+                f"{root}: CIFAR-10 files are damaged or incomplete ({e}); "
+                f"delete {root / CIFAR10.base_folder} to download again"
+            ) from None
+        out[split] = Split(
+            np.asarray(ds.data, dtype=np.uint8), np.asarray(ds.targets, dtype=np.int64), list(ds.classes)
+        )
     return out

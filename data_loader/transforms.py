@@ -3,6 +3,7 @@
 stands for the training set's mean colour. ToTensorV2 follows: images leave the per-image pipeline
 as uint8 CHW tensors, and `NormalizeCollate` stacks and normalises each batch at once (per image,
 albumentations' Normalize cost 110 us, more than the whole augmentation; per batch it is ~1 ms)."""
+
 import random
 import re
 import warnings

@@ -1,5 +1,6 @@
 """Pictures and a report of a run: curves.png, confusion_matrix.png, misclassified.png,
 augmentations.png and report.md. matplotlib with the Agg backend; every figure is closed."""
+
 import json
 import time
 from pathlib import Path
@@ -40,7 +41,9 @@ def plot_curves(history, path):
 
 def confusion_matrix(targets, predictions, num_classes):
     """counts[i, j] = images of true class i predicted as j."""
-    return np.bincount(num_classes * np.asarray(targets) + np.asarray(predictions), minlength=num_classes**2).reshape(num_classes, num_classes)
+    return np.bincount(num_classes * np.asarray(targets) + np.asarray(predictions), minlength=num_classes**2).reshape(
+        num_classes, num_classes
+    )
 
 
 def per_class_accuracy(cm):
@@ -55,11 +58,22 @@ def plot_confusion(cm, classes, path, title="confusion matrix"):
     ax.imshow(rows, cmap="Blues", vmin=0, vmax=100)
     for i in range(n):
         for j in range(n):
-            ax.text(j, i, f"{cm[i, j]}\n{rows[i, j]:.1f}%", ha="center", va="center", fontsize=7,
-                    color="white" if rows[i, j] > 60 else "black")
+            ax.text(
+                j,
+                i,
+                f"{cm[i, j]}\n{rows[i, j]:.1f}%",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if rows[i, j] > 60 else "black",
+            )
     ax.set_xticks(range(n), classes, rotation=45, ha="right")
     ax.set_yticks(range(n), classes)
-    ax.set(xlabel="predicted", ylabel="true", title=f"{title} ({cm.sum()} images, {np.trace(cm) / max(cm.sum(), 1):.2%} correct)")
+    ax.set(
+        xlabel="predicted",
+        ylabel="true",
+        title=f"{title} ({cm.sum()} images, {np.trace(cm) / max(cm.sum(), 1):.2%} correct)",
+    )
     return _save(fig, path)
 
 
@@ -76,16 +90,25 @@ def plot_misclassified(images, targets, probs, classes, path, count=36):
         ax.axis("off")
     for ax, i in zip(axes.flat, wrong):
         ax.imshow(images[i], interpolation="nearest")
-        ax.set_title(f"true {classes[targets[i]]}\npred {classes[predictions[i]]} {probs[i, predictions[i]]:.0%}", fontsize=8)
-    fig.suptitle(f"{len(wrong)} of {(predictions != np.asarray(targets)).sum()} misclassified images (most confident first)")
+        ax.set_title(
+            f"true {classes[targets[i]]}\npred {classes[predictions[i]]} {probs[i, predictions[i]]:.0%}", fontsize=8
+        )
+    fig.suptitle(
+        f"{len(wrong)} of {(predictions != np.asarray(targets)).sum()} misclassified images (most confident first)"
+    )
     return _save(fig, path)
 
 
 def plot_augmentations(images, augment, path, versions=6, seed=0):
     """Each row: an original training image, then `versions` outputs of the real augmentation."""
     reseed(augment, seed)
-    fig, axes = plt.subplots(len(images), versions + 1, figsize=((versions + 1) * 1.6, len(images) * 1.6),
-                             constrained_layout=True, squeeze=False)
+    fig, axes = plt.subplots(
+        len(images),
+        versions + 1,
+        figsize=((versions + 1) * 1.6, len(images) * 1.6),
+        constrained_layout=True,
+        squeeze=False,
+    )
     for r, image in enumerate(images):
         axes[r, 0].imshow(image, interpolation="nearest")
         axes[r, 0].set_title("original" if r == 0 else "", fontsize=8)
@@ -103,8 +126,21 @@ def _table(header, rows):
     return "\n".join(lines)
 
 
-def write_report(out_dir, *, config, spec_text, history, classes, valid_images, targets, probs,
-                 augment, train_images, split_name="validation", writer=None):
+def write_report(
+    out_dir,
+    *,
+    config,
+    spec_text,
+    history,
+    classes,
+    valid_images,
+    targets,
+    probs,
+    augment,
+    train_images,
+    split_name="validation",
+    writer=None,
+):
     """Write the four pictures and report.md into `out_dir`; return their paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -113,10 +149,13 @@ def write_report(out_dir, *, config, spec_text, history, classes, valid_images, 
     cm = confusion_matrix(targets, probs.argmax(1), len(classes))
     paths = {
         "curves": plot_curves(history, out_dir / "curves.png") if history else None,
-        "confusion_matrix": plot_confusion(cm, classes, out_dir / "confusion_matrix.png", f"{split_name} confusion matrix"),
+        "confusion_matrix": plot_confusion(
+            cm, classes, out_dir / "confusion_matrix.png", f"{split_name} confusion matrix"
+        ),
         "misclassified": plot_misclassified(valid_images, targets, probs, classes, out_dir / "misclassified.png"),
-        "augmentations": plot_augmentations(train_images[np.linspace(0, len(train_images) - 1, 8).astype(int)],
-                                            augment, out_dir / "augmentations.png"),
+        "augmentations": plot_augmentations(
+            train_images[np.linspace(0, len(train_images) - 1, 8).astype(int)], augment, out_dir / "augmentations.png"
+        ),
     }
     final = history[-1] if history else {}
     acc = per_class_accuracy(cm)
@@ -127,13 +166,16 @@ def write_report(out_dir, *, config, spec_text, history, classes, valid_images, 
         "",
         _table(["metric", "value"], [[k, format_value(k, v)] for k, v in final.items()]) if final else "(no history)",
         "",
-        f"{split_name.capitalize()} accuracy recomputed from the saved predictions: {100.0 * np.trace(cm) / cm.sum():.2f}% "
+        f"{split_name.capitalize()} accuracy recomputed from the saved predictions: "
+        f"{100.0 * np.trace(cm) / cm.sum():.2f}% "
         f"of {cm.sum()} images.",
         "",
         f"## Per-class {split_name} accuracy",
         "",
-        _table(["class", "images", "correct", "accuracy (%)"],
-               [[c, int(cm[i].sum()), int(cm[i, i]), f"{acc[i]:.2f}"] for i, c in enumerate(classes)]),
+        _table(
+            ["class", "images", "correct", "accuracy (%)"],
+            [[c, int(cm[i].sum()), int(cm[i, i]), f"{acc[i]:.2f}"] for i, c in enumerate(classes)],
+        ),
         "",
         "## Pictures",
         "",
@@ -176,11 +218,22 @@ def write_run_report(trainer, data_loader, valid_data_loader, spec_text):
     writer = TensorboardWriter(trainer.checkpoint_dir, trainer.config["trainer"]["tensorboard"])
     try:
         paths = write_report(
-            trainer.checkpoint_dir, config=trainer.config.config, spec_text=spec_text, history=trainer.history,
-            classes=data_loader.classes, valid_images=valid_data_loader.dataset.images, targets=targets.numpy(),
-            probs=probs.numpy(), augment=data_loader.augment, train_images=data_loader.dataset.images,
-            split_name=data_loader.valid_name, writer=writer)
+            trainer.checkpoint_dir,
+            config=trainer.config.config,
+            spec_text=spec_text,
+            history=trainer.history,
+            classes=data_loader.classes,
+            valid_images=valid_data_loader.dataset.images,
+            targets=targets.numpy(),
+            probs=probs.numpy(),
+            augment=data_loader.augment,
+            train_images=data_loader.dataset.images,
+            split_name=data_loader.valid_name,
+            writer=writer,
+        )
     finally:
         writer.close()
-    logger.info(f"Report ({time.perf_counter() - start:.1f} s): " + ", ".join(str(p) for p in paths.values() if p is not None))
+    logger.info(
+        f"Report ({time.perf_counter() - start:.1f} s): " + ", ".join(str(p) for p in paths.values() if p is not None)
+    )
     return paths

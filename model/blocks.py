@@ -1,4 +1,5 @@
 """Small typed blocks (timm-style): every convolution of the network is one of these."""
+
 import torch
 import torch.nn as nn
 
@@ -12,7 +13,15 @@ class ConvBNReLU(nn.Sequential):
 
     def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, dilation=1):
         super().__init__(
-            nn.Conv2d(in_channels, out_channels, kernel_size, stride, same_padding(kernel_size, dilation), dilation, bias=False),
+            nn.Conv2d(
+                in_channels,
+                out_channels,
+                kernel_size,
+                stride,
+                same_padding(kernel_size, dilation),
+                dilation,
+                bias=False,
+            ),
             nn.BatchNorm2d(out_channels),
             nn.ReLU(inplace=True),
         )
@@ -23,7 +32,8 @@ class DepthwiseSeparableConv(nn.Module):
 
     mid_act=False drops the BN and ReLU between the depthwise and the pointwise convolution (as in
     Xception): the pair is then one linear map followed by one BN and ReLU; the shipped shape trained
-    10-30% faster that way on a 2-core CPU (not used by the shipped config: its accuracy is untested). residual=True adds the input before the last ReLU; it needs in == out
+    10-30% faster that way on a 2-core CPU (not used by the shipped config: its accuracy is untested).
+    residual=True adds the input before the last ReLU; it needs in == out
     channels and stride 1."""
 
     def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, dilation=1, residual=False, mid_act=True):
@@ -31,8 +41,16 @@ class DepthwiseSeparableConv(nn.Module):
         if residual and (in_channels != out_channels or stride != 1):
             raise ValueError("a residual DepthwiseSeparableConv needs in_channels == out_channels and stride 1")
         self.residual = residual
-        self.depthwise = nn.Conv2d(in_channels, in_channels, kernel_size, stride, same_padding(kernel_size, dilation),
-                                   dilation, groups=in_channels, bias=False)
+        self.depthwise = nn.Conv2d(
+            in_channels,
+            in_channels,
+            kernel_size,
+            stride,
+            same_padding(kernel_size, dilation),
+            dilation,
+            groups=in_channels,
+            bias=False,
+        )
         self.mid = nn.Sequential(nn.BatchNorm2d(in_channels), nn.ReLU(inplace=True)) if mid_act else nn.Identity()
         self.pointwise = nn.Conv2d(in_channels, out_channels, 1, bias=False)
         self.bn_pw = nn.BatchNorm2d(out_channels)

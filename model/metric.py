@@ -1,6 +1,7 @@
 """Metrics by name. Each returns the *sum* over the batch of a per-image score, so that the
 trainer divides by the exact image count of the epoch (never a mean of per-batch means).
 Accuracies are in percent: an image scores 100 when right, 0 when wrong."""
+
 import torch
 
 

@@ -22,8 +22,16 @@ class DilatedNet(BaseModel):
     c1_ratio: C1's full-resolution convolutions have w1 // c1_ratio channels (at least 8).
     """
 
-    def __init__(self, num_classes: int = 10, widths: list = (64, 64, 144, 144), depths: list = (2, 2, 3, 1),
-                 dilations: list = (1, 1, 1, 4), mid_act: bool = True, dropout: float = 0.0, c1_ratio: int = 4):
+    def __init__(
+        self,
+        num_classes: int = 10,
+        widths: list = (64, 64, 144, 144),
+        depths: list = (2, 2, 3, 1),
+        dilations: list = (1, 1, 1, 4),
+        mid_act: bool = True,
+        dropout: float = 0.0,
+        c1_ratio: int = 4,
+    ):
         super().__init__()
         if len(widths) != 4 or len(depths) != 4 or len(dilations) != 4:
             raise ConfigError("arch.args: widths, depths and dilations need 4 entries each (C1..C4)")
@@ -31,8 +39,9 @@ class DilatedNet(BaseModel):
             raise ConfigError("arch.args: widths, depths, dilations and c1_ratio must be positive, and C1's dilation 1")
         w1, w2, w3, w4 = widths
         c1 = [3] + [max(8, w1 // c1_ratio)] * (depths[0] - 1) + [w1]  # full-resolution convs are narrower
-        self.c1 = nn.Sequential(*[ConvBNReLU(a, b, stride=2 if i == depths[0] - 1 else 1)
-                                  for i, (a, b) in enumerate(zip(c1, c1[1:]))])
+        self.c1 = nn.Sequential(
+            *[ConvBNReLU(a, b, stride=2 if i == depths[0] - 1 else 1) for i, (a, b) in enumerate(zip(c1, c1[1:]))]
+        )
         self.c2 = self._stage(w1, w2, depths[1], 1, dilations[1], mid_act)
         self.c3 = self._stage(w2, w3, depths[2], 2, dilations[2], mid_act)
         self.c4 = self._stage(w3, w4, depths[3], 1, dilations[3], mid_act)
@@ -45,8 +54,11 @@ class DilatedNet(BaseModel):
         depthwise conv is not dilated: on a CPU a strided dilated depthwise conv is several times slower)."""
         blocks = []
         if in_width != width or stride != 1:
-            blocks.append(DepthwiseSeparableConv(in_width, width, stride=stride, dilation=1 if stride > 1 else dilation,
-                                                 mid_act=mid_act))
+            blocks.append(
+                DepthwiseSeparableConv(
+                    in_width, width, stride=stride, dilation=1 if stride > 1 else dilation, mid_act=mid_act
+                )
+            )
         while len(blocks) < depth:
             blocks.append(DepthwiseSeparableConv(width, width, dilation=dilation, residual=True, mid_act=mid_act))
         return nn.Sequential(*blocks)

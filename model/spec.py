@@ -15,6 +15,7 @@ with its kernel, stride, dilation and groups. From that trace:
   global average pooling is an adaptive average pool to 1x1 whose output does not depend on the
   input size; any max-pool call, adaptive or not, counts as max-pooling.
 """
+
 import copy
 import inspect
 from dataclasses import dataclass
@@ -45,9 +46,21 @@ def _first(v):
 
 
 _SIGS = {
-    "conv2d": inspect.Signature.from_callable(lambda input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1: None),
-    "max_pool2d": inspect.Signature.from_callable(lambda input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False: None),
-    "avg_pool2d": inspect.Signature.from_callable(lambda input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None: None),
+    "conv2d": inspect.Signature.from_callable(
+        lambda input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1: None
+    ),
+    "max_pool2d": inspect.Signature.from_callable(
+        lambda input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False: None
+    ),
+    "avg_pool2d": inspect.Signature.from_callable(
+        lambda input,
+        kernel_size,
+        stride=None,
+        padding=0,
+        ceil_mode=False,
+        count_include_pad=True,  # noqa: E501
+        divisor_override=None: None
+    ),
     "adaptive_avg_pool2d": inspect.Signature.from_callable(lambda input, output_size: None),
     "adaptive_max_pool2d": inspect.Signature.from_callable(lambda input, output_size, return_indices=False: None),
 }
@@ -91,8 +104,25 @@ def trace(model, input_size=(1, 3, 32, 32)):
             out_ch, in_per_group, k = w.shape[0], w.shape[1], w.shape[-1]
             groups = a["groups"]
             in_ch = in_per_group * groups
-            op = "depthwise" if groups == in_ch and in_ch > 1 and k > 1 else "pointwise" if k == 1 and groups == 1 else "conv"
-            layers.append(Layer(weight_names.get(id(w), "conv2d"), op, k, _first(a["stride"]), _first(a["dilation"]), groups, in_ch, out_ch))
+            op = (
+                "depthwise"
+                if groups == in_ch and in_ch > 1 and k > 1
+                else "pointwise"
+                if k == 1 and groups == 1
+                else "conv"
+            )
+            layers.append(
+                Layer(
+                    weight_names.get(id(w), "conv2d"),
+                    op,
+                    k,
+                    _first(a["stride"]),
+                    _first(a["dilation"]),
+                    groups,
+                    in_ch,
+                    out_ch,
+                )
+            )
         elif kind in ("max_pool2d", "avg_pool2d"):
             k = _first(a["kernel_size"])
             stride = _first(a["stride"]) or k
@@ -127,7 +157,11 @@ def receptive_field(layers):
 
 
 def count_depthwise_separable(layers):
-    return sum(1 for a, b in zip(layers, layers[1:]) if a.op == "depthwise" and b.op == "pointwise" and b.in_channels == a.out_channels)
+    return sum(
+        1
+        for a, b in zip(layers, layers[1:])
+        if a.op == "depthwise" and b.op == "pointwise" and b.in_channels == a.out_channels
+    )
 
 
 def count_dilated(layers):
@@ -217,8 +251,18 @@ def check_constraints(model, constraints, input_size=(1, 3, 32, 32)):
     dilated = count_dilated(layers)
     checks = [
         Check("max_params", f"< {constraints['max_params']:,}", f"{params:,}", params < constraints["max_params"]),
-        Check("min_receptive_field", f">= {constraints['min_receptive_field']}", str(rf), rf >= constraints["min_receptive_field"]),
-        Check("min_depthwise_separable", f">= {constraints['min_depthwise_separable']}", str(dws), dws >= constraints["min_depthwise_separable"]),
+        Check(
+            "min_receptive_field",
+            f">= {constraints['min_receptive_field']}",
+            str(rf),
+            rf >= constraints["min_receptive_field"],
+        ),
+        Check(
+            "min_depthwise_separable",
+            f">= {constraints['min_depthwise_separable']}",
+            str(dws),
+            dws >= constraints["min_depthwise_separable"],
+        ),
         Check("min_dilated", f">= {constraints['min_dilated']}", str(dilated), dilated >= constraints["min_dilated"]),
     ]
     if constraints.get("require_gap"):
@@ -242,7 +286,9 @@ def format_rf_table(layers):
 
 
 def format_checks(checks):
-    return "\n".join(f"[{'PASS' if c.ok else 'FAIL'}] {c.rule:<24} required {c.required:<24} actual {c.actual}" for c in checks)
+    return "\n".join(
+        f"[{'PASS' if c.ok else 'FAIL'}] {c.rule:<24} required {c.required:<24} actual {c.actual}" for c in checks
+    )
 
 
 def layer_summary(model, input_size=(1, 3, 32, 32)):
@@ -251,9 +297,16 @@ def layer_summary(model, input_size=(1, 3, 32, 32)):
 
     device = next(model.parameters()).device
     # eval mode and a zero input: the summary must not move BatchNorm statistics or draw random numbers
-    stats = torchinfo.summary(model, input_data=torch.zeros(input_size, device=device), mode="eval",
-                              col_names=("output_size", "num_params"), depth=3, verbose=0, device=device,
-                              row_settings=("var_names",))
+    stats = torchinfo.summary(
+        model,
+        input_data=torch.zeros(input_size, device=device),
+        mode="eval",
+        col_names=("output_size", "num_params"),
+        depth=3,
+        verbose=0,
+        device=device,
+        row_settings=("var_names",),
+    )
     return str(stats)
 
 
@@ -262,8 +315,12 @@ def check_augmentations(entries, required):
     training augmentations `entries` (the config's list)."""
     present = {e.get("type") for e in entries or [] if isinstance(e, dict)}
     missing = [name for name in required if not set(name.split("|")) & present]
-    return Check("required_augmentations", ", ".join(required) or "none",
-                 "missing " + ", ".join(missing) if missing else "all present", not missing)
+    return Check(
+        "required_augmentations",
+        ", ".join(required) or "none",
+        "missing " + ", ".join(missing) if missing else "all present",
+        not missing,
+    )
 
 
 def describe(model, constraints, input_size=(1, 3, 32, 32), augmentations=None):
@@ -273,10 +330,13 @@ def describe(model, constraints, input_size=(1, 3, 32, 32), augmentations=None):
     checks = check_constraints(model, constraints, input_size)
     if augmentations is not None and constraints.get("required_augmentations"):
         checks.append(check_augmentations(augmentations, constraints["required_augmentations"]))
-    text = "\n\n".join([
-        layer_summary(model, input_size),
-        "Receptive field (analytic; jump = input pixels between neighbouring inputs of the layer):\n" + format_rf_table(layers),
-        f"Receptive field at the last convolution before pooling: {receptive_field(layers)}",
-        "Constraints:\n" + format_checks(checks),
-    ])
+    text = "\n\n".join(
+        [
+            layer_summary(model, input_size),
+            "Receptive field (analytic; jump = input pixels between neighbouring inputs of the layer):\n"
+            + format_rf_table(layers),
+            f"Receptive field at the last convolution before pooling: {receptive_field(layers)}",
+            "Constraints:\n" + format_checks(checks),
+        ]
+    )
     return text, [c for c in checks if not c.ok]

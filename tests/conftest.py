@@ -1,5 +1,6 @@
 """Tiny generated data (a few dozen 32x32 images) in every layout the project reads, and helpers
 to run the command-line scripts. Nothing here reads outside the repository or the network."""
+
 import json
 import pickle
 import subprocess
@@ -26,7 +27,7 @@ def make_images(n_per_class, seed):
         for _ in range(n_per_class):
             img = rng.integers(0, 80, (32, 32, 3), dtype=np.uint8)
             img[..., k % 3] += 120
-            img[3 * k:3 * k + 2] = 250
+            img[3 * k : 3 * k + 2] = 250
             images.append(img)
             labels.append(k)
     return np.stack(images), np.array(labels)

@@ -4,9 +4,9 @@ import albumentations as A
 import numpy as np
 import pytest
 import torch
-from conftest import REPO
 
 from base.base_data_loader import ArrayDataset, BaseDataLoader
+from conftest import REPO
 from data_loader.transforms import NormalizeCollate, build_augment, build_train_transform, reseed, reseed_batch
 
 MEAN_COLOUR = (100.0, 150.0, 200.0)
@@ -84,7 +84,9 @@ def batches(num_workers, seed=0):
     image = np.zeros((32, 32, 3), dtype=np.uint8)
     image[:, :8] = 255
     transform = build_train_transform([{"type": "ShiftScaleRotate", "args": {"p": 1.0}}], [0.5] * 3)
-    dataset = ArrayDataset(np.repeat(image[None], 16, axis=0), np.zeros(16, dtype=np.int64), transform, reseed=reseed_batch)
+    dataset = ArrayDataset(
+        np.repeat(image[None], 16, axis=0), np.zeros(16, dtype=np.int64), transform, reseed=reseed_batch
+    )
     torch.manual_seed(seed)
     loader = BaseDataLoader(dataset, batch_size=4, shuffle=False, num_workers=num_workers)
     return [images for images, _ in loader]
@@ -103,6 +105,10 @@ def test_every_worker_has_its_own_stream_and_results_do_not_depend_on_workers():
 
 
 def test_last_batch_of_one_image_is_dropped():
-    loader = BaseDataLoader(ArrayDataset(np.zeros((9, 4, 4, 3), np.uint8), np.zeros(9), lambda image: {"image": image}),
-                            batch_size=4, shuffle=True, num_workers=0)
+    loader = BaseDataLoader(
+        ArrayDataset(np.zeros((9, 4, 4, 3), np.uint8), np.zeros(9), lambda image: {"image": image}),
+        batch_size=4,
+        shuffle=True,
+        num_workers=0,
+    )
     assert len(loader) == 2 and [len(b[0]) for b in loader] == [4, 4]

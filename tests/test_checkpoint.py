@@ -31,10 +31,13 @@ def test_rng_state_round_trips_through_a_weights_only_checkpoint(tmp_path):
     assert (random.random(), np.random.rand()) == expected[:2] and torch.equal(torch.rand(1), expected[2])
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"", "not a readable checkpoint"),
-    (b"garbage" * 100, "not a readable checkpoint"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "not a readable checkpoint"),
+        (b"garbage" * 100, "not a readable checkpoint"),
+    ],
+)
 def test_corrupt_checkpoint(tmp_path, content, message):
     path = tmp_path / "bad.pth"
     path.write_bytes(content)

@@ -1,5 +1,6 @@
 """End to end through the scripts, as a user runs them: train.py, resume, test.py, report.py and
 the one-line errors for bad input."""
+
 import json
 import re
 import shutil
@@ -7,8 +8,8 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import assert_one_line_error, png_ok, run_cli, tiny_config
 
+from conftest import assert_one_line_error, png_ok, run_cli, tiny_config
 from utils.checkpoint import load_checkpoint
 
 LOG_LINE = {
@@ -54,7 +55,9 @@ def test_train_prints_the_users_log_format(trained):
             assert re.fullmatch(pattern, log[key]), (key, log[key])
         # exact fractions: 40 training images (5 batches of 8), 20 test images
         assert float(log["accuracy"]) * 40 / 100 == pytest.approx(round(float(log["accuracy"]) * 40 / 100), abs=1e-6)
-        assert float(log["val_accuracy"]) * 20 / 100 == pytest.approx(round(float(log["val_accuracy"]) * 20 / 100), abs=1e-6)
+        assert float(log["val_accuracy"]) * 20 / 100 == pytest.approx(
+            round(float(log["val_accuracy"]) * 20 / 100), abs=1e-6
+        )
     assert "[PASS] min_receptive_field" in proc.stdout and "[FAIL]" not in proc.stdout
     assert "Receptive field at the last convolution before pooling: 65" in proc.stdout
 
@@ -62,7 +65,14 @@ def test_train_prints_the_users_log_format(trained):
 def test_train_writes_checkpoints_logs_and_report(trained):
     _, run_dir, _ = trained
     names = {p.name for p in run_dir.iterdir()}
-    assert {"config.json", "info.log", "last.pth", "model_best.pth", "checkpoint-epoch1.pth", "checkpoint-epoch2.pth"} <= names
+    assert {
+        "config.json",
+        "info.log",
+        "last.pth",
+        "model_best.pth",
+        "checkpoint-epoch1.pth",
+        "checkpoint-epoch2.pth",
+    } <= names
     assert any(n.startswith("events.out.tfevents") for n in names)
     ckpt = load_checkpoint(run_dir / "last.pth")  # weights_only=True
     assert ckpt["epoch"] == 2 and len(ckpt["history"]) == 2
@@ -149,7 +159,9 @@ def test_corrupt_image(tiny_folder, tmp_path):
 def test_corrupt_checkpoint(trained, tmp_path, tiny_folder):
     bad = tmp_path / "last.pth"
     bad.write_bytes(b"\x00" * 64)
-    assert_one_line_error(run_cli("test.py", "--resume", bad, "--data_dir", tiny_folder), "last.pth", "not a readable checkpoint")
+    assert_one_line_error(
+        run_cli("test.py", "--resume", bad, "--data_dir", tiny_folder), "last.pth", "not a readable checkpoint"
+    )
     assert_one_line_error(run_cli("train.py", "--resume", bad), "last.pth", "not a readable checkpoint")
 
 
@@ -158,7 +170,9 @@ def test_checkpoint_of_another_architecture(trained, tmp_path, tiny_folder):
     config = json.loads((run_dir / "config.json").read_text())
     config["arch"]["args"]["widths"] = [16, 32, 48, 64]
     (tmp_path / "other.json").write_text(json.dumps(config))
-    proc = run_cli("test.py", "--resume", run_dir / "last.pth", "-c", tmp_path / "other.json", "--data_dir", tiny_folder)
+    proc = run_cli(
+        "test.py", "--resume", run_dir / "last.pth", "-c", tmp_path / "other.json", "--data_dir", tiny_folder
+    )
     assert_one_line_error(proc, "last.pth", "weights do not fit the model DilatedNet")
 
 
@@ -186,14 +200,36 @@ def test_spec_violation_stops_training_unless_allowed(tiny_folder, tmp_path):
 
 
 def test_benchmark_prints_its_figures(tiny_folder, tmp_path):
-    proc = run_cli("benchmarks/train_benchmark.py", "-c", tiny_config(tmp_path, tiny_folder), "--epochs", "2",
-                   "--validation_split", "10", "--seeds", "3", "4")
+    proc = run_cli(
+        "benchmarks/train_benchmark.py",
+        "-c",
+        tiny_config(tmp_path, tiny_folder),
+        "--epochs",
+        "2",
+        "--validation_split",
+        "10",
+        "--seeds",
+        "3",
+        "4",
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     figures = re.findall(r"^    (\w+) +: (\S+)$", proc.stdout, re.M)
     keys = [k for k, _ in figures]
-    for key in ("device", "parameters", "receptive_field", "receptive_field_empirical", "loader_img_per_s",
-                "model_fwd_bwd_img_per_s", "train_s_per_epoch", "eval_s_per_epoch", "train_img_per_s",
-                "time_to_87_s", "final_val_accuracy", "mean_final_val_accuracy", "std_final_val_accuracy"):
+    for key in (
+        "device",
+        "parameters",
+        "receptive_field",
+        "receptive_field_empirical",
+        "loader_img_per_s",
+        "model_fwd_bwd_img_per_s",
+        "train_s_per_epoch",
+        "eval_s_per_epoch",
+        "train_img_per_s",
+        "time_to_87_s",
+        "final_val_accuracy",
+        "mean_final_val_accuracy",
+        "std_final_val_accuracy",
+    ):
         assert key in keys, key
     values = dict(figures)
     assert values["parameters"] == "99146" and values["receptive_field"] == values["receptive_field_empirical"] == "65"

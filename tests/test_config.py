@@ -1,8 +1,8 @@
 import json
 
 import pytest
-from conftest import REPO
 
+from conftest import REPO
 from parse_config import ConfigParser, add_override_flags, base_argparser, load_json
 from utils.errors import ConfigError
 
@@ -32,22 +32,25 @@ def test_parsing_creates_no_folders(config, tmp_path, monkeypatch):
     assert (parsed.run_dir / "config.json").is_file()
 
 
-@pytest.mark.parametrize("edit, key", [
-    (lambda c: c.update(epochs=3), "epochs: unknown config key"),
-    (lambda c: c["trainer"].update(epoch=3), "trainer.epoch: unknown config key"),
-    (lambda c: c["trainer"].update(epochs="ten"), "trainer.epochs: expected an integer"),
-    (lambda c: c["trainer"].update(amp="yes"), "trainer.amp: expected one of"),
-    (lambda c: c["trainer"].pop("epochs"), "trainer.epochs: missing config key"),
-    (lambda c: c["optimizer"]["args"].update(lrr=0.1), "optimizer.args.lrr: unknown argument of SGD"),
-    (lambda c: c["optimizer"]["args"].update(lr="fast"), "optimizer.args.lr: expected"),
-    (lambda c: c["arch"].update(type="ResNet50"), "arch.type: 'ResNet50' is not found"),
-    (lambda c: c["arch"]["args"].update(width=3), "arch.args.width: unknown argument of DilatedNet"),
-    (lambda c: c["data_loader"]["args"].update(batch_size=8.5), "data_loader.args.batch_size: expected int"),
-    (lambda c: c["lr_scheduler"]["args"].update(epochs=3), "lr_scheduler.args.epochs: is set by the trainer"),
-    (lambda c: c.update(metrics=["accuracy", "f1"]), "metrics[1]: unknown metric 'f1'"),
-    (lambda c: c["trainer"].update(monitor="best val_accuracy"), "trainer.monitor"),
-    (lambda c: c["loss"].update(kind="x"), "loss.kind: unknown config key"),
-])
+@pytest.mark.parametrize(
+    "edit, key",
+    [
+        (lambda c: c.update(epochs=3), "epochs: unknown config key"),
+        (lambda c: c["trainer"].update(epoch=3), "trainer.epoch: unknown config key"),
+        (lambda c: c["trainer"].update(epochs="ten"), "trainer.epochs: expected an integer"),
+        (lambda c: c["trainer"].update(amp="yes"), "trainer.amp: expected one of"),
+        (lambda c: c["trainer"].pop("epochs"), "trainer.epochs: missing config key"),
+        (lambda c: c["optimizer"]["args"].update(lrr=0.1), "optimizer.args.lrr: unknown argument of SGD"),
+        (lambda c: c["optimizer"]["args"].update(lr="fast"), "optimizer.args.lr: expected"),
+        (lambda c: c["arch"].update(type="ResNet50"), "arch.type: 'ResNet50' is not found"),
+        (lambda c: c["arch"]["args"].update(width=3), "arch.args.width: unknown argument of DilatedNet"),
+        (lambda c: c["data_loader"]["args"].update(batch_size=8.5), "data_loader.args.batch_size: expected int"),
+        (lambda c: c["lr_scheduler"]["args"].update(epochs=3), "lr_scheduler.args.epochs: is set by the trainer"),
+        (lambda c: c.update(metrics=["accuracy", "f1"]), "metrics[1]: unknown metric 'f1'"),
+        (lambda c: c["trainer"].update(monitor="best val_accuracy"), "trainer.monitor"),
+        (lambda c: c["loss"].update(kind="x"), "loss.kind: unknown config key"),
+    ],
+)
 def test_bad_config_names_the_key(config, edit, key):
     edit(config)
     with pytest.raises(ConfigError) as info:
@@ -74,8 +77,26 @@ def test_command_line_overrides(config, tmp_path):
     path.write_text(json.dumps(config))
     parser = base_argparser("t")
     add_override_flags(parser)
-    args = parser.parse_args(["-c", str(path), "--lr", "0.05", "--bs", "64", "--epochs", "3",
-                              "--validation_split", "5000", "--seed", "7", "--data_dir", "x", "--device", "cpu"])
+    args = parser.parse_args(
+        [
+            "-c",
+            str(path),
+            "--lr",
+            "0.05",
+            "--bs",
+            "64",
+            "--epochs",
+            "3",
+            "--validation_split",
+            "5000",
+            "--seed",
+            "7",
+            "--data_dir",
+            "x",
+            "--device",
+            "cpu",
+        ]
+    )
     parsed = ConfigParser.from_args(args)
     assert parsed["optimizer"]["args"]["lr"] == 0.05
     assert parsed["data_loader"]["args"]["batch_size"] == 64

@@ -2,9 +2,9 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import CLASSES, N_TEST, N_TRAIN, make_images, write_folder, write_tar, write_torchvision_root
 
 from base import BaseDataLoader
+from conftest import CLASSES, N_TEST, N_TRAIN, make_images, write_folder, write_tar, write_torchvision_root
 from data_loader.data_loaders import Cifar10DataLoader, channel_stats
 from data_loader.datasets import load_splits
 from utils.errors import ConfigError, DataError

@@ -1,4 +1,5 @@
 """DistributedDataParallel under torchrun: 2 CPU processes (gloo) on tiny generated data."""
+
 import os
 import re
 import signal
@@ -9,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, assert_one_line_error, run_cli, tiny_config
 
 from base.base_data_loader import SeededBatchSampler
+from conftest import REPO, assert_one_line_error, run_cli, tiny_config
 from utils.checkpoint import load_checkpoint
 from utils.errors import ConfigError
 
@@ -44,7 +45,9 @@ def test_ranks_take_disjoint_slices_of_the_same_global_batches(shuffle):
     assert len(ranks[0]) == len(ranks[1]) == 50 // 8  # an incomplete last global batch is dropped on every rank
     for number, (a, b) in enumerate(zip(*ranks)):
         assert [i for i, _, _ in a + b] == [i for i, _, _ in whole[number]]  # same images as one process
-        assert {n for _, _, n in a} == {2 * number} and {n for _, _, n in b} == {2 * number + 1}  # own augmentation streams
+        assert {n for _, _, n in a} == {2 * number} and {n for _, _, n in b} == {
+            2 * number + 1
+        }  # own augmentation streams
     with pytest.raises(ConfigError, match="batch_size: the global batch 7 does not split evenly over 2"):
         SeededBatchSampler(50, 7, True, rank=0, world=2)
 
@@ -62,15 +65,20 @@ def test_two_processes_train_save_once_and_match_test_py(tmp_path, tiny_folder):
     pids = {p.name.split(".")[-2] for p in run.glob("events.out.tfevents.*")}
     assert len(pids) == 1  # TensorBoard from one process only
     ckpt = load_checkpoint(run / "last.pth")
-    assert ckpt["world_size"] == 2 and not any(k.startswith("module.") for k in ckpt["state_dict"])  # loads in 1 process
+    assert ckpt["world_size"] == 2 and not any(
+        k.startswith("module.") for k in ckpt["state_dict"]
+    )  # loads in 1 process
     # the logged accuracy is exact over both ranks' shards: test.py on the same images agrees
     test = run_cli("test.py", "--resume", run / "last.pth", "--out", tmp_path / "test")
     assert test.returncode == 0, test.stderr
     assert logged(test.stdout, "accuracy") == logged(out, "val_accuracy")[-1:]
     assert logged(test.stdout, "loss") == logged(out, "val_loss")[-1:]
     # a 2-process checkpoint is not resumed by one process: one line says how
-    assert_one_line_error(run_cli("train.py", "--resume", run / "last.pth"),
-                          "trained with 2 process(es), this run has 1", "torchrun --nproc_per_node=2")
+    assert_one_line_error(
+        run_cli("train.py", "--resume", run / "last.pth"),
+        "trained with 2 process(es), this run has 1",
+        "torchrun --nproc_per_node=2",
+    )
 
 
 def _worker_of_rank(torchrun_pid, rank):
@@ -111,5 +119,9 @@ def test_a_dead_rank_stops_the_others_and_the_run_resumes_at_the_right_epoch(tmp
 
 def test_single_process_scripts_say_so_under_torchrun(tmp_path):
     env = {**os.environ, "WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}
-    proc = subprocess.run([sys.executable, "test.py", "--resume", "x.pth"], cwd=REPO, capture_output=True, text=True, env=env)
-    assert_one_line_error(proc, "test.py runs in a single process")  # report.py, lr_find.py, tune.py, the benchmark: same call
+    proc = subprocess.run(
+        [sys.executable, "test.py", "--resume", "x.pth"], cwd=REPO, capture_output=True, text=True, env=env
+    )
+    assert_one_line_error(
+        proc, "test.py runs in a single process"
+    )  # report.py, lr_find.py, tune.py, the benchmark: same call

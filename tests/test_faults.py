@@ -1,5 +1,6 @@
 """Faults and bad input (issue 8): each ends in one line naming what is wrong, and nothing that
 existed is lost or changed."""
+
 import json
 import os
 import shutil
@@ -9,9 +10,9 @@ import sys
 import time
 
 import pytest
-from conftest import REPO, assert_one_line_error, run_cli, tiny_config
 
 from base.base_trainer import BaseTrainer
+from conftest import REPO, assert_one_line_error, run_cli, tiny_config
 from parse_config import ConfigParser, load_json
 from utils import resolve_device
 from utils.errors import CheckpointError, ConfigError
@@ -31,12 +32,18 @@ def snapshot(folder):
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda c: c["trainer"].update(epochs=0), "trainer.epochs: expected an integer >= 1, got 0"),
-    (lambda c: c["trainer"].update(epochs=-1), "trainer.epochs: expected an integer >= 1, got -1"),
-    (lambda c: c["trainer"].update(monitor="max val_acc"), "trainer.monitor: 'val_acc' is not logged (expected one of: loss, val_loss, accuracy"),
-    (lambda c: c.update(name="../../x"), "name: '../../x' is not a plain folder name"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda c: c["trainer"].update(epochs=0), "trainer.epochs: expected an integer >= 1, got 0"),
+        (lambda c: c["trainer"].update(epochs=-1), "trainer.epochs: expected an integer >= 1, got -1"),
+        (
+            lambda c: c["trainer"].update(monitor="max val_acc"),
+            "trainer.monitor: 'val_acc' is not logged (expected one of: loss, val_loss, accuracy",
+        ),
+        (lambda c: c.update(name="../../x"), "name: '../../x' is not a plain folder name"),
+    ],
+)
 def test_config_values_checked_when_read(edit, message):
     config = load_json(REPO / "config.json")
     edit(config)
@@ -125,8 +132,13 @@ def test_full_disk_while_saving_is_one_line_and_keeps_the_old_file(tmp_path, mon
 
 def test_ctrl_c_names_the_real_run_folder_in_info_log(tmp_path, tiny_folder):
     config = tiny_config(tmp_path, tiny_folder, epochs=50, report=False)
-    proc = subprocess.Popen([sys.executable, "train.py", "-c", str(config)], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "train.py", "-c", str(config)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 120
     while time.time() < deadline and not list((tmp_path / "saved").glob("*/*/last.pth")):
         time.sleep(0.2)

@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from conftest import REPO
 
+from conftest import REPO
 from model.blocks import ConvBNReLU, DepthwiseSeparableConv, channels_last_grad
 from model.model import DilatedNet
 from model.spec import (
@@ -28,8 +28,9 @@ MODELS = {
     "shipped": lambda: DilatedNet(**SHIPPED_ARGS),
     "default": lambda: DilatedNet(),
     "narrow": lambda: DilatedNet(widths=(16, 32, 48, 64), depths=(2, 1, 2, 1), dilations=(1, 1, 2, 4)),
-    "deep": lambda: DilatedNet(widths=(32, 48, 64, 96), depths=(3, 2, 3, 2), dilations=(1, 2, 2, 4), mid_act=False,
-                               c1_ratio=2),
+    "deep": lambda: DilatedNet(
+        widths=(32, 48, 64, 96), depths=(3, 2, 3, 2), dilations=(1, 2, 2, 4), mid_act=False, c1_ratio=2
+    ),
 }
 
 
@@ -68,14 +69,17 @@ def test_shipped_network_figures():
     assert failed == [] and "Total params: 99,146" in text and text.count("[PASS]") == 6  # no augmentations given
 
 
-@pytest.mark.parametrize("layers, expected", [
-    ([nn.Conv2d(3, 4, 3, padding=1)] * 1, 3),
-    ([nn.Conv2d(3, 3, 3, padding=1)] * 3, 7),
-    ([nn.Conv2d(3, 3, 3, padding=2, dilation=2)] * 2, 9),
-    ([nn.Conv2d(3, 3, 3, stride=2, padding=1), nn.Conv2d(3, 3, 3, padding=1)], 7),
-    ([nn.Conv2d(3, 3, 3, stride=2, padding=2, dilation=2), nn.Conv2d(3, 3, 3, padding=2, dilation=2)], 13),
-    ([nn.Conv2d(3, 3, 3, padding=1), nn.AvgPool2d(2), nn.Conv2d(3, 3, 3, padding=1)], 8),
-])
+@pytest.mark.parametrize(
+    "layers, expected",
+    [
+        ([nn.Conv2d(3, 4, 3, padding=1)] * 1, 3),
+        ([nn.Conv2d(3, 3, 3, padding=1)] * 3, 7),
+        ([nn.Conv2d(3, 3, 3, padding=2, dilation=2)] * 2, 9),
+        ([nn.Conv2d(3, 3, 3, stride=2, padding=1), nn.Conv2d(3, 3, 3, padding=1)], 7),
+        ([nn.Conv2d(3, 3, 3, stride=2, padding=2, dilation=2), nn.Conv2d(3, 3, 3, padding=2, dilation=2)], 13),
+        ([nn.Conv2d(3, 3, 3, padding=1), nn.AvgPool2d(2), nn.Conv2d(3, 3, 3, padding=1)], 8),
+    ],
+)
 def test_receptive_field_of_known_chains(layers, expected):
     net = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1))
     assert receptive_field(trace(net)) == expected
@@ -116,8 +120,14 @@ class FunctionalMaxPool(nn.Module):
 def test_checker_rejects_a_network_that_only_claims_the_spec():
     checks = {c.rule: c for c in check_constraints(ClaimsButDoesNot(), CONSTRAINTS)}
     failed = {rule for rule, c in checks.items() if not c.ok}
-    assert failed == {"max_params", "min_receptive_field", "min_depthwise_separable", "min_dilated",
-                      "require_gap", "forbid_maxpool"}
+    assert failed == {
+        "max_params",
+        "min_receptive_field",
+        "min_depthwise_separable",
+        "min_dilated",
+        "require_gap",
+        "forbid_maxpool",
+    }
     assert checks["min_receptive_field"].actual == "10"
     assert checks["min_dilated"].actual == "0" and checks["min_depthwise_separable"].actual == "0"
 

@@ -1,4 +1,5 @@
 """trainer.amp "auto" picks bf16 only where it is fast: CUDA, or a CPU with native bf16."""
+
 import torch
 
 import trainer.trainer as tt

@@ -1,10 +1,11 @@
 """The shipped weights load with the final code, fit the model built from their own config, meet
 the constraints and classify (nothing here needs ../shared or the network)."""
+
 import json
 
 import torch
-from conftest import REPO, run_cli, tiny_config
 
+from conftest import REPO, run_cli, tiny_config
 from model.spec import check_constraints
 from parse_config import ConfigParser
 from utils.checkpoint import load_checkpoint, load_model_state
@@ -28,8 +29,9 @@ def test_pretrained_weights_load_and_meet_the_constraints():
 
 
 def test_pretrained_weights_run_through_test_py(tiny_folder, tmp_path):
-    proc = run_cli("test.py", "--resume", PRETRAINED, "--data_dir", tiny_folder, "--num_workers", "0",
-                   "--out", tmp_path)
+    proc = run_cli(
+        "test.py", "--resume", PRETRAINED, "--data_dir", tiny_folder, "--num_workers", "0", "--out", tmp_path
+    )
     assert proc.returncode == 0, proc.stderr
     assert "accuracy       :" in proc.stdout + proc.stderr
     assert json.loads((tmp_path / "test_metrics.json").read_text())["images"] == 20

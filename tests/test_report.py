@@ -1,8 +1,8 @@
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
-from conftest import CLASSES, make_images, png_ok
 
+from conftest import CLASSES, make_images, png_ok
 from data_loader.transforms import build_augment
 from logger.report import confusion_matrix, per_class_accuracy, write_report
 
@@ -20,15 +20,46 @@ def test_write_report_makes_every_file_and_closes_its_figures(tmp_path):
     images, targets = make_images(3, seed=0)
     rng = np.random.default_rng(0)
     probs = rng.dirichlet(np.ones(10), size=len(targets))
-    history = [{"epoch": e, "loss": 2.0 / e, "accuracy": 30.0 * e, "val_loss": 2.1 / e, "val_accuracy": 28.0 * e,
-                "lr": 0.1 / e} for e in (1, 2, 3)]
-    augment = build_augment([{"type": "HorizontalFlip", "args": {"p": 0.5}},
-                             {"type": "CoarseDropout", "args": {"num_holes_range": [1, 1], "hole_height_range": [16, 16],
-                                                                "hole_width_range": [16, 16], "fill": "mean", "p": 1.0}}],
-                            [120.0, 110.0, 100.0])
+    history = [
+        {
+            "epoch": e,
+            "loss": 2.0 / e,
+            "accuracy": 30.0 * e,
+            "val_loss": 2.1 / e,
+            "val_accuracy": 28.0 * e,
+            "lr": 0.1 / e,
+        }
+        for e in (1, 2, 3)
+    ]
+    augment = build_augment(
+        [
+            {"type": "HorizontalFlip", "args": {"p": 0.5}},
+            {
+                "type": "CoarseDropout",
+                "args": {
+                    "num_holes_range": [1, 1],
+                    "hole_height_range": [16, 16],
+                    "hole_width_range": [16, 16],
+                    "fill": "mean",
+                    "p": 1.0,
+                },
+            },
+        ],
+        [120.0, 110.0, 100.0],
+    )
     before = plt.get_fignums()
-    paths = write_report(tmp_path, config={"name": "t"}, spec_text="spec", history=history, classes=CLASSES,
-                         valid_images=images, targets=targets, probs=probs, augment=augment, train_images=images)
+    paths = write_report(
+        tmp_path,
+        config={"name": "t"},
+        spec_text="spec",
+        history=history,
+        classes=CLASSES,
+        valid_images=images,
+        targets=targets,
+        probs=probs,
+        augment=augment,
+        train_images=images,
+    )
     assert plt.get_fignums() == before
     for name in ("curves", "confusion_matrix", "misclassified", "augmentations"):
         png_ok(paths[name])

@@ -1,4 +1,5 @@
 """tune.py (Optuna search) and lr_find.py on tiny generated data."""
+
 import csv
 import json
 import os
@@ -10,8 +11,8 @@ import time
 import numpy as np
 import optuna
 import pytest
-from conftest import REPO, assert_one_line_error, png_ok, run_cli, tiny_config
 
+from conftest import REPO, assert_one_line_error, png_ok, run_cli, tiny_config
 from parse_config import ConfigParser, load_json
 from trainer.lr_finder import suggest_lr
 from tuning.space import apply_values, load_space
@@ -36,8 +37,20 @@ def write_json(path, value):
 def tune_args(tmp_path, data_dir, space, *extra, trials=2, epochs=2):
     config = tiny_config(tmp_path, data_dir)
     space_file = write_json(tmp_path / "space.json", space)
-    return ["tune.py", "-c", config, "--space", space_file, "--trials", trials, "--epochs", epochs,
-            "--validation_split", 10, *extra]
+    return [
+        "tune.py",
+        "-c",
+        config,
+        "--space",
+        space_file,
+        "--trials",
+        trials,
+        "--epochs",
+        epochs,
+        "--validation_split",
+        10,
+        *extra,
+    ]
 
 
 def load(tmp_path, study="Cifar10_DilatedNet-search"):
@@ -45,17 +58,29 @@ def load(tmp_path, study="Cifar10_DilatedNet-search"):
     return optuna.load_study(study_name=study, storage=url)
 
 
-@pytest.mark.parametrize("params, fragment", [
-    ({"optimizer.args.lrr": {"type": "float", "low": 0.1, "high": 0.2}}, "optimizer.args.lrr: unknown argument of SGD"),
-    ({"trainer.epoch": {"type": "int", "low": 1, "high": 3}}, "trainer.epoch: no such key"),
-    ({"data_loader.args.augmentations.Cutout.p": {"type": "float", "low": 0.1, "high": 0.2}}, "no entry of type 'Cutout'"),
-    ({"optimizer.args.lr": {"type": "gauss", "low": 0.1, "high": 0.2}}, 'expected {"type": "float"'),
-    ({"optimizer.args.lr": {"type": "float", "low": 0.3, "high": 0.2}}, "low <= high"),
-    ({"optimizer.args.lr": {"type": "float", "low": 0.1, "high": 0.2, "lg": True}}, "unknown key 'lg'"),
-    ({"data_loader.args.augmentations.CoarseDropout.p": {"type": "float", "low": 0.5, "high": 1.5}}, "less than or equal to 1"),
-    ({"arch.args.widths": {"type": "categorical", "choices": [[64, 64]]}}, "need 4 entries"),
-    ({"trainer.amp": {"type": "categorical", "choices": ["off", "fp8"]}}, 'with the value "fp8"'),
-])
+@pytest.mark.parametrize(
+    "params, fragment",
+    [
+        (
+            {"optimizer.args.lrr": {"type": "float", "low": 0.1, "high": 0.2}},
+            "optimizer.args.lrr: unknown argument of SGD",
+        ),
+        ({"trainer.epoch": {"type": "int", "low": 1, "high": 3}}, "trainer.epoch: no such key"),
+        (
+            {"data_loader.args.augmentations.Cutout.p": {"type": "float", "low": 0.1, "high": 0.2}},
+            "no entry of type 'Cutout'",
+        ),
+        ({"optimizer.args.lr": {"type": "gauss", "low": 0.1, "high": 0.2}}, 'expected {"type": "float"'),
+        ({"optimizer.args.lr": {"type": "float", "low": 0.3, "high": 0.2}}, "low <= high"),
+        ({"optimizer.args.lr": {"type": "float", "low": 0.1, "high": 0.2, "lg": True}}, "unknown key 'lg'"),
+        (
+            {"data_loader.args.augmentations.CoarseDropout.p": {"type": "float", "low": 0.5, "high": 1.5}},
+            "less than or equal to 1",
+        ),
+        ({"arch.args.widths": {"type": "categorical", "choices": [[64, 64]]}}, "need 4 entries"),
+        ({"trainer.amp": {"type": "categorical", "choices": ["off", "fp8"]}}, 'with the value "fp8"'),
+    ],
+)
 def test_space_errors_name_file_and_key(tmp_path, params, fragment):
     path = write_json(tmp_path / "space.json", {"params": params})
     with pytest.raises(ConfigError) as err:
@@ -72,13 +97,23 @@ def test_space_top_level_keys_are_checked(tmp_path):
     with pytest.raises(ConfigError, match="pruner.type: 'Median' is not found in optuna.pruners"):
         load_space(write_json(tmp_path / "b.json", {"params": SPACE["params"], "pruner": {"type": "Median"}}), base)
     with pytest.raises(ConfigError, match="pruner.args.n_startup: unknown argument of MedianPruner"):
-        load_space(write_json(tmp_path / "c.json", {**SPACE, "pruner": {"type": "MedianPruner", "args": {"n_startup": 1}}}), base)
+        load_space(
+            write_json(tmp_path / "c.json", {**SPACE, "pruner": {"type": "MedianPruner", "args": {"n_startup": 1}}}),
+            base,
+        )
 
 
 def test_values_land_at_their_key_paths():
     base = load_json(REPO / "config.json")
-    config = apply_values(base, {"optimizer.args.lr": 0.2, "data_loader.args.augmentations.CoarseDropout.p": 0.4,
-                                 "arch.args.widths": [48, 64, 144, 160], "optimizer.args.dampening": 0.0})
+    config = apply_values(
+        base,
+        {
+            "optimizer.args.lr": 0.2,
+            "data_loader.args.augmentations.CoarseDropout.p": 0.4,
+            "arch.args.widths": [48, 64, 144, 160],
+            "optimizer.args.dampening": 0.0,
+        },
+    )
     parsed = ConfigParser(config)
     assert parsed["optimizer"]["args"]["lr"] == 0.2 and parsed["optimizer"]["args"]["dampening"] == 0.0
     assert parsed["data_loader"]["args"]["augmentations"][2]["args"]["p"] == 0.4
@@ -115,7 +150,9 @@ def test_constraint_breakers_are_rejected_before_any_training(tmp_path):
     proc = run_cli(*tune_args(tmp_path, missing, space, trials=1))
     assert_one_line_error(proc, "--space: 10 sampled networks broke the constraints")
     trials = load(tmp_path).trials
-    assert len(trials) == 10 and all(t.state.name == "PRUNED" and "max_params" in t.user_attrs["rejected"] for t in trials)
+    assert len(trials) == 10 and all(
+        t.state.name == "PRUNED" and "max_params" in t.user_attrs["rejected"] for t in trials
+    )
     assert not (tmp_path / "saved" / "Cifar10_DilatedNet-search" / "trials").exists() and not missing.exists()
 
 
@@ -128,7 +165,9 @@ def test_bad_storage_url_is_one_line(tmp_path, tiny_folder):
 
 def test_two_workers_share_one_sqlite_study(tmp_path, tiny_folder):
     args = [sys.executable, *map(str, tune_args(tmp_path, tiny_folder, SPACE, trials=3))]
-    workers = [subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    workers = [
+        subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)
+    ]
     outputs = [w.communicate(timeout=300) for w in workers]
     assert all(w.returncode == 0 for w in workers), [o[1][-2000:] for o in outputs]
     trials = load(tmp_path).trials
@@ -143,7 +182,9 @@ def test_two_workers_share_one_sqlite_study(tmp_path, tiny_folder):
 
 def test_killed_worker_leaves_a_readable_study_and_the_trial_is_retried(tmp_path, tiny_folder):
     args = [sys.executable, *map(str, tune_args(tmp_path, tiny_folder, SPACE, "--heartbeat", 1, trials=1, epochs=40))]
-    worker = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    worker = subprocess.Popen(
+        args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.time() + 120
     try:
         while time.time() < deadline:  # mid-trial: its run folder has a checkpoint

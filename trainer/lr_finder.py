@@ -1,6 +1,7 @@
 """Learning-rate range test (Smith, "Cyclical Learning Rates", 2017; the fastai / torch-lr-finder
 recipe): train from scratch for a few batches while the learning rate grows exponentially, and see
 where the loss falls fastest and where it blows up."""
+
 import contextlib
 import itertools
 import math
@@ -10,8 +11,21 @@ import numpy as np
 from trainer.trainer import to_device
 
 
-def lr_range_test(model, criterion, optimizer, loader, device, *, start_lr=1e-5, end_lr=10.0, num_steps=100,
-                  smoothing=0.05, diverge=4.0, autocast=contextlib.nullcontext, channels_last=False):
+def lr_range_test(
+    model,
+    criterion,
+    optimizer,
+    loader,
+    device,
+    *,
+    start_lr=1e-5,
+    end_lr=10.0,
+    num_steps=100,
+    smoothing=0.05,
+    diverge=4.0,
+    autocast=contextlib.nullcontext,
+    channels_last=False,
+):
     """One batch per learning rate, from start_lr to end_lr geometrically (num_steps values, the loader
     cycled if needed). Returns (lrs, smoothed losses); stops early once the smoothed loss exceeds
     `diverge` times its minimum or is not finite."""
@@ -47,11 +61,11 @@ def suggest_lr(lrs, losses, skip_start=5, skip_end=3):
     preferred 0.3 (README, "Tuning"); a tenth would be far too low. `steepest` is the cautious choice."""
     if len(lrs) < skip_start + skip_end + 3:
         raise ValueError(f"only {len(lrs)} steps recorded; run more steps (--steps) or start lower (--start_lr)")
-    lr = np.array(lrs[skip_start:len(lrs) - skip_end])
-    loss = np.array(losses[skip_start:len(losses) - skip_end])
+    lr = np.array(lrs[skip_start : len(lrs) - skip_end])
+    loss = np.array(losses[skip_start : len(losses) - skip_end])
     minimum = int(np.nanargmin(loss))
     slope = np.gradient(loss, np.log(lr))
-    steepest = int(np.nanargmin(slope[:max(1, minimum)]))
+    steepest = int(np.nanargmin(slope[: max(1, minimum)]))
     return {"steepest": float(lr[steepest]), "minimum": float(lr[minimum]), "peak": float(lr[minimum])}
 
 
@@ -69,7 +83,9 @@ def plot_lr_range(lrs, losses, suggestion, path):
     low, high = min(losses), max(losses[: max(1, len(losses) // 2)])
     ax.set_ylim(low - 0.05 * (high - low), high + 0.3 * (high - low))
     for key, style in (("steepest", ":"), ("minimum", "--")):
-        label = f"{key} {suggestion[key]:.3g}" + (" (suggested OneCycle peak)" if suggestion[key] == suggestion["peak"] else "")
+        label = f"{key} {suggestion[key]:.3g}" + (
+            " (suggested OneCycle peak)" if suggestion[key] == suggestion["peak"] else ""
+        )
         ax.axvline(suggestion[key], color="tab:red", ls=style, label=label)
     ax.legend()
     ax.grid(alpha=0.3)

@@ -60,8 +60,20 @@ def to_device(images, target, device, channels_last):
     return images, target.to(device, non_blocking=True)
 
 
-def train_one_epoch(model, criterion, metric_ftns, optimizer, loader, device, *, batch_scheduler=None,
-                    scaler=None, autocast=contextlib.nullcontext, channels_last=False, desc="train"):
+def train_one_epoch(
+    model,
+    criterion,
+    metric_ftns,
+    optimizer,
+    loader,
+    device,
+    *,
+    batch_scheduler=None,
+    scaler=None,
+    autocast=contextlib.nullcontext,
+    channels_last=False,
+    desc="train",
+):
     """One pass over `loader`; returns exact per-image means of the loss and each metric, and the
     learning rate of the last batch."""
     model.train()
@@ -92,8 +104,19 @@ def train_one_epoch(model, criterion, metric_ftns, optimizer, loader, device, *,
 
 
 @torch.no_grad()
-def evaluate(model, criterion, metric_ftns, loader, device, *, autocast=contextlib.nullcontext,
-             channels_last=False, return_outputs=False, flip_tta=False, desc="eval"):
+def evaluate(
+    model,
+    criterion,
+    metric_ftns,
+    loader,
+    device,
+    *,
+    autocast=contextlib.nullcontext,
+    channels_last=False,
+    return_outputs=False,
+    flip_tta=False,
+    desc="eval",
+):
     """Exact per-image means of the loss and each metric over `loader`. With return_outputs, also
     the softmax probabilities (N, C) and the targets (N,), in the loader's order. flip_tta: the
     output is the mean of the logits of each image and of its mirror image (test-time
@@ -137,8 +160,19 @@ def _gather_in_order(probs, targets):
 class Trainer(BaseTrainer):
     """Trains a classifier on `data_loader`, validating on `valid_data_loader` every epoch."""
 
-    def __init__(self, model, criterion, metric_ftns, optimizer, config, device, data_loader,
-                 valid_data_loader=None, lr_scheduler=None, epoch_callbacks=()):
+    def __init__(
+        self,
+        model,
+        criterion,
+        metric_ftns,
+        optimizer,
+        config,
+        device,
+        data_loader,
+        valid_data_loader=None,
+        lr_scheduler=None,
+        epoch_callbacks=(),
+    ):
         super().__init__(model, criterion, metric_ftns, optimizer, config, epoch_callbacks)
         cfg = config["trainer"]
         self.device = device
@@ -159,19 +193,33 @@ class Trainer(BaseTrainer):
         self.train_model = self.model
         if distributed.is_distributed():
             self.train_model = torch.nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[device.index] if device.type == "cuda" else None)
-            self.logger.info(f"DistributedDataParallel over {distributed.world_size()} processes "
-                             f"({torch.distributed.get_backend()}); global batch {data_loader.batch_sampler.batch_size}, "
-                             f"{data_loader.batch_sampler.batch_size // distributed.world_size()} per process")
+                self.model, device_ids=[device.index] if device.type == "cuda" else None
+            )
+            self.logger.info(
+                f"DistributedDataParallel over {distributed.world_size()} processes "
+                f"({torch.distributed.get_backend()}); global batch {data_loader.batch_sampler.batch_size}, "
+                f"{data_loader.batch_sampler.batch_size // distributed.world_size()} per process"
+            )
 
     def train(self):
         history = super().train()
         self._check_replicas()
         if self.valid_data_loader is not None and history:
-            tta = evaluate(self.model, self.criterion, self.metric_ftns, self.valid_data_loader, self.device,
-                           autocast=self.autocast, channels_last=self.channels_last, flip_tta=True, desc="flip TTA")
-            self.logger.info("Flip test-time augmentation (its own figure; the epoch log above is the plain one):\n"
-                             + format_log({f"val_{k}_flip_tta": v for k, v in tta.items()}))
+            tta = evaluate(
+                self.model,
+                self.criterion,
+                self.metric_ftns,
+                self.valid_data_loader,
+                self.device,
+                autocast=self.autocast,
+                channels_last=self.channels_last,
+                flip_tta=True,
+                desc="flip TTA",
+            )
+            self.logger.info(
+                "Flip test-time augmentation (its own figure; the epoch log above is the plain one):\n"
+                + format_log({f"val_{k}_flip_tta": v for k, v in tta.items()})
+            )
         return history
 
     def _check_replicas(self):
@@ -185,16 +233,32 @@ class Trainer(BaseTrainer):
 
     def _train_epoch(self, epoch):
         log = train_one_epoch(
-            self.train_model, self.criterion, self.metric_ftns, self.optimizer, self.data_loader, self.device,
-            batch_scheduler=self.lr_scheduler if self.per_batch else None, scaler=self.scaler,
-            autocast=self.autocast, channels_last=self.channels_last, desc=f"epoch {epoch}/{self.epochs}",
+            self.train_model,
+            self.criterion,
+            self.metric_ftns,
+            self.optimizer,
+            self.data_loader,
+            self.device,
+            batch_scheduler=self.lr_scheduler if self.per_batch else None,
+            scaler=self.scaler,
+            autocast=self.autocast,
+            channels_last=self.channels_last,
+            desc=f"epoch {epoch}/{self.epochs}",
         )
         lr = log.pop("lr")
         distributed.average_buffers(self.model)  # DDP: one set of BatchNorm statistics for all ranks
         if self.valid_data_loader is not None:
             val, *self.last_val_outputs = evaluate(
-                self.model, self.criterion, self.metric_ftns, self.valid_data_loader, self.device,
-                autocast=self.autocast, channels_last=self.channels_last, return_outputs=True, desc="validation")
+                self.model,
+                self.criterion,
+                self.metric_ftns,
+                self.valid_data_loader,
+                self.device,
+                autocast=self.autocast,
+                channels_last=self.channels_last,
+                return_outputs=True,
+                desc="validation",
+            )
             log.update({f"val_{k}": v for k, v in val.items()})
         log["lr"] = lr
         if self.lr_scheduler is not None and not self.per_batch:
@@ -217,24 +281,36 @@ class Trainer(BaseTrainer):
         saved = ckpt["config"]
         was, now = ckpt.get("world_size", 1), distributed.world_size()
         if was != now:
-            how = "python train.py" if was == 1 else f"torchrun --nproc_per_node={was} train.py (or as many processes over several machines)"
-            raise CheckpointError(f"{self.config.resume}: trained with {was} process(es), this run has {now}; the data order "
-                                  f"and the batch split depend on it: resume with {how}")
+            how = (
+                "python train.py"
+                if was == 1
+                else f"torchrun --nproc_per_node={was} train.py (or as many processes over several machines)"
+            )
+            raise CheckpointError(
+                f"{self.config.resume}: trained with {was} process(es), this run has {now}; the data order "
+                f"and the batch split depend on it: resume with {how}"
+            )
         if isinstance(self.lr_scheduler, torch.optim.lr_scheduler.OneCycleLR) and ckpt.get("lr_scheduler"):
             was, now = ckpt["lr_scheduler"].get("total_steps"), self.lr_scheduler.total_steps
             if was != now:
-                raise ConfigError(f"trainer.epochs: the checkpoint's OneCycleLR schedule has {was} steps, this run's {now} "
-                                  f"({self.epochs} epochs x {len(self.data_loader)} batches); resume with the same epochs, "
-                                  "batch size and data")
+                raise ConfigError(
+                    f"trainer.epochs: the checkpoint's OneCycleLR schedule has {was} steps, this run's {now} "
+                    f"({self.epochs} epochs x {len(self.data_loader)} batches); resume with the same epochs, "
+                    "batch size and data"
+                )
         if self.lr_scheduler is not None and ckpt.get("lr_scheduler") is not None:
             if (saved.get("lr_scheduler") or {}).get("type") == self.config["lr_scheduler"]["type"]:
                 self.lr_scheduler.load_state_dict(ckpt["lr_scheduler"])
         if self.scaler is not None and ckpt.get("scaler") is not None:
             self.scaler.load_state_dict(ckpt["scaler"])
         if ckpt.get("data_stats") and ckpt["data_stats"] != self.data_loader.stats:
-            self.logger.warning("the data's mean/std differ from the checkpoint's: was the data or the validation split changed?")
+            self.logger.warning(
+                "the data's mean/std differ from the checkpoint's: was the data or the validation split changed?"
+            )
         if ckpt.get("classes") and list(ckpt["classes"]) != list(self.data_loader.classes):
-            raise CheckpointError(f"{self.config.resume}: trained on classes {ckpt['classes']}, the data holds {self.data_loader.classes}")
+            raise CheckpointError(
+                f"{self.config.resume}: trained on classes {ckpt['classes']}, the data holds {self.data_loader.classes}"
+            )
 
 
 def build_lr_scheduler(config, optimizer, steps_per_epoch):
@@ -250,8 +326,10 @@ def build_lr_scheduler(config, optimizer, steps_per_epoch):
         total = extra["epochs"] * steps_per_epoch
         warmup_end = entry["args"].get("pct_start", 0.3) * total - 1  # as OneCycleLR computes it
         if not 0 < warmup_end < total - 1:
-            raise ConfigError(f"lr_scheduler.args.pct_start: a OneCycleLR warm-up of {entry['args'].get('pct_start', 0.3)} x "
-                              f"{total} steps ({extra['epochs']} epochs x {steps_per_epoch} batches) leaves no room for "
-                              "both phases; train for more steps or change pct_start")
+            raise ConfigError(
+                f"lr_scheduler.args.pct_start: a OneCycleLR warm-up of {entry['args'].get('pct_start', 0.3)} x "
+                f"{total} steps ({extra['epochs']} epochs x {steps_per_epoch} batches) leaves no room for "
+                "both phases; train for more steps or change pct_start"
+            )
         return config.init_obj("lr_scheduler", optimizer, **extra)
     return config.init_obj("lr_scheduler", optimizer)

@@ -1,4 +1,5 @@
 """What a study leaves in its folder: trials.csv, best_config.json and three PNG plots."""
+
 import csv
 import io
 import json
@@ -35,17 +36,22 @@ def trial_rows(study, space):
         if not note and t.state == TrialState.PRUNED and t.intermediate_values:
             note = f"pruned after epoch {max(t.intermediate_values)}"
         decoded = space.decode_params({p: v for p, v in t.params.items() if p in space.params})
-        rows.append({
-            "number": t.number,
-            "state": t.state.name,
-            OBJECTIVE: "" if t.value is None else f"{t.value:.2f}",
-            "last_reported": "" if last is None else f"{last:.2f}",
-            "epochs_run": len(t.intermediate_values),
-            "duration_s": "" if t.duration is None else f"{t.duration.total_seconds():.1f}",
-            **{p: json.dumps(decoded[p]) if isinstance(decoded.get(p), list) else decoded.get(p, "") for p in params},
-            "note": note or "",
-            "run_dir": t.user_attrs.get("run_dir", ""),
-        })
+        rows.append(
+            {
+                "number": t.number,
+                "state": t.state.name,
+                OBJECTIVE: "" if t.value is None else f"{t.value:.2f}",
+                "last_reported": "" if last is None else f"{last:.2f}",
+                "epochs_run": len(t.intermediate_values),
+                "duration_s": "" if t.duration is None else f"{t.duration.total_seconds():.1f}",
+                **{
+                    p: json.dumps(decoded[p]) if isinstance(decoded.get(p), list) else decoded.get(p, "")
+                    for p in params
+                },
+                "note": note or "",
+                "run_dir": t.user_attrs.get("run_dir", ""),
+            }
+        )
     return rows
 
 
@@ -80,8 +86,13 @@ def plot_accuracy_per_param(study, space):
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
     for ax, name in zip(axes.flat, names):
         dist = space.params[name]
-        for state, style in ((TrialState.COMPLETE, dict(c="tab:blue")), (TrialState.PRUNED, dict(facecolors="none", edgecolors="tab:gray"))):
-            trials = [t for t in study.get_trials(deepcopy=False, states=(state,)) if name in t.params and t.value is not None]
+        for state, style in (
+            (TrialState.COMPLETE, dict(c="tab:blue")),
+            (TrialState.PRUNED, dict(facecolors="none", edgecolors="tab:gray")),
+        ):
+            trials = [
+                t for t in study.get_trials(deepcopy=False, states=(state,)) if name in t.params and t.value is not None
+            ]
             xs = [t.params[name] for t in trials]
             if isinstance(dist, optuna.distributions.CategoricalDistribution):
                 xs = [dist.choices.index(x) for x in xs]
@@ -93,7 +104,7 @@ def plot_accuracy_per_param(study, space):
         ax.set_xlabel(name, fontsize=8)
         ax.set_ylabel(OBJECTIVE)
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(names):]:
+    for ax in list(axes.flat)[len(names) :]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)
     return axes
@@ -107,9 +118,11 @@ def write_plots(study, space, out_dir):
     import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as ovm
 
-    plots = {"history.png": lambda: ovm.plot_optimization_history(study, target_name=OBJECTIVE),
-             "importances.png": lambda: ovm.plot_param_importances(study, target_name=OBJECTIVE),
-             "slice.png": lambda: plot_accuracy_per_param(study, space)}
+    plots = {
+        "history.png": lambda: ovm.plot_optimization_history(study, target_name=OBJECTIVE),
+        "importances.png": lambda: ovm.plot_param_importances(study, target_name=OBJECTIVE),
+        "slice.png": lambda: plot_accuracy_per_param(study, space),
+    }
     written = []
     for name, plot in plots.items():
         try:
@@ -150,7 +163,9 @@ def format_table(rows, space):
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     for row in rows:
         cells = [str(row.get(k, "")) for k in keys]
-        cells = [f"{float(c):.4g}" if k in space.params and _is_float(c) and "." in c else c for k, c in zip(keys, cells)]
+        cells = [
+            f"{float(c):.4g}" if k in space.params and _is_float(c) and "." in c else c for k, c in zip(keys, cells)
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

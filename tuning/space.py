@@ -15,6 +15,7 @@ A key path walks the config's objects by key; in a list of `{"type": ..., "args"
 every value a distribution can give is checked against config.json's schema when the space is
 loaded, so a typo is a one-line error before any trial runs.
 """
+
 import copy
 import json
 from dataclasses import dataclass, field
@@ -67,13 +68,15 @@ def set_key_path(config, path, value):
     parts = path.split(".")
     node, in_args = config, False
     for i, part in enumerate(parts):
-        where = ".".join(parts[:i + 1])
+        where = ".".join(parts[: i + 1])
         if isinstance(node, list):
             matches = [e for e in node if isinstance(e, dict) and e.get("type") == part]
             if len(matches) != 1:
                 names = ", ".join(str(e.get("type")) for e in node if isinstance(e, dict))
-                raise ConfigError(f"{where}: {'no' if not matches else 'more than one'} entry of type {part!r} "
-                                  f"in this list (entries: {names})")
+                raise ConfigError(
+                    f"{where}: {'no' if not matches else 'more than one'} entry of type {part!r} "
+                    f"in this list (entries: {names})"
+                )
             if i == len(parts) - 1:
                 raise ConfigError(f"{where}: names a whole list entry; add the argument to set, e.g. {where}.p")
             node, in_args = matches[0].setdefault("args", {}), True
@@ -100,15 +103,19 @@ def apply_values(base_config, values):
 
 def _distribution(path, spec):
     if not isinstance(spec, dict) or spec.get("type") not in DISTRIBUTION_KEYS:
-        raise ConfigError(f'params.{path}: expected {{"type": "float" | "int" | "categorical", ...}}, got {json.dumps(spec)}')
+        raise ConfigError(
+            f'params.{path}: expected {{"type": "float" | "int" | "categorical", ...}}, got {json.dumps(spec)}'
+        )
     required, optional = DISTRIBUTION_KEYS[spec["type"]]
     args = {k: v for k, v in spec.items() if k != "type"}
     unknown = sorted(set(args) - required - optional)
     missing = sorted(required - set(args))
     if unknown or missing:
         what = f"unknown key {unknown[0]!r}" if unknown else f"missing key {missing[0]!r}"
-        raise ConfigError(f"params.{path}: {what} for a {spec['type']} distribution "
-                          f"(expected {', '.join(sorted(required | optional))})")
+        raise ConfigError(
+            f"params.{path}: {what} for a {spec['type']} distribution "
+            f"(expected {', '.join(sorted(required | optional))})"
+        )
     try:
         if spec["type"] == "float":
             check_call_args(optuna.distributions.FloatDistribution, args, f"params.{path}")
@@ -152,7 +159,10 @@ def check_config(config, key):
 def _object_entry(space, key, module):
     entry = space.get(key, {"type": {"sampler": "TPESampler", "pruner": "MedianPruner"}[key], "args": {}})
     if not isinstance(entry, dict) or set(entry) - {"type", "args"} or not isinstance(entry.get("type"), str):
-        raise ConfigError(f'{key}: expected {{"type": <optuna.{module.__name__.split(".")[-1]} class>, "args": {{...}}}}, got {json.dumps(entry)}')
+        raise ConfigError(
+            f'{key}: expected {{"type": <optuna.{module.__name__.split(".")[-1]} class>, "args": {{...}}}}, '
+            f"got {json.dumps(entry)}"
+        )
     cls = getattr(module, entry["type"], None)
     if not isinstance(cls, type) or entry["type"].startswith("_"):
         raise ConfigError(f"{key}.type: {entry['type']!r} is not found in {module.__name__}")
@@ -169,14 +179,18 @@ def load_space(path, base_config):
     try:
         space = load_json(path)
         if not isinstance(space, dict):
-            raise ConfigError(f"expected an object with params (and optionally sampler, pruner), got {json.dumps(space)[:60]}")
+            raise ConfigError(
+                f"expected an object with params (and optionally sampler, pruner), got {json.dumps(space)[:60]}"
+            )
         unknown = sorted(set(space) - {"params", "sampler", "pruner"})
         if unknown:
             raise ConfigError(f"{unknown[0]}: unknown key (expected params, sampler, pruner)")
         params = space.get("params")
         if not isinstance(params, dict) or not params:
             raise ConfigError("params: expected an object mapping config key paths to distributions")
-        result = SearchSpace({}, _object_entry(space, "sampler", optuna.samplers), _object_entry(space, "pruner", optuna.pruners))
+        result = SearchSpace(
+            {}, _object_entry(space, "sampler", optuna.samplers), _object_entry(space, "pruner", optuna.pruners)
+        )
         for key, spec in params.items():
             dist, decode = _distribution(key, spec)
             for value in _extremes(dist, decode):

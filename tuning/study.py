@@ -5,6 +5,7 @@ train.py) in its own run folder `<study dir>/trials/<name>/trialNNNN/`. Its obje
 final-epoch plain validation accuracy; every epoch's accuracy is reported to the pruner. A sampled
 network that breaks the `constraints` section is rejected before any data is loaded.
 """
+
 import logging
 import random
 import re
@@ -34,13 +35,17 @@ def open_storage(url, heartbeat, attempts=5):
     failed after 2 heartbeats without news and then retried once by another worker."""
     engine_kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {}
     if url.startswith("sqlite:///"):
-        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     for attempt in range(attempts):
         try:
             return optuna.storages.RDBStorage(
-                url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat, grace_period=2 * heartbeat,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=heartbeat,
+                grace_period=2 * heartbeat,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
+            )
         except Exception as e:  # sqlalchemy/driver errors differ by backend; all mean "cannot open this URL"
             # two workers creating one new database at once: one of them loses the race to create
             # the tables (IntegrityError / "table already exists"); a moment later they are there
@@ -48,14 +53,22 @@ def open_storage(url, heartbeat, attempts=5):
                 time.sleep(0.5 + random.random())
                 continue
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ConfigError(f"--storage {url}: cannot open the study storage ({type(e).__name__}: {reason[:160]})") from None
+            raise ConfigError(
+                f"--storage {url}: cannot open the study storage ({type(e).__name__}: {reason[:160]})"
+            ) from None
 
 
 def open_study(name, storage, space, attempts=5):
     for attempt in range(attempts):
         try:
-            return optuna.create_study(study_name=name, storage=storage, load_if_exists=True, direction="maximize",
-                                       sampler=space.build_sampler(), pruner=space.build_pruner())
+            return optuna.create_study(
+                study_name=name,
+                storage=storage,
+                load_if_exists=True,
+                direction="maximize",
+                sampler=space.build_sampler(),
+                pruner=space.build_pruner(),
+            )
         except optuna.exceptions.DuplicatedStudyError:  # another worker created it this instant: load it
             if attempt + 1 == attempts:
                 raise
@@ -67,14 +80,17 @@ def open_study(name, storage, space, attempts=5):
 def pruning_callback(trial, epochs):
     """A Trainer epoch callback: report the epoch's validation accuracy and stop a poor trial (never
     after its last epoch, when it is as good as finished)."""
+
     def callback(epoch, epoch_log):
         if OBJECTIVE not in epoch_log:
-            raise ConfigError(f"metrics: tuning needs {OBJECTIVE!r} in the epoch log; add \"accuracy\" to metrics")
+            raise ConfigError(f'metrics: tuning needs {OBJECTIVE!r} in the epoch log; add "accuracy" to metrics')
         trial.report(epoch_log[OBJECTIVE], epoch)
         if epoch < epochs and trial.should_prune():
-            logging.getLogger("trainer").info(f"Trial {trial.number} pruned after epoch {epoch} "
-                                              f"({OBJECTIVE} {epoch_log[OBJECTIVE]:.2f})")
+            logging.getLogger("trainer").info(
+                f"Trial {trial.number} pruned after epoch {epoch} ({OBJECTIVE} {epoch_log[OBJECTIVE]:.2f})"
+            )
             raise optuna.TrialPruned(f"pruned after epoch {epoch}")
+
     return callback
 
 
@@ -101,8 +117,11 @@ def make_objective(base_config, space, trials_dir, n_trials):
         parsed = ConfigParser(config, run_id=f"trial{trial.number:04d}")
         trial.set_user_attr("run_dir", str(parsed.run_dir))
         trial.set_user_attr("values", values)  # as written into the config (lists stay lists)
-        _, failed = describe(parsed.init_obj("arch"), parsed["constraints"],
-                             augmentations=parsed["data_loader"]["args"].get("augmentations"))
+        _, failed = describe(
+            parsed.init_obj("arch"),
+            parsed["constraints"],
+            augmentations=parsed["data_loader"]["args"].get("augmentations"),
+        )
         if failed and parsed["constraints"]["enforce"]:
             reason = "; ".join(re.sub(r"\s+", " ", line).strip() for line in format_checks(failed).splitlines())
             trial.set_user_attr("rejected", reason)
@@ -130,12 +149,16 @@ def run_worker(study, objective, n_trials):
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         while True:
             optuna.storages.fail_stale_trials(study)  # a dead worker's trial: failed, and queued again
-            waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))  # e.g. retries of dead workers' trials
+            waiting = study.get_trials(
+                deepcopy=False, states=(TrialState.WAITING,)
+            )  # e.g. retries of dead workers' trials
             if len(counted(study)) >= n_trials and not waiting:
                 break
             study.optimize(objective, n_trials=1, gc_after_trial=True, catch=(SurplusTrial,))
             done += 1
             rejected += "rejected" in study.trials[-1].user_attrs
             if rejected >= 10 * n_trials:
-                raise ConfigError(f"--space: {rejected} sampled networks broke the constraints; narrow the search space")
+                raise ConfigError(
+                    f"--space: {rejected} sampled networks broke the constraints; narrow the search space"
+                )
     return done

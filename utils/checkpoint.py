@@ -1,5 +1,6 @@
 """Checkpoints: written atomically (temp file in the same folder, then rename) and read back with
 `torch.load(weights_only=True)`, so a checkpoint holds only tensors and plain Python values."""
+
 import os
 import pickle
 import random
@@ -44,8 +45,10 @@ def load_checkpoint(path, map_location="cpu"):
     except pickle.UnpicklingError as e:
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
         if found:  # torch's advice (retry with weights_only=False) is the wrong advice for an untrusted file
-            raise CheckpointError(f"{path}: refused: it holds a Python object ({found.group(1)}), which a checkpoint of "
-                                  "this project never does, and loading it could run arbitrary code") from None
+            raise CheckpointError(
+                f"{path}: refused: it holds a Python object ({found.group(1)}), which a checkpoint of "
+                "this project never does, and loading it could run arbitrary code"
+            ) from None
         raise CheckpointError(f"{path}: not a readable checkpoint (not a torch.save file, or damaged)") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -60,7 +63,9 @@ def load_model_state(model, ckpt, path):
     readable line."""
     saved_arch = ckpt["config"].get("arch", {})
     if saved_arch.get("type") != type(model).__name__:
-        raise CheckpointError(f"{path}: saved from arch {saved_arch.get('type')!r}, but the config builds {type(model).__name__!r}")
+        raise CheckpointError(
+            f"{path}: saved from arch {saved_arch.get('type')!r}, but the config builds {type(model).__name__!r}"
+        )
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as e:

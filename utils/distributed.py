@@ -2,6 +2,7 @@
 
 A plain `python train.py` never initialises a process group: every helper here is then a no-op
 (rank 0 of a world of 1), so single-process code paths stay exactly as they were."""
+
 import os
 from datetime import timedelta
 
@@ -17,8 +18,10 @@ def launched_by_torchrun():
 
 def require_single_process(script):
     if launched_by_torchrun():
-        raise ConfigError(f"{script} runs in a single process: start it with  python {script} ..., not torchrun "
-                          "(only train.py trains under torchrun)")
+        raise ConfigError(
+            f"{script} runs in a single process: start it with  python {script} ..., not torchrun "
+            "(only train.py trains under torchrun)"
+        )
 
 
 def is_distributed():
@@ -47,8 +50,10 @@ def init_distributed(device_name, timeout_s):
     if device.type == "cuda":
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         if local_rank >= torch.cuda.device_count():
-            raise ConfigError(f"device: LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} GPU(s) here; "
-                              "start at most one process per GPU (--nproc_per_node)")
+            raise ConfigError(
+                f"device: LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} GPU(s) here; "
+                "start at most one process per GPU (--nproc_per_node)"
+            )
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
         backend = "nccl"

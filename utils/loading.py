@@ -1,4 +1,5 @@
 """Rebuild a trained model and its data from a checkpoint (test.py, report.py)."""
+
 from parse_config import ConfigParser, load_json, overrides_from_args
 from utils.checkpoint import load_checkpoint, load_model_state
 from utils.errors import CheckpointError, DataError
@@ -24,6 +25,8 @@ def load_trained(args, training):
     else:
         data_loader = config.init_obj("data_loader", training=False, shuffle=False, stats=ckpt.get("data_stats"))
     if ckpt.get("classes") and list(ckpt["classes"]) != list(data_loader.classes):
-        raise DataError(f"{config['data_loader']['args']['data_dir']}: holds classes {data_loader.classes}, "
-                        f"the checkpoint was trained on {ckpt['classes']}")
+        raise DataError(
+            f"{config['data_loader']['args']['data_dir']}: holds classes {data_loader.classes}, "
+            f"the checkpoint was trained on {ckpt['classes']}"
+        )
     return config, ckpt, model, data_loader

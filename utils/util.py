@@ -22,7 +22,12 @@ def resolve_device(name):
         raise ConfigError(f"device: {name!r} is not a device (expected auto, cpu, cuda or cuda:N)") from None
     if device.type not in ("cpu", "cuda"):
         raise ConfigError(f"device: {name!r} is not supported here (expected auto, cpu, cuda or cuda:N)")
-    if device.type == "cuda" and device.index is not None and torch.cuda.is_available() and device.index >= torch.cuda.device_count():
+    if (
+        device.type == "cuda"
+        and device.index is not None
+        and torch.cuda.is_available()
+        and device.index >= torch.cuda.device_count()
+    ):
         raise ConfigError(f"device: {name!r} asked for, but this machine has {torch.cuda.device_count()} GPU(s)")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device: {name!r} asked for, but CUDA is not available on this machine (use --device cpu)")
@@ -60,8 +65,11 @@ class MetricTracker:
         device = next((t.device for t in self._total.values() if torch.is_tensor(t)), torch.device("cpu"))
         if torch.distributed.get_backend() == "nccl":
             device = torch.device("cuda", torch.cuda.current_device())
-        packed = torch.tensor([float(self._total[k]) for k in self.keys] + [float(self._count[k]) for k in self.keys],
-                              dtype=torch.float64, device=device)
+        packed = torch.tensor(
+            [float(self._total[k]) for k in self.keys] + [float(self._count[k]) for k in self.keys],
+            dtype=torch.float64,
+            device=device,
+        )
         distributed.all_reduce_sum(packed)
         n = len(self.keys)
         self._total = {k: float(packed[i]) for i, k in enumerate(self.keys)}

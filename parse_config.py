@@ -21,7 +21,7 @@ import typing
 from datetime import datetime
 from pathlib import Path
 
-from utils.errors import ConfigError
+from utils.errors import CheckpointError, ConfigError
 
 REQUIRED = object()  # marks a key without a default
 OBJECT = "object"  # marks a {"type": name, "args": {...}} section
@@ -366,6 +366,8 @@ class ConfigParser:
             from utils.checkpoint import load_checkpoint
 
             config = load_checkpoint(args.resume)["config"]
+            if not isinstance(config, dict):
+                raise CheckpointError(f"{args.resume}: its 'config' is not an object ({type(config).__name__})")
         else:
             raise ConfigError("no config: give -c config.json, or --resume a checkpoint")
         return cls(config, getattr(args, "resume", None), overrides_from_args(args))

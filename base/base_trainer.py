@@ -146,14 +146,41 @@ class BaseTrainer(ABC):
                 f"{path}: cannot save the checkpoint ({e.strerror or e}); the previous one is left as it was"
             ) from None
 
+    def _check_resumable(self, ckpt, path):
+        """Everything a resume needs, checked before anything is loaded: one line per problem."""
+        if "optimizer" not in ckpt or "rng" not in ckpt:
+            raise CheckpointError(
+                f"{path}: a weights-only checkpoint (no optimizer or RNG state) cannot be resumed; "
+                "evaluate it with test.py, or resume from the run's last.pth"
+            )
+        expected = {"epoch": int, "optimizer": dict, "rng": dict, "monitor_best": (int, float), "config": dict}
+        for key, kind in expected.items():
+            if key not in ckpt or not isinstance(ckpt[key], kind) or isinstance(ckpt[key], bool):
+                kind_found = type(ckpt.get(key)).__name__
+                raise CheckpointError(f"{path}: its {key!r} is missing or of the wrong type ({kind_found})")
+        saved = ckpt["config"]
+        for section in ("optimizer", "lr_scheduler"):
+            was = (saved.get(section) or {}).get("type")
+            now = (self.config[section] or {}).get("type")
+            if was != now:
+                raise CheckpointError(
+                    f"{path}: trained with {section} {was}, the config says {now}; a resumed run "
+                    "continues its own optimizer and schedule: start a new run to change them"
+                )
+        was_lr = (saved.get("optimizer") or {}).get("args", {}).get("lr")
+        now_lr = self.config["optimizer"]["args"].get("lr")
+        if was_lr != now_lr:
+            raise ConfigError(
+                f"optimizer.args.lr (--lr): {now_lr} differs from the checkpoint's {was_lr}; a resumed "
+                "run continues its schedule as saved: start a new run to change the learning rate"
+            )
+
     def resume(self, path):
         """Continue from a checkpoint: weights, optimizer, scheduler, scaler, RNG, history."""
         ckpt = load_checkpoint(path)
+        self._check_resumable(ckpt, path)
         load_model_state(self.model, ckpt, path)
-        if ckpt["config"]["optimizer"]["type"] != self.config["optimizer"]["type"]:
-            self.logger.warning("optimizer type differs from the checkpoint's: its state is not resumed")
-        else:
-            self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
         self._load_extra_state(ckpt)
         self.start_epoch = ckpt["epoch"] + 1
         self.mnt_best = ckpt["monitor_best"]

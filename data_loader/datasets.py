@@ -11,7 +11,7 @@ import lzma
 import tarfile
 import zlib
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -97,15 +97,26 @@ def _split_parts(parts):
 
 @functools.lru_cache(maxsize=2)
 def _read_tar(path, mtime_ns, size):  # mtime and size key the cache
-    entries = []
+    entries, seen, roots = [], {}, set()
     try:
         with tarfile.open(path) as tar:
             for member in tar:
                 if not member.isfile():
                     continue
-                key = _split_parts(Path(member.name).parts)
+                parts = PurePosixPath(member.name).parts
+                key = _split_parts(parts)
                 if key is None:
                     continue
+                if member.name.startswith("/") or ".." in parts:
+                    raise DataError(f"{path}: member {member.name!r} points outside the archive's folder; refused")
+                if key in seen:
+                    twice = f"{'/'.join(key)} twice ({seen[key]} and {member.name})"
+                    raise DataError(f"{path}: holds {twice}; keep one copy")
+                seen[key] = member.name
+                roots.add(parts[:-3])
+                if len(roots) > 1:
+                    shown = " and ".join(sorted("/".join(r) + "/" if r else "(top level)" for r in roots))
+                    raise DataError(f"{path}: images under two roots ({shown}); expected one train/ and test/ layout")
                 data = tar.extractfile(member).read()
                 entries.append((*key, _decode(data, f"{path}:{member.name}")))
     except (tarfile.TarError, EOFError, lzma.LZMAError, zlib.error, OSError) as e:

@@ -177,3 +177,74 @@ def test_a_bug_in_a_models_init_keeps_its_traceback(monkeypatch):
     parsed = ConfigParser(config)
     with pytest.raises(ConfigError, match="optimizer.args: SGD refused a value: Invalid learning rate"):
         parsed.init_obj("optimizer", [__import__("torch").nn.Parameter(__import__("torch").zeros(1))])
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (
+            lambda c: [c.pop("optimizer"), c.pop("rng")],
+            "a weights-only checkpoint (no optimizer or RNG state)",
+        ),
+        (lambda c: c.update(epoch="3"), "its 'epoch' is missing or of the wrong type (str)"),
+        (lambda c: c.update(config="x"), "its 'config' is not an object (str)"),
+    ],
+)
+def test_odd_checkpoints_are_one_line_errors(run, tmp_path, edit, message):
+    import torch
+
+    ckpt = torch.load(run[0] / "last.pth", weights_only=True)
+    edit(ckpt)
+    torch.save(ckpt, tmp_path / "odd.pth")
+    assert_one_line_error(run_cli("train.py", "--resume", tmp_path / "odd.pth"), message)
+
+
+def test_resume_refuses_another_learning_rate(run, tmp_path):
+    run_dir, _ = run
+    before = snapshot(run_dir)
+    proc = run_cli("train.py", "--resume", run_dir / "last.pth", "--lr", 0.5)
+    assert_one_line_error(proc, "optimizer.args.lr (--lr): 0.5 differs from the checkpoint's 0.15")
+    assert snapshot(run_dir) == before
+
+
+def test_test_py_refuses_images_of_another_size(run, tmp_path):
+    from PIL import Image
+
+    for k, name in enumerate(["airplane", "automobile"]):
+        (tmp_path / "big" / "test" / name).mkdir(parents=True)
+        Image.new("RGB", (64, 64), (k * 100, 0, 0)).save(tmp_path / "big" / "test" / name / "0.png")
+    proc = run_cli("test.py", "--resume", run[0] / "last.pth", "--data_dir", tmp_path / "big")
+    assert_one_line_error(proc, "holds 64x64 images, the checkpoint was trained on 32x32")
+
+
+def _tar(path, names):
+    import io
+    import tarfile
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 32)).save(buf, format="PNG")
+    with tarfile.open(path, "w") as tar:
+        for name in names:
+            info = tarfile.TarInfo(name)
+            info.size = len(buf.getvalue())
+            tar.addfile(info, io.BytesIO(buf.getvalue()))
+    return path
+
+
+@pytest.mark.parametrize(
+    "names, message",
+    [
+        (["c/train/cat/0.png", "../../evil/train/cat/1.png"], "points outside the archive's folder"),
+        (["c/train/cat/0.png", "/abs/train/cat/1.png"], "points outside the archive's folder"),
+        (["a/train/cat/0.png", "b/train/cat/0.png"], "holds train/cat/0.png twice"),
+        (["a/train/cat/0.png", "b/train/cat/1.png"], "images under two roots (a/ and b/)"),
+    ],
+)
+def test_tar_members_must_follow_one_layout(tmp_path, names, message):
+    from data_loader.datasets import load_splits
+    from utils.errors import DataError
+
+    with pytest.raises(DataError, match=message.replace("(", "\\(").replace(")", "\\)")):
+        load_splits(_tar(tmp_path / "d.tar", names))

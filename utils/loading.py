@@ -24,6 +24,12 @@ def load_trained(args, training):
         data_loader = config.init_obj("data_loader", shuffle=False)
     else:
         data_loader = config.init_obj("data_loader", training=False, shuffle=False, stats=ckpt.get("data_stats"))
+    size = list(data_loader.dataset.images.shape[1:3])
+    if ckpt.get("image_size") and list(ckpt["image_size"]) != size:
+        raise DataError(
+            f"{config['data_loader']['args']['data_dir']}: holds {size[1]}x{size[0]} images, the "
+            f"checkpoint was trained on {ckpt['image_size'][1]}x{ckpt['image_size'][0]}"
+        )
     if ckpt.get("classes") and list(ckpt["classes"]) != list(data_loader.classes):
         raise DataError(
             f"{config['data_loader']['args']['data_dir']}: holds classes {data_loader.classes}, "

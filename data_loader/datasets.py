@@ -21,6 +21,7 @@ from utils.errors import DataError
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz")
 SPLITS = ("train", "test")
+DEFAULT_ROOT = Path("data")  # config.json's data_dir: the one folder a download may create
 LOCAL_COPY_HINT = (
     "point --data_dir at a local copy: a folder holding train/<class>/*.jpg (and test/<class>/*.jpg), "
     "or a .tar/.tar.gz/.tar.xz of that layout"
@@ -139,6 +140,11 @@ def _read_torchvision(root, download):
     from torchvision.datasets import CIFAR10
 
     if not (root / CIFAR10.base_folder).is_dir():
+        if download and not root.is_dir() and root.resolve() != DEFAULT_ROOT.resolve():
+            raise DataError(
+                f"{root}: no such folder; CIFAR-10 is downloaded only into {DEFAULT_ROOT}/ or into a "
+                f"folder that exists (create it to download there); {LOCAL_COPY_HINT}"
+            )
         if not download:
             raise DataError(
                 f"{root}: no CIFAR-10 here (no {CIFAR10.base_folder}/, no train/ or test/ folder); {LOCAL_COPY_HINT}"

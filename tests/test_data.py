@@ -57,6 +57,7 @@ def test_failed_download_says_how_to_use_a_local_copy(tmp_path, monkeypatch):
         raise OSError("<urlopen error [Errno -3] Temporary failure in name resolution>")
 
     monkeypatch.setattr(CIFAR10, "download", offline)
+    (tmp_path / "data").mkdir()  # an existing folder: the download is tried there
     with pytest.raises(DataError) as info:
         load_splits(tmp_path / "data", download=True)
     message = str(info.value)

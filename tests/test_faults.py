@@ -248,3 +248,13 @@ def test_tar_members_must_follow_one_layout(tmp_path, names, message):
 
     with pytest.raises(DataError, match=message.replace("(", "\\(").replace(")", "\\)")):
         load_splits(_tar(tmp_path / "d.tar", names))
+
+
+def test_a_data_dir_typo_creates_nothing_and_downloads_nothing(tmp_path):
+    from data_loader.datasets import load_splits
+    from utils.errors import DataError
+
+    typo = tmp_path / "dtaa" / "cifar"
+    with pytest.raises(DataError, match="no such folder; CIFAR-10 is downloaded only into data/"):
+        load_splits(typo, download=True)
+    assert not (tmp_path / "dtaa").exists()

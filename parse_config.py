@@ -9,19 +9,16 @@ objects by name (`"type"` + `"args"`), as in pytorch-template, with three change
   `info.log`, TensorBoard events and the report.
 """
 
-import argparse
 import copy
-import inspect
-import itertools
 import json
-import os
 import re
-import types
-import typing
 from datetime import datetime
 from pathlib import Path
 
 from utils.errors import CheckpointError, ConfigError
+from utils.overrides import OVERRIDES, add_override_flags, base_argparser, overrides_from_args, parse_number  # noqa: F401
+from utils.run_folder import make_run_dir, release
+from utils.signature import _matches, _type_name, check_call_args  # noqa: F401
 
 REQUIRED = object()  # marks a key without a default
 OBJECT = "object"  # marks a {"type": name, "args": {...}} section
@@ -63,7 +60,7 @@ SCHEMA = {
     "metrics": (list, ["accuracy"]),
     "lr_scheduler": (OBJECT, None),
     "trainer": (TRAINER_SCHEMA, REQUIRED),
-    "constraints": (CONSTRAINTS_SCHEMA, {}),
+    "constraints": (CONSTRAINTS_SCHEMA, None),  # no section: no constraints (train.py says so)
 }
 
 # Arguments that the code passes itself, so the config must not (and need not) give them.
@@ -103,89 +100,6 @@ def _metric_names():
     ]
 
 
-def _type_name(expected):
-    if isinstance(expected, tuple):
-        return "one of " + ", ".join(repr(c) for c in expected)
-    if isinstance(expected, dict):
-        return "an object"
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string", list: "a list"}.get(
-        expected, str(expected)
-    )
-
-
-def _matches(value, annotation):
-    """True/False when the annotation says whether the value fits; None when it cannot tell."""
-    if annotation is inspect.Parameter.empty or isinstance(annotation, str) or annotation is typing.Any:
-        return None
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        results = [_matches(value, a) for a in typing.get_args(annotation)]
-        if any(r is True for r in results):
-            return True
-        return False if all(r is False for r in results) else None
-    if origin is typing.Literal:
-        return value in typing.get_args(annotation)
-    if annotation is type(None):
-        return value is None
-    if annotation is bool:
-        return isinstance(value, bool)
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if annotation is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if annotation is str:
-        return isinstance(value, str)
-    if annotation in (list, tuple) or origin in (list, tuple, typing.Sequence):
-        return isinstance(value, list)
-    if annotation is dict or origin is dict:
-        return isinstance(value, dict)
-    if isinstance(annotation, type) and origin is None:  # e.g. torch.Tensor: no JSON value is one
-        return isinstance(value, annotation)
-    return None
-
-
-def check_call_args(fn, args, where, provided=(), optional=()):
-    """Check `args` (a dict from the config) against the signature of `fn`: no unknown names, no
-    missing required ones, and values of the annotated (or default's) type."""
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return
-    takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in params.values())
-    named = {n: p for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n != "self"}
-    for key, value in args.items():
-        if key in provided:
-            raise ConfigError(f"{where}.{key}: is set by the trainer; remove it from the config")
-        if key not in named:
-            if takes_kwargs:
-                continue
-            raise ConfigError(
-                f"{where}.{key}: unknown argument of {fn.__name__} "
-                f"(expected one of: {', '.join(sorted(set(named) - set(provided)))})"
-            )
-        param = named[key]
-        ok = _matches(value, param.annotation)
-        if (
-            ok is None
-            and param.annotation is inspect.Parameter.empty
-            and param.default not in (None, inspect.Parameter.empty)
-        ):
-            ok = _matches(value, type(param.default))
-        if ok is False:
-            shown = (
-                param.annotation if param.annotation is not inspect.Parameter.empty else type(param.default).__name__
-            )
-            shown = getattr(shown, "__name__", str(shown).replace("typing.", ""))
-            raise ConfigError(f"{where}.{key}: expected {shown}, got {json.dumps(value)}")
-    missing = [
-        n
-        for n, p in named.items()
-        if p.default is inspect.Parameter.empty and n not in args and n not in provided and n not in optional
-    ]
-    if missing:
-        raise ConfigError(f"{where}: missing argument(s) {', '.join(missing)} of {fn.__name__}")
-
-
 def _validate(config, schema, where=""):
     """Return a copy of `config` with defaults filled in; raise ConfigError on any unknown,
     missing or mistyped key."""
@@ -202,10 +116,13 @@ def _validate(config, schema, where=""):
         if key not in config:
             if default is REQUIRED:
                 raise ConfigError(f"{path}: missing config key")
-            out[key] = _validate(default, expected, path) if isinstance(expected, dict) else copy.deepcopy(default)
+            nested = isinstance(expected, dict) and default is not None
+            out[key] = _validate(default, expected, path) if nested else copy.deepcopy(default)
             continue
         value = config[key]
-        if isinstance(expected, dict):
+        if isinstance(expected, dict) and value is None and default is None:
+            out[key] = None  # an optional section, given as null
+        elif isinstance(expected, dict):
             out[key] = _validate(value, expected, path)
         elif expected == OBJECT:
             if value is None and default is None:
@@ -241,41 +158,6 @@ def resolve(section, type_name, modules):
     raise ConfigError(f"{section}.type: {type_name!r} is not found in {names}")
 
 
-def parse_number(text):
-    """'5000' -> 5000, '0.1' -> 0.1 (for --validation_split)."""
-    try:
-        return int(text)
-    except ValueError:
-        return float(text)
-
-
-# Command-line overrides: flag -> (type, path of the key in the config).
-OVERRIDES = {
-    "--lr": (float, ("optimizer", "args", "lr")),
-    "--bs": (int, ("data_loader", "args", "batch_size")),
-    "--epochs": (int, ("trainer", "epochs")),
-    "--data_dir": (str, ("data_loader", "args", "data_dir")),
-    "--validation_split": (parse_number, ("data_loader", "args", "validation_split")),
-    "--train_subset": (int, ("data_loader", "args", "train_subset")),
-    "--num_workers": (int, ("data_loader", "args", "num_workers")),
-    "--seed": (int, ("seed",)),
-    "--device": (str, ("device",)),
-    "--save_dir": (str, ("trainer", "save_dir")),
-}
-
-
-def overrides_from_args(args):
-    """{path in the config: value} for every override flag given on the command line."""
-    values = {path: getattr(args, flag.lstrip("-"), None) for flag, (_, path) in OVERRIDES.items()}
-    return {path: value for path, value in values.items() if value is not None}
-
-
-def add_override_flags(parser, flags=tuple(OVERRIDES)):
-    for flag in flags:
-        kind, path = OVERRIDES[flag]
-        parser.add_argument(flag, type=kind, default=None, help=f"override {'.'.join(path)}")
-
-
 def load_json(path):
     path = Path(path)
     try:
@@ -286,18 +168,6 @@ def load_json(path):
         raise ConfigError(f"{path}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot read the config ({e})") from None
-
-
-def _alive(pid):
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class ConfigParser:
@@ -387,58 +257,13 @@ class ConfigParser:
             raise ConfigError(f"{name}.args: {entry['type']} refused a value: {e}") from None
 
     def make_run_dir(self):
-        """Create the run folder and write the effective config into it. A new run claims a folder of
-        its own (two runs started in the same second get `<id>` and `<id>_2`); a resumed run's folder
-        is locked against a second process resuming it, and temp files of a save that was killed
-        half-way are removed."""
-        try:
-            if self.resume is not None and self.run_dir == self.resume.parent:
-                self._lock()
-                for tmp in self.run_dir.glob("*.pth.*.tmp"):
-                    tmp.unlink()
-            else:
-                base = self.run_dir
-                for n in itertools.count(2):
-                    try:
-                        self.run_dir.mkdir(parents=True, exist_ok=False)
-                        break
-                    except FileExistsError:
-                        self.run_dir = base.with_name(f"{base.name}_{n}")
-                self._lock()
-            (self.run_dir / "config.json").write_text(json.dumps(self._config, indent=4) + "\n")
-        except OSError as e:
-            raise ConfigError(
-                f"trainer.save_dir: cannot write the run folder {self.run_dir} ({e.strerror or e})"
-            ) from None
+        """Create the run folder (see utils.run_folder.make_run_dir) and write the effective config."""
+        self.run_dir, self._locked = make_run_dir(self.run_dir, self.resume, self._config)
         return self.run_dir
 
-    def _lock(self):
-        lock = self.run_dir / ".lock"
-        for _ in range(2):
-            try:
-                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                try:
-                    pid = int(lock.read_text().strip() or 0)
-                except (OSError, ValueError):
-                    pid = 0
-                if _alive(pid):
-                    raise ConfigError(
-                        f"{self.run_dir}: another process (pid {pid}) is training in this run folder; "
-                        f"wait for it to end or stop it (or delete {lock} if that process is gone)"
-                    ) from None
-                lock.unlink(missing_ok=True)  # left by a process that was killed
-                continue
-            with os.fdopen(fd, "w") as f:
-                f.write(str(os.getpid()))
-            self._locked = lock
-            return
-
     def release_run_dir(self):
-        lock = getattr(self, "_locked", None)
-        if lock is not None:
-            lock.unlink(missing_ok=True)
-            self._locked = None
+        release(getattr(self, "_locked", None))
+        self._locked = None
 
     def __getitem__(self, name):
         return self._config[name]
@@ -455,10 +280,3 @@ def _set_by_path(tree, path, value):
         if not isinstance(node, dict):
             raise ConfigError(f"{'.'.join(path)}: cannot override, {key} is not an object")
     node[path[-1]] = value
-
-
-def base_argparser(description):
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("-c", "--config", default=None, help="config file path (default: the checkpoint's config)")
-    parser.add_argument("-r", "--resume", default=None, help="path of a checkpoint to resume from")
-    return parser

@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 import model.metric as module_metric
-from base.base_trainer import format_log
 from logger import get_logger, setup_logging
+from logger.format import format_log
 from logger.report import confusion_matrix, per_class_accuracy, plot_confusion, plot_misclassified
 from parse_config import add_override_flags, base_argparser
 from trainer import evaluate

@@ -43,7 +43,7 @@ def main(config, allow_spec_violation=False, epoch_callbacks=()):
         return _train(config, resolve_device(config["device"]), allow_spec_violation, epoch_callbacks)
     if config["trainer"]["dist_timeout"] < 1:
         raise ConfigError(f"trainer.dist_timeout: expected seconds >= 1, got {config['trainer']['dist_timeout']}")
-    device = distributed.init_distributed(config["device"], config["trainer"]["dist_timeout"])
+    device = distributed.init_distributed(resolve_device(config["device"]), config["trainer"]["dist_timeout"])
     resume = "torchrun ... train.py --resume <run folder>/last.pth"
     try:
         config.run_dir = distributed.broadcast_object(config.run_dir)  # rank 0's timestamp names the folder
@@ -91,12 +91,11 @@ def _train(config, device, allow_spec_violation, epoch_callbacks):
         )
     model = config.init_obj("arch")
     check_outputs(model, data_loader)
-    summary, failed = describe(
-        model, config["constraints"], augmentations=config["data_loader"]["args"].get("augmentations")
-    )
+    constraints = config["constraints"]
+    summary, failed = describe(model, constraints, augmentations=config["data_loader"]["args"].get("augmentations"))
     logger.info(summary)
     if failed:
-        if config["constraints"]["enforce"] and not allow_spec_violation:
+        if constraints["enforce"] and not allow_spec_violation:
             raise SpecError("the network breaks the spec:\n" + format_checks(failed))
         logger.warning("the network breaks the spec; training anyway as asked")
 
@@ -149,7 +148,15 @@ def _train(config, device, allow_spec_violation, epoch_callbacks):
         if main_rank:
             config.release_run_dir()
     if config["trainer"]["report"] and main_rank:
-        write_run_report(trainer, data_loader, valid_data_loader, summary)
+        write_run_report(
+            config.run_dir,
+            config.config,
+            trainer.history,
+            trainer.last_val_outputs,
+            data_loader,
+            valid_data_loader,
+            summary,
+        )
     return trainer.history
 
 

@@ -2,24 +2,10 @@ import math
 from abc import ABC, abstractmethod
 
 from logger import TensorboardWriter, get_logger
+from logger.format import format_log
 from utils import distributed
 from utils.checkpoint import get_rng_state, load_checkpoint, load_model_state, save_atomic, set_rng_state
 from utils.errors import CheckpointError, ConfigError, TrainingError
-
-
-def format_value(key, value):
-    """Exactly the user's log format: accuracies with 2 decimals, losses with 4, the lr compact."""
-    if isinstance(value, (int, str)):
-        return str(value)
-    if "acc" in key:
-        return f"{value:.2f}"
-    if key == "lr":
-        return f"{value:.6g}"
-    return f"{value:.4f}"
-
-
-def format_log(log, width=15):
-    return "\n".join(f"    {str(key):{width}s}: {format_value(key, value)}" for key, value in log.items())
 
 
 class BaseTrainer(ABC):

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 import model.metric as module_metric  # noqa: E402
-from base.base_trainer import format_log  # noqa: E402
+from logger.format import format_log  # noqa: E402
 from model.spec import empirical_receptive_field, receptive_field, trace  # noqa: E402
 from parse_config import ConfigParser, add_override_flags, base_argparser  # noqa: E402
 from trainer import build_lr_scheduler, evaluate, train_one_epoch  # noqa: E402

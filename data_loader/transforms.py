@@ -15,8 +15,8 @@ import torch
 from albumentations.pytorch import ToTensorV2
 from torch.utils.data import default_collate
 
-from parse_config import check_call_args
 from utils.errors import ConfigError
+from utils.signature import check_call_args
 
 FILL_MEAN = "mean"
 

@@ -11,8 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from base.base_trainer import format_value  # noqa: E402
 from data_loader.transforms import reseed  # noqa: E402
+from logger.format import format_value  # noqa: E402
 
 
 def _save(fig, path):
@@ -22,20 +22,21 @@ def _save(fig, path):
 
 
 def plot_curves(history, path):
-    """Loss, accuracy and learning rate per epoch."""
+    """Loss, every logged metric (train and validation) and the learning rate per epoch."""
     epochs = [h["epoch"] for h in history]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4), constrained_layout=True)
-    for ax, key, title in ((axes[0], "loss", "loss"), (axes[1], "accuracy", "accuracy (%)")):
+    keys = [k for k in history[0] if k not in ("epoch", "lr") and not k.startswith("val_")]
+    fig, axes = plt.subplots(1, len(keys) + 1, figsize=(5 * (len(keys) + 1), 4), constrained_layout=True)
+    for ax, key in zip(axes, keys):
         ax.plot(epochs, [h[key] for h in history], label="train")
         if all(f"val_{key}" in h for h in history):
             ax.plot(epochs, [h[f"val_{key}"] for h in history], label="validation")
-        ax.set(title=title, xlabel="epoch")
+        ax.set(title=f"{key} (%)" if "acc" in key else key, xlabel="epoch")
         ax.grid(alpha=0.3)
         ax.legend()
     if all("lr" in h for h in history):
-        axes[2].plot(epochs, [h["lr"] for h in history], color="tab:green")
-    axes[2].set(title="learning rate (last batch of the epoch)", xlabel="epoch")
-    axes[2].grid(alpha=0.3)
+        axes[-1].plot(epochs, [h["lr"] for h in history], color="tab:green")
+    axes[-1].set(title="learning rate (last batch of the epoch)", xlabel="epoch")
+    axes[-1].grid(alpha=0.3)
     return _save(fig, path)
 
 
@@ -204,24 +205,26 @@ def write_report(
     return paths
 
 
-def write_run_report(trainer, data_loader, valid_data_loader, spec_text):
-    """End of train.py: the report of the final-epoch model on the validation split; `spec_text`
-    is the summary and constraint table train.py printed before training."""
+def write_run_report(run_dir, config, history, val_outputs, data_loader, valid_data_loader, spec_text):
+    """End of train.py: the report of the final-epoch model on the validation split.
+    config: the effective config dict; history: the epoch logs; val_outputs: (probabilities, targets)
+    of the last validation, or None; spec_text: the summary and constraint table printed before
+    training."""
     from logger import TensorboardWriter, get_logger
 
     logger = get_logger("report")
-    if valid_data_loader is None or trainer.last_val_outputs is None:
+    if valid_data_loader is None or val_outputs is None:
         logger.info("No report: no epoch was validated in this run (report.py writes one from a checkpoint)")
         return None
     start = time.perf_counter()
-    probs, targets = trainer.last_val_outputs
-    writer = TensorboardWriter(trainer.checkpoint_dir, trainer.config["trainer"]["tensorboard"])
+    probs, targets = val_outputs
+    writer = TensorboardWriter(run_dir, config["trainer"]["tensorboard"])
     try:
         paths = write_report(
-            trainer.checkpoint_dir,
-            config=trainer.config.config,
+            run_dir,
+            config=config,
             spec_text=spec_text,
-            history=trainer.history,
+            history=history,
             classes=data_loader.classes,
             valid_images=valid_data_loader.dataset.images,
             targets=targets.numpy(),

@@ -327,16 +327,21 @@ def describe(model, constraints, input_size=(1, 3, 32, 32), augmentations=None):
     """(text, failed checks): layer summary, receptive-field table and one line per constraint;
     with `augmentations` (the config's list), also the required-augmentations rule."""
     layers = trace(model, input_size)
-    checks = check_constraints(model, constraints, input_size)
-    if augmentations is not None and constraints.get("required_augmentations"):
-        checks.append(check_augmentations(augmentations, constraints["required_augmentations"]))
+    if not constraints:  # a config without a constraints section: nothing to check
+        checks = []
+    else:
+        checks = check_constraints(model, constraints, input_size)
+        if augmentations is not None and constraints.get("required_augmentations"):
+            checks.append(check_augmentations(augmentations, constraints["required_augmentations"]))
     text = "\n\n".join(
         [
             layer_summary(model, input_size),
             "Receptive field (analytic; jump = input pixels between neighbouring inputs of the layer):\n"
             + format_rf_table(layers),
             f"Receptive field at the last convolution before pooling: {receptive_field(layers)}",
-            "Constraints:\n" + format_checks(checks),
+            "Constraints:\n" + format_checks(checks)
+            if constraints
+            else "Constraints: none (the config has no constraints section, so the network is not checked)",
         ]
     )
     return text, [c for c in checks if not c.ok]

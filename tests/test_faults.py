@@ -258,3 +258,14 @@ def test_a_data_dir_typo_creates_nothing_and_downloads_nothing(tmp_path):
     with pytest.raises(DataError, match="no such folder; CIFAR-10 is downloaded only into data/"):
         load_splits(typo, download=True)
     assert not (tmp_path / "dtaa").exists()
+
+
+def test_a_config_without_constraints_trains_without_them_and_says_so(tmp_path, tiny_folder):
+    config = json.loads(tiny_config(tmp_path, tiny_folder).read_text())
+    del config["constraints"]
+    config["arch"]["args"]["widths"] = [64, 64, 160, 160]  # 115,578 parameters: over the assignment's limit
+    (tmp_path / "free.json").write_text(json.dumps(config))
+    assert ConfigParser(config)["constraints"] is None
+    proc = run_cli("train.py", "-c", tmp_path / "free.json", "--epochs", 2)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("Constraints: none (the config has no constraints section") == 1

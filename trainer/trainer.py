@@ -4,7 +4,7 @@ import torch
 from tqdm import tqdm
 
 from base import BaseTrainer
-from base.base_trainer import format_log
+from logger.format import format_log
 from utils import MetricTracker, distributed
 from utils.errors import CheckpointError, ConfigError
 

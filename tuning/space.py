@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 
 import optuna
 
-from parse_config import ConfigParser, check_call_args, load_json
+from parse_config import ConfigParser, load_json
 from utils.errors import ConfigError
+from utils.signature import check_call_args
 
 DISTRIBUTION_KEYS = {
     "float": ({"low", "high"}, {"log", "step"}),

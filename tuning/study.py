@@ -122,7 +122,7 @@ def make_objective(base_config, space, trials_dir, n_trials):
             parsed["constraints"],
             augmentations=parsed["data_loader"]["args"].get("augmentations"),
         )
-        if failed and parsed["constraints"]["enforce"]:
+        if failed and (parsed["constraints"] or {}).get("enforce"):
             reason = "; ".join(re.sub(r"\s+", " ", line).strip() for line in format_checks(failed).splitlines())
             trial.set_user_attr("rejected", reason)
             log.info(f"Trial {trial.number} rejected before training: {reason}")

@@ -40,13 +40,10 @@ def is_main():
     return rank() == 0
 
 
-def init_distributed(device_name, timeout_s):
+def init_distributed(device, timeout_s):
     """Join the process group torchrun set up (env:// rendezvous) and return this rank's device.
-    NCCL with cuda:LOCAL_RANK when the config's device is CUDA, gloo on the CPU. A rank that dies
-    makes the others' next collective fail after at most `timeout_s` seconds instead of hanging."""
-    from utils.util import resolve_device
-
-    device = resolve_device(device_name)
+    device: the config's, resolved. NCCL with cuda:LOCAL_RANK on CUDA, gloo on the CPU. A rank that
+    dies makes the others' next collective fail after at most `timeout_s` seconds instead of hanging."""
     if device.type == "cuda":
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         if local_rank >= torch.cuda.device_count():
@@ -60,7 +57,7 @@ def init_distributed(device_name, timeout_s):
     elif device.type == "cpu":
         backend = "gloo"
     else:
-        raise ConfigError(f"device: {device_name!r}: distributed training runs on cuda (NCCL) or cpu (gloo)")
+        raise ConfigError(f"device: {str(device)!r}: distributed training runs on cuda (NCCL) or cpu (gloo)")
     dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
     return device
 

@@ -58,7 +58,7 @@ class MetricTracker:
     def all_reduce(self):
         """Under DDP: add up every rank's sums and counts (a no-op in a single process), so that
         `result()` is the exact mean over all ranks' samples, never a mean of per-rank means."""
-        from utils import distributed
+        import utils.distributed as distributed
 
         if not distributed.is_distributed():
             return self

@@ -77,27 +77,19 @@ def _registry():
     """Where each `"type"` section looks its class up, first module first."""
     import torch
 
-    import data_loader.data_loaders
+    import data_loader
+    import model
     import model.loss
-    import model.model
+    from base import BaseDataLoader, BaseModel
+    from utils.registry import package_classes
 
     return {
-        "arch": [model.model],
-        "data_loader": [data_loader.data_loaders],
+        "arch": [package_classes(model, BaseModel)],
+        "data_loader": [package_classes(data_loader, BaseDataLoader)],
         "optimizer": [torch.optim],
         "lr_scheduler": [torch.optim.lr_scheduler],
         "loss": [model.loss, torch.nn],
     }
-
-
-def _metric_names():
-    import model.metric
-
-    return [
-        n
-        for n, f in vars(model.metric).items()
-        if callable(f) and not n.startswith("_") and f.__module__ == model.metric.__name__
-    ]
 
 
 def _validate(config, schema, where=""):
@@ -205,17 +197,16 @@ class ConfigParser:
             key = f"{section}.{entry['type']}"
             provided = PROVIDED_ARGS.get(key, PROVIDED_ARGS.get(section, ()))
             check_call_args(fn, entry["args"], f"{section}.args", provided, OPTIONAL_ARGS.get(key, ()))
-        known = _metric_names()
-        for i, name in enumerate(self._config["metrics"]):
-            if name not in known:
-                raise ConfigError(f"metrics[{i}]: unknown metric {name!r} (expected one of: {', '.join(known)})")
+        from model.metric import metric_specs
+
+        names = [name for name, _, _ in metric_specs(self._config["metrics"])]
         mode, _, metric = self._config["trainer"]["monitor"].partition(" ")
         if self._config["trainer"]["monitor"] != "off" and (mode not in ("min", "max") or not metric):
             raise ConfigError(
                 'trainer.monitor: expected "off" or "min <metric>" / "max <metric>", '
                 f"got {self._config['trainer']['monitor']!r}"
             )
-        logged = ["loss", "val_loss", *self._config["metrics"], *(f"val_{m}" for m in self._config["metrics"])]
+        logged = ["loss", "val_loss", *names, *(f"val_{m}" for m in names)]
         if self._config["trainer"]["monitor"] != "off" and metric not in logged:
             raise ConfigError(f"trainer.monitor: {metric!r} is not logged (expected one of: {', '.join(logged)})")
         for key in ("epochs", "save_period"):

@@ -25,7 +25,7 @@ def main(args):
     valid_loader = data_loader.split_validation()
     device = resolve_device(config["device"])
     model = model.to(device)
-    metrics = [getattr(module_metric, name) for name in config["metrics"]]
+    metrics = module_metric.build_metrics(config["metrics"])
     _, probs, targets = evaluate(
         model,
         config.init_obj("loss"),

@@ -25,7 +25,7 @@ def main(args):
     device = resolve_device(config["device"])
     model = model.to(device)
     criterion = config.init_obj("loss")
-    metrics = [getattr(module_metric, name) for name in config["metrics"]]
+    metrics = module_metric.build_metrics(config["metrics"])
     result, probs, targets = evaluate(
         model,
         criterion,

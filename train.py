@@ -108,7 +108,7 @@ def _train(config, device, allow_spec_violation, epoch_callbacks):
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = model.to(device)
     criterion = config.init_obj("loss")
-    metrics = [getattr(module_metric, name) for name in config["metrics"]]
+    metrics = module_metric.build_metrics(config["metrics"])
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = config.init_obj("optimizer", params)
     lr_scheduler = build_lr_scheduler(config, optimizer, steps_per_epoch=len(data_loader))

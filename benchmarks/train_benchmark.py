@@ -80,9 +80,9 @@ def run(config, target):
     if cfg["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
     criterion = config.init_obj("loss")
-    metrics = [getattr(module_metric, m) for m in config["metrics"]]
-    if "accuracy" not in config["metrics"]:
-        metrics.append(module_metric.accuracy)
+    metrics = module_metric.build_metrics(config["metrics"])
+    if "accuracy" not in [m.__name__ for m in metrics]:
+        metrics.append(module_metric.Metric("accuracy", module_metric.accuracy, {}))
     optimizer = config.init_obj("optimizer", [p for p in model.parameters() if p.requires_grad])
     scheduler = build_lr_scheduler(config, optimizer, steps_per_epoch=len(data_loader))
     per_batch = isinstance(scheduler, PER_BATCH_SCHEDULERS)

@@ -12,3 +12,61 @@ def accuracy(output, target):
 def top_k_acc(output, target, k=3):
     top = torch.topk(output, k, dim=1).indices
     return 100.0 * (top == target[:, None]).any(dim=1).sum()
+
+
+class Metric:
+    """A metric function with its config args; `__name__` is the key it is logged under."""
+
+    def __init__(self, name, fn, args):
+        self.__name__, self.fn, self.args = name, fn, args
+
+    def __call__(self, output, target):
+        return self.fn(output, target, **self.args)
+
+
+def _functions():
+    return {
+        n: f
+        for n, f in globals().items()
+        if callable(f)
+        and not n.startswith("_")
+        and n[0].islower()
+        and getattr(f, "__module__", None) == __name__
+        and n not in ("build_metrics", "metric_specs")
+    }
+
+
+def metric_specs(entries):
+    """The config's `metrics` list -> [(logged name, function, args)]. An entry is a function name
+    ("accuracy") or {"type": name, "args": {...}, "name": logged name (default: the type)}."""
+    from utils.errors import ConfigError
+    from utils.signature import check_call_args
+
+    known, specs = _functions(), []
+    for i, entry in enumerate(entries):
+        where = f"metrics[{i}]"
+        if isinstance(entry, str):
+            entry = {"type": entry}
+        if (
+            not isinstance(entry, dict)
+            or not isinstance(entry.get("type"), str)
+            or set(entry) - {"type", "args", "name"}
+        ):
+            raise ConfigError(
+                f'{where}: expected a metric name or {{"type": <name>, "args": {{...}}, "name": <logged as>}}'
+            )
+        if entry["type"] not in known:
+            raise ConfigError(f"{where}: unknown metric {entry['type']!r} (expected one of: {', '.join(known)})")
+        args = entry.get("args", {})
+        if not isinstance(args, dict):
+            raise ConfigError(f"{where}.args: expected an object")
+        check_call_args(known[entry["type"]], args, f"{where}.args", provided={"output", "target"})
+        name = entry.get("name", entry["type"])
+        if name in [s[0] for s in specs] or name in ("loss", "lr", "epoch"):
+            raise ConfigError(f'{where}: the name {name!r} is taken; give this entry a "name" of its own')
+        specs.append((name, known[entry["type"]], args))
+    return specs
+
+
+def build_metrics(entries):
+    return [Metric(name, fn, args) for name, fn, args in metric_specs(entries)]

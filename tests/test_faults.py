@@ -269,3 +269,40 @@ def test_a_config_without_constraints_trains_without_them_and_says_so(tmp_path, 
     proc = run_cli("train.py", "-c", tmp_path / "free.json", "--epochs", 2)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("Constraints: none (the config has no constraints section") == 1
+
+
+def test_a_model_in_a_new_file_is_found_by_name(tmp_path, monkeypatch):
+    import importlib
+
+    from base import BaseModel
+    from utils.registry import package_classes
+
+    pkg = tmp_path / "mymodels"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "tiny.py").write_text(
+        "import torch.nn as nn\nfrom base import BaseModel\n\n\nclass TinyNet(BaseModel):\n"
+        "    def __init__(self, num_classes: int = 10):\n        super().__init__()\n"
+        "        self.fc = nn.Linear(3, num_classes)\n\n    def forward(self, x):\n"
+        "        return self.fc(x.mean((2, 3)))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    found = package_classes(importlib.import_module("mymodels"), BaseModel)
+    assert found.TinyNet.__module__ == "mymodels.tiny"
+    import model
+
+    assert package_classes(model, BaseModel).DilatedNet.__name__ == "DilatedNet"  # what arch.type looks up
+
+
+def test_any_metric_list_works_end_to_end_with_args(tmp_path, tiny_folder):
+    config = json.loads(tiny_config(tmp_path, tiny_folder).read_text())
+    config["metrics"] = [{"type": "top_k_acc", "args": {"k": 3}, "name": "top3_acc"}]
+    config["trainer"]["monitor"] = "max val_top3_acc"
+    (tmp_path / "topk.json").write_text(json.dumps(config))
+    proc = run_cli("train.py", "-c", tmp_path / "topk.json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "    val_top3_acc   : " in proc.stdout and "    accuracy" not in proc.stdout
+    (run_dir,) = (tmp_path / "saved").glob("*/*")
+    assert (run_dir / "model_best.pth").is_file() and (run_dir / "report.md").is_file()
+    proc = run_cli("test.py", "--resume", run_dir / "last.pth")
+    assert proc.returncode == 0 and "    top3_acc       : " in proc.stdout, proc.stderr

@@ -168,6 +168,7 @@ def test_a_bug_in_a_models_init_keeps_its_traceback(monkeypatch):
             super().__init__(num_classes=num_classes)
             len(None)  # a bug: TypeError
 
+    Buggy.__module__ = "model.model"  # as if written in model/model.py, where the registry finds it
     monkeypatch.setattr(model.model, "Buggy", Buggy, raising=False)
     config = load_json(REPO / "config.json")
     config["arch"] = {"type": "Buggy", "args": {"num_classes": 10}}

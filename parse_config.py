@@ -68,6 +68,7 @@ PROVIDED_ARGS = {
     "optimizer": {"params"},
     "lr_scheduler": {"optimizer"},
     "lr_scheduler.OneCycleLR": {"optimizer", "epochs", "steps_per_epoch", "total_steps"},
+    "lr_scheduler.WarmupCosineLR": {"optimizer", "epochs", "steps_per_epoch"},
 }
 # Required arguments that the code fills in when the config leaves them out.
 OPTIONAL_ARGS = {"lr_scheduler.OneCycleLR": {"max_lr"}}  # default: the optimizer's lr
@@ -80,6 +81,7 @@ def _registry():
     import data_loader
     import model
     import model.loss
+    import trainer.schedulers
     from base import BaseDataLoader, BaseModel
     from utils.registry import package_classes
 
@@ -87,7 +89,7 @@ def _registry():
         "arch": [package_classes(model, BaseModel)],
         "data_loader": [package_classes(data_loader, BaseDataLoader)],
         "optimizer": [torch.optim],
-        "lr_scheduler": [torch.optim.lr_scheduler],
+        "lr_scheduler": [trainer.schedulers, torch.optim.lr_scheduler],
         "loss": [model.loss, torch.nn],
     }
 
@@ -206,6 +208,9 @@ class ConfigParser:
                 'trainer.monitor: expected "off" or "min <metric>" / "max <metric>", '
                 f"got {self._config['trainer']['monitor']!r}"
             )
+        from trainer.schedulers import check_monitor
+
+        check_monitor(self._config["lr_scheduler"], self._config["trainer"]["monitor"])
         logged = ["loss", "val_loss", *names, *(f"val_{m}" for m in names)]
         if self._config["trainer"]["monitor"] != "off" and metric not in logged:
             raise ConfigError(f"trainer.monitor: {metric!r} is not logged (expected one of: {', '.join(logged)})")

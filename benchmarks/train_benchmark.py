@@ -25,7 +25,8 @@ from logger.format import format_log  # noqa: E402
 from model.spec import empirical_receptive_field, receptive_field, trace  # noqa: E402
 from parse_config import ConfigParser, add_override_flags, base_argparser  # noqa: E402
 from trainer import build_lr_scheduler, evaluate, train_one_epoch  # noqa: E402
-from trainer.trainer import PER_BATCH_SCHEDULERS, autocast_for  # noqa: E402
+from trainer.schedulers import SchedulerStepper  # noqa: E402
+from trainer.trainer import autocast_for, resolve_amp  # noqa: E402
 from utils import UserError, resolve_device, seed_everything  # noqa: E402
 from utils.cli import run_main  # noqa: E402
 
@@ -85,8 +86,10 @@ def run(config, target):
         metrics.append(module_metric.Metric("accuracy", module_metric.accuracy, {}))
     optimizer = config.init_obj("optimizer", [p for p in model.parameters() if p.requires_grad])
     scheduler = build_lr_scheduler(config, optimizer, steps_per_epoch=len(data_loader))
-    per_batch = isinstance(scheduler, PER_BATCH_SCHEDULERS)
+    stepper = SchedulerStepper(scheduler, cfg["monitor"])  # the Trainer's stepping rules
+    dtype = resolve_amp(device, cfg["amp"])[0]
     autocast = autocast_for(device, cfg["amp"])
+    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None  # as the Trainer does for fp16
 
     figures = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
@@ -104,14 +107,15 @@ def run(config, target):
     for epoch in range(1, cfg["epochs"] + 1):
         sync(device)
         start = time.perf_counter()
-        train_one_epoch(
+        train_log = train_one_epoch(
             model,
             criterion,
             metrics,
             optimizer,
             data_loader,
             device,
-            batch_scheduler=scheduler if per_batch else None,
+            batch_scheduler=stepper.batch_scheduler,
+            scaler=scaler,
             autocast=autocast,
             channels_last=cfg["channels_last"],
             desc=f"epoch {epoch}",
@@ -123,8 +127,7 @@ def run(config, target):
         )
         sync(device)
         end = time.perf_counter()
-        if scheduler is not None and not per_batch:
-            scheduler.step()
+        stepper.after_epoch({**train_log, **{f"val_{k}": v for k, v in val.items()}})
         train_times.append(middle - start)
         eval_times.append(end - middle)
         wall += end - start

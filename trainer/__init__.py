@@ -1,1 +1,2 @@
-from trainer.trainer import Trainer, build_lr_scheduler, evaluate, train_one_epoch
+from trainer.schedulers import build_lr_scheduler
+from trainer.trainer import Trainer, evaluate, train_one_epoch

@@ -5,11 +5,9 @@ from tqdm import tqdm
 
 from base import BaseTrainer
 from logger.format import format_log
+from trainer.schedulers import SchedulerStepper, check_same_length
 from utils import MetricTracker, distributed
-from utils.errors import CheckpointError, ConfigError
-
-# Schedulers that move every batch; every other torch.optim.lr_scheduler class moves every epoch.
-PER_BATCH_SCHEDULERS = (torch.optim.lr_scheduler.OneCycleLR, torch.optim.lr_scheduler.CyclicLR)
+from utils.errors import CheckpointError
 
 
 def cpu_has_native_bf16(cpuinfo="/proc/cpuinfo"):
@@ -179,7 +177,7 @@ class Trainer(BaseTrainer):
         self.data_loader = data_loader
         self.valid_data_loader = valid_data_loader
         self.lr_scheduler = lr_scheduler
-        self.per_batch = isinstance(lr_scheduler, PER_BATCH_SCHEDULERS)
+        self.stepper = SchedulerStepper(lr_scheduler, config["trainer"]["monitor"])
         self.last_val_outputs = None  # (probabilities, targets) of the latest validation
         self.channels_last = cfg["channels_last"]
         dtype, why = resolve_amp(device, cfg["amp"])
@@ -239,7 +237,7 @@ class Trainer(BaseTrainer):
             self.optimizer,
             self.data_loader,
             self.device,
-            batch_scheduler=self.lr_scheduler if self.per_batch else None,
+            batch_scheduler=self.stepper.batch_scheduler,
             scaler=self.scaler,
             autocast=self.autocast,
             channels_last=self.channels_last,
@@ -261,11 +259,7 @@ class Trainer(BaseTrainer):
             )
             log.update({f"val_{k}": v for k, v in val.items()})
         log["lr"] = lr
-        if self.lr_scheduler is not None and not self.per_batch:
-            if isinstance(self.lr_scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                self.lr_scheduler.step(log.get(getattr(self, "mnt_metric", "loss"), log["loss"]))
-            else:
-                self.lr_scheduler.step()
+        self.stepper.after_epoch(log)
         return log
 
     def _extra_state(self):
@@ -279,7 +273,6 @@ class Trainer(BaseTrainer):
         }
 
     def _load_extra_state(self, ckpt):
-        saved = ckpt["config"]
         was, now = ckpt.get("world_size", 1), distributed.world_size()
         if was != now:
             how = (
@@ -291,17 +284,9 @@ class Trainer(BaseTrainer):
                 f"{self.config.resume}: trained with {was} process(es), this run has {now}; the data order "
                 f"and the batch split depend on it: resume with {how}"
             )
-        if isinstance(self.lr_scheduler, torch.optim.lr_scheduler.OneCycleLR) and ckpt.get("lr_scheduler"):
-            was, now = ckpt["lr_scheduler"].get("total_steps"), self.lr_scheduler.total_steps
-            if was != now:
-                raise ConfigError(
-                    f"trainer.epochs: the checkpoint's OneCycleLR schedule has {was} steps, this run's {now} "
-                    f"({self.epochs} epochs x {len(self.data_loader)} batches); resume with the same epochs, "
-                    "batch size and data"
-                )
         if self.lr_scheduler is not None and ckpt.get("lr_scheduler") is not None:
-            if (saved.get("lr_scheduler") or {}).get("type") == self.config["lr_scheduler"]["type"]:
-                self.lr_scheduler.load_state_dict(ckpt["lr_scheduler"])
+            check_same_length(self.lr_scheduler, ckpt["lr_scheduler"], self.epochs, len(self.data_loader))
+            self.lr_scheduler.load_state_dict(ckpt["lr_scheduler"])
         if self.scaler is not None and ckpt.get("scaler") is not None:
             self.scaler.load_state_dict(ckpt["scaler"])
         if ckpt.get("data_stats") and ckpt["data_stats"] != self.data_loader.stats:
@@ -312,25 +297,3 @@ class Trainer(BaseTrainer):
             raise CheckpointError(
                 f"{self.config.resume}: trained on classes {ckpt['classes']}, the data holds {self.data_loader.classes}"
             )
-
-
-def build_lr_scheduler(config, optimizer, steps_per_epoch):
-    """The config's lr_scheduler, or None. OneCycleLR gets epochs and steps_per_epoch from the run
-    and, unless the config sets max_lr, peaks at the optimizer's configured lr."""
-    entry = config["lr_scheduler"]
-    if entry is None:
-        return None
-    if entry["type"] == "OneCycleLR":
-        extra = {"epochs": config["trainer"]["epochs"], "steps_per_epoch": steps_per_epoch}
-        if "max_lr" not in entry["args"]:
-            extra["max_lr"] = config["optimizer"]["args"].get("lr", optimizer.defaults["lr"])
-        total = extra["epochs"] * steps_per_epoch
-        warmup_end = entry["args"].get("pct_start", 0.3) * total - 1  # as OneCycleLR computes it
-        if not 0 < warmup_end < total - 1:
-            raise ConfigError(
-                f"lr_scheduler.args.pct_start: a OneCycleLR warm-up of {entry['args'].get('pct_start', 0.3)} x "
-                f"{total} steps ({extra['epochs']} epochs x {steps_per_epoch} batches) leaves no room for "
-                "both phases; train for more steps or change pct_start"
-            )
-        return config.init_obj("lr_scheduler", optimizer, **extra)
-    return config.init_obj("lr_scheduler", optimizer)

@@ -1,0 +1,67 @@
+"""Learning-rate schedules: built from the config, stepped in one place (trainer/schedulers.py)."""
+
+import json
+
+import pytest
+import torch
+
+from conftest import REPO, assert_one_line_error, run_cli
+from parse_config import ConfigParser, load_json
+from trainer.schedulers import SchedulerStepper, build_lr_scheduler
+from utils.errors import ConfigError
+
+
+def optimizer(lr=0.2):
+    return torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+
+
+def lrs(scheduler, steps):
+    out = []
+    for _ in range(steps):
+        out.append(scheduler.optimizer.param_groups[0]["lr"])
+        scheduler.optimizer.step()
+        scheduler.step()
+    return out
+
+
+def test_warmup_then_cosine_from_the_config():
+    config = load_json(REPO / "config.json")
+    config["lr_scheduler"] = {"type": "WarmupCosineLR", "args": {"warmup_epochs": 2, "start_factor": 0.1}}
+    config["trainer"]["epochs"] = 10
+    scheduler = build_lr_scheduler(ConfigParser(config), optimizer(0.2), steps_per_epoch=10)
+    got = lrs(scheduler, 100)
+    assert got[0] == pytest.approx(0.02) and got[20] == pytest.approx(0.2)  # linear warm-up over 2 epochs
+    assert all(a < b for a, b in zip(got[:20], got[1:21])) and all(a >= b for a, b in zip(got[20:], got[21:]))
+    assert got[-1] == pytest.approx(0.2 * 0.001)  # cosine down to final_factor at the last step
+    assert SchedulerStepper(scheduler, "max val_accuracy").batch_scheduler is scheduler  # steps every batch
+
+
+def test_plateau_steps_on_the_monitored_metric_in_its_direction():
+    config = load_json(REPO / "config.json")
+    config["lr_scheduler"] = {"type": "ReduceLROnPlateau", "args": {"mode": "min"}}
+    with pytest.raises(ConfigError, match="lr_scheduler.args.mode: 'min' but trainer.monitor is 'max val_accuracy'"):
+        ConfigParser(config)
+    config["trainer"]["monitor"] = "off"
+    with pytest.raises(ConfigError, match="ReduceLROnPlateau steps on the monitored metric"):
+        ConfigParser(config)
+    opt = optimizer(0.2)
+    stepper = SchedulerStepper(
+        torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", patience=0), "max val_accuracy"
+    )
+    assert stepper.batch_scheduler is None
+    for accuracy in (50.0, 40.0, 30.0):  # no improvement after the first epoch: the lr falls
+        stepper.after_epoch({"loss": 1.0, "val_accuracy": accuracy})
+    assert opt.param_groups[0]["lr"] < 0.2
+
+
+def test_resume_with_another_scheduler_is_refused(tmp_path, tiny_folder):
+    from conftest import tiny_config
+
+    config = tiny_config(tmp_path, tiny_folder, report=False)
+    assert run_cli("train.py", "-c", config).returncode == 0
+    (run_dir,) = (tmp_path / "saved").glob("*/*")
+    other = json.loads(config.read_text())
+    other["lr_scheduler"] = {"type": "WarmupCosineLR", "args": {}}
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    proc = run_cli("train.py", "-c", tmp_path / "other.json", "--resume", run_dir / "last.pth")
+    assert_one_line_error(proc, "trained with lr_scheduler OneCycleLR, the config says WarmupCosineLR")

@@ -43,9 +43,9 @@ def main(args):
     out = Path(args.out) if args.out else Path(args.resume).parent
     out.mkdir(parents=True, exist_ok=True)
     plot_confusion(cm, data_loader.classes, out / "test_confusion_matrix.png", "test confusion matrix")
-    plot_misclassified(
-        data_loader.dataset.images, targets.numpy(), probs.numpy(), data_loader.classes, out / "test_misclassified.png"
-    )
+    images = getattr(data_loader.dataset, "images", None)  # uint8 pictures, for datasets that keep them
+    if images is not None:
+        plot_misclassified(images, targets.numpy(), probs.numpy(), data_loader.classes, out / "test_misclassified.png")
     (out / "test_metrics.json").write_text(
         json.dumps(
             {"checkpoint": str(args.resume), "epoch": ckpt.get("epoch"), **log, "confusion_matrix": cm.tolist()},

@@ -27,7 +27,7 @@ def check_outputs(model, data_loader):
     """The network needs an output per class of the data."""
     model.eval()
     with torch.no_grad():
-        outputs = model(torch.zeros(1, 3, *data_loader.dataset.images.shape[1:3])).shape[-1]
+        outputs = model(torch.zeros(1, 3, *data_loader.image_size)).shape[-1]
     model.train()
     if len(data_loader.classes) > outputs:
         raise ConfigError(

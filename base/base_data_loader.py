@@ -59,17 +59,60 @@ class ShardSampler(Sampler):
         return iter(self.indices)
 
 
+class PlainDataset(Dataset):
+    """Lets any map-style dataset (`dataset[i] -> (image tensor, label)`) take SeededBatchSampler's
+    `(index, epoch_seed, batch_number)` items; its own randomness is its own affair. Attributes
+    (e.g. `images`) are those of the wrapped dataset."""
+
+    def __init__(self, dataset):
+        self.inner = dataset
+
+    def __len__(self):
+        return len(self.inner)
+
+    def __getitem__(self, index):
+        return self.inner[index]
+
+    def __getitems__(self, items):
+        return [self.inner[i[0] if isinstance(i, tuple) else i] for i in items]
+
+    def __getattr__(self, name):
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+
 class BaseDataLoader(DataLoader):
     """A training DataLoader that also holds its validation set (`split_validation()`).
 
     Unlike pytorch-template, the validation images are a separate dataset with the evaluation
-    transform, so they are never augmented."""
+    transform, so they are never augmented.
+
+    The interface train.py, test.py, the Trainer and the report use. A subclass sets, before
+    calling BaseDataLoader.__init__:
+      classes     list of class names (label k is classes[k]), saved in checkpoints;
+      stats       {"mean": [...], "std": [...]} per channel in [0, 1] units, saved in checkpoints;
+      valid_name  what the validation loader holds: "validation" or "test";
+      augment     optional: the random part of the training augmentation on uint8 HWC images
+                  (for the report's preview), or None.
+    Any map-style dataset works (`dataset[i] -> (CHW tensor, label)`); one that also keeps its
+    pictures as a uint8 NHWC array `images` gets the report's image grids too."""
+
+    INTERFACE = ("classes", "stats", "valid_name")
+    augment = None
 
     def __init__(
         self, dataset, batch_size, shuffle, num_workers, valid_dataset=None, pin_memory=False, collate_fn=None
     ):
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"data_loader.args.batch_size: expected a positive integer, got {batch_size!r}")
+        missing = [name for name in self.INTERFACE if not hasattr(self, name)]
+        if missing and type(self) is not BaseDataLoader:  # a bug in the subclass, not the config: a traceback
+            raise TypeError(f"{type(self).__name__} must set {', '.join(missing)} before BaseDataLoader.__init__")
+        if not isinstance(dataset, ArrayDataset):
+            dataset = PlainDataset(dataset)
+        if valid_dataset is not None and not isinstance(valid_dataset, ArrayDataset):
+            valid_dataset = PlainDataset(valid_dataset)
         self.valid_dataset = valid_dataset
         # The loaders draw their workers' base seeds from a generator of their own: persistent
         # workers draw once per run, and a draw from the global generator would shift every
@@ -85,6 +128,14 @@ class BaseDataLoader(DataLoader):
         sampler = SeededBatchSampler(len(dataset), batch_size, shuffle, rank, world)
         super().__init__(dataset, batch_sampler=sampler, **self._loader_kwargs)
         self.eval_batch_size = batch_size // world
+
+    @property
+    def image_size(self):
+        """(height, width) of the images, from the first one."""
+        images = getattr(self.dataset, "images", None)
+        if images is not None:
+            return tuple(images.shape[1:3])
+        return tuple(self.dataset[0][0].shape[-2:])
 
     def split_validation(self):
         if self.valid_dataset is None:

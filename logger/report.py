@@ -153,10 +153,15 @@ def write_report(
         "confusion_matrix": plot_confusion(
             cm, classes, out_dir / "confusion_matrix.png", f"{split_name} confusion matrix"
         ),
-        "misclassified": plot_misclassified(valid_images, targets, probs, classes, out_dir / "misclassified.png"),
+        # the image grids need the images as uint8 arrays (datasets that keep them: `.images`)
+        "misclassified": plot_misclassified(valid_images, targets, probs, classes, out_dir / "misclassified.png")
+        if valid_images is not None
+        else None,
         "augmentations": plot_augmentations(
             train_images[np.linspace(0, len(train_images) - 1, 8).astype(int)], augment, out_dir / "augmentations.png"
-        ),
+        )
+        if train_images is not None and augment is not None
+        else None,
     }
     final = history[-1] if history else {}
     acc = per_class_accuracy(cm)
@@ -226,11 +231,11 @@ def write_run_report(run_dir, config, history, val_outputs, data_loader, valid_d
             spec_text=spec_text,
             history=history,
             classes=data_loader.classes,
-            valid_images=valid_data_loader.dataset.images,
+            valid_images=getattr(valid_data_loader.dataset, "images", None),
             targets=targets.numpy(),
             probs=probs.numpy(),
             augment=data_loader.augment,
-            train_images=data_loader.dataset.images,
+            train_images=getattr(data_loader.dataset, "images", None),
             split_name=data_loader.valid_name,
             writer=writer,
         )

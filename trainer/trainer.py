@@ -269,7 +269,7 @@ class Trainer(BaseTrainer):
             "data_stats": self.data_loader.stats,
             "classes": list(self.data_loader.classes),
             "world_size": distributed.world_size(),
-            "image_size": list(self.data_loader.dataset.images.shape[1:3]),
+            "image_size": list(self.data_loader.image_size),
         }
 
     def _load_extra_state(self, ckpt):

@@ -24,7 +24,7 @@ def load_trained(args, training):
         data_loader = config.init_obj("data_loader", shuffle=False)
     else:
         data_loader = config.init_obj("data_loader", training=False, shuffle=False, stats=ckpt.get("data_stats"))
-    size = list(data_loader.dataset.images.shape[1:3])
+    size = list(data_loader.image_size)
     if ckpt.get("image_size") and list(ckpt["image_size"]) != size:
         raise DataError(
             f"{config['data_loader']['args']['data_dir']}: holds {size[1]}x{size[0]} images, the "

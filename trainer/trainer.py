@@ -203,22 +203,25 @@ class Trainer(BaseTrainer):
         history = super().train()
         self._check_replicas()
         if self.valid_data_loader is not None and history:
-            tta = evaluate(
-                self.model,
-                self.criterion,
-                self.metric_ftns,
-                self.valid_data_loader,
-                self.device,
-                autocast=self.autocast,
-                channels_last=self.channels_last,
-                flip_tta=True,
-                desc="flip TTA",
-            )
+            tta = self._validate(flip_tta=True, desc="flip TTA")
             self.logger.info(
                 "Flip test-time augmentation (its own figure; the epoch log above is the plain one):\n"
                 + format_log({f"val_{k}_flip_tta": v for k, v in tta.items()})
             )
         return history
+
+    def _validate(self, **options):
+        """The plain model on the validation loader (under DDP every rank its shard; exact totals)."""
+        return evaluate(
+            self.model,
+            self.criterion,
+            self.metric_ftns,
+            self.valid_data_loader,
+            self.device,
+            autocast=self.autocast,
+            channels_last=self.channels_last,
+            **options,
+        )
 
     def _check_replicas(self):
         """Under DDP: the ranks must end with equal weights; a difference is a bug, not a user error."""
@@ -246,17 +249,7 @@ class Trainer(BaseTrainer):
         lr = log.pop("lr")
         distributed.average_buffers(self.model)  # DDP: one set of BatchNorm statistics for all ranks
         if self.valid_data_loader is not None:
-            val, *self.last_val_outputs = evaluate(
-                self.model,
-                self.criterion,
-                self.metric_ftns,
-                self.valid_data_loader,
-                self.device,
-                autocast=self.autocast,
-                channels_last=self.channels_last,
-                return_outputs=True,
-                desc="validation",
-            )
+            val, *self.last_val_outputs = self._validate(return_outputs=True, desc="validation")
             log.update({f"val_{k}": v for k, v in val.items()})
         log["lr"] = lr
         self.stepper.after_epoch(log)

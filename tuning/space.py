@@ -45,18 +45,28 @@ class SearchSpace:
         values = {}
         for path, dist in self.params.items():
             value = trial._suggest(path, dist)
-            values[path] = copy.deepcopy(self.decode[path][value]) if path in self.decode else value
+            values[path] = copy.deepcopy(self.decode[path][value]) if path in self.decode else _tidy(value, dist)
         return values
 
     def decode_params(self, params):
         """A finished trial's params (as optuna stores them) -> the values written into the config."""
-        return {p: copy.deepcopy(self.decode[p][v]) if p in self.decode else v for p, v in params.items()}
+        return {
+            p: copy.deepcopy(self.decode[p][v]) if p in self.decode else _tidy(v, self.params.get(p))
+            for p, v in params.items()
+        }
 
     def build_sampler(self):
         return _build(optuna.samplers, self.sampler)
 
     def build_pruner(self):
         return _build(optuna.pruners, self.pruner)
+
+
+def _tidy(value, dist):
+    """0.30000000000000004 -> 0.3 for a float drawn on a step grid (what a person would write)."""
+    if isinstance(dist, optuna.distributions.FloatDistribution) and dist.step is not None:
+        return round(value, 10)
+    return value
 
 
 def _build(module, entry):

@@ -16,9 +16,9 @@ from datetime import datetime
 from pathlib import Path
 
 from utils.errors import CheckpointError, ConfigError
-from utils.overrides import OVERRIDES, add_override_flags, base_argparser, overrides_from_args, parse_number  # noqa: F401
+from utils.overrides import overrides_from_args
 from utils.run_folder import make_run_dir, release
-from utils.signature import _matches, _type_name, check_call_args  # noqa: F401
+from utils.signature import _matches, _type_name, check_call_args
 
 REQUIRED = object()  # marks a key without a default
 OBJECT = "object"  # marks a {"type": name, "args": {...}} section

@@ -11,12 +11,12 @@ import model.metric as module_metric
 from logger import get_logger, setup_logging
 from logger.report import write_report
 from model.spec import describe
-from parse_config import add_override_flags, base_argparser
 from trainer import evaluate
 from trainer.trainer import autocast_for
 from utils import resolve_device
 from utils.cli import run_main
 from utils.loading import load_trained
+from utils.overrides import add_override_flags, base_argparser
 
 
 def main(args):

@@ -12,10 +12,11 @@ import model.metric as module_metric
 from logger import attach_run_log, get_logger, setup_logging
 from logger.report import write_run_report
 from model.spec import describe, format_checks
-from parse_config import ConfigParser, add_override_flags, base_argparser
+from parse_config import ConfigParser
 from trainer import Trainer, build_lr_scheduler
 from utils import ConfigError, DistributedError, SpecError, distributed, resolve_device, seed_everything
 from utils.cli import run_main
+from utils.overrides import add_override_flags, base_argparser
 
 # how gloo and NCCL report a process that died or hung (they raise plain RuntimeErrors from backward)
 LOST_PEER = re.compile(
@@ -84,7 +85,7 @@ def _train(config, device, allow_spec_violation, epoch_callbacks):
 
     data_loader = config.init_obj("data_loader")
     valid_data_loader = data_loader.split_validation()
-    if len(data_loader) == 0 or data_loader.batch_sampler.batch_size > len(data_loader.dataset):
+    if data_loader.batch_sampler.batch_size > len(data_loader.dataset):
         raise ConfigError(
             f"data_loader.args.batch_size: {config['data_loader']['args']['batch_size']} is more than the "
             f"{len(data_loader.dataset)} training images: not one batch per epoch"

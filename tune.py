@@ -11,12 +11,13 @@ import sys
 import optuna
 
 from logger import setup_logging
-from parse_config import ConfigParser, add_override_flags, load_json
+from parse_config import ConfigParser, load_json
 from tuning.results import format_table, write_results
 from tuning.space import load_space
 from tuning.study import log, make_objective, open_storage, open_study, run_worker, study_dir
 from utils.cli import run_main
 from utils.errors import ConfigError
+from utils.overrides import add_override_flags, overrides_from_args
 
 
 def main(args):
@@ -26,8 +27,6 @@ def main(args):
     user_config = load_json(args.config)
     if not isinstance(user_config, dict):
         raise ConfigError(f"{args.config}: expected a JSON object")
-    from parse_config import overrides_from_args
-
     base = ConfigParser(user_config, modification=overrides_from_args(args)).config
     if base["data_loader"]["args"].get("validation_split", 0) == 0:
         raise ConfigError(

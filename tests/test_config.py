@@ -3,8 +3,9 @@ import json
 import pytest
 
 from conftest import REPO
-from parse_config import ConfigParser, add_override_flags, base_argparser, load_json
+from parse_config import ConfigParser, load_json
 from utils.errors import ConfigError
+from utils.overrides import add_override_flags, base_argparser
 
 
 @pytest.fixture

@@ -1,8 +1,9 @@
 """Rebuild a trained model and its data from a checkpoint (test.py, report.py)."""
 
-from parse_config import ConfigParser, load_json, overrides_from_args
+from parse_config import ConfigParser, load_json
 from utils.checkpoint import load_checkpoint, load_model_state
 from utils.errors import CheckpointError, DataError
+from utils.overrides import overrides_from_args
 
 
 def config_from_checkpoint(args, ckpt):

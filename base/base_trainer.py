@@ -4,7 +4,14 @@ from abc import ABC, abstractmethod
 from logger import TensorboardWriter, get_logger
 from logger.format import format_log
 from utils import distributed
-from utils.checkpoint import get_rng_state, load_checkpoint, load_model_state, save_atomic, set_rng_state
+from utils.checkpoint import (
+    get_rng_state,
+    interrupts_deferred,
+    load_checkpoint,
+    load_model_state,
+    save_atomic,
+    set_rng_state,
+)
 from utils.errors import CheckpointError, ConfigError, TrainingError
 
 
@@ -112,16 +119,21 @@ class BaseTrainer(ABC):
 
     def _save_checkpoint(self, epoch, save_best=False, periodic=False):
         """last.pth every epoch (what a killed run resumes from), checkpoint-epochN.pth every
-        save_period epochs and at the end, model_best.pth when the monitored metric improves."""
-        state = self._state(epoch)
-        self._save(state, self.checkpoint_dir / "last.pth")
-        if periodic:
-            path = self.checkpoint_dir / f"checkpoint-epoch{epoch}.pth"
-            self._save(state, path)
-            self.logger.debug(f"Saving checkpoint: {path} ...")
-        if save_best:
-            self._save(state, self.checkpoint_dir / "model_best.pth")
-            self.logger.debug("Saving current best: model_best.pth ...")
+        save_period epochs and at the end, model_best.pth when the monitored metric improves.
+        Under DDP only rank 0 writes (the replicas are equal). A Ctrl-C during the saves takes
+        effect once they are done, so the three files always belong to the same epoch."""
+        if not distributed.is_main():
+            return
+        with interrupts_deferred():
+            state = self._state(epoch)
+            self._save(state, self.checkpoint_dir / "last.pth")
+            if periodic:
+                path = self.checkpoint_dir / f"checkpoint-epoch{epoch}.pth"
+                self._save(state, path)
+                self.logger.debug(f"Saving checkpoint: {path} ...")
+            if save_best:
+                self._save(state, self.checkpoint_dir / "model_best.pth")
+                self.logger.debug("Saving current best: model_best.pth ...")
 
     @staticmethod
     def _save(state, path):

@@ -307,3 +307,34 @@ def test_any_metric_list_works_end_to_end_with_args(tmp_path, tiny_folder):
     assert (run_dir / "model_best.pth").is_file() and (run_dir / "report.md").is_file()
     proc = run_cli("test.py", "--resume", run_dir / "last.pth")
     assert proc.returncode == 0 and "    top3_acc       : " in proc.stdout, proc.stderr
+
+
+def test_only_rank_0_saves_and_a_ctrl_c_waits_for_the_saves(tmp_path, monkeypatch):
+    import signal as sig
+
+    from utils import distributed
+    from utils.checkpoint import interrupts_deferred
+
+    class Stub(BaseTrainer):
+        def __init__(self):
+            pass
+
+        checkpoint_dir = tmp_path
+
+        def _train_epoch(self, epoch):
+            return {}
+
+        def _state(self, epoch):
+            return {"epoch": epoch}
+
+        logger = __import__("logging").getLogger("test")
+
+    monkeypatch.setattr(distributed, "is_main", lambda: False)
+    Stub()._save_checkpoint(1, save_best=True, periodic=True)
+    assert list(tmp_path.iterdir()) == []  # rank 1 writes nothing
+    monkeypatch.setattr(distributed, "is_main", lambda: True)
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts_deferred():
+            os.kill(os.getpid(), sig.SIGINT)  # arrives mid-save ...
+            Stub()._save_checkpoint(2, save_best=True, periodic=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-epoch2.pth", "last.pth", "model_best.pth"]

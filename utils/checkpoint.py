@@ -1,11 +1,14 @@
 """Checkpoints: written atomically (temp file in the same folder, then rename) and read back with
 `torch.load(weights_only=True)`, so a checkpoint holds only tensors and plain Python values."""
 
+import contextlib
 import os
 import pickle
 import random
 import re
+import signal
 import tempfile
+import threading
 import zipfile
 from pathlib import Path
 
@@ -33,6 +36,23 @@ def save_atomic(obj, path):
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def interrupts_deferred():
+    """Hold back Ctrl-C (SIGINT) for the duration of the block and raise it at the end: a save is
+    never cut off half-way (in the main thread; elsewhere signals cannot be handled anyway)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received:
+            raise KeyboardInterrupt
 
 
 def load_checkpoint(path, map_location="cpu"):

@@ -12,7 +12,7 @@ from logger import get_logger, setup_logging
 from logger.report import write_report
 from model.spec import describe
 from trainer import evaluate
-from trainer.trainer import autocast_for
+from trainer.precision import autocast_for
 from utils import resolve_device
 from utils.cli import run_main
 from utils.loading import load_trained

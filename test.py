@@ -11,7 +11,7 @@ from logger import get_logger, setup_logging
 from logger.format import format_log
 from logger.report import confusion_matrix, per_class_accuracy, plot_confusion, plot_misclassified
 from trainer import evaluate
-from trainer.trainer import autocast_for
+from trainer.precision import autocast_for
 from utils import resolve_device
 from utils.cli import run_main
 from utils.loading import load_trained

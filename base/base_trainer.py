@@ -12,7 +12,7 @@ from utils.checkpoint import (
     save_atomic,
     set_rng_state,
 )
-from utils.errors import CheckpointError, ConfigError, TrainingError
+from utils.errors import CheckpointError, ConfigError, NonFiniteLoss, TrainingError
 
 
 class BaseTrainer(ABC):
@@ -71,14 +71,13 @@ class BaseTrainer(ABC):
             self.logger.info(f"Nothing to train: the checkpoint has finished all {self.epochs} epochs.")
         not_improved = 0
         for epoch in range(self.start_epoch, self.epochs + 1):
-            log = {"epoch": epoch, **self._train_epoch(epoch)}
+            try:
+                log = {"epoch": epoch, **self._train_epoch(epoch)}
+            except NonFiniteLoss as e:
+                self._stop_diverged(f"epoch {epoch}, batch {e.batch}", "loss", e.value, epoch)
             bad = [k for k in ("loss", "val_loss") if k in log and not math.isfinite(log[k])]
             if bad:  # stop before saving: last.pth keeps the last good epoch
-                saved = f"last.pth keeps epoch {epoch - 1}" if epoch > 1 else "no checkpoint was written"
-                raise TrainingError(
-                    f"epoch {epoch}: the {bad[0].replace('_', ' ')} is {log[bad[0]]} (diverged: lower "
-                    f"optimizer.args.lr or check the data); training stopped, {saved} in {self.checkpoint_dir}"
-                )
+                self._stop_diverged(f"epoch {epoch}", bad[0].replace("_", " "), log[bad[0]], epoch)
             self.history.append(log)
             self.logger.info(format_log(log))
             self.writer.add_scalars(log, epoch)
@@ -103,6 +102,14 @@ class BaseTrainer(ABC):
                 self.logger.info(f"{self.mnt_metric} did not improve for {self.early_stop} epochs: training stops.")
                 break
         return self.history
+
+    def _stop_diverged(self, where, what, value, epoch):
+        saved = f"last.pth keeps epoch {epoch - 1}" if epoch > 1 else "no checkpoint was written"
+        value = value if not math.isfinite(value) else "not finite on another process"
+        raise TrainingError(
+            f"{where}: the {what} is {value} (diverged: lower optimizer.args.lr or check the data); "
+            f"training stopped, {saved} in {self.checkpoint_dir}"
+        )
 
     def _state(self, epoch):
         return {

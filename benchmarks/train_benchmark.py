@@ -25,8 +25,8 @@ from logger.format import format_log  # noqa: E402
 from model.spec import empirical_receptive_field, receptive_field, trace  # noqa: E402
 from parse_config import ConfigParser  # noqa: E402
 from trainer import build_lr_scheduler, evaluate, train_one_epoch  # noqa: E402
+from trainer.precision import autocast_for, resolve_amp  # noqa: E402
 from trainer.schedulers import SchedulerStepper  # noqa: E402
-from trainer.trainer import autocast_for, resolve_amp  # noqa: E402
 from utils import UserError, resolve_device, seed_everything  # noqa: E402
 from utils.cli import run_main  # noqa: E402
 from utils.overrides import add_override_flags, base_argparser  # noqa: E402

@@ -2,6 +2,7 @@
 existed is lost or changed."""
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -10,12 +11,14 @@ import sys
 import time
 
 import pytest
+import torch
 
 from base.base_trainer import BaseTrainer
 from conftest import REPO, assert_one_line_error, run_cli, tiny_config
 from parse_config import ConfigParser, load_json
+from trainer import train_one_epoch
 from utils import resolve_device
-from utils.errors import CheckpointError, ConfigError
+from utils.errors import CheckpointError, ConfigError, NonFiniteLoss, TrainingError
 
 
 @pytest.fixture(scope="module")
@@ -72,10 +75,43 @@ def test_batch_larger_than_the_data_writes_nothing(tmp_path, tiny_folder):
 def test_diverging_loss_stops_at_once_and_keeps_the_last_good_checkpoint(tmp_path, tiny_folder):
     config = tiny_config(tmp_path, tiny_folder, epochs=3)
     proc = run_cli("train.py", "-c", config, "--lr", 1e30)
-    line = assert_one_line_error(proc, "epoch 1: the loss is", "diverged: lower optimizer.args.lr")
+    line = assert_one_line_error(proc, "epoch 1, batch ", ": the loss is", "diverged: lower optimizer.args.lr")
     assert "no checkpoint was written" in line
     (run_dir,) = (tmp_path / "saved").glob("*/*")
     assert not list(run_dir.glob("*.pth"))  # a non-finite epoch is never saved
+
+
+def test_non_finite_loss_stops_before_that_batch_steps():
+    """On the CPU every batch is checked: the step of the first bad batch is never taken."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    batches = [(torch.randn(3, 4), torch.tensor([0, 1, 0])) for _ in range(5)]
+    calls = []
+
+    def criterion(output, target):  # the 3rd batch's loss is NaN
+        calls.append(1)
+        loss = torch.nn.functional.cross_entropy(output, target)
+        return loss * float("nan") if len(calls) == 3 else loss
+
+    reference = torch.nn.Linear(4, 2)
+    reference.load_state_dict(model.state_dict())
+    ref_opt = torch.optim.SGD(reference.parameters(), lr=0.1)
+    for images, target in batches[:2]:
+        ref_opt.zero_grad()
+        torch.nn.functional.cross_entropy(reference(images), target).backward()
+        ref_opt.step()
+    with pytest.raises(NonFiniteLoss) as err:
+        train_one_epoch(model, criterion, [], optimizer, batches, torch.device("cpu"), desc="t")
+    assert err.value.batch == 3 and math.isnan(err.value.value)
+    assert torch.equal(model.weight, reference.weight) and torch.equal(model.bias, reference.bias)
+
+
+def test_an_epoch_without_batches_is_an_error():
+    model = torch.nn.Linear(4, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(TrainingError, match="the training loader gave no batch"):
+        train_one_epoch(model, torch.nn.CrossEntropyLoss(), [], optimizer, [], torch.device("cpu"))
 
 
 def test_failed_resume_changes_nothing_in_the_run_folder(run):

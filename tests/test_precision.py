@@ -2,7 +2,7 @@
 
 import torch
 
-import trainer.trainer as tt
+import trainer.precision as tt
 
 
 def test_cpu_bf16_detection_reads_the_flags(tmp_path):

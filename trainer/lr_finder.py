@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from trainer.trainer import to_device
+from trainer.loops import to_device
 
 
 def lr_range_test(

@@ -27,3 +27,12 @@ class DistributedError(UserError):
 
 class TrainingError(UserError):
     """Training cannot go on as configured (e.g. the loss became NaN or infinite)."""
+
+
+class NonFiniteLoss(ArithmeticError):
+    """The training loss became NaN or infinite at `batch` (1-based) of an epoch; the trainer turns
+    it into a TrainingError that says which checkpoint is kept."""
+
+    def __init__(self, batch, value):
+        super().__init__(f"batch {batch}: the loss is {value}")
+        self.batch, self.value = batch, value

@@ -1,0 +1,134 @@
+"""One training epoch and one evaluation pass, as plain functions (as in torchvision's reference
+scripts): the Trainer, the benchmark, report.py and test.py all run these."""
+
+import contextlib
+
+import torch
+from tqdm import tqdm
+
+from utils import MetricTracker, distributed
+from utils.errors import NonFiniteLoss, TrainingError
+
+
+def to_device(images, target, device, channels_last):
+    images = images.to(device, non_blocking=True)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images, target.to(device, non_blocking=True)
+
+
+def finite_check_every(device):
+    """How often (in batches) train_one_epoch checks the loss: every batch on the CPU, where the check
+    costs nothing; every 50 on a GPU or under DDP, where it waits for the device or for the others."""
+    return 1 if device.type == "cpu" and not distributed.is_distributed() else 50
+
+
+def _check_finite(nonfinite, loss, batch):
+    """Raise NonFiniteLoss if any rank saw a non-finite loss so far (all ranks check at the same batch)."""
+    if distributed.all_reduce_sum(nonfinite.clone()).item():
+        raise NonFiniteLoss(batch, loss.item())
+
+
+def train_one_epoch(
+    model,
+    criterion,
+    metric_ftns,
+    optimizer,
+    loader,
+    device,
+    *,
+    batch_scheduler=None,
+    scaler=None,
+    autocast=contextlib.nullcontext,
+    channels_last=False,
+    desc="train",
+):
+    """One pass over `loader`; returns exact per-image means of the loss and each metric, and the
+    learning rate of the last batch. Raises NonFiniteLoss at the first check (every
+    `finite_check_every(device)` batches, before that batch's step) that finds a NaN or infinite loss."""
+    model.train()
+    tracker = MetricTracker("loss", *[m.__name__ for m in metric_ftns])
+    lr = optimizer.param_groups[0]["lr"]
+    every, batches = finite_check_every(device), len(loader)
+    nonfinite = torch.zeros((), device=device)  # counted on the device: no sync between checks
+    for batch, (images, target) in enumerate(tqdm(loader, desc=desc, leave=False, disable=None), 1):
+        lr = optimizer.param_groups[0]["lr"]
+        images, target = to_device(images, target, device, channels_last)
+        with autocast():
+            output = model(images)
+            loss = criterion(output, target)
+        nonfinite += ~torch.isfinite(loss.detach())
+        if batch % every == 0 or batch == batches:
+            _check_finite(nonfinite, loss, batch)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        if batch_scheduler is not None:
+            batch_scheduler.step()
+        n = target.size(0)
+        tracker.update("loss", loss.detach().float() * n, n)
+        output = output.detach().float()
+        for metric in metric_ftns:
+            tracker.update(metric.__name__, metric(output, target), n)
+    if tracker.count("loss") == 0:
+        raise TrainingError(f"{desc}: the training loader gave no batch")
+    return {**tracker.all_reduce().result(), "lr": lr}
+
+
+@torch.no_grad()
+def evaluate(
+    model,
+    criterion,
+    metric_ftns,
+    loader,
+    device,
+    *,
+    autocast=contextlib.nullcontext,
+    channels_last=False,
+    return_outputs=False,
+    flip_tta=False,
+    desc="eval",
+):
+    """Exact per-image means of the loss and each metric over `loader`. With return_outputs, also
+    the softmax probabilities (N, C) and the targets (N,), in the loader's order. flip_tta: the
+    output is the mean of the logits of each image and of its mirror image (test-time
+    augmentation: report it as its own figure, never as the plain accuracy)."""
+    model.eval()
+    tracker = MetricTracker("loss", *[m.__name__ for m in metric_ftns])
+    probs, targets = [], []
+    for images, target in tqdm(loader, desc=desc, leave=False, disable=None):
+        images, target = to_device(images, target, device, channels_last)
+        with autocast():
+            output = model(images)
+            if flip_tta:
+                output = (output + model(images.flip(3))) / 2
+        output = output.float()
+        n = target.size(0)
+        tracker.update("loss", criterion(output, target).float() * n, n)
+        for metric in metric_ftns:
+            tracker.update(metric.__name__, metric(output, target), n)
+        if return_outputs:
+            probs.append(output.softmax(dim=1))
+            targets.append(target)
+    result = tracker.all_reduce().result()
+    if return_outputs:
+        return (result, *_gather_in_order(torch.cat(probs).cpu(), torch.cat(targets).cpu()))
+    return result
+
+
+def _gather_in_order(probs, targets):
+    """Under DDP each rank evaluated images rank, rank + world, ... (ShardSampler): put every rank's
+    outputs back in the loader's order. A no-op in a single process."""
+    if not distributed.is_distributed():
+        return probs, targets
+    parts = distributed.all_gather_objects((probs, targets))
+    world, n = len(parts), sum(len(t) for _, t in parts)
+    all_probs, all_targets = torch.empty(n, probs.shape[1]), torch.empty(n, dtype=targets.dtype)
+    for r, (p, t) in enumerate(parts):
+        all_probs[r::world], all_targets[r::world] = p, t
+    return all_probs, all_targets

@@ -5,6 +5,7 @@ import os
 import re
 import signal
 import sys
+from typing import NamedTuple
 
 import torch
 
@@ -22,6 +23,15 @@ from utils.overrides import add_override_flags, base_argparser
 LOST_PEER = re.compile(
     r"Connection (reset|closed) by peer|[Tt]imed? ?out|NCCL (error|communicator was aborted)|gloo/transport"
 )
+
+
+class Run(NamedTuple):
+    """What `build` made and `train` runs: the Trainer, its loaders and the network's summary."""
+
+    trainer: Trainer
+    data_loader: object
+    valid_data_loader: object
+    summary: str
 
 
 def check_outputs(model, data_loader):
@@ -76,13 +86,16 @@ def main(config, allow_spec_violation=False, epoch_callbacks=()):
 
 
 def _train(config, device, allow_spec_violation, epoch_callbacks):
-    """Everything that can be checked is checked (config, data, network, spec, checkpoint) before the
-    run folder is made: a run that fails its checks writes nothing."""
-    main_rank = distributed.is_main()
-    setup_logging(None, config["trainer"]["verbosity"] if main_rank else 0)
-    logger = get_logger("train")
+    setup_logging(None, config["trainer"]["verbosity"] if distributed.is_main() else 0)
     seed_everything(config["seed"])
+    run = build(config, device, allow_spec_violation, epoch_callbacks)
+    return train(config, run)
 
+
+def build(config, device, allow_spec_violation=False, epoch_callbacks=()):
+    """Everything that can be checked is checked (config, data, network, spec, checkpoint) before the
+    run folder is made: a run that fails its checks writes nothing. Returns the Run to `train`."""
+    logger = get_logger("train")
     data_loader = config.init_obj("data_loader")
     valid_data_loader = data_loader.split_validation()
     if data_loader.batch_sampler.batch_size > len(data_loader.dataset):
@@ -108,37 +121,39 @@ def _train(config, device, allow_spec_violation, epoch_callbacks):
             )
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = model.to(device)
-    criterion = config.init_obj("loss")
-    metrics = module_metric.build_metrics(config["metrics"])
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = config.init_obj("optimizer", params)
-    lr_scheduler = build_lr_scheduler(config, optimizer, steps_per_epoch=len(data_loader))
-
+    optimizer = config.init_obj("optimizer", [p for p in model.parameters() if p.requires_grad])
     trainer = Trainer(
         model,
-        criterion,
-        metrics,
+        config.init_obj("loss"),
+        module_metric.build_metrics(config["metrics"]),
         optimizer,
         config=config,
         device=device,
         data_loader=data_loader,
         valid_data_loader=valid_data_loader,
-        lr_scheduler=lr_scheduler,
+        lr_scheduler=build_lr_scheduler(config, optimizer, steps_per_epoch=len(data_loader)),
         epoch_callbacks=epoch_callbacks,
     )
     if config.resume:
         trainer.resume(config.resume)
+    return Run(trainer, data_loader, valid_data_loader, summary)
 
-    if main_rank:  # only now: the run folder (a new one of its own, or the resumed run's, locked)
+
+def train(config, run):
+    """Make the run folder (a new one of its own, or the resumed run's, locked), train, write the report."""
+    logger, main_rank = get_logger("train"), distributed.is_main()
+    data_loader, valid_data_loader = run.data_loader, run.valid_data_loader
+    if main_rank:
         config.make_run_dir()
         attach_run_log(config.run_dir)
     logger.info(
         f"Data: {len(data_loader.dataset)} training images, "
         f"{len(valid_data_loader.dataset) if valid_data_loader else 0} {data_loader.valid_name} images; "
-        f"mean {data_loader.stats['mean']} std {data_loader.stats['std']}; device {device}; run folder {config.run_dir}"
+        f"mean {data_loader.stats['mean']} std {data_loader.stats['std']}; device {run.trainer.device}; "
+        f"run folder {config.run_dir}"
     )
     try:
-        trainer.train()
+        run.trainer.train()
     except KeyboardInterrupt:
         logger.warning(
             f"interrupted: the last finished epoch is saved; resume with  python train.py --resume "
@@ -152,13 +167,13 @@ def _train(config, device, allow_spec_violation, epoch_callbacks):
         write_run_report(
             config.run_dir,
             config.config,
-            trainer.history,
-            trainer.last_val_outputs,
+            run.trainer.history,
+            run.trainer.last_val_outputs,
             data_loader,
             valid_data_loader,
-            summary,
+            run.summary,
         )
-    return trainer.history
+    return run.trainer.history
 
 
 def cli(argv=None):

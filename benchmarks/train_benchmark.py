@@ -2,17 +2,21 @@
 
     python benchmarks/train_benchmark.py -c config.json --data_dir D --validation_split 5000 [--seeds 1 2 3]
 
-For each seed it trains with the config's recipe (same train_one_epoch/evaluate as train.py) and
-prints, in `key : value` lines: device, parameters, receptive field, the data loader's throughput
-alone (one pass over the training loader, no model), the model's forward+backward throughput alone
+For each seed it trains with the config's recipe through train.py's own code (train.build and
+train.train: the same Trainer, epoch loop, precision and scheduler stepping) and prints, in
+`key : value` lines: device, parameters, receptive field, the data loader's throughput alone
+(one pass over the training loader, no model), the model's forward+backward throughput alone
 (synthetic batches already on the device), seconds per epoch for training and for evaluation,
 training images per second, the wall time (training + evaluation, from the first epoch) at which
 validation accuracy first reached --target, and the final-epoch validation accuracy. With several
-seeds, the mean and standard deviation of the final accuracy close the output. Nothing is saved.
+seeds, the mean and standard deviation of the final accuracy close the output. Nothing is kept:
+the run's checkpoints go to a temporary folder, deleted at the end; no report, no TensorBoard.
 """
 
+import copy
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -21,13 +25,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 import model.metric as module_metric  # noqa: E402
+import train  # noqa: E402
+from base.base_model import num_params  # noqa: E402
+from logger import setup_logging  # noqa: E402
 from logger.format import format_log  # noqa: E402
 from model.spec import empirical_receptive_field, receptive_field, trace  # noqa: E402
 from parse_config import ConfigParser  # noqa: E402
-from trainer import build_lr_scheduler, evaluate, train_one_epoch  # noqa: E402
-from trainer.precision import autocast_for, resolve_amp  # noqa: E402
-from trainer.schedulers import SchedulerStepper  # noqa: E402
 from utils import UserError, resolve_device, seed_everything  # noqa: E402
+from utils.checkpoint import get_rng_state, set_rng_state  # noqa: E402
 from utils.cli import run_main  # noqa: E402
 from utils.overrides import add_override_flags, base_argparser  # noqa: E402
 
@@ -45,112 +50,82 @@ def loader_throughput(loader):
     return n / (time.perf_counter() - start)
 
 
-def model_throughput(model, criterion, optimizer, batch_size, device, autocast, channels_last, steps=30):
-    """Images per second of forward+backward+step on synthetic batches already on the device."""
+def model_throughput(trainer, batch_size, steps=30):
+    """Images per second of forward+backward+step on synthetic batches already on the device, in
+    the Trainer's precision and memory format; the model and optimizer are restored afterwards."""
+    model, device, optimizer = trainer.train_model, trainer.device, trainer.optimizer
     model.train()
-    x = torch.randn(batch_size, 3, 32, 32, device=device)
-    if channels_last:
+    x = torch.randn(batch_size, 3, *trainer.data_loader.image_size, device=device)
+    if trainer.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 10, (batch_size,), device=device)
-    state = {k: v.clone() for k, v in model.state_dict().items()}
+    y = torch.randint(0, len(trainer.data_loader.classes), (batch_size,), device=device)
+    weights, opt_state = copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict())
     for i in range(steps + 5):
         if i == 5:
             sync(device)
             start = time.perf_counter()
-        with autocast():
-            loss = criterion(model(x), y)
+        with trainer.autocast():
+            loss = trainer.criterion(model(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
     sync(device)
     rate = steps * batch_size / (time.perf_counter() - start)
-    model.load_state_dict(state)  # leave the model as it was
-    optimizer.state.clear()
+    model.load_state_dict(weights)  # leave the model and optimizer as they were
+    optimizer.load_state_dict(opt_state)
     return rate
 
 
 def run(config, target):
+    """Train as train.py does (train.build + train.train: the same Trainer, checkpoints in a
+    temporary folder that is deleted afterwards), timing each epoch."""
     seed_everything(config["seed"])
     device = resolve_device(config["device"])
-    cfg = config["trainer"]
-    data_loader = config.init_obj("data_loader")
-    valid_loader = data_loader.split_validation()
-    if valid_loader is None:
+    run = train.build(config, device)
+    trainer, data_loader = run.trainer, run.data_loader
+    if run.valid_data_loader is None:
         raise UserError("the benchmark needs a validation split: set --validation_split")
-    model = config.init_obj("arch").to(device)
-    layers = trace(model)
-    if cfg["channels_last"]:
-        model = model.to(memory_format=torch.channels_last)
-    criterion = config.init_obj("loss")
-    metrics = module_metric.build_metrics(config["metrics"])
-    if "accuracy" not in [m.__name__ for m in metrics]:
-        metrics.append(module_metric.Metric("accuracy", module_metric.accuracy, {}))
-    optimizer = config.init_obj("optimizer", [p for p in model.parameters() if p.requires_grad])
-    scheduler = build_lr_scheduler(config, optimizer, steps_per_epoch=len(data_loader))
-    stepper = SchedulerStepper(scheduler, cfg["monitor"])  # the Trainer's stepping rules
-    dtype = resolve_amp(device, cfg["amp"])[0]
-    autocast = autocast_for(device, cfg["amp"])
-    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None  # as the Trainer does for fp16
-
+    if "accuracy" not in [m.__name__ for m in trainer.metric_ftns]:
+        trainer.metric_ftns.append(module_metric.Metric("accuracy", module_metric.accuracy, {}))
     figures = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "seed": config["seed"],
-        "parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
-        "receptive_field": receptive_field(layers),
-        "receptive_field_empirical": empirical_receptive_field(model),
+        "parameters": num_params(trainer.model),
+        "receptive_field": receptive_field(trace(trainer.model)),
+        "receptive_field_empirical": empirical_receptive_field(trainer.model),
         "loader_workers": data_loader.num_workers,
-        "loader_img_per_s": loader_throughput(data_loader),
-        "model_fwd_bwd_img_per_s": model_throughput(
-            model, criterion, optimizer, data_loader.batch_sampler.batch_size, device, autocast, cfg["channels_last"]
-        ),
     }
-    train_times, eval_times, wall, reached, val = [], [], 0.0, None, {}
-    for epoch in range(1, cfg["epochs"] + 1):
-        sync(device)
-        start = time.perf_counter()
-        train_log = train_one_epoch(
-            model,
-            criterion,
-            metrics,
-            optimizer,
-            data_loader,
-            device,
-            batch_scheduler=stepper.batch_scheduler,
-            scaler=scaler,
-            autocast=autocast,
-            channels_last=cfg["channels_last"],
-            desc=f"epoch {epoch}",
-        )
-        sync(device)
-        middle = time.perf_counter()
-        val = evaluate(
-            model, criterion, metrics, valid_loader, device, autocast=autocast, channels_last=cfg["channels_last"]
-        )
-        sync(device)
-        end = time.perf_counter()
-        stepper.after_epoch({**train_log, **{f"val_{k}": v for k, v in val.items()}})
-        train_times.append(middle - start)
-        eval_times.append(end - middle)
-        wall += end - start
-        if reached is None and val["accuracy"] >= target:
-            reached = (epoch, wall)
+    rng = get_rng_state()  # the throughput probes draw random numbers; training must not notice
+    figures["loader_img_per_s"] = loader_throughput(data_loader)
+    figures["model_fwd_bwd_img_per_s"] = model_throughput(trainer, data_loader.batch_sampler.batch_size)
+    set_rng_state(rng)  # so the run below is exactly train.py's with this config and seed
+    reached = []
+
+    def after_epoch(epoch, log):
+        train_s, eval_s = trainer.epoch_seconds[-1]
+        wall = sum(a + b for a, b in trainer.epoch_seconds)
+        if not reached and log["val_accuracy"] >= target:
+            reached.append((epoch, wall))
         print(
-            f"epoch {epoch:4d}  val_accuracy {val['accuracy']:6.2f}  "
-            f"train {middle - start:6.2f} s  eval {end - middle:5.2f} s",
+            f"epoch {epoch:4d}  val_accuracy {log['val_accuracy']:6.2f}  train {train_s:6.2f} s  eval {eval_s:5.2f} s",
             flush=True,
         )
+
+    trainer.epoch_callbacks.append(after_epoch)
+    history = train.train(config, run)
+    train_times, eval_times = zip(*trainer.epoch_seconds)
     steady = train_times[1:] or train_times  # the first epoch includes worker start-up and warm-up
     figures.update(
         {
-            "epochs": cfg["epochs"],
+            "epochs": len(history),
             "train_s_per_epoch": statistics.mean(steady),
             "eval_s_per_epoch": statistics.mean(eval_times),
             "train_img_per_s": len(data_loader.dataset) / statistics.mean(steady),
-            "total_wall_s": wall,
-            f"time_to_{target:g}_s": reached[1] if reached else float("nan"),
-            f"epoch_to_{target:g}": reached[0] if reached else -1,
-            "final_val_accuracy": val["accuracy"],
-            "final_val_loss": val["loss"],
+            "total_wall_s": sum(train_times) + sum(eval_times),
+            f"time_to_{target:g}_s": reached[0][1] if reached else float("nan"),
+            f"epoch_to_{target:g}": reached[0][0] if reached else -1,
+            "final_val_accuracy": history[-1]["val_accuracy"],
+            "final_val_loss": history[-1]["val_loss"],
         }
     )
     return figures
@@ -160,7 +135,11 @@ def benchmark(args):
     base = ConfigParser.from_args(args)
     finals = []
     for seed in args.seeds or [base["seed"]]:
-        figures = run(ConfigParser(base.config, modification={("seed",): seed}), args.target)
+        setup_logging(None, 0)  # warnings only (the benchmark prints its own lines); closes the last run's log
+        with tempfile.TemporaryDirectory(prefix="benchmark-") as save_dir:
+            quiet = {"save_dir": save_dir, "report": False, "tensorboard": False, "verbosity": 0}
+            changes = {("seed",): seed, **{("trainer", key): value for key, value in quiet.items()}}
+            figures = run(ConfigParser(base.config, modification=changes), args.target)
         print(
             format_log(
                 {

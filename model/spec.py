@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 from torch.overrides import TorchFunctionMode
 
+from base.base_model import num_params
 from utils.errors import SpecError
 
 
@@ -188,10 +189,6 @@ def has_gap(model, layers, input_size=(1, 3, 32, 32)):
     finally:
         model.train(was_training)
     return small == large
-
-
-def num_params(model):
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def empirical_receptive_field(model, channels=3, max_size=1024):

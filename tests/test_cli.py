@@ -199,11 +199,12 @@ def test_spec_violation_stops_training_unless_allowed(tiny_folder, tmp_path):
     assert "breaks the spec; training anyway" in allowed.stdout
 
 
-def test_benchmark_prints_its_figures(tiny_folder, tmp_path):
+def test_benchmark_prints_its_figures_and_trains_as_train_py_does(tiny_folder, tmp_path):
+    config = tiny_config(tmp_path, tiny_folder)
     proc = run_cli(
         "benchmarks/train_benchmark.py",
         "-c",
-        tiny_config(tmp_path, tiny_folder),
+        config,
         "--epochs",
         "2",
         "--validation_split",
@@ -234,6 +235,13 @@ def test_benchmark_prints_its_figures(tiny_folder, tmp_path):
     values = dict(figures)
     assert values["parameters"] == "99146" and values["receptive_field"] == values["receptive_field_empirical"] == "65"
     assert float(values["loader_img_per_s"]) > 0 and float(values["model_fwd_bwd_img_per_s"]) > 0
+    assert not list(tmp_path.glob("saved/*"))  # nothing kept
+    # the same code path: train.py with the last seed ends on the very same validation figures
+    trained = run_cli("train.py", "-c", config, "--epochs", "2", "--validation_split", "10", "--seed", "4")
+    assert trained.returncode == 0, trained.stderr
+    last = dict(re.findall(r"^    (val_loss|val_accuracy) +: (\S+)$", trained.stdout, re.M))
+    finals = [v for k, v in figures if k in ("final_val_loss", "final_val_accuracy")]
+    assert finals[-2:] == [last["val_accuracy"], last["val_loss"]], (finals, last)
 
 
 def test_more_classes_than_outputs(trained, tmp_path):

@@ -1,3 +1,5 @@
+import time
+
 import torch
 
 from base import BaseTrainer
@@ -33,6 +35,7 @@ class Trainer(BaseTrainer):
         self.lr_scheduler = lr_scheduler
         self.stepper = SchedulerStepper(lr_scheduler, config["trainer"]["monitor"])
         self.last_val_outputs = None  # (probabilities, targets) of the latest validation
+        self.epoch_seconds = []  # (training, validation) wall seconds of each epoch this process ran
         self.channels_last = cfg["channels_last"]
         dtype, why = resolve_amp(device, cfg["amp"])
         self.autocast = _autocast(device, dtype)
@@ -87,6 +90,7 @@ class Trainer(BaseTrainer):
         self.logger.info(f"Weights identical on all {len(sums)} processes (checksum {sums[0]:.6f})")
 
     def _train_epoch(self, epoch):
+        start = self._clock()
         log = train_one_epoch(
             self.train_model,
             self.criterion,
@@ -102,12 +106,20 @@ class Trainer(BaseTrainer):
         )
         lr = log.pop("lr")
         distributed.average_buffers(self.model)  # DDP: one set of BatchNorm statistics for all ranks
+        middle = self._clock()
         if self.valid_data_loader is not None:
             val, *self.last_val_outputs = self._validate(return_outputs=True, desc="validation")
             log.update({f"val_{k}": v for k, v in val.items()})
+        self.epoch_seconds.append((middle - start, self._clock() - middle))
         log["lr"] = lr
         self.stepper.after_epoch(log)
         return log
+
+    def _clock(self):
+        """Wall time once the device has finished its queued work."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
 
     def _extra_state(self):
         return {

@@ -2,8 +2,8 @@
 objects by name (`"type"` + `"args"`), as in pytorch-template, with three changes:
 
 * an unknown key, a missing key or a value of the wrong type is a `ConfigError` naming the key
-  (nanoGPT-style), and the `args` of every `"type"` section are checked against the signature of
-  the class or function they name;
+  (nanoGPT-style; the keys, types and defaults are in utils/config_schema.py), and the `args` of
+  every `"type"` section are checked against the signature of the class or function they name;
 * parsing creates no folders: `ConfigParser.make_run_dir()` does, when training starts;
 * the run folder is one place, `<save_dir>/<name>/<run_id>/`, holding the config copy, checkpoints,
   `info.log`, TensorBoard events and the report.
@@ -15,53 +15,11 @@ import re
 from datetime import datetime
 from pathlib import Path
 
+from utils.config_schema import validate
 from utils.errors import CheckpointError, ConfigError
 from utils.overrides import overrides_from_args
 from utils.run_folder import make_run_dir, release
-from utils.signature import _matches, _type_name, check_call_args
-
-REQUIRED = object()  # marks a key without a default
-OBJECT = "object"  # marks a {"type": name, "args": {...}} section
-
-TRAINER_SCHEMA = {
-    "epochs": (int, REQUIRED),
-    "save_dir": (str, "saved/"),
-    "save_period": (int, 10),
-    "verbosity": (int, 2),
-    "monitor": (str, "max val_accuracy"),
-    "early_stop": (int, 0),
-    "tensorboard": (bool, True),
-    "amp": (("auto", "off", "bf16", "fp16"), "auto"),
-    "channels_last": (bool, False),
-    "report": (bool, True),
-    "sync_bn": (bool, False),
-    "dist_timeout": (int, 600),
-}
-
-CONSTRAINTS_SCHEMA = {
-    "max_params": (int, 100_000),
-    "min_receptive_field": (int, 53),
-    "min_depthwise_separable": (int, 2),
-    "min_dilated": (int, 1),
-    "require_gap": (bool, True),
-    "forbid_maxpool": (bool, True),
-    "required_augmentations": (list, ["HorizontalFlip", "ShiftScaleRotate|Affine", "CoarseDropout", "ToGray"]),
-    "enforce": (bool, True),
-}
-
-SCHEMA = {
-    "name": (str, REQUIRED),
-    "seed": (int, 0),
-    "device": (str, "auto"),
-    "arch": (OBJECT, REQUIRED),
-    "data_loader": (OBJECT, REQUIRED),
-    "optimizer": (OBJECT, REQUIRED),
-    "loss": (OBJECT, REQUIRED),
-    "metrics": (list, ["accuracy"]),
-    "lr_scheduler": (OBJECT, None),
-    "trainer": (TRAINER_SCHEMA, REQUIRED),
-    "constraints": (CONSTRAINTS_SCHEMA, None),  # no section: no constraints (train.py says so)
-}
+from utils.signature import check_call_args
 
 # Arguments that the code passes itself, so the config must not (and need not) give them.
 PROVIDED_ARGS = {
@@ -92,54 +50,6 @@ def _registry():
         "lr_scheduler": [trainer.schedulers, torch.optim.lr_scheduler],
         "loss": [model.loss, torch.nn],
     }
-
-
-def _validate(config, schema, where=""):
-    """Return a copy of `config` with defaults filled in; raise ConfigError on any unknown,
-    missing or mistyped key."""
-    if not isinstance(config, dict):
-        raise ConfigError(f"{where or 'config'}: expected an object, got {json.dumps(config)}")
-    unknown = sorted(set(config) - set(schema))
-    if unknown:
-        raise ConfigError(
-            f"{where + '.' if where else ''}{unknown[0]}: unknown config key (expected one of: {', '.join(schema)})"
-        )
-    out = {}
-    for key, (expected, default) in schema.items():
-        path = f"{where}.{key}" if where else key
-        if key not in config:
-            if default is REQUIRED:
-                raise ConfigError(f"{path}: missing config key")
-            nested = isinstance(expected, dict) and default is not None
-            out[key] = _validate(default, expected, path) if nested else copy.deepcopy(default)
-            continue
-        value = config[key]
-        if isinstance(expected, dict) and value is None and default is None:
-            out[key] = None  # an optional section, given as null
-        elif isinstance(expected, dict):
-            out[key] = _validate(value, expected, path)
-        elif expected == OBJECT:
-            if value is None and default is None:
-                out[key] = None
-                continue
-            if not isinstance(value, dict) or not isinstance(value.get("type"), str):
-                raise ConfigError(f'{path}: expected {{"type": <name>, "args": {{...}}}}, got {json.dumps(value)}')
-            extra = sorted(set(value) - {"type", "args"})
-            if extra:
-                raise ConfigError(f"{path}.{extra[0]}: unknown config key (expected type, args)")
-            args = value.get("args", {})
-            if not isinstance(args, dict):
-                raise ConfigError(f"{path}.args: expected an object, got {json.dumps(args)}")
-            out[key] = {"type": value["type"], "args": copy.deepcopy(args)}
-        elif isinstance(expected, tuple):
-            if value not in expected:
-                raise ConfigError(f"{path}: expected {_type_name(expected)}, got {json.dumps(value)}")
-            out[key] = value
-        else:
-            if _matches(value, expected) is not True:
-                raise ConfigError(f"{path}: expected {_type_name(expected)}, got {json.dumps(value)}")
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 def resolve(section, type_name, modules):
@@ -180,7 +90,7 @@ class ConfigParser:
         for path, value in (modification or {}).items():
             if value is not None:
                 _set_by_path(config, path, value)
-        self._config = _validate(config, SCHEMA)
+        self._config = validate(config)
         self._check_objects()
         self.resume = Path(resume) if resume else None
         if self.resume is not None and (self.resume.parent / "config.json").is_file():

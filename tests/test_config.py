@@ -50,6 +50,13 @@ def test_parsing_creates_no_folders(config, tmp_path, monkeypatch):
         (lambda c: c.update(metrics=["accuracy", "f1"]), "metrics[1]: unknown metric 'f1'"),
         (lambda c: c["trainer"].update(monitor="best val_accuracy"), "trainer.monitor"),
         (lambda c: c["loss"].update(kind="x"), "loss.kind: unknown config key"),
+        (lambda c: c.update(arch=["DilatedNet"]), 'arch: expected {"type": <name>, "args": {...}}, got ["DilatedNet"]'),
+        (lambda c: c["trainer"].update(tensorboard=1), "trainer.tensorboard: expected true or false, got 1"),
+        (lambda c: c.update(seed=True), "seed: expected an integer, got true"),
+        (
+            lambda c: c["constraints"].update(required_augmentations=["ToGray", 3]),
+            "constraints.required_augmentations[1]: expected a string, got 3",
+        ),
     ],
 )
 def test_bad_config_names_the_key(config, edit, key):

@@ -1,0 +1,109 @@
+"""The keys of config.json, their types and defaults, as pydantic models (strict: no unknown key,
+no coercion of "10" to 10 or of 8.5 to 8). `validate` returns the config with every default filled
+in, or raises a one-line ConfigError naming the key (nanoGPT-style). What depends on more than one
+key (the monitor against the metrics, the args of each "type" against its signature) is checked
+in parse_config.py."""
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from utils.errors import ConfigError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class TypeArgs(Section):
+    """A `{"type": name, "args": {...}}` section: the class or function `name`, called with `args`."""
+
+    type: str
+    args: dict[str, Any] = {}
+
+
+class TrainerSection(Section):
+    epochs: int
+    save_dir: str = "saved/"
+    save_period: int = 10  # checkpoint-epochN.pth every this many epochs (last.pth: every epoch)
+    verbosity: int = 2  # 0 warnings, 1 info, 2 debug
+    monitor: str = "max val_accuracy"  # "off", or "min <metric>" / "max <metric>" for model_best.pth
+    early_stop: int = 0  # epochs without improvement of the monitored metric; 0: never stop early
+    tensorboard: bool = True
+    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
+    channels_last: bool = False
+    report: bool = True  # plots and report.md in the run folder at the end
+    sync_bn: bool = False  # DDP on CUDA: SyncBatchNorm
+    dist_timeout: int = 600  # DDP: seconds before a silent process counts as lost
+
+
+class ConstraintsSection(Section):
+    """The assignment's rules, checked on the network (model/spec.py) before training."""
+
+    max_params: int = 100_000
+    min_receptive_field: int = 53
+    min_depthwise_separable: int = 2
+    min_dilated: int = 1
+    require_gap: bool = True
+    forbid_maxpool: bool = True
+    required_augmentations: list[str] = ["HorizontalFlip", "ShiftScaleRotate|Affine", "CoarseDropout", "ToGray"]
+    enforce: bool = True  # false: report broken rules and train anyway
+
+
+class Config(Section):
+    name: str
+    seed: int = 0
+    device: str = "auto"
+    arch: TypeArgs
+    data_loader: TypeArgs
+    optimizer: TypeArgs
+    loss: TypeArgs
+    metrics: list[Any] = ["accuracy"]  # names, or {"type": name, "args": {...}} (model/metric.py checks them)
+    lr_scheduler: TypeArgs | None = None
+    trainer: TrainerSection
+    constraints: ConstraintsSection | None = None  # no section: no constraints (train.py says so)
+
+
+def validate(config):
+    """`config` (a dict from JSON) with defaults filled in; ConfigError on the first bad key."""
+    try:
+        return Config.model_validate(config).model_dump()
+    except ValidationError as e:
+        raise ConfigError(_message(e.errors()[0])) from None
+
+
+EXPECTED = {  # pydantic's error type -> what the key expects, in the words of the rest of the project
+    "int_type": "an integer",
+    "bool_type": "true or false",
+    "string_type": "a string",
+    "list_type": "a list",
+    "dict_type": "an object",
+    "model_type": "an object",
+}
+
+
+def _message(error):
+    loc, kind, value = error["loc"], error["type"], error["input"]
+    path = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".") or "config"
+    if kind == "missing":
+        return f"{path}: missing config key"
+    if kind == "extra_forbidden":
+        fields = _section(loc[:-1]).model_fields
+        return f"{path}: unknown config key (expected one of: {', '.join(fields)})"
+    if kind == "model_type" and _section(loc) is TypeArgs:
+        expected = '{"type": <name>, "args": {...}}'
+    elif kind == "literal_error":
+        expected = f"one of {error['ctx']['expected']}"
+    else:
+        expected = EXPECTED.get(kind, error["msg"].lower())
+    return f"{path}: expected {expected}, got {json.dumps(value, default=str)}"
+
+
+def _section(loc):
+    """The model class of the section at `loc` (a tuple of keys from the top)."""
+    model = Config
+    for key in loc:
+        annotation = model.model_fields[key].annotation
+        model = next(a for a in (annotation, *getattr(annotation, "__args__", ())) if isinstance(a, type))
+    return model

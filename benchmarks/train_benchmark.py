@@ -29,7 +29,8 @@ import train  # noqa: E402
 from base.base_model import num_params  # noqa: E402
 from logger import setup_logging  # noqa: E402
 from logger.format import format_log  # noqa: E402
-from model.spec import empirical_receptive_field, receptive_field, trace  # noqa: E402
+from model.spec import empirical_receptive_field  # noqa: E402
+from model.trace import receptive_field, trace  # noqa: E402
 from parse_config import ConfigParser  # noqa: E402
 from utils import UserError, resolve_device, seed_everything  # noqa: E402
 from utils.checkpoint import get_rng_state, set_rng_state  # noqa: E402

@@ -8,17 +8,8 @@ import torch.nn.functional as F
 from conftest import REPO
 from model.blocks import ConvBNReLU, DepthwiseSeparableConv, channels_last_grad
 from model.model import DilatedNet
-from model.spec import (
-    check_constraints,
-    count_depthwise_separable,
-    count_dilated,
-    describe,
-    empirical_receptive_field,
-    has_gap,
-    has_maxpool,
-    receptive_field,
-    trace,
-)
+from model.spec import check_constraints, describe, empirical_receptive_field, has_gap
+from model.trace import count_depthwise_separable, count_dilated, has_maxpool, receptive_field, trace
 from parse_config import ConfigParser
 
 CONSTRAINTS = ConfigParser(json.loads((REPO / "config.json").read_text()))["constraints"]

@@ -9,7 +9,7 @@ from pathlib import Path
 import model.metric as module_metric
 from logger import get_logger, setup_logging
 from logger.format import format_log
-from logger.report import confusion_matrix, per_class_accuracy, plot_confusion, plot_misclassified
+from logger.plots import confusion_matrix, per_class_accuracy, plot_confusion, plot_misclassified
 from trainer import evaluate
 from trainer.precision import autocast_for
 from utils import resolve_device

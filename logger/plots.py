@@ -1,0 +1,121 @@
+"""The pictures of a run: training curves, confusion matrix, misclassified images, augmented
+samples. matplotlib with the Agg backend; every figure is closed."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from data_loader.transforms import reseed  # noqa: E402
+
+
+def _save(fig, path):
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def read_rgb(path):
+    """A saved picture as an (H, W, 3) float array, for TensorBoard."""
+    return plt.imread(path)[..., :3]
+
+
+def plot_curves(history, path):
+    """Loss, every logged metric (train and validation) and the learning rate per epoch."""
+    epochs = [h["epoch"] for h in history]
+    keys = [k for k in history[0] if k not in ("epoch", "lr") and not k.startswith("val_")]
+    fig, axes = plt.subplots(1, len(keys) + 1, figsize=(5 * (len(keys) + 1), 4), constrained_layout=True)
+    for ax, key in zip(axes, keys):
+        ax.plot(epochs, [h[key] for h in history], label="train")
+        if all(f"val_{key}" in h for h in history):
+            ax.plot(epochs, [h[f"val_{key}"] for h in history], label="validation")
+        ax.set(title=f"{key} (%)" if "acc" in key else key, xlabel="epoch")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if all("lr" in h for h in history):
+        axes[-1].plot(epochs, [h["lr"] for h in history], color="tab:green")
+    axes[-1].set(title="learning rate (last batch of the epoch)", xlabel="epoch")
+    axes[-1].grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def confusion_matrix(targets, predictions, num_classes):
+    """counts[i, j] = images of true class i predicted as j."""
+    return np.bincount(num_classes * np.asarray(targets) + np.asarray(predictions), minlength=num_classes**2).reshape(
+        num_classes, num_classes
+    )
+
+
+def per_class_accuracy(cm):
+    return 100.0 * np.diag(cm) / np.maximum(cm.sum(axis=1), 1)
+
+
+def plot_confusion(cm, classes, path, title="confusion matrix"):
+    """Counts, with each row's percentage under them; rows are true classes."""
+    rows = 100.0 * cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    n = len(classes)
+    fig, ax = plt.subplots(figsize=(1.0 * n + 3, 0.9 * n + 2), constrained_layout=True)
+    ax.imshow(rows, cmap="Blues", vmin=0, vmax=100)
+    for i in range(n):
+        for j in range(n):
+            ax.text(
+                j,
+                i,
+                f"{cm[i, j]}\n{rows[i, j]:.1f}%",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if rows[i, j] > 60 else "black",
+            )
+    ax.set_xticks(range(n), classes, rotation=45, ha="right")
+    ax.set_yticks(range(n), classes)
+    ax.set(
+        xlabel="predicted",
+        ylabel="true",
+        title=f"{title} ({cm.sum()} images, {np.trace(cm) / max(cm.sum(), 1):.2%} correct)",
+    )
+    return _save(fig, path)
+
+
+def plot_misclassified(images, targets, probs, classes, path, count=36):
+    """A grid of wrongly classified images (un-normalised), the most confident mistakes first."""
+    probs = np.asarray(probs)
+    predictions = probs.argmax(1)
+    wrong = np.flatnonzero(predictions != np.asarray(targets))
+    wrong = wrong[np.argsort(-probs[wrong, predictions[wrong]])][:count]
+    cols = 6
+    rows = max(1, int(np.ceil(len(wrong) / cols)))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.0, rows * 2.2), constrained_layout=True, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i in zip(axes.flat, wrong):
+        ax.imshow(images[i], interpolation="nearest")
+        ax.set_title(
+            f"true {classes[targets[i]]}\npred {classes[predictions[i]]} {probs[i, predictions[i]]:.0%}", fontsize=8
+        )
+    fig.suptitle(
+        f"{len(wrong)} of {(predictions != np.asarray(targets)).sum()} misclassified images (most confident first)"
+    )
+    return _save(fig, path)
+
+
+def plot_augmentations(images, augment, path, versions=6, seed=0):
+    """Each row: an original training image, then `versions` outputs of the real augmentation."""
+    reseed(augment, seed)
+    fig, axes = plt.subplots(
+        len(images),
+        versions + 1,
+        figsize=((versions + 1) * 1.6, len(images) * 1.6),
+        constrained_layout=True,
+        squeeze=False,
+    )
+    for r, image in enumerate(images):
+        axes[r, 0].imshow(image, interpolation="nearest")
+        axes[r, 0].set_title("original" if r == 0 else "", fontsize=8)
+        for c in range(1, versions + 1):
+            axes[r, c].imshow(augment(image=image)["image"], interpolation="nearest")
+            axes[r, c].set_title("augmented" if r == 0 and c == 1 else "", fontsize=8)
+    for ax in axes.flat:
+        ax.axis("off")
+    return _save(fig, path)

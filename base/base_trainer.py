@@ -74,7 +74,7 @@ class BaseTrainer(ABC):
             try:
                 log = {"epoch": epoch, **self._train_epoch(epoch)}
             except NonFiniteLoss as e:
-                self._stop_diverged(f"epoch {epoch}, batch {e.batch}", "loss", e.value, epoch)
+                self._stop_diverged(f"epoch {epoch}, {e.where}", "loss", e.value, epoch)
             bad = [k for k in ("loss", "val_loss") if k in log and not math.isfinite(log[k])]
             if bad:  # stop before saving: last.pth keeps the last good epoch
                 self._stop_diverged(f"epoch {epoch}", bad[0].replace("_", " "), log[bad[0]], epoch)
@@ -105,9 +105,9 @@ class BaseTrainer(ABC):
 
     def _stop_diverged(self, where, what, value, epoch):
         saved = f"last.pth keeps epoch {epoch - 1}" if epoch > 1 else "no checkpoint was written"
-        value = value if not math.isfinite(value) else "not finite on another process"
+        state = f"is {value}" if not math.isfinite(value) else "was not finite (here, or in another process)"
         raise TrainingError(
-            f"{where}: the {what} is {value} (diverged: lower optimizer.args.lr or check the data); "
+            f"{where}: the {what} {state} (diverged: lower optimizer.args.lr or check the data); "
             f"training stopped, {saved} in {self.checkpoint_dir}"
         )
 

@@ -103,8 +103,27 @@ def test_non_finite_loss_stops_before_that_batch_steps():
         ref_opt.step()
     with pytest.raises(NonFiniteLoss) as err:
         train_one_epoch(model, criterion, [], optimizer, batches, torch.device("cpu"), desc="t")
-    assert err.value.batch == 3 and math.isnan(err.value.value)
+    assert (err.value.first, err.value.last, err.value.where) == (3, 3, "batch 3") and math.isnan(err.value.value)
     assert torch.equal(model.weight, reference.weight) and torch.equal(model.bias, reference.bias)
+
+
+def test_non_finite_loss_checked_every_few_batches_names_the_window(monkeypatch):
+    """On a GPU or under DDP the check runs every few batches: the error names the batches it covers."""
+    import trainer.loops
+
+    monkeypatch.setattr(trainer.loops, "finite_check_every", lambda device: 2)
+    model = torch.nn.Linear(4, 2)
+    batches = [(torch.randn(3, 4), torch.tensor([0, 1, 0])) for _ in range(5)]
+    calls = []
+
+    def criterion(output, target):  # the 3rd batch's loss is infinite
+        calls.append(1)
+        return torch.nn.functional.cross_entropy(output, target) * (float("inf") if len(calls) == 3 else 1)
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(NonFiniteLoss) as err:
+        train_one_epoch(model, criterion, [], optimizer, batches, torch.device("cpu"))
+    assert (err.value.first, err.value.last, err.value.where) == (3, 4, "batches 3-4")
 
 
 def test_an_epoch_without_batches_is_an_error():

@@ -23,10 +23,11 @@ def finite_check_every(device):
     return 1 if device.type == "cpu" and not distributed.is_distributed() else 50
 
 
-def _check_finite(nonfinite, loss, batch):
-    """Raise NonFiniteLoss if any rank saw a non-finite loss so far (all ranks check at the same batch)."""
+def _check_finite(nonfinite, loss, first, last):
+    """Raise NonFiniteLoss if any rank saw a non-finite loss in batches first..last (all ranks check
+    at the same batches; the earlier checks found none)."""
     if distributed.all_reduce_sum(nonfinite.clone()).item():
-        raise NonFiniteLoss(batch, loss.item())
+        raise NonFiniteLoss(first, last, loss.item())
 
 
 def train_one_epoch(
@@ -59,7 +60,7 @@ def train_one_epoch(
             loss = criterion(output, target)
         nonfinite += ~torch.isfinite(loss.detach())
         if batch % every == 0 or batch == batches:
-            _check_finite(nonfinite, loss, batch)
+            _check_finite(nonfinite, loss, (batch - 1) // every * every + 1, batch)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()

@@ -30,9 +30,11 @@ class TrainingError(UserError):
 
 
 class NonFiniteLoss(ArithmeticError):
-    """The training loss became NaN or infinite at `batch` (1-based) of an epoch; the trainer turns
-    it into a TrainingError that says which checkpoint is kept."""
+    """The training loss became NaN or infinite in batches `first`..`last` (1-based) of an epoch;
+    `value` is the loss of batch `last` here. The trainer turns it into a TrainingError that says
+    which checkpoint is kept."""
 
-    def __init__(self, batch, value):
-        super().__init__(f"batch {batch}: the loss is {value}")
-        self.batch, self.value = batch, value
+    def __init__(self, first, last, value):
+        self.first, self.last, self.value = first, last, value
+        self.where = f"batch {last}" if first == last else f"batches {first}-{last}"
+        super().__init__(f"{self.where}: the loss is {value}")

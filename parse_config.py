@@ -124,9 +124,6 @@ class ConfigParser:
         logged = ["loss", "val_loss", *names, *(f"val_{m}" for m in names)]
         if self._config["trainer"]["monitor"] != "off" and metric not in logged:
             raise ConfigError(f"trainer.monitor: {metric!r} is not logged (expected one of: {', '.join(logged)})")
-        for key in ("epochs", "save_period"):
-            if self._config["trainer"][key] < 1:
-                raise ConfigError(f"trainer.{key}: expected an integer >= 1, got {self._config['trainer'][key]}")
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self._config["name"]):
             raise ConfigError(
                 f"name: {self._config['name']!r} is not a plain folder name (letters, digits, '.', '_', '-')"

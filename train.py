@@ -52,8 +52,6 @@ def main(config, allow_spec_violation=False, epoch_callbacks=()):
     Under torchrun: one DDP process per GPU (or CPU worker); rank 0 logs and writes every file."""
     if not distributed.launched_by_torchrun():
         return _train(config, resolve_device(config["device"]), allow_spec_violation, epoch_callbacks)
-    if config["trainer"]["dist_timeout"] < 1:
-        raise ConfigError(f"trainer.dist_timeout: expected seconds >= 1, got {config['trainer']['dist_timeout']}")
     device = distributed.init_distributed(resolve_device(config["device"]), config["trainer"]["dist_timeout"])
     resume = "torchrun ... train.py --resume <run folder>/last.pth"
     try:

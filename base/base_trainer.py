@@ -29,9 +29,6 @@ class BaseTrainer(ABC):
         self.optimizer = optimizer
 
         cfg = config["trainer"]
-        for key in ("epochs", "save_period"):
-            if cfg[key] < 1:
-                raise ConfigError(f"trainer.{key}: expected an integer >= 1, got {cfg[key]}")
         self.epochs = cfg["epochs"]
         self.save_period = cfg["save_period"]
         self.monitor = cfg["monitor"]

@@ -40,6 +40,8 @@ def snapshot(folder):
     [
         (lambda c: c["trainer"].update(epochs=0), "trainer.epochs: expected an integer >= 1, got 0"),
         (lambda c: c["trainer"].update(epochs=-1), "trainer.epochs: expected an integer >= 1, got -1"),
+        (lambda c: c["trainer"].update(save_period=0), "trainer.save_period: expected an integer >= 1, got 0"),
+        (lambda c: c["trainer"].update(dist_timeout=0), "trainer.dist_timeout: expected an integer >= 1, got 0"),
         (
             lambda c: c["trainer"].update(monitor="max val_acc"),
             "trainer.monitor: 'val_acc' is not logged (expected one of: loss, val_loss, accuracy",

@@ -45,10 +45,6 @@ class WarmupCosineLR(LambdaLR):
 
 
 PER_BATCH = (OneCycleLR, CyclicLR, WarmupCosineLR)  # every other scheduler steps once per epoch
-RUN_ARGS = {
-    "OneCycleLR": {"epochs", "steps_per_epoch", "total_steps"},  # set from the run, never the config
-    "WarmupCosineLR": {"epochs", "steps_per_epoch"},
-}
 
 
 class SchedulerStepper:

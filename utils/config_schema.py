@@ -5,11 +5,13 @@ key (the monitor against the metrics, the args of each "type" against its signat
 in parse_config.py."""
 
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from utils.errors import ConfigError
+
+AtLeastOne = Annotated[int, Field(ge=1)]
 
 
 class Section(BaseModel):
@@ -24,9 +26,9 @@ class TypeArgs(Section):
 
 
 class TrainerSection(Section):
-    epochs: int
+    epochs: AtLeastOne
     save_dir: str = "saved/"
-    save_period: int = 10  # checkpoint-epochN.pth every this many epochs (last.pth: every epoch)
+    save_period: AtLeastOne = 10  # checkpoint-epochN.pth every this many epochs (last.pth: every epoch)
     verbosity: int = 2  # 0 warnings, 1 info, 2 debug
     monitor: str = "max val_accuracy"  # "off", or "min <metric>" / "max <metric>" for model_best.pth
     early_stop: int = 0  # epochs without improvement of the monitored metric; 0: never stop early
@@ -35,7 +37,7 @@ class TrainerSection(Section):
     channels_last: bool = False
     report: bool = True  # plots and report.md in the run folder at the end
     sync_bn: bool = False  # DDP on CUDA: SyncBatchNorm
-    dist_timeout: int = 600  # DDP: seconds before a silent process counts as lost
+    dist_timeout: AtLeastOne = 600  # DDP: seconds before a silent process counts as lost
 
 
 class ConstraintsSection(Section):
@@ -93,6 +95,8 @@ def _message(error):
         return f"{path}: unknown config key (expected one of: {', '.join(fields)})"
     if kind == "model_type" and _section(loc) is TypeArgs:
         expected = '{"type": <name>, "args": {...}}'
+    elif kind == "greater_than_equal":
+        expected = f"an integer >= {error['ctx']['ge']}"
     elif kind == "literal_error":
         expected = f"one of {error['ctx']['expected']}"
     else:

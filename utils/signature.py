@@ -10,16 +10,6 @@ import typing
 from utils.errors import ConfigError
 
 
-def _type_name(expected):
-    if isinstance(expected, tuple):
-        return "one of " + ", ".join(repr(c) for c in expected)
-    if isinstance(expected, dict):
-        return "an object"
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string", list: "a list"}.get(
-        expected, str(expected)
-    )
-
-
 def _matches(value, annotation):
     """True/False when the annotation says whether the value fits; None when it cannot tell."""
     if annotation is inspect.Parameter.empty or isinstance(annotation, str) or annotation is typing.Any:

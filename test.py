@@ -1,6 +1,7 @@
-"""Evaluate a checkpoint on the test split:  python test.py --resume CKPT [--data_dir D]
-Prints loss, accuracy and per-class accuracy; writes the confusion matrix, the misclassified grid
-and per-class accuracy next to the checkpoint (or into --out)."""
+"""Evaluate a checkpoint on the test split:  python test.py --resume CKPT [--data_dir D] [--tta flip]
+Prints loss, accuracy and per-class accuracy (with --tta flip, then the flip test-time-augmented
+loss and accuracy on lines of their own, never in place of the plain ones); writes the confusion
+matrix, the misclassified grid and per-class accuracy next to the checkpoint (or into --out)."""
 
 import json
 import sys
@@ -35,10 +36,26 @@ def main(args):
         autocast=autocast_for(device, config["trainer"]["amp"]),
         return_outputs=True,
     )
+    if args.tta == "flip":
+        tta = evaluate(
+            model,
+            criterion,
+            metrics,
+            data_loader,
+            device,
+            autocast=autocast_for(device, config["trainer"]["amp"]),
+            flip_tta=True,
+        )
     cm = confusion_matrix(targets.numpy(), probs.numpy().argmax(1), len(data_loader.classes))
     per_class = {f"acc_{c}": float(a) for c, a in zip(data_loader.classes, per_class_accuracy(cm))}
     log = {"images": int(cm.sum()), **result, **per_class}
     logger.info(format_log(log))
+    if args.tta == "flip":
+        tta = {f"{k}_flip_tta": v for k, v in tta.items()}
+        logger.info(
+            "Flip test-time augmentation (its own figure; the lines above are the plain one):\n" + format_log(tta)
+        )
+        log.update(tta)
 
     out = Path(args.out) if args.out else Path(args.resume).parent
     out.mkdir(parents=True, exist_ok=True)
@@ -64,6 +81,12 @@ def cli(argv=None):
     add_override_flags(parser, ("--data_dir", "--device", "--bs", "--num_workers"))
     parser.add_argument(
         "--out", default=None, help="folder for the pictures and test_metrics.json (default: the checkpoint's)"
+    )
+    parser.add_argument(
+        "--tta",
+        choices=("none", "flip"),
+        default="none",
+        help="also print the accuracy with test-time augmentation (flip: mean logits of each image and its mirror)",
     )
     return run_main(main, parser.parse_args(argv), single_process="test.py")
 

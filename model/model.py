@@ -1,7 +1,7 @@
 import torch.nn as nn
 
 from base import BaseModel
-from model.blocks import ConvBNReLU, DepthwiseSeparableConv, channels_last_grad
+from model.blocks import ACTIVATIONS, ConvBNReLU, DepthwiseSeparableConv, channels_last_grad
 from utils.errors import ConfigError
 
 
@@ -20,6 +20,8 @@ class DilatedNet(BaseModel):
     dilations: dilation of the depthwise convolutions of C2..C4 (the first entry, C1's, is 1).
     mid_act: BN + ReLU between each depthwise and pointwise convolution.
     c1_ratio: C1's full-resolution convolutions have w1 // c1_ratio channels (at least 8).
+    act: the activation everywhere ("relu", "silu", "gelu", "hardswish").
+    se: squeeze-excite reduction ratio in every block of C2..C4 (0: no squeeze-excite).
     """
 
     def __init__(
@@ -31,36 +33,44 @@ class DilatedNet(BaseModel):
         mid_act: bool = True,
         dropout: float = 0.0,
         c1_ratio: int = 4,
+        act: str = "relu",
+        se: int = 0,
     ):
         super().__init__()
         if len(widths) != 4 or len(depths) != 4 or len(dilations) != 4:
             raise ConfigError("arch.args: widths, depths and dilations need 4 entries each (C1..C4)")
         if min(depths) < 1 or min(widths) < 1 or min(dilations) < 1 or dilations[0] != 1 or c1_ratio < 1:
             raise ConfigError("arch.args: widths, depths, dilations and c1_ratio must be positive, and C1's dilation 1")
+        if act not in ACTIVATIONS:
+            raise ConfigError(f"arch.args.act: expected one of {', '.join(ACTIVATIONS)}, got {act!r}")
+        if not isinstance(se, int) or isinstance(se, bool) or se < 0:
+            raise ConfigError(f"arch.args.se: expected an integer >= 0 (0: no squeeze-excite), got {se!r}")
+        block = dict(mid_act=mid_act, act=act, se=se)
         w1, w2, w3, w4 = widths
         c1 = [3] + [max(8, w1 // c1_ratio)] * (depths[0] - 1) + [w1]  # full-resolution convs are narrower
         self.c1 = nn.Sequential(
-            *[ConvBNReLU(a, b, stride=2 if i == depths[0] - 1 else 1) for i, (a, b) in enumerate(zip(c1, c1[1:]))]
+            *[
+                ConvBNReLU(a, b, stride=2 if i == depths[0] - 1 else 1, act=act)
+                for i, (a, b) in enumerate(zip(c1, c1[1:]))
+            ]
         )
-        self.c2 = self._stage(w1, w2, depths[1], 1, dilations[1], mid_act)
-        self.c3 = self._stage(w2, w3, depths[2], 2, dilations[2], mid_act)
-        self.c4 = self._stage(w3, w4, depths[3], 1, dilations[3], mid_act)
+        self.c2 = self._stage(w1, w2, depths[1], 1, dilations[1], block)
+        self.c3 = self._stage(w2, w3, depths[2], 2, dilations[2], block)
+        self.c4 = self._stage(w3, w4, depths[3], 1, dilations[3], block)
         self.gap = nn.AdaptiveAvgPool2d(1)
         self.output = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(w4, num_classes))
 
     @staticmethod
-    def _stage(in_width, width, depth, stride, dilation, mid_act):
+    def _stage(in_width, width, depth, stride, dilation, block):
         """`depth` depthwise-separable blocks; the first changes width or stride when asked (a strided
         depthwise conv is not dilated: on a CPU a strided dilated depthwise conv is several times slower)."""
         blocks = []
         if in_width != width or stride != 1:
             blocks.append(
-                DepthwiseSeparableConv(
-                    in_width, width, stride=stride, dilation=1 if stride > 1 else dilation, mid_act=mid_act
-                )
+                DepthwiseSeparableConv(in_width, width, stride=stride, dilation=1 if stride > 1 else dilation, **block)
             )
         while len(blocks) < depth:
-            blocks.append(DepthwiseSeparableConv(width, width, dilation=dilation, residual=True, mid_act=mid_act))
+            blocks.append(DepthwiseSeparableConv(width, width, dilation=dilation, residual=True, **block))
         return nn.Sequential(*blocks)
 
     def forward(self, x):

@@ -53,6 +53,10 @@ def test_parsing_creates_no_folders(config, tmp_path, monkeypatch):
         (lambda c: c.update(arch=["DilatedNet"]), 'arch: expected {"type": <name>, "args": {...}}, got ["DilatedNet"]'),
         (lambda c: c["trainer"].update(tensorboard=1), "trainer.tensorboard: expected true or false, got 1"),
         (lambda c: c.update(seed=True), "seed: expected an integer, got true"),
+        (lambda c: c["trainer"].update(ema={"decay": 1}), "trainer.ema.decay: expected a number < 1"),
+        (lambda c: c["trainer"].update(mix={"type": "Mix"}), "trainer.mix.type: expected one of 'MixUp' or 'CutMix'"),
+        (lambda c: c["trainer"].update(progressive_resize={"min_size": 4}), "progressive_resize.min_size: expected an"),
+        (lambda c: c["trainer"].update(selective_backprop={"keep": 1.5}), "selective_backprop.keep: expected a number"),
         (
             lambda c: c["constraints"].update(required_augmentations=["ToGray", 3]),
             "constraints.required_augmentations[1]: expected a string, got 3",

@@ -42,10 +42,14 @@ def train_one_epoch(
     scaler=None,
     autocast=contextlib.nullcontext,
     channels_last=False,
+    tricks=None,
+    ema=None,
     desc="train",
 ):
     """One pass over `loader`; returns exact per-image means of the loss and each metric, and the
-    learning rate of the last batch. Raises NonFiniteLoss at the first check (every
+    learning rate of the last batch. tricks: a BatchTricks (resize, selective backprop, mixing)
+    applied to each batch; the metrics then compare with the unmixed labels of the images trained
+    on. ema: an AveragedModel updated after every step. Raises NonFiniteLoss at the first check (every
     `finite_check_every(device)` batches, before that batch's step) that finds a NaN or infinite loss."""
     model.train()
     tracker = MetricTracker("loss", *[m.__name__ for m in metric_ftns])
@@ -55,9 +59,12 @@ def train_one_epoch(
     for batch, (images, target) in enumerate(tqdm(loader, desc=desc, leave=False, disable=None), 1):
         lr = optimizer.param_groups[0]["lr"]
         images, target = to_device(images, target, device, channels_last)
+        loss_target = target
+        if tricks is not None:
+            images, target, loss_target = tricks(model, images, target, autocast)
         with autocast():
             output = model(images)
-            loss = criterion(output, target)
+            loss = criterion(output, loss_target)
         nonfinite += ~torch.isfinite(loss.detach())
         if batch % every == 0 or batch == batches:
             _check_finite(nonfinite, loss, (batch - 1) // every * every + 1, batch)
@@ -69,6 +76,8 @@ def train_one_epoch(
         else:
             loss.backward()
             optimizer.step()
+        if ema is not None:
+            ema.update_parameters(getattr(model, "module", model))  # the plain model under DDP
         if batch_scheduler is not None:
             batch_scheduler.step()
         n = target.size(0)

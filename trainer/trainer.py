@@ -4,6 +4,8 @@ import torch
 
 from base import BaseTrainer
 from logger.format import format_log
+from trainer.batch_tricks import BatchTricks
+from trainer.ema import build_ema, ema_state, load_ema_state
 from trainer.loops import evaluate, train_one_epoch
 from trainer.precision import _autocast, resolve_amp
 from trainer.schedulers import SchedulerStepper, check_same_length
@@ -43,6 +45,20 @@ class Trainer(BaseTrainer):
         self.logger.info(f"Precision: {why}; memory format: {'channels_last' if self.channels_last else 'contiguous'}")
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
+        self.ema = build_ema(self.model, cfg["ema"])
+        self.eval_model = self.ema.module if self.ema is not None else self.model
+        self.logger.info(
+            f"Weights evaluated and saved: the EMA of the weights (decay {cfg['ema']['decay']}; the raw weights "
+            "are kept in last.pth for resume)"
+            if self.ema is not None
+            else "Weights evaluated and saved: the trained weights (no EMA)"
+        )
+        tricks = ("progressive_resize", "selective_backprop", "mix")
+        self.tricks = (
+            BatchTricks(cfg, len(data_loader.classes), data_loader.image_size, self.epochs)
+            if any(cfg[k] for k in tricks)
+            else None
+        )
         # DDP: train through the wrapper (it all-reduces gradients); evaluate and save the plain model,
         # so checkpoints load in a single process and evaluation needs no collective per batch
         self.train_model = self.model
@@ -65,12 +81,19 @@ class Trainer(BaseTrainer):
                 "Flip test-time augmentation (its own figure; the epoch log above is the plain one):\n"
                 + format_log({f"val_{k}_flip_tta": v for k, v in tta.items()})
             )
+            if self.ema is not None:
+                raw = self._validate(model=self.model, desc="raw weights")
+                self.logger.info(
+                    "The raw (not averaged) weights, for comparison with the EMA above:\n"
+                    + format_log({f"val_{k}_raw": v for k, v in raw.items()})
+                )
         return history
 
-    def _validate(self, **options):
-        """The plain model on the validation loader (under DDP every rank its shard; exact totals)."""
+    def _validate(self, model=None, **options):
+        """The evaluated model (the EMA when on; not the DDP wrapper) on the validation loader (under
+        DDP every rank its shard; exact totals)."""
         return evaluate(
-            self.model,
+            model or self.eval_model,
             self.criterion,
             self.metric_ftns,
             self.valid_data_loader,
@@ -91,6 +114,7 @@ class Trainer(BaseTrainer):
 
     def _train_epoch(self, epoch):
         start = self._clock()
+        schedule = self.tricks.start_epoch(epoch) if self.tricks is not None else {}
         log = train_one_epoch(
             self.train_model,
             self.criterion,
@@ -102,16 +126,21 @@ class Trainer(BaseTrainer):
             scaler=self.scaler,
             autocast=self.autocast,
             channels_last=self.channels_last,
+            tricks=self.tricks,
+            ema=self.ema,
             desc=f"epoch {epoch}/{self.epochs}",
         )
         lr = log.pop("lr")
         distributed.average_buffers(self.model)  # DDP: one set of BatchNorm statistics for all ranks
+        if self.ema is not None:
+            distributed.average_buffers(self.ema.module)
         middle = self._clock()
         if self.valid_data_loader is not None:
             val, *self.last_val_outputs = self._validate(return_outputs=True, desc="validation")
             log.update({f"val_{k}": v for k, v in val.items()})
         self.epoch_seconds.append((middle - start, self._clock() - middle))
         log["lr"] = lr
+        log.update(schedule)
         self.stepper.after_epoch(log)
         return log
 
@@ -129,9 +158,13 @@ class Trainer(BaseTrainer):
             "classes": list(self.data_loader.classes),
             "world_size": distributed.world_size(),
             "image_size": list(self.data_loader.image_size),
+            **(ema_state(self.ema, self.model) if self.ema is not None else {}),
         }
 
     def _load_extra_state(self, ckpt):
+        warning = load_ema_state(self.ema, self.model, ckpt)
+        if warning:
+            self.logger.warning(warning)
         was, now = ckpt.get("world_size", 1), distributed.world_size()
         if was != now:
             how = (

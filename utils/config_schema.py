@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from utils.errors import ConfigError
 
 AtLeastOne = Annotated[int, Field(ge=1)]
+Fraction = Annotated[float, Field(gt=0, lt=1)]
 
 
 class Section(BaseModel):
@@ -23,6 +24,40 @@ class TypeArgs(Section):
 
     type: str
     args: dict[str, Any] = {}
+
+
+class EmaSection(Section):
+    """Weight EMA (torch.optim.swa_utils.AveragedModel): after every step, average <- decay x average
+    + (1 - decay) x weights, BatchNorm statistics included. Validation, checkpoints' state_dict,
+    test.py and export.py use the average; the raw weights stay in full checkpoints for resume."""
+
+    decay: Fraction = 0.999  # 1 / (1 - decay) steps: the averaging horizon
+
+
+class MixSection(Section):
+    """Batch-level MixUp or CutMix (torchvision.transforms.v2), after the per-image augmentations:
+    each batch is mixed with probability p, ramped linearly from 0 over the first ramp_epochs."""
+
+    type: Literal["MixUp", "CutMix"]
+    alpha: Annotated[float, Field(gt=0)] = 1.0  # Beta(alpha, alpha) draws the mixing weight
+    p: Annotated[float, Field(ge=0, le=1)] = 0.5
+    ramp_epochs: Annotated[int, Field(ge=0)] = 0
+
+
+class ResizeSection(Section):
+    """Progressive resizing: the first `until` fraction of the epochs trains on smaller images, from
+    min_size up to the full size in steps of 4 pixels (bilinear, antialiased); the network is fully
+    convolutional with global pooling, so it runs at any size. Validation is always at full size."""
+
+    min_size: Annotated[int, Field(ge=8)]
+    until: Annotated[float, Field(gt=0, le=1)] = 0.5
+
+
+class SelectiveBackpropSection(Section):
+    """Selective backprop: score each batch with a forward pass without gradients, then train on
+    the `keep` fraction with the highest loss (the rest costs a forward pass only)."""
+
+    keep: Fraction = 0.5
 
 
 class TrainerSection(Section):
@@ -38,6 +73,10 @@ class TrainerSection(Section):
     report: bool = True  # plots and report.md in the run folder at the end
     sync_bn: bool = False  # DDP on CUDA: SyncBatchNorm
     dist_timeout: AtLeastOne = 600  # DDP: seconds before a silent process counts as lost
+    ema: EmaSection | None = None  # null: no weight averaging
+    mix: MixSection | None = None  # null: no MixUp / CutMix
+    progressive_resize: ResizeSection | None = None  # null: every epoch at full size
+    selective_backprop: SelectiveBackpropSection | None = None  # null: backward on every image
 
 
 class ConstraintsSection(Section):
@@ -75,8 +114,10 @@ def validate(config):
         raise ConfigError(_message(e.errors()[0])) from None
 
 
+BOUNDS = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
 EXPECTED = {  # pydantic's error type -> what the key expects, in the words of the rest of the project
     "int_type": "an integer",
+    "float_type": "a number",
     "bool_type": "true or false",
     "string_type": "a string",
     "list_type": "a list",
@@ -95,8 +136,10 @@ def _message(error):
         return f"{path}: unknown config key (expected one of: {', '.join(fields)})"
     if kind == "model_type" and _section(loc) is TypeArgs:
         expected = '{"type": <name>, "args": {...}}'
-    elif kind == "greater_than_equal":
-        expected = f"an integer >= {error['ctx']['ge']}"
+    elif kind in BOUNDS:
+        bound = next(iter(error["ctx"].values()))
+        number = "an integer" if isinstance(bound, int) and kind == "greater_than_equal" else "a number"
+        expected = f"{number} {BOUNDS[kind]} {bound}"
     elif kind == "literal_error":
         expected = f"one of {error['ctx']['expected']}"
     else:

@@ -1,0 +1,128 @@
+"""The recipe options of the trainer section (weight EMA, MixUp/CutMix, progressive resizing,
+selective backprop) and of the network (activation, squeeze-excite): what each does to a batch or
+a model, and a tiny run with all of them that resumes bit-exactly and evaluates the averaged weights."""
+
+import json
+import re
+import shutil
+
+import pytest
+import torch
+
+from conftest import REPO, run_cli, tiny_config
+from model.model import DilatedNet
+from model.spec import describe
+from trainer.batch_tricks import BatchTricks, resize_schedule, select_hardest
+from utils.checkpoint import load_checkpoint
+from utils.errors import ConfigError
+
+ALL_TRICKS = dict(
+    ema={"decay": 0.5},
+    mix={"type": "CutMix", "alpha": 1.0, "p": 1.0, "ramp_epochs": 2},
+    progressive_resize={"min_size": 16, "until": 0.5},
+    selective_backprop={"keep": 0.5},
+)
+
+
+def test_resize_schedule_grows_in_steps_of_four_to_the_full_size():
+    assert resize_schedule(16, 0.5, 10, 32) == {1: 16, 2: 16, 3: 20, 4: 24, 5: 28, 6: 32, 7: 32, 8: 32, 9: 32, 10: 32}
+    assert set(resize_schedule(16, 1.0, 3, 32).values()) <= {16, 20, 24, 28, 32}
+
+
+def test_tricks_resize_the_batch_and_keep_channels_last():
+    tricks = BatchTricks({"progressive_resize": {"min_size": 16, "until": 0.5}}, 10, (32, 32), 4)
+    assert tricks.start_epoch(1) == {"image_size": 16, "mix_p": 0.0}
+    x = torch.randn(4, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    images, target, loss_target = tricks(None, x, torch.arange(4), contextlib_null)
+    assert images.shape == (4, 3, 16, 16) and images.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(target, loss_target)
+    assert tricks.start_epoch(3)["image_size"] == 32
+    assert tricks(None, x, torch.arange(4), contextlib_null)[0] is x  # full size: the batch as it was
+
+
+def contextlib_null():
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+def test_selective_backprop_keeps_the_images_with_the_highest_loss():
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3, 3, bias=False))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.eye(3) * 10)
+    images = torch.eye(3)[[0, 1, 2, 0]].view(4, 3, 1, 1)  # logits favour class = the hot channel
+    target = torch.tensor([0, 2, 2, 1])  # images 1 and 3 are wrong: the two highest losses
+    model.train()
+    kept, kept_target = select_hardest(model, images, target, 0.5, contextlib_null)
+    assert torch.equal(kept_target, torch.tensor([2, 1])) and torch.equal(kept, images[[1, 3]])
+    assert model.training  # the scoring pass leaves the mode as it was
+
+
+def test_mixing_probability_ramps_in_and_mixed_targets_are_soft():
+    torch.manual_seed(0)
+    tricks = BatchTricks({"mix": {"type": "MixUp", "alpha": 1.0, "p": 1.0, "ramp_epochs": 4}}, 10, (32, 32), 8)
+    assert [tricks.start_epoch(e)["mix_p"] for e in (1, 2, 4, 8)] == [0.25, 0.5, 1.0, 1.0]
+    x, y = torch.randn(6, 3, 32, 32), torch.arange(6)
+    images, target, loss_target = tricks(None, x, y, contextlib_null)
+    assert torch.equal(target, y) and loss_target.shape == (6, 10)
+    assert torch.allclose(loss_target.sum(1), torch.ones(6)) and not torch.equal(images, x)
+
+
+def test_activation_and_squeeze_excite_keep_the_spec_and_the_shipped_weights_keys():
+    for kwargs in ({"act": "silu"}, {"act": "gelu"}, {"se": 16, "widths": [64, 64, 128, 144]}):
+        model = DilatedNet(**kwargs)
+        _, failed = describe(model, json.loads((REPO / "config.json").read_text())["constraints"])
+        assert not failed, (kwargs, failed)
+    assert set(DilatedNet().state_dict()) == set(DilatedNet(act="silu").state_dict())
+    with pytest.raises(ConfigError, match="arch.args.act: expected one of relu, silu"):
+        DilatedNet(act="tanh")
+    with pytest.raises(ConfigError, match="arch.args.se: expected an integer >= 0"):
+        DilatedNet(se=-1)
+
+
+@pytest.fixture(scope="module")
+def tricked(tmp_path_factory, tiny_folder):
+    tmp = tmp_path_factory.mktemp("tricks")
+    proc = run_cli("train.py", "-c", tiny_config(tmp, tiny_folder, **ALL_TRICKS))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc, next((tmp / "saved").glob("*/*"))
+
+
+def test_ema_is_what_is_validated_saved_and_tested(tricked, tiny_folder, tmp_path):
+    proc, run_dir = tricked
+    assert "Weights evaluated and saved: the EMA of the weights (decay 0.5" in proc.stdout
+    assert re.search(r"val_accuracy_raw *: \d+\.\d\d", proc.stdout)  # the raw weights, on their own line
+    assert re.findall(r"image_size +: (\d+)", proc.stdout) == ["16", "32"]
+    ckpt = load_checkpoint(run_dir / "last.pth")
+    assert int(ckpt["ema_updates"]) == 2 * 5  # 2 epochs of 5 batches: one update per step
+    assert any(not torch.equal(ckpt["state_dict"][k], ckpt["raw_state_dict"][k]) for k in ckpt["state_dict"])
+    final = ckpt["history"][-1]
+    out = run_cli(
+        "test.py", "--resume", run_dir / "last.pth", "--data_dir", tiny_folder, "--out", tmp_path, "--tta", "flip"
+    )
+    assert out.returncode == 0, out.stderr
+    assert re.search(rf"^    accuracy +: {final['val_accuracy']:.2f}$", out.stdout, re.M)  # test.py = the EMA
+    # the flip-TTA figure comes after the plain one, on lines of its own
+    assert (
+        out.stdout.index("    accuracy ") < out.stdout.index("Flip test-time") < out.stdout.index("accuracy_flip_tta")
+    )
+    export = tmp_path / "w.pth"
+    assert run_cli("export.py", "--resume", run_dir / "last.pth", "--out", export).returncode == 0
+    shipped = load_checkpoint(export)
+    assert "raw_state_dict" not in shipped
+    assert all(torch.equal(shipped["state_dict"][k], v) for k, v in ckpt["state_dict"].items())
+
+
+def test_resume_with_ema_and_tricks_is_bit_exact(tricked, tmp_path):
+    _, run_dir = tricked
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    straight = load_checkpoint(copy / "last.pth")
+    proc = run_cli("train.py", "--resume", copy / "checkpoint-epoch1.pth")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    resumed = load_checkpoint(copy / "last.pth")
+    for key in ("state_dict", "raw_state_dict"):
+        for name, tensor in straight[key].items():
+            assert torch.equal(tensor, resumed[key][name]), (key, name)
+    assert int(resumed["ema_updates"]) == int(straight["ema_updates"])
+    assert resumed["history"] == straight["history"]

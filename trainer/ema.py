@@ -1,0 +1,42 @@
+"""Weight EMA (trainer.ema), on torch.optim.swa_utils.AveragedModel: an exponential moving average
+of the weights and of the BatchNorm statistics, updated after every optimizer step."""
+
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+
+def build_ema(model, cfg):
+    """The average of `model` as trainer.ema says, or None when it is null. The copy starts equal
+    to `model` (same memory format); its first update copies the weights again."""
+    if not cfg:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg["decay"]), use_buffers=True)
+
+
+def ema_state(ema, model):
+    """Checkpoint entries: the average as the state_dict every reader evaluates, the raw weights
+    and the update count for a resume."""
+    return {
+        "state_dict": ema.module.state_dict(),
+        "raw_state_dict": model.state_dict(),
+        "ema_updates": ema.n_averaged.clone(),
+    }
+
+
+def load_ema_state(ema, model, ckpt):
+    """Restore what ema_state saved; returns a warning for the log when the checkpoint and the config
+    disagree about EMA (None when they agree)."""
+    if "raw_state_dict" in ckpt:
+        model.load_state_dict(ckpt["raw_state_dict"])  # training continues from the raw weights
+        if ema is None:
+            return (
+                "the checkpoint averaged its weights (trainer.ema) and this config does not: training "
+                "continues from its raw weights without averaging"
+            )
+        ema.module.load_state_dict(ckpt["state_dict"])
+        ema.n_averaged.copy_(ckpt["ema_updates"])
+        return None
+    if ema is not None:
+        ema.module.load_state_dict(model.state_dict())
+        ema.n_averaged.zero_()
+        return "the checkpoint has no weight average: trainer.ema starts averaging from its weights"
+    return None

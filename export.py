@@ -1,17 +1,37 @@
-"""Write a weights-only copy of a checkpoint (no optimizer, scheduler or RNG state), for shipping:
-    python export.py --resume saved/<name>/<run>/last.pth --out pretrained/cifar10_dilatednet.pth
-The copy loads with test.py and report.py like any checkpoint of this project."""
+"""Export a checkpoint for shipping:
+python export.py --resume saved/<name>/<run>/last.pth --out pretrained/cifar10_dilatednet.pth
+    weights only (no optimizer, scheduler or RNG state); loads with test.py, report.py, predict.py
+python export.py --resume CKPT --format onnx --out model.onnx
+    ONNX (normalisation inside the graph, dynamic batch); checked against PyTorch on a batch
+python export.py --resume CKPT --format onnx-int8 --out model-int8.onnx [--data_dir D]
+    static int8 (QDQ) calibrated on training images; its validation accuracy printed next to fp32"""
 
 import argparse
 import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
 
 from utils.checkpoint import load_checkpoint, save_atomic
 from utils.cli import run_main
+from utils.errors import CheckpointError, ConfigError
+from utils.paths import check_writable
 
-KEPT = ("arch", "epoch", "state_dict", "config", "history", "data_stats", "classes", "monitor_best")
+KEPT = ("arch", "epoch", "state_dict", "config", "history", "data_stats", "classes", "monitor_best", "image_size")
+CALIBRATION_IMAGES = 512
+INT8_TOLERANCE = 0.5  # points of validation accuracy int8 may lose before the export says so
 
 
-def export(src, dst):
+def check_out(src, dst):
+    """Refuse to overwrite the source checkpoint, and a folder that cannot be written, before any work."""
+    src, dst = Path(src), Path(dst)
+    if dst.exists() and src.exists() and dst.resolve() == src.resolve():
+        raise ConfigError(f"--out {dst}: is the checkpoint being exported; write the export to another file")
+    check_writable(dst)
+
+
+def export_weights(src, dst):
     ckpt = load_checkpoint(src)
     weights = {key: ckpt[key] for key in KEPT if key in ckpt}
     save_atomic(weights, dst)
@@ -20,12 +40,69 @@ def export(src, dst):
     )
 
 
+def run_images(predictor, data_dir):
+    """(training pictures, validation pictures, validation labels) of the run's own split, as uint8."""
+    from parse_config import ConfigParser
+
+    overrides = {("data_loader", "args", "data_dir"): data_dir} if data_dir else None
+    config = ConfigParser(predictor.ckpt["config"], None, overrides, run_id="export")
+    loader = config.init_obj("data_loader", shuffle=False, num_workers=0)
+    valid = loader.split_validation()
+    if valid is None:
+        raise ConfigError("the checkpoint's run has no validation split to measure int8 on: give --data_dir")
+    return loader.dataset.images, valid.dataset.images, np.asarray(valid.dataset.labels)
+
+
+def accuracy(predictor, images, labels, batch=500):
+    """Exact percentage of `images` whose top class is their label."""
+    hits = 0
+    for i in range(0, len(images), batch):
+        hits += int((np.asarray(predictor.logits(images[i : i + batch])).argmax(1) == labels[i : i + batch]).sum())
+    return 100.0 * hits / len(images)
+
+
+def export(src, dst, fmt="weights", data_dir=None):
+    check_out(src, dst)
+    if fmt == "weights":
+        return export_weights(src, dst)
+    from deploy.onnx_export import compare, export_onnx, quantize_int8
+    from deploy.predictor import OnnxPredictor, TorchPredictor
+
+    predictor = TorchPredictor(src)
+    rng = np.random.default_rng(0)
+    probe = rng.integers(0, 256, (64, *predictor.image_size, 3), dtype=np.uint8)
+    if fmt == "onnx":
+        export_onnx(predictor, dst)
+        diff, same = compare(predictor, dst, probe)
+        print(f"Wrote {dst} (ONNX opset 18; input 'pixels': float32 (N, 3, H, W) RGB 0..255, normalised in the graph)")
+        print(f"onnxruntime vs PyTorch on 64 images: max abs logit difference {diff:.2e}; argmax identical: {same}")
+        if not same:
+            raise CheckpointError(f"{dst}: onnxruntime and PyTorch disagree on the class of some images")
+        return
+    train_images, valid_images, valid_labels = run_images(predictor, data_dir)
+    calibration = train_images[rng.choice(len(train_images), min(CALIBRATION_IMAGES, len(train_images)), False)]
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = Path(tmp) / "fp32.onnx"
+        export_onnx(predictor, fp32)
+        quantize_int8(fp32, dst, calibration)
+        fp32_acc = accuracy(OnnxPredictor(fp32), valid_images, valid_labels)
+    int8_acc = accuracy(OnnxPredictor(dst), valid_images, valid_labels)
+    print(f"Wrote {dst} (int8 QDQ, per-channel weights, calibrated on {len(calibration)} training images)")
+    print(f"validation accuracy ({len(valid_labels)} images): fp32 {fp32_acc:.2f}%  int8 {int8_acc:.2f}%")
+    if fp32_acc - int8_acc > INT8_TOLERANCE:
+        print(f"warning: int8 loses {fp32_acc - int8_acc:.2f} points of validation accuracy (more than 0.5)")
+
+
 def cli(argv=None):
-    parser = argparse.ArgumentParser(description="Export the weights of a checkpoint for shipping")
+    parser = argparse.ArgumentParser(description="Export a checkpoint for shipping")
     parser.add_argument("-r", "--resume", required=True, help="checkpoint to export")
-    parser.add_argument("--out", required=True, help="path of the weights-only copy")
+    parser.add_argument("--out", required=True, help="path of the exported file")
+    parser.add_argument(
+        "--format", choices=("weights", "onnx", "onnx-int8"), default="weights", help="what to write (default: weights)"
+    )
+    parser.add_argument("--data_dir", default=None, help="onnx-int8: the data (default: the checkpoint's data_dir)")
     args = parser.parse_args(argv)
-    return run_main(export, args.resume, args.out)
+    return run_main(export, args.resume, args.out, args.format, args.data_dir)
 
 
 if __name__ == "__main__":

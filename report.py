@@ -1,5 +1,5 @@
 """Write the report of an existing run (curves, confusion matrix, misclassified and augmentation
-grids, report.md) from one of its checkpoints:
+grids, Grad-CAM of the most confident mistakes, report.md) from one of its checkpoints:
     python report.py --resume saved/<name>/<run>/last.pth [--data_dir D] [--out DIR]
 The curves come from the history stored in the checkpoint; the rest from evaluating its weights
 on the run's validation split (or the test split when the run validated on it)."""
@@ -17,6 +17,7 @@ from utils import resolve_device
 from utils.cli import run_main
 from utils.loading import load_trained
 from utils.overrides import add_override_flags, base_argparser
+from utils.paths import default_out
 
 
 def main(args):
@@ -38,7 +39,7 @@ def main(args):
     spec_text, _ = describe(
         model, config["constraints"], augmentations=config["data_loader"]["args"].get("augmentations")
     )
-    out = Path(args.out) if args.out else Path(args.resume).parent
+    out = Path(args.out) if args.out else default_out(args.resume, "report")
     paths = write_report(
         out,
         config=config.config,
@@ -51,6 +52,8 @@ def main(args):
         augment=data_loader.augment,
         train_images=data_loader.dataset.images,
         split_name=data_loader.valid_name,
+        network=model,
+        stats=data_loader.stats,
     )
     get_logger("report").info("Report: " + ", ".join(str(p) for p in paths.values() if p is not None))
     return paths
@@ -59,7 +62,11 @@ def main(args):
 def cli(argv=None):
     parser = base_argparser("Write the report of a run from its checkpoint")
     add_override_flags(parser, ("--data_dir", "--validation_split", "--device", "--bs", "--num_workers"))
-    parser.add_argument("--out", default=None, help="output folder (default: the checkpoint's)")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="output folder (default: beside a checkpoint under saved/, else saved/report/<folder>-<name>)",
+    )
     return run_main(main, parser.parse_args(argv), single_process="report.py")
 
 

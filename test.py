@@ -1,13 +1,16 @@
 """Evaluate a checkpoint on the test split:  python test.py --resume CKPT [--data_dir D] [--tta flip]
 Prints loss, accuracy and per-class accuracy (with --tta flip, then the flip test-time-augmented
 loss and accuracy on lines of their own, never in place of the plain ones); writes the confusion
-matrix, the misclassified grid and per-class accuracy next to the checkpoint (or into --out)."""
+matrix, the misclassified grid, Grad-CAM heat maps of the most confident mistakes and the metrics
+into --out; by default beside a checkpoint of the save_dir (saved/), and for a checkpoint elsewhere
+(pretrained/, ...) into saved/test/<folder>-<name>/, never beside it."""
 
 import json
 import sys
 from pathlib import Path
 
 import model.metric as module_metric
+from deploy.cam import plot_mistake_cams
 from logger import get_logger, setup_logging
 from logger.format import format_log
 from logger.plots import confusion_matrix, per_class_accuracy, plot_confusion, plot_misclassified
@@ -17,6 +20,7 @@ from utils import resolve_device
 from utils.cli import run_main
 from utils.loading import load_trained
 from utils.overrides import add_override_flags, base_argparser
+from utils.paths import default_out
 
 
 def main(args):
@@ -57,12 +61,21 @@ def main(args):
         )
         log.update(tta)
 
-    out = Path(args.out) if args.out else Path(args.resume).parent
+    out = Path(args.out) if args.out else default_out(args.resume, "test")
     out.mkdir(parents=True, exist_ok=True)
     plot_confusion(cm, data_loader.classes, out / "test_confusion_matrix.png", "test confusion matrix")
     images = getattr(data_loader.dataset, "images", None)  # uint8 pictures, for datasets that keep them
     if images is not None:
         plot_misclassified(images, targets.numpy(), probs.numpy(), data_loader.classes, out / "test_misclassified.png")
+        plot_mistake_cams(
+            model,
+            data_loader.stats,
+            images,
+            targets.numpy(),
+            probs.numpy(),
+            data_loader.classes,
+            out / "test_gradcam_mistakes.png",
+        )
     (out / "test_metrics.json").write_text(
         json.dumps(
             {"checkpoint": str(args.resume), "epoch": ckpt.get("epoch"), **log, "confusion_matrix": cm.tolist()},
@@ -70,9 +83,7 @@ def main(args):
         )
         + "\n"
     )
-    logger.info(
-        f"Wrote {out / 'test_confusion_matrix.png'}, {out / 'test_misclassified.png'}, {out / 'test_metrics.json'}"
-    )
+    logger.info(f"Wrote {', '.join(sorted(p.name for p in out.glob('test_*')))} in {out}")
     return log
 
 
@@ -80,7 +91,10 @@ def cli(argv=None):
     parser = base_argparser("Evaluate a checkpoint on the CIFAR-10 test split")
     add_override_flags(parser, ("--data_dir", "--device", "--bs", "--num_workers"))
     parser.add_argument(
-        "--out", default=None, help="folder for the pictures and test_metrics.json (default: the checkpoint's)"
+        "--out",
+        default=None,
+        help="folder for the pictures and test_metrics.json (default: the checkpoint's folder under saved/, "
+        "else saved/test/<folder>-<name>)",
     )
     parser.add_argument(
         "--tta",

@@ -16,7 +16,8 @@ from model.spec import describe, format_checks
 from parse_config import ConfigParser
 from trainer import Trainer, build_lr_scheduler
 from utils import ConfigError, DistributedError, SpecError, distributed, resolve_device, seed_everything
-from utils.cli import run_main
+from utils.cli import print_error, run_main
+from utils.errors import DivergedError
 from utils.overrides import add_override_flags, base_argparser
 
 # how gloo and NCCL report a process that died or hung (they raise plain RuntimeErrors from backward)
@@ -70,6 +71,14 @@ def main(config, allow_spec_violation=False, epoch_callbacks=()):
 
         signal.signal(signal.SIGTERM, stopped)
         return _train(config, device, allow_spec_violation, epoch_callbacks)
+    except DivergedError as e:
+        # every rank stops at the same batch (the loss check is all-reduced): rank 0 says why, once,
+        # and the others wait at a barrier until it has, so torchrun, which stops the group when the
+        # first process exits, cannot cut its line off
+        if distributed.is_main():
+            print_error(e)
+        torch.distributed.barrier()
+        raise SystemExit(2) from None
     except RuntimeError as e:  # a rank died or stopped answering within dist_timeout
         if not (isinstance(e, torch.distributed.DistError) or LOST_PEER.search(str(e))):
             raise  # a bug, not a lost process: keep its traceback
@@ -170,6 +179,7 @@ def train(config, run):
             data_loader,
             valid_data_loader,
             run.summary,
+            network=run.trainer.eval_model,
         )
     return run.trainer.history
 

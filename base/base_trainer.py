@@ -12,7 +12,7 @@ from utils.checkpoint import (
     save_atomic,
     set_rng_state,
 )
-from utils.errors import CheckpointError, ConfigError, NonFiniteLoss, TrainingError
+from utils.errors import CheckpointError, ConfigError, DivergedError, NonFiniteLoss
 
 
 class BaseTrainer(ABC):
@@ -103,7 +103,7 @@ class BaseTrainer(ABC):
     def _stop_diverged(self, where, what, value, epoch):
         saved = f"last.pth keeps epoch {epoch - 1}" if epoch > 1 else "no checkpoint was written"
         state = f"is {value}" if not math.isfinite(value) else "was not finite (here, or in another process)"
-        raise TrainingError(
+        raise DivergedError(
             f"{where}: the {what} {state} (diverged: lower optimizer.args.lr or check the data); "
             f"training stopped, {saved} in {self.checkpoint_dir}"
         )

@@ -119,3 +119,17 @@ def plot_augmentations(images, augment, path, versions=6, seed=0):
     for ax in axes.flat:
         ax.axis("off")
     return _save(fig, path)
+
+
+def plot_cam(images, heatmaps, titles, path, title, cols=6):
+    """Each picture with its Grad-CAM heat map over it (jet, half transparent) and its caption."""
+    rows = max(1, int(np.ceil(len(images) / cols)))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.0, rows * 2.2), constrained_layout=True, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, heat, caption in zip(axes.flat, images, heatmaps, titles):
+        ax.imshow(image, interpolation="bilinear")
+        ax.imshow(heat, cmap="jet", alpha=0.45, vmin=0, vmax=1, interpolation="bilinear")
+        ax.set_title(caption, fontsize=8)
+    fig.suptitle(title)
+    return _save(fig, path)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deploy.cam import plot_mistake_cams
 from logger.format import format_value
 from logger.plots import (
     confusion_matrix,
@@ -39,8 +40,11 @@ def write_report(
     train_images,
     split_name="validation",
     writer=None,
+    network=None,
+    stats=None,
 ):
-    """Write the four pictures and report.md into `out_dir`; return their paths."""
+    """Write the pictures and report.md into `out_dir`; return their paths. With the network and its
+    data statistics, also the Grad-CAM heat maps of the most confident mistakes."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     targets = np.asarray(targets)
@@ -59,6 +63,11 @@ def write_report(
             train_images[np.linspace(0, len(train_images) - 1, 8).astype(int)], augment, out_dir / "augmentations.png"
         )
         if train_images is not None and augment is not None
+        else None,
+        "gradcam_mistakes": plot_mistake_cams(
+            network, stats, valid_images, targets, probs, classes, out_dir / "gradcam_mistakes.png"
+        )
+        if network is not None and valid_images is not None
         else None,
     }
     final = history[-1] if history else {}
@@ -102,14 +111,15 @@ def write_report(
     paths["report"].write_text("\n".join(lines))
     if writer is not None:
         step = final.get("epoch", 0)
-        for name in ("curves", "confusion_matrix", "misclassified", "augmentations"):
+        for name in ("curves", "confusion_matrix", "misclassified", "augmentations", "gradcam_mistakes"):
             if paths[name] is not None:
                 writer.add_image(f"report/{name}", read_rgb(paths[name]), step)
     return paths
 
 
-def write_run_report(run_dir, config, history, val_outputs, data_loader, valid_data_loader, spec_text):
-    """End of train.py: the report of the final-epoch model on the validation split.
+def write_run_report(run_dir, config, history, val_outputs, data_loader, valid_data_loader, spec_text, network=None):
+    """End of train.py: the report of the final-epoch model (`network`: the evaluated weights, for
+    Grad-CAM) on the validation split.
     config: the effective config dict; history: the epoch logs; val_outputs: (probabilities, targets)
     of the last validation, or None; spec_text: the summary and constraint table printed before
     training."""
@@ -136,6 +146,8 @@ def write_run_report(run_dir, config, history, val_outputs, data_loader, valid_d
             train_images=getattr(data_loader.dataset, "images", None),
             split_name=data_loader.valid_name,
             writer=writer,
+            network=network,
+            stats=data_loader.stats,
         )
     finally:
         writer.close()

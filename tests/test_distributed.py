@@ -129,11 +129,12 @@ def test_single_process_scripts_say_so_under_torchrun(tmp_path):
 
 def test_a_diverging_loss_stops_every_process_together(tmp_path, tiny_folder):
     """The ranks check the loss at the same batches and all-reduce what they found: all of them stop
-    with the same one line (none waits for the others until dist_timeout), and nothing is saved."""
+    together (none waits for the others until dist_timeout), rank 0 prints the one line (the others
+    wait until it has), and nothing is saved."""
     start = time.monotonic()
     proc = torchrun("train.py", "-c", tiny_config(tmp_path, tiny_folder, dist_timeout=120), "--lr", 1e30)
     assert proc.returncode != 0 and time.monotonic() - start < 100, proc.stderr[-2000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 2 and errors[0] == errors[1], proc.stderr[-2000:]
+    assert len(errors) == 1, proc.stderr[-2000:]
     assert "epoch 1, batches 1-5: the loss is nan (diverged" in errors[0], errors[0]
     assert not list((tmp_path / "saved").rglob("*.pth"))

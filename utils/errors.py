@@ -29,6 +29,11 @@ class TrainingError(UserError):
     """Training cannot go on as configured (e.g. the loss became NaN or infinite)."""
 
 
+class DivergedError(TrainingError):
+    """The loss became NaN or infinite. Under torchrun every rank raises it at the same batch (the
+    check is all-reduced), so rank 0 alone reports it."""
+
+
 class NonFiniteLoss(ArithmeticError):
     """The training loss became NaN or infinite in batches `first`..`last` (1-based) of an epoch;
     `value` is the loss of batch `last` here. The trainer turns it into a TrainingError that says

@@ -1,0 +1,67 @@
+"""The user's own pictures for prediction: image files, folders of them (searched recursively) and
+tar archives (.tar, .tar.gz, .tar.xz), in a stable order. Any size or mode: converted to RGB and
+resized to the network's input size."""
+
+import io
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from data_loader.datasets import IMAGE_SUFFIXES, TAR_SUFFIXES
+from utils.errors import DataError
+
+
+@dataclass
+class Picture:
+    name: str  # the path, or archive:member
+    image: np.ndarray | None  # (H, W, 3) uint8 at the network's size; None when it could not be read
+    original_size: tuple = ()  # (width, height) as found
+    error: str = ""
+
+
+def decode(data, name, size):
+    """Bytes of an image file -> Picture at `size` (height, width); a file that is not an image is
+    a Picture with its error, not an exception."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img = img.convert("RGB")
+            found = img.size
+            if found != (size[1], size[0]):
+                img = img.resize((size[1], size[0]), Image.BILINEAR)
+            return Picture(name, np.asarray(img), found)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        reason = "not an image format PIL can read" if isinstance(e, UnidentifiedImageError) else str(e)
+        return Picture(name, None, error=f"{name}: cannot read as an image ({reason})")
+
+
+def _from_tar(path, size):
+    try:
+        with tarfile.open(path) as tar:
+            for member in sorted((m for m in tar if m.isfile()), key=lambda m: m.name):
+                if member.name.lower().endswith(IMAGE_SUFFIXES):
+                    yield decode(tar.extractfile(member).read(), f"{path}:{member.name}", size)
+    except (tarfile.TarError, EOFError, OSError) as e:
+        raise DataError(f"{path}: cannot read archive ({e or type(e).__name__})") from None
+
+
+def read_inputs(inputs, size):
+    """Yield a Picture for every image named by `inputs` (files, folders, tars). A folder or an
+    archive contributes its files with image suffixes; a file named directly is always tried.
+    A path that does not exist is a DataError."""
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not files:
+                raise DataError(f"{path}: no {'/'.join(IMAGE_SUFFIXES)} files in this folder")
+            for file in files:
+                yield decode(file.read_bytes(), str(file), size)
+        elif path.is_file() and path.name.lower().endswith(TAR_SUFFIXES):
+            yield from _from_tar(path, size)
+        elif path.is_file():
+            yield decode(path.read_bytes(), str(path), size)
+        else:
+            raise DataError(f"{path}: no such file or folder")

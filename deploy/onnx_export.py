@@ -1,0 +1,109 @@
+"""ONNX export of a trained network: the checkpoint's normalisation inside the graph (input: RGB
+values 0..255, float32 NCHW, any batch size), its class names, data statistics and image size in
+the model's metadata; a check that onnxruntime and PyTorch agree; static int8 quantization (QDQ)
+calibrated on training images."""
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from deploy.predictor import ONNX_INPUT, OnnxPredictor, to_pixels
+from utils.errors import CheckpointError
+
+OPSET = 18
+
+
+def _save_with_metadata(model_proto, out, predictor):
+    import onnx
+
+    del model_proto.metadata_props[:]
+    for key, value in (
+        ("classes", predictor.classes),
+        ("image_size", list(predictor.image_size)),
+        ("data_stats", predictor.stats),
+        ("input", "float32 (N, 3, H, W) RGB values 0..255; the graph normalises them"),
+    ):
+        entry = model_proto.metadata_props.add()
+        entry.key, entry.value = key, value if isinstance(value, str) else json.dumps(value)
+    tmp = Path(out).with_name(Path(out).name + ".tmp")
+    onnx.save_model(model_proto, str(tmp))  # one file: the weights inside, not as external data
+    os.replace(tmp, out)
+
+
+def export_onnx(predictor, out):
+    """Write `predictor.model` (a TorchPredictor's network behind its normalisation) to `out`."""
+    import onnx
+
+    h, w = predictor.image_size
+    example = torch.rand(2, 3, h, w) * 255
+    with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
+        path = Path(tmp) / "model.onnx"
+        torch.onnx.export(
+            predictor.model,
+            (example,),
+            str(path),
+            input_names=[ONNX_INPUT],
+            output_names=["logits"],
+            dynamic_shapes={ONNX_INPUT: {0: torch.export.Dim("batch")}},
+            opset_version=OPSET,
+            dynamo=True,
+            verbose=False,
+        )
+        _save_with_metadata(onnx.load(str(path)), out, predictor)
+
+
+def compare(predictor, onnx_path, images):
+    """(max abs logit difference, whether every argmax agrees) of PyTorch and onnxruntime on `images`."""
+    ours = predictor.logits(images).numpy()
+    theirs = OnnxPredictor(onnx_path).logits(images)
+    return float(np.abs(ours - theirs).max()), bool((ours.argmax(1) == theirs.argmax(1)).all())
+
+
+class _Calibration:
+    """onnxruntime's CalibrationDataReader protocol over uint8 pictures, in batches."""
+
+    def __init__(self, images, batch=64):
+        self.batches = iter([images[i : i + batch] for i in range(0, len(images), batch)])
+
+    def get_next(self):
+        batch = next(self.batches, None)
+        return None if batch is None else {ONNX_INPUT: to_pixels(batch).numpy()}
+
+
+def quantize_int8(fp32_path, out, calibration_images, per_channel=True):
+    """Static int8 quantization (QDQ, weights per channel, activations per tensor), calibrated
+    with MinMax on `calibration_images` (uint8 NHWC). Metadata is carried over."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+        quantized = Path(tmp) / "int8.onnx"
+        quantize_static(
+            str(prepared),
+            str(quantized),
+            _Calibration(calibration_images),
+            quant_format=QuantFormat.QDQ,
+            per_channel=per_channel,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+        )
+        proto = onnx.load(str(quantized))
+        source = onnx.load(str(fp32_path))
+        meta = {p.key: p.value for p in source.metadata_props}
+        if "classes" not in meta:
+            raise CheckpointError(f"{fp32_path}: an ONNX model without this project's metadata")
+        del proto.metadata_props[:]
+        for key, value in meta.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
+        tmp_out = Path(out).with_name(Path(out).name + ".tmp")
+        onnx.save_model(proto, str(tmp_out))
+        os.replace(tmp_out, out)

@@ -1,0 +1,103 @@
+"""One interface over a trained network, whatever its file: a checkpoint of this project (PyTorch)
+or an ONNX export (onnxruntime). Both take uint8 RGB pictures (N, H, W, 3) at the network's size
+and return softmax probabilities; the checkpoint's data statistics and class names come with it,
+so no dataset is needed."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from utils.checkpoint import load_checkpoint, load_model_state
+from utils.errors import CheckpointError
+
+ONNX_INPUT = "pixels"  # float32 (N, 3, H, W), RGB values 0..255; the graph normalises them
+
+
+def build_model(ckpt, path):
+    """The checkpoint's network with its weights, in eval mode on the CPU."""
+    from parse_config import ConfigParser
+
+    config = ConfigParser(ckpt["config"], run_id="predict")
+    model = config.init_obj("arch")
+    load_model_state(model, ckpt, path)
+    return model.eval()
+
+
+class Normalized(torch.nn.Module):
+    """`model` behind the normalisation it was trained with: takes RGB values 0..255 (float, NCHW)."""
+
+    def __init__(self, model, stats):
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.tensor([255.0 * m for m in stats["mean"]]).view(1, -1, 1, 1))
+        self.register_buffer("scale", torch.tensor([1.0 / (255.0 * s) for s in stats["std"]]).view(1, -1, 1, 1))
+
+    def forward(self, pixels):
+        return self.model((pixels - self.mean) * self.scale)
+
+
+def to_pixels(images):
+    """uint8 (N, H, W, 3) -> float32 (N, 3, H, W) tensor of values 0..255."""
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
+
+
+class TorchPredictor:
+    def __init__(self, path):
+        ckpt = load_checkpoint(path)
+        for key in ("data_stats", "classes"):
+            if not ckpt.get(key):
+                raise CheckpointError(f"{path}: has no {key!r}; it predates them: export it again from its run")
+        self.path, self.ckpt = Path(path), ckpt
+        self.classes = list(ckpt["classes"])
+        self.image_size = tuple(ckpt.get("image_size") or (32, 32))
+        self.stats = ckpt["data_stats"]
+        self.network = build_model(ckpt, path)
+        self.model = Normalized(self.network, self.stats).eval()
+
+    @torch.no_grad()
+    def logits(self, images, tta=False):
+        x = to_pixels(images)
+        out = self.model(x)
+        return (out + self.model(x.flip(3))) / 2 if tta else out
+
+    def predict(self, images, tta=False):
+        return self.logits(images, tta).softmax(1).numpy()
+
+
+class OnnxPredictor:
+    """An export of export.py --format onnx / onnx-int8: normalisation inside the graph, the class
+    names, data statistics and image size in its metadata."""
+
+    def __init__(self, path, threads=0):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own classes for a missing or damaged file
+            raise CheckpointError(f"{path}: not a readable ONNX model ({str(e).splitlines()[0][:160]})") from None
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if "classes" not in meta:
+            raise CheckpointError(f"{path}: an ONNX model without this project's metadata (classes, image_size)")
+        self.path = Path(path)
+        self.classes = json.loads(meta["classes"])
+        self.image_size = tuple(json.loads(meta["image_size"]))
+        self.stats = json.loads(meta["data_stats"])
+
+    def logits(self, images, tta=False):
+        x = to_pixels(images).numpy()
+        out = self.session.run(None, {ONNX_INPUT: x})[0]
+        return (out + self.session.run(None, {ONNX_INPUT: x[..., ::-1].copy()})[0]) / 2 if tta else out
+
+    def predict(self, images, tta=False):
+        return torch.from_numpy(self.logits(images, tta)).softmax(1).numpy()
+
+
+def load_predictor(path, threads=0):
+    """A TorchPredictor for a checkpoint, an OnnxPredictor for a .onnx file."""
+    if str(path).lower().endswith(".onnx"):
+        return OnnxPredictor(path, threads)
+    return TorchPredictor(path)

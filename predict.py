@@ -1,0 +1,137 @@
+"""Predict the classes of your own pictures with a trained network:
+    python predict.py --checkpoint pretrained/cifar10_dilatednet.pth cat.jpg photos/ more.tar.gz
+INPUTs are image files, folders (searched recursively for .jpg/.jpeg/.png) or tar archives. Any
+size or mode: converted to RGB and resized to the network's input size (one line says so). Prints a
+row per picture (its top-k classes with probabilities); --out writes them as CSV or JSON; --tta flip
+averages each picture with its mirror image; --cam draws Grad-CAM heat maps (checkpoints only).
+The checkpoint may be a .pth of this project or an export.py ONNX file (run by onnxruntime). A
+file that is not an image is one line on stderr; the others are still predicted, and the exit
+status is 1."""
+
+import argparse
+import csv
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from deploy.images import read_inputs
+from deploy.predictor import load_predictor
+from utils.cli import run_main
+from utils.errors import ConfigError, DataError
+from utils.paths import check_writable
+
+BATCH = 256
+
+
+def check_out(path):
+    """--out must end in .csv or .json and its folder must be writable: checked before any work."""
+    if path is None:
+        return
+    if Path(path).suffix.lower() not in (".csv", ".json"):
+        raise ConfigError(f"--out {path}: expected a .csv or .json file name")
+    check_writable(path)
+
+
+def top_k(probs, classes, k):
+    order = np.argsort(-probs, axis=1)[:, :k]
+    return [[(classes[j], float(p[j])) for j in row] for p, row in zip(probs, order)]
+
+
+def write_rows(path, rows, k):
+    path = Path(path)
+    if path.suffix.lower() == ".json":
+        data = [
+            {"image": name, "top": [{"class": c, "probability": round(p, 6)} for c, p in top]} for name, top in rows
+        ]
+        path.write_text(json.dumps(data, indent=1) + "\n")
+        return
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image", *[h for i in range(1, k + 1) for h in (f"class_{i}", f"probability_{i}")]])
+        for name, top in rows:
+            writer.writerow([name, *[v for c, p in top for v in (c, f"{p:.6f}")]])
+
+
+def draw_cams(predictor, pictures, probs, folder, per_picture=60):
+    """Grad-CAM of each picture's top class, in grids of up to `per_picture` pictures."""
+    from deploy.cam import grad_cam
+    from logger.plots import plot_cam
+
+    folder.mkdir(parents=True, exist_ok=True)
+    top = probs.argmax(1)
+    images = np.stack([p.image for p in pictures])
+    heat = grad_cam(predictor.network, predictor.stats, images, top)
+    paths = []
+    for n, i in enumerate(range(0, len(pictures), per_picture), 1):
+        part = slice(i, i + per_picture)
+        titles = [
+            f"{Path(p.name.split(':')[-1]).name[:18]}\n{predictor.classes[c]} {probs[j, c]:.0%}"
+            for j, (p, c) in enumerate(zip(pictures[part], top[part]), i)
+        ]
+        title = "Grad-CAM of the predicted class (red: where the network saw it)"
+        paths.append(plot_cam(images[part], heat[part], titles, folder / f"cam_{n}.png", title))
+    return paths
+
+
+def main(args):
+    if args.topk < 1:
+        raise ConfigError(f"--topk: expected an integer >= 1, got {args.topk}")
+    for item in args.inputs:
+        if not Path(item).exists():
+            raise DataError(f"{item}: no such file or folder")
+    check_out(args.out)
+    predictor = load_predictor(args.checkpoint, args.threads)
+    if args.cam and not hasattr(predictor, "network"):
+        raise ConfigError("--cam: Grad-CAM needs the network's gradients: give a .pth checkpoint, not an ONNX file")
+    h, w = predictor.image_size
+    pictures = list(read_inputs(args.inputs, (h, w)))
+    good = [p for p in pictures if p.image is not None]
+    for p in pictures:
+        if p.image is None:
+            print(f"error: {p.error}", file=sys.stderr)
+    resized = [p for p in good if p.original_size != (w, h)]
+    if resized:
+        ow, oh = resized[0].original_size
+        print(f"note: resized {len(resized)} of {len(good)} images to {w}x{h} (e.g. {resized[0].name}: {ow}x{oh})")
+    probs = np.zeros((0, len(predictor.classes)))
+    if good:
+        images = np.stack([p.image for p in good])
+        probs = np.concatenate(
+            [predictor.predict(images[i : i + BATCH], tta=args.tta == "flip") for i in range(0, len(images), BATCH)]
+        )
+    k = min(args.topk, len(predictor.classes))
+    rows = list(zip([p.name for p in good], top_k(probs, predictor.classes, k)))
+    for name, top in rows:
+        print(f"{name}\t" + "\t".join(f"{c} {p:.3f}" for c, p in top))
+    if args.out:
+        write_rows(args.out, rows, k)
+        print(f"Wrote {args.out} ({len(rows)} rows)")
+    if args.cam and good:
+        folder = Path(args.cam_dir or Path("saved") / "predict" / datetime.now().strftime("%m%d_%H%M%S"))
+        paths = draw_cams(predictor, good, probs, folder)
+        print(f"Wrote Grad-CAM pictures: {', '.join(str(p) for p in paths)}")
+    if len(good) < len(pictures):
+        print(f"{len(pictures) - len(good)} of {len(pictures)} files could not be read as images", file=sys.stderr)
+        raise SystemExit(1)
+    return rows
+
+
+def cli(argv=None):
+    parser = argparse.ArgumentParser(description="Predict the classes of your own pictures")
+    parser.add_argument("--checkpoint", required=True, help="a .pth checkpoint of this project or an exported .onnx")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or tar archives")
+    parser.add_argument("--topk", type=int, default=3, help="classes shown per image (default 3)")
+    parser.add_argument("--out", default=None, help="write the predictions to this .csv or .json file")
+    parser.add_argument("--tta", choices=("none", "flip"), default="none", help="flip: average with the mirror image")
+    parser.add_argument("--cam", action="store_true", help="draw Grad-CAM heat maps of the predicted classes")
+    parser.add_argument("--cam_dir", default=None, help="folder for the heat maps (default: saved/predict/<time>/)")
+    parser.add_argument("--threads", type=int, default=0, help="onnxruntime threads (0: its default)")
+    args = parser.parse_args(argv)
+    return run_main(main, args, single_process="predict.py")
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

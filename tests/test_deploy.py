@@ -1,0 +1,137 @@
+"""Using a trained network: predict.py (files, folders, tars, any size, a non-image among them),
+export.py's weights / ONNX / int8 formats, the inference benchmark, Grad-CAM pictures, and where
+test.py writes by default."""
+
+import csv
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import REPO, assert_one_line_error, png_ok, run_cli, tiny_config
+from utils.checkpoint import load_checkpoint
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, tiny_folder):
+    tmp = tmp_path_factory.mktemp("deploy")
+    proc = run_cli("train.py", "-c", tiny_config(tmp, tiny_folder, report=False, tensorboard=False))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return next((tmp / "saved").glob("*/*")) / "last.pth"
+
+
+@pytest.fixture(scope="module")
+def pictures(tmp_path_factory, tiny_folder):
+    """A folder with a 32x32 png, a 100x80 greyscale jpg, a text file named .png; and a tar of two."""
+    root = tmp_path_factory.mktemp("mine")
+    folder = root / "photos"
+    (folder / "sub").mkdir(parents=True)
+    shutil.copy(next((tiny_folder / "test" / "cat").glob("*.png")), folder / "cat.png")
+    Image.open(folder / "cat.png").convert("L").resize((100, 80)).save(folder / "sub" / "big.jpg")
+    (folder / "notes.png").write_text("not a picture")
+    with tarfile.open(root / "more.tar.gz", "w:gz") as tar:
+        for path in sorted((tiny_folder / "test" / "dog").glob("*.png")):
+            tar.add(path, arcname=f"dogs/{path.name}")
+    return folder, root / "more.tar.gz"
+
+
+def test_predict_reads_folders_and_tars_resizes_and_names_what_it_cannot_read(checkpoint, pictures, tmp_path):
+    folder, archive = pictures
+    out = tmp_path / "preds.csv"
+    proc = run_cli("predict.py", "--checkpoint", checkpoint, folder, archive, "--topk", "2", "--out", out)
+    assert proc.returncode == 1  # one file failed; the others were predicted
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1 and "notes.png: cannot read as an image" in errors[0] and "Traceback" not in proc.stderr
+    assert "note: resized 1 of 4 images to 32x32" in proc.stdout and "big.jpg: 100x80" in proc.stdout
+    rows = list(csv.reader(out.open()))
+    assert rows[0] == ["image", "class_1", "probability_1", "class_2", "probability_2"]
+    names = [r[0] for r in rows[1:]]
+    assert [n.rsplit("/", 1)[-1] for n in names[:2]] == ["cat.png", "big.jpg"] and len(names) == 4
+    assert all("more.tar.gz:dogs/" in n for n in names[2:])
+    for r in rows[1:]:
+        assert float(r[2]) >= float(r[4]) and r[1] != r[3]
+
+
+def test_predict_json_tta_and_missing_input(checkpoint, pictures, tmp_path):
+    folder, _ = pictures
+    out = tmp_path / "p.json"
+    proc = run_cli("predict.py", "--checkpoint", checkpoint, folder / "cat.png", "--tta", "flip", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(out.read_text())
+    assert len(data) == 1 and len(data[0]["top"]) == 3
+    assert sum(t["probability"] for t in data[0]["top"]) <= 1.0 + 1e-6
+    assert_one_line_error(run_cli("predict.py", "--checkpoint", checkpoint, tmp_path / "nope.jpg"), "nope.jpg")
+    assert_one_line_error(
+        run_cli("predict.py", "--checkpoint", checkpoint, folder, "--out", tmp_path / "p.txt"), ".csv or .json"
+    )
+
+
+def test_onnx_export_agrees_with_pytorch_and_predicts_the_same(checkpoint, pictures, tmp_path):
+    folder, _ = pictures
+    model = tmp_path / "m.onnx"
+    proc = run_cli("export.py", "--resume", checkpoint, "--format", "onnx", "--out", model)
+    assert proc.returncode == 0, proc.stderr
+    diff = float(re.search(r"max abs logit difference ([\d.e+-]+); argmax identical: True", proc.stdout).group(1))
+    assert diff < 1e-3
+    both = [
+        run_cli("predict.py", "--checkpoint", path, folder / "cat.png", folder / "sub").stdout.splitlines()[-1]
+        for path in (checkpoint, model)
+    ]
+    assert both[0].split("\t")[1].split()[0] == both[1].split("\t")[1].split()[0]  # same top class
+    assert_one_line_error(
+        run_cli("predict.py", "--checkpoint", model, folder / "cat.png", "--cam"), "Grad-CAM needs the network"
+    )
+
+
+def test_int8_export_reports_its_accuracy_next_to_fp32(checkpoint, tmp_path):
+    proc = run_cli("export.py", "--resume", checkpoint, "--format", "onnx-int8", "--out", tmp_path / "q.onnx")
+    assert proc.returncode == 0, proc.stderr
+    fp32, int8 = map(float, re.search(r"fp32 ([\d.]+)%  int8 ([\d.]+)%", proc.stdout).groups())
+    assert 0 <= int8 <= 100 and 0 <= fp32 <= 100
+    assert ("warning: int8 loses" in proc.stdout) == (fp32 - int8 > 0.5)
+
+
+def test_weights_export_keeps_the_image_size_and_never_overwrites_its_source(checkpoint, tmp_path):
+    out = tmp_path / "w.pth"
+    assert run_cli("export.py", "--resume", checkpoint, "--out", out).returncode == 0
+    assert load_checkpoint(out)["image_size"] == [32, 32] and "optimizer" not in load_checkpoint(out)
+    before = checkpoint.read_bytes()
+    assert_one_line_error(run_cli("export.py", "--resume", checkpoint, "--out", checkpoint), "is the checkpoint")
+    assert checkpoint.read_bytes() == before
+
+
+def test_test_py_never_writes_beside_a_checkpoint_outside_saved(checkpoint, tiny_folder, tmp_path):
+    shipped = tmp_path / "pretrained" / "net.pth"
+    shipped.parent.mkdir()
+    shutil.copy(checkpoint, shipped)
+    proc = subprocess.run(
+        [sys.executable, REPO / "test.py", "--resume", shipped, "--data_dir", tiny_folder],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in shipped.parent.iterdir()) == ["net.pth"]
+    out = tmp_path / "saved" / "test" / "pretrained-net"
+    assert (out / "test_metrics.json").is_file()
+    png_ok(out / "test_gradcam_mistakes.png")
+
+
+def test_predict_cam_and_the_inference_benchmark(checkpoint, pictures, tmp_path):
+    folder, _ = pictures
+    proc = run_cli("predict.py", "--checkpoint", checkpoint, folder / "cat.png", "--cam", "--cam_dir", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    png_ok(tmp_path / "cam_1.png", min_side=150)
+    bench = run_cli("benchmarks/infer_benchmark.py", "--checkpoint", checkpoint, "--calls", "5", "--batch", "8")
+    assert bench.returncode == 0, bench.stderr
+    rows = re.findall(
+        r"^\| (pytorch eager fp32|onnxruntime fp32|onnxruntime int8 \(QDQ\)) \| ([\d.]+) \|", bench.stdout, re.M
+    )
+    assert [r[0] for r in rows] == ["pytorch eager fp32", "onnxruntime fp32", "onnxruntime int8 (QDQ)"]
+    assert all(float(r[1]) > 0 for r in rows) and np.isfinite([float(r[1]) for r in rows]).all()

@@ -53,6 +53,12 @@ def run_images(predictor, data_dir):
     return loader.dataset.images, valid.dataset.images, np.asarray(valid.dataset.labels)
 
 
+def calibration_set(train_images):
+    """The training pictures int8 is calibrated on: CALIBRATION_IMAGES of them, always the same."""
+    rng = np.random.default_rng(0)
+    return train_images[rng.choice(len(train_images), min(CALIBRATION_IMAGES, len(train_images)), False)]
+
+
 def accuracy(predictor, images, labels, batch=500):
     """Exact percentage of `images` whose top class is their label."""
     hits = 0
@@ -69,8 +75,7 @@ def export(src, dst, fmt="weights", data_dir=None):
     from deploy.predictor import OnnxPredictor, TorchPredictor
 
     predictor = TorchPredictor(src)
-    rng = np.random.default_rng(0)
-    probe = rng.integers(0, 256, (64, *predictor.image_size, 3), dtype=np.uint8)
+    probe = np.random.default_rng(0).integers(0, 256, (64, *predictor.image_size, 3), dtype=np.uint8)
     if fmt == "onnx":
         export_onnx(predictor, dst)
         diff, same = compare(predictor, dst, probe)
@@ -80,14 +85,14 @@ def export(src, dst, fmt="weights", data_dir=None):
             raise CheckpointError(f"{dst}: onnxruntime and PyTorch disagree on the class of some images")
         return
     train_images, valid_images, valid_labels = run_images(predictor, data_dir)
-    calibration = train_images[rng.choice(len(train_images), min(CALIBRATION_IMAGES, len(train_images)), False)]
+    calibration = calibration_set(train_images)
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
         export_onnx(predictor, fp32)
         quantize_int8(fp32, dst, calibration)
         fp32_acc = accuracy(OnnxPredictor(fp32), valid_images, valid_labels)
     int8_acc = accuracy(OnnxPredictor(dst), valid_images, valid_labels)
-    print(f"Wrote {dst} (int8 QDQ, per-channel weights, calibrated on {len(calibration)} training images)")
+    print(f"Wrote {dst} (int8 QDQ: per-channel int8 weights, uint8 activations; {len(calibration)} calibration images)")
     print(f"validation accuracy ({len(valid_labels)} images): fp32 {fp32_acc:.2f}%  int8 {int8_acc:.2f}%")
     if fp32_acc - int8_acc > INT8_TOLERANCE:
         print(f"warning: int8 loses {fp32_acc - int8_acc:.2f} points of validation accuracy (more than 0.5)")

@@ -23,7 +23,7 @@ import torch  # noqa: E402
 
 from deploy.onnx_export import export_onnx, quantize_int8  # noqa: E402
 from deploy.predictor import OnnxPredictor, TorchPredictor  # noqa: E402
-from export import CALIBRATION_IMAGES, accuracy, run_images  # noqa: E402
+from export import accuracy, calibration_set, run_images  # noqa: E402
 from utils.cli import run_main  # noqa: E402
 
 
@@ -50,8 +50,7 @@ def main(args):
     torch.set_num_threads(args.threads)
     torch_predictor = TorchPredictor(args.checkpoint)
     train_images, valid_images, valid_labels = run_images(torch_predictor, args.data_dir)
-    rng = np.random.default_rng(0)
-    calibration = train_images[rng.choice(len(train_images), min(CALIBRATION_IMAGES, len(train_images)), False)]
+    calibration = calibration_set(train_images)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         fp32, int8 = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"

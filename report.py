@@ -17,11 +17,13 @@ from utils import resolve_device
 from utils.cli import run_main
 from utils.loading import load_trained
 from utils.overrides import add_override_flags, base_argparser
-from utils.paths import default_out
+from utils.paths import check_writable, default_out
 
 
 def main(args):
     setup_logging(None, 1)
+    out = Path(args.out) if args.out else default_out(args.resume, "report")
+    check_writable(out, folder=True)  # before the evaluation, not after it
     config, ckpt, model, data_loader = load_trained(args, training=True)
     valid_loader = data_loader.split_validation()
     device = resolve_device(config["device"])
@@ -39,7 +41,6 @@ def main(args):
     spec_text, _ = describe(
         model, config["constraints"], augmentations=config["data_loader"]["args"].get("augmentations")
     )
-    out = Path(args.out) if args.out else default_out(args.resume, "report")
     paths = write_report(
         out,
         config=config.config,

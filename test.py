@@ -20,12 +20,14 @@ from utils import resolve_device
 from utils.cli import run_main
 from utils.loading import load_trained
 from utils.overrides import add_override_flags, base_argparser
-from utils.paths import default_out
+from utils.paths import check_writable, default_out
 
 
 def main(args):
     setup_logging(None, 1)
     logger = get_logger("test")
+    out = Path(args.out) if args.out else default_out(args.resume, "test")
+    check_writable(out, folder=True)  # before the evaluation, not after it
     config, ckpt, model, data_loader = load_trained(args, training=False)
     device = resolve_device(config["device"])
     model = model.to(device)
@@ -61,8 +63,6 @@ def main(args):
         )
         log.update(tta)
 
-    out = Path(args.out) if args.out else default_out(args.resume, "test")
-    out.mkdir(parents=True, exist_ok=True)
     plot_confusion(cm, data_loader.classes, out / "test_confusion_matrix.png", "test confusion matrix")
     images = getattr(data_loader.dataset, "images", None)  # uint8 pictures, for datasets that keep them
     if images is not None:

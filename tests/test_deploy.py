@@ -135,3 +135,12 @@ def test_predict_cam_and_the_inference_benchmark(checkpoint, pictures, tmp_path)
     )
     assert [r[0] for r in rows] == ["pytorch eager fp32", "onnxruntime fp32", "onnxruntime int8 (QDQ)"]
     assert all(float(r[1]) > 0 for r in rows) and np.isfinite([float(r[1]) for r in rows]).all()
+
+
+def test_an_output_folder_that_cannot_be_written_is_one_line_before_any_work(checkpoint, tiny_folder, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    for script, flag in (("test.py", "--data_dir"), ("report.py", "--data_dir")):
+        proc = run_cli(script, "--resume", checkpoint, flag, tiny_folder, "--out", blocker / "out")
+        assert_one_line_error(proc, "--out", "cannot write in")
+    assert_one_line_error(run_cli("export.py", "--resume", checkpoint, "--out", blocker / "w.pth"), "cannot write in")

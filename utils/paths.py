@@ -6,15 +6,17 @@ from pathlib import Path
 from utils.errors import ConfigError
 
 
-def check_writable(path, flag="--out"):
-    """Create the folder of the file `path` if needed and make sure a file can be written in it;
-    a ConfigError naming `flag` otherwise. The file itself is not touched."""
+def check_writable(path, flag="--out", folder=False):
+    """Create the folder of the file `path` (or the folder `path` itself, with folder=True) if
+    needed and make sure a file can be written in it; a ConfigError naming `flag` otherwise. No
+    file is left behind."""
     path = Path(path)
+    where = path if folder else path.parent
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=path.parent).close()
+        where.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=where).close()
     except OSError as e:
-        raise ConfigError(f"{flag} {path}: cannot write in {path.parent} ({e.strerror or e})") from None
+        raise ConfigError(f"{flag} {path}: cannot write in {where} ({e.strerror or e})") from None
 
 
 def default_out(checkpoint, kind, saved=Path("saved")):

@@ -6,7 +6,8 @@ For each config it builds the network, optimizer, loss, weight EMA and batch tri
 resizing, selective backprop, MixUp/CutMix) as train.py does, and times train.py's own
 train_one_epoch on synthetic batches already in memory (no loader) at every image size the
 schedule uses; the training seconds per epoch are the schedule's mean at --train_images images,
-plus one validation pass over --valid_images. Also params and multiply-adds per 32x32 image
+plus one validation pass over --valid_images. The configs are timed round-robin, --rounds times, and
+each keeps its fastest (a shared machine's noise only ever adds time). Also params and multiply-adds per 32x32 image
 (torchinfo). Every config is timed in the same process, one after the other: compare the rows of
 one run of this script, never figures from different machines or sittings.
 """
@@ -37,75 +38,78 @@ def synthetic(batches, batch_size, size=32, classes=10):
     ]
 
 
-def time_config(path, args):
-    config = ConfigParser(load_json(path), run_id="bench")
-    cfg, bs = config["trainer"], config["data_loader"]["args"]["batch_size"]
-    torch.manual_seed(0)
-    model = config.init_obj("arch")
-    macs = summary(model, (1, 3, 32, 32), verbose=0).total_mult_adds
-    if cfg["channels_last"]:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = config.init_obj("optimizer", [p for p in model.parameters() if p.requires_grad])
-    criterion, metrics = config.init_obj("loss"), module_metric.build_metrics(config["metrics"])
-    ema = build_ema(model, cfg["ema"])
-    epochs = cfg["epochs"]
-    tricks = (
-        BatchTricks(cfg, 10, (32, 32), epochs)
-        if any(cfg[k] for k in ("progressive_resize", "selective_backprop", "mix"))
-        else None
-    )
-    data = synthetic(args.batches + 2, bs)
-    per_size = {}
-    seconds = []
-    for epoch in range(1, epochs + 1):
-        size = tricks.start_epoch(epoch).get("image_size", 32) if tricks else 32
-        if size not in per_size:
-            train_one_epoch(
-                model,
-                criterion,
-                metrics,
-                optimizer,
-                data[:2],
-                torch.device("cpu"),
-                tricks=tricks,
-                ema=ema,
-                channels_last=cfg["channels_last"],
-            )  # warm-up at this size
+class Setup:
+    """One config's network, optimizer, loss, EMA and batch tricks, built as train.py builds them."""
+
+    def __init__(self, path, args):
+        config = ConfigParser(load_json(path), run_id="bench")
+        self.name, cfg = Path(path).stem, config["trainer"]
+        self.batch_size = config["data_loader"]["args"]["batch_size"]
+        torch.manual_seed(0)
+        model = config.init_obj("arch")
+        self.params, self.macs = model.num_params(), summary(model, (1, 3, 32, 32), verbose=0).total_mult_adds
+        self.channels_last = cfg["channels_last"]
+        self.model = model.to(memory_format=torch.channels_last) if self.channels_last else model
+        self.optimizer = config.init_obj("optimizer", [p for p in model.parameters() if p.requires_grad])
+        self.criterion, self.metrics = config.init_obj("loss"), module_metric.build_metrics(config["metrics"])
+        self.ema = build_ema(self.model, cfg["ema"])
+        tricked = any(cfg[k] for k in ("progressive_resize", "selective_backprop", "mix"))
+        self.tricks = BatchTricks(cfg, 10, (32, 32), cfg["epochs"]) if tricked else None
+        self.sizes = [
+            self.tricks.start_epoch(e).get("image_size", 32) if self.tricks else 32 for e in range(1, cfg["epochs"] + 1)
+        ]  # the image size of every epoch
+        self.data = synthetic(args.batches + 1, self.batch_size)
+        self.per_image = {}  # size -> fastest seconds per training image
+        self.eval_s = float("inf")
+
+    def time_once(self, args):
+        cpu = torch.device("cpu")
+        for size in sorted(set(self.sizes)):
+            epoch = self.sizes.index(size) + 1
+            if self.tricks:
+                self.tricks.start_epoch(epoch)
+            run = dict(tricks=self.tricks, ema=self.ema, channels_last=self.channels_last)
+            train_one_epoch(self.model, self.criterion, self.metrics, self.optimizer, self.data[:1], cpu, **run)
             start = time.perf_counter()
-            train_one_epoch(
-                model,
-                criterion,
-                metrics,
-                optimizer,
-                data[2:],
-                torch.device("cpu"),
-                tricks=tricks,
-                ema=ema,
-                channels_last=cfg["channels_last"],
-            )
-            per_size[size] = (time.perf_counter() - start) / (args.batches * bs)
-        seconds.append(per_size[size] * args.train_images)
-    valid = synthetic(max(1, args.valid_images // 500), 500)
-    start = time.perf_counter()
-    evaluate(
-        ema.module if ema else model, criterion, metrics, valid, torch.device("cpu"), channels_last=cfg["channels_last"]
-    )
-    eval_s = (time.perf_counter() - start) * args.valid_images / (len(valid) * 500)
-    train_s = sum(seconds) / len(seconds)
-    return {
-        "config": Path(path).stem,
-        "params": model.num_params(),
-        "macs_M": macs / 1e6,
-        "train_s": train_s,
-        "eval_s": eval_s,
-        "epoch_s": train_s + eval_s,
-    }
+            train_one_epoch(self.model, self.criterion, self.metrics, self.optimizer, self.data[1:], cpu, **run)
+            seconds = (time.perf_counter() - start) / (args.batches * self.batch_size)
+            self.per_image[size] = min(self.per_image.get(size, float("inf")), seconds)
+        valid = synthetic(max(1, args.valid_images // 500), 500)
+        start = time.perf_counter()
+        evaluate(
+            self.ema.module if self.ema else self.model,
+            self.criterion,
+            self.metrics,
+            valid,
+            cpu,
+            channels_last=self.channels_last,
+        )
+        self.eval_s = min(self.eval_s, (time.perf_counter() - start) * args.valid_images / (len(valid) * 500))
+
+    def row(self, args):
+        train_s = sum(self.per_image[s] for s in self.sizes) / len(self.sizes) * args.train_images
+        return {
+            "config": self.name,
+            "params": self.params,
+            "macs_M": self.macs / 1e6,
+            "train_s": train_s,
+            "eval_s": self.eval_s,
+            "epoch_s": train_s + self.eval_s,
+        }
 
 
 def main(args):
     torch.set_num_threads(args.threads or torch.get_num_threads())
-    rows = [time_config(path, args) for path in args.config]
-    print(f"threads {torch.get_num_threads()}; {args.train_images} training + {args.valid_images} validation images")
+    setups = [Setup(path, args) for path in args.config]
+    setups[0].time_once(args)  # warm-up: thread pools and caches; its timing counts like any other round
+    for _ in range(args.rounds):  # round-robin, so that a slow spell of a shared machine hits every config
+        for setup in setups:
+            setup.time_once(args)
+    rows = [setup.row(args) for setup in setups]
+    print(
+        f"threads {torch.get_num_threads()}; {args.train_images} training + {args.valid_images} validation images; "
+        f"fastest of {args.rounds} rounds"
+    )
     print("| config | params | MACs/image (M) | train s/epoch | validation s | s/epoch |")
     print("|---|---|---|---|---|---|")
     for r in rows:
@@ -120,6 +124,7 @@ def cli(argv=None):
     parser.add_argument("--train_images", type=int, default=45000)
     parser.add_argument("--valid_images", type=int, default=5000)
     parser.add_argument("--batches", type=int, default=12, help="timed batches per image size")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds over all configs; the fastest is kept")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     return run_main(main, parser.parse_args(argv), single_process="step_benchmark.py")
 

@@ -126,3 +126,27 @@ def test_resume_with_ema_and_tricks_is_bit_exact(tricked, tmp_path):
             assert torch.equal(tensor, resumed[key][name]), (key, name)
     assert int(resumed["ema_updates"]) == int(straight["ema_updates"])
     assert resumed["history"] == straight["history"]
+
+
+def test_step_benchmark_prints_a_row_per_config_with_the_resize_schedule_cheaper(tmp_path, tiny_folder, capsys):
+    import argparse
+
+    from benchmarks.step_benchmark import main
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    plain = tiny_config(tmp_path / "a", tiny_folder)
+    tiny_config(tmp_path / "b", tiny_folder, progressive_resize={"min_size": 8, "until": 1.0}, epochs=4)
+    (tmp_path / "b" / "config.json").rename(tmp_path / "b" / "resized.json")
+    args = argparse.Namespace(
+        config=[str(plain), str(tmp_path / "b" / "resized.json")],
+        train_images=1000,
+        valid_images=500,
+        batches=2,
+        rounds=1,
+        threads=0,
+    )
+    rows = main(args)
+    assert [r["config"] for r in rows] == ["config", "resized"] and rows[0]["params"] == 99_146
+    assert all(r["epoch_s"] > 0 for r in rows)
+    assert "| resized | 99,146 | 10.1 |" in capsys.readouterr().out

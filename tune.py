@@ -46,7 +46,7 @@ def main(args):
         f"Study {name!r} in {url}: {len(space.params)} parameters, {args.trials} trials in all "
         f"(shared with every worker on this storage); results in {out_dir}/"
     )
-    run_worker(study, make_objective(base, space, out_dir / "trials", args.trials), args.trials)
+    run_worker(study, make_objective(base, space, out_dir / "trials", args.trials), args.trials, url)
     setup_logging(None, 1)
     rows, best, plots = write_results(study, space, user_config, out_dir)
     log.info(format_table(rows, space))

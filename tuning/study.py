@@ -9,6 +9,7 @@ network that breaks the `constraints` section is rejected before any data is loa
 import logging
 import random
 import re
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -47,9 +48,11 @@ def open_storage(url, heartbeat, attempts=5):
                 heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
             )
         except Exception as e:  # sqlalchemy/driver errors differ by backend; all mean "cannot open this URL"
-            # two workers creating one new database at once: one of them loses the race to create
-            # the tables (IntegrityError / "table already exists"); a moment later they are there
-            if attempt + 1 < attempts and type(e).__name__ in ("IntegrityError", "OperationalError"):
+            # workers creating the tables of one new database at once: the losers of the race get
+            # SQLite's IntegrityError / OperationalError, PostgreSQL's ProgrammingError "relation ...
+            # already exists" or IntegrityError on pg_type; a moment later the tables are there
+            racing = type(e).__name__ in ("IntegrityError", "OperationalError") or "already exists" in str(e)
+            if attempt + 1 < attempts and racing:
                 time.sleep(0.5 + random.random())
                 continue
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -140,11 +143,32 @@ def counted(study):
     return [t for t in study.get_trials(deepcopy=False, states=COUNTED) if "rejected" not in t.user_attrs]
 
 
-def run_worker(study, objective, n_trials):
+def storage_lost(error):
+    """The error in `error`'s chain (itself, or one it was raised while handling) that says the
+    storage stopped answering (a database server stopped or unreachable mid-study), or None."""
+    import sqlalchemy.exc
+
+    lost = None
+    while error is not None:
+        if isinstance(error, (optuna.exceptions.StorageInternalError, sqlalchemy.exc.OperationalError)):
+            lost = error  # keep going: the driver's own error, deepest in the chain, says most
+        error = error.__cause__ or error.__context__
+    return lost
+
+
+def _thread_excepthook(args):
+    """Optuna's heartbeat thread dies with a traceback when the storage is lost; the main thread says
+    so in one line (run_worker), so that thread's traceback is left out. Other errors print as usual."""
+    if storage_lost(args.exc_value) is None:
+        threading.__excepthook__(args)
+
+
+def run_worker(study, objective, n_trials, url="the storage"):
     """Run trials until the study holds `n_trials` counted ones (see `counted`). Several workers on
     one storage share the count (a trial asked for when the budget was already full is failed
     as surplus before it samples or trains anything)."""
     done, rejected = 0, 0
+    threading.excepthook = _thread_excepthook
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         while True:
@@ -154,7 +178,17 @@ def run_worker(study, objective, n_trials):
             )  # e.g. retries of dead workers' trials
             if len(counted(study)) >= n_trials and not waiting:
                 break
-            study.optimize(objective, n_trials=1, gc_after_trial=True, catch=(SurplusTrial,))
+            try:
+                study.optimize(objective, n_trials=1, gc_after_trial=True, catch=(SurplusTrial,))
+            except Exception as e:
+                lost = storage_lost(e)
+                if lost is None:
+                    raise
+                reason = str(lost).strip().splitlines()[0][:100] if str(lost).strip() else ""
+                raise ConfigError(
+                    f"--storage {url}: lost the study storage mid-study ({type(lost).__name__}: {reason}); the trials "
+                    "finished before are kept there: once it answers again, the same command continues the study"
+                ) from None
             done += 1
             rejected += "rejected" in study.trials[-1].user_attrs
             if rejected >= 10 * n_trials:

@@ -160,7 +160,7 @@ def test_corrupt_checkpoint(trained, tmp_path, tiny_folder):
     bad = tmp_path / "last.pth"
     bad.write_bytes(b"\x00" * 64)
     assert_one_line_error(
-        run_cli("test.py", "--resume", bad, "--data_dir", tiny_folder), "last.pth", "not a readable checkpoint"
+        run_cli("test.py", "--resume", bad, "--data_dir", tiny_folder), "last.pth", "not a checkpoint"
     )
     assert_one_line_error(run_cli("train.py", "--resume", bad), "last.pth", "not a readable checkpoint")
 

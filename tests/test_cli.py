@@ -162,7 +162,7 @@ def test_corrupt_checkpoint(trained, tmp_path, tiny_folder):
     assert_one_line_error(
         run_cli("test.py", "--resume", bad, "--data_dir", tiny_folder), "last.pth", "not a checkpoint"
     )
-    assert_one_line_error(run_cli("train.py", "--resume", bad), "last.pth", "not a readable checkpoint")
+    assert_one_line_error(run_cli("train.py", "--resume", bad), "last.pth", "not a checkpoint")
 
 
 def test_checkpoint_of_another_architecture(trained, tmp_path, tiny_folder):

@@ -144,3 +144,23 @@ def test_an_output_folder_that_cannot_be_written_is_one_line_before_any_work(che
         proc = run_cli(script, "--resume", checkpoint, flag, tiny_folder, "--out", blocker / "out")
         assert_one_line_error(proc, "--out", "cannot write in")
     assert_one_line_error(run_cli("export.py", "--resume", checkpoint, "--out", blocker / "w.pth"), "cannot write in")
+
+
+def test_grad_cam_maps_have_the_pictures_size_and_lie_in_0_1():
+    from deploy.cam import grad_cam
+    from model.model import DilatedNet
+
+    images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    heat = grad_cam(DilatedNet().eval(), {"mean": [0.5] * 3, "std": [0.25] * 3}, images, [0, 3, 9])
+    assert heat.shape == (3, 32, 32) and heat.min() >= 0 and heat.max() <= 1 + 1e-6
+
+
+def test_onnx_matches_pytorch_on_real_looking_pictures(checkpoint, tiny_folder, tmp_path):
+    from deploy.onnx_export import compare, export_onnx
+    from deploy.predictor import TorchPredictor
+
+    predictor = TorchPredictor(checkpoint)
+    export_onnx(predictor, tmp_path / "m.onnx")
+    pictures = np.stack([np.asarray(Image.open(p)) for p in sorted((tiny_folder / "test").glob("*/*.png"))])
+    diff, same = compare(predictor, tmp_path / "m.onnx", pictures)
+    assert diff < 1e-3 and same

@@ -15,6 +15,7 @@ from logger.report import write_run_report
 from model.spec import describe, format_checks
 from parse_config import ConfigParser
 from trainer import Trainer, build_lr_scheduler
+from trainer.schedulers import dry_run
 from utils import ConfigError, DistributedError, SpecError, distributed, resolve_device, seed_everything
 from utils.cli import print_error, run_main
 from utils.errors import DivergedError
@@ -103,6 +104,7 @@ def build(config, device, allow_spec_violation=False, epoch_callbacks=()):
     """Everything that can be checked is checked (config, data, network, spec, checkpoint) before the
     run folder is made: a run that fails its checks writes nothing. Returns the Run to `train`."""
     logger = get_logger("train")
+    model = config.init_obj("arch")  # before the data: the network's own checks of its args cost nothing
     data_loader = config.init_obj("data_loader")
     valid_data_loader = data_loader.split_validation()
     if data_loader.batch_sampler.batch_size > len(data_loader.dataset):
@@ -110,7 +112,6 @@ def build(config, device, allow_spec_violation=False, epoch_callbacks=()):
             f"data_loader.args.batch_size: {config['data_loader']['args']['batch_size']} is more than the "
             f"{len(data_loader.dataset)} training images: not one batch per epoch"
         )
-    model = config.init_obj("arch")
     check_outputs(model, data_loader)
     constraints = config["constraints"]
     summary, failed = describe(model, constraints, augmentations=config["data_loader"]["args"].get("augmentations"))
@@ -128,6 +129,7 @@ def build(config, device, allow_spec_violation=False, epoch_callbacks=()):
             )
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = model.to(device)
+    dry_run(config, steps_per_epoch=len(data_loader))  # values a scheduler refuses only when it steps
     optimizer = config.init_obj("optimizer", [p for p in model.parameters() if p.requires_grad])
     trainer = Trainer(
         model,

@@ -4,6 +4,7 @@ existed is lost or changed."""
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -395,3 +396,21 @@ def test_only_rank_0_saves_and_a_ctrl_c_waits_for_the_saves(tmp_path, monkeypatc
             os.kill(os.getpid(), sig.SIGINT)  # arrives mid-save ...
             Stub()._save_checkpoint(2, save_best=True, periodic=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-epoch2.pth", "last.pth", "model_best.pth"]
+
+
+@pytest.mark.parametrize(
+    "scheduler, message",
+    [
+        ({"type": "StepLR", "args": {"step_size": 0}}, "StepLR fails on these values when it steps (ZeroDivisionError"),
+        ({"type": "ExponentialLR", "args": {"gamma": -1.0}}, "the ExponentialLR schedule reaches lr -"),
+    ],
+)
+def test_a_schedule_that_fails_when_stepped_is_refused_before_training(scheduler, message):
+    from trainer.schedulers import dry_run
+
+    config = load_json(REPO / "config.json")
+    config["lr_scheduler"] = scheduler
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        dry_run(ConfigParser(config), steps_per_epoch=3)
+    config["lr_scheduler"] = {"type": "StepLR", "args": {"step_size": 2}}
+    dry_run(ConfigParser(config), steps_per_epoch=3)  # a good one passes

@@ -114,3 +114,28 @@ def build_lr_scheduler(config, optimizer, steps_per_epoch):
             )
         return config.init_obj("lr_scheduler", optimizer, **extra)
     return config.init_obj("lr_scheduler", optimizer)
+
+
+def dry_run(config, steps_per_epoch):
+    """Run the whole schedule once on a one-parameter copy of the optimizer, so that a value the
+    scheduler accepts when built but fails on when stepped (StepLR step_size 0 divides by zero at
+    the end of the first epoch) is a one-line ConfigError before training, not a traceback after."""
+    import torch
+
+    if config["lr_scheduler"] is None:
+        return
+    optimizer = config.init_obj("optimizer", [torch.nn.Parameter(torch.zeros(1))])
+    scheduler = build_lr_scheduler(config, optimizer, steps_per_epoch)
+    per_batch, epochs = isinstance(scheduler, PER_BATCH), config["trainer"]["epochs"]
+    try:
+        for _ in range(epochs * steps_per_epoch if per_batch else epochs):
+            optimizer.step()
+            scheduler.step(0.0) if isinstance(scheduler, ReduceLROnPlateau) else scheduler.step()
+    except Exception as e:  # the scheduler's own arithmetic on the configured values
+        name = config["lr_scheduler"]["type"]
+        raise ConfigError(
+            f"lr_scheduler.args: {name} fails on these values when it steps ({type(e).__name__}: {e})"
+        ) from None
+    bad = [g["lr"] for g in optimizer.param_groups if not math.isfinite(g["lr"]) or g["lr"] < 0]
+    if bad:
+        raise ConfigError(f"lr_scheduler.args: the {config['lr_scheduler']['type']} schedule reaches lr {bad[0]}")

@@ -14,6 +14,40 @@ from utils.checkpoint import (
 )
 from utils.errors import CheckpointError, ConfigError, DivergedError, NonFiniteLoss
 
+# config keys a resumed run may change: where files go and how much is printed, not what is trained
+MAY_DIFFER_ON_RESUME = {
+    "name",
+    "device",
+    "trainer.save_dir",
+    "trainer.save_period",
+    "trainer.verbosity",
+    "trainer.tensorboard",
+    "trainer.report",
+    "trainer.epochs",
+    "trainer.early_stop",
+    "trainer.dist_timeout",
+    "data_loader.args.data_dir",
+    "data_loader.args.num_workers",
+    "data_loader.args.pin_memory",
+    "data_loader.args.download",
+}
+
+
+def _flatten(tree, prefix=""):
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    flat = {}
+    for key, value in tree.items():
+        flat.update(_flatten(value, f"{prefix}.{key}" if prefix else key))
+    return flat
+
+
+def config_changes(saved, now):
+    """[(key path, saved value, new value)] of the keys a resumed run may not change."""
+    was, new = _flatten(saved), _flatten(now)
+    keys = sorted(k for k in was.keys() | new.keys() if was.get(k) != new.get(k) and k not in MAY_DIFFER_ON_RESUME)
+    return [(k, was.get(k), new.get(k)) for k in keys]
+
 
 class BaseTrainer(ABC):
     """The epoch loop, monitoring, early stopping, checkpoints and resume. Subclasses implement
@@ -175,6 +209,14 @@ class BaseTrainer(ABC):
             raise ConfigError(
                 f"optimizer.args.lr (--lr): {now_lr} differs from the checkpoint's {was_lr}; a resumed "
                 "run continues its schedule as saved: start a new run to change the learning rate"
+            )
+        changes = config_changes(saved, self.config.config)
+        if changes:
+            shown = "; ".join(f"{k}: {was!r} -> {now!r}" for k, was, now in changes[:3])
+            more = f" and {len(changes) - 3} more" if len(changes) > 3 else ""
+            raise ConfigError(
+                f"{path}: the config differs from the one this run was trained with ({shown}{more}); a resumed "
+                "run continues as it was trained: resume without -c, or start a new run with the new config"
             )
 
     def resume(self, path):

@@ -414,3 +414,22 @@ def test_a_schedule_that_fails_when_stepped_is_refused_before_training(scheduler
         dry_run(ConfigParser(config), steps_per_epoch=3)
     config["lr_scheduler"] = {"type": "StepLR", "args": {"step_size": 2}}
     dry_run(ConfigParser(config), steps_per_epoch=3)  # a good one passes
+
+
+def test_resume_with_another_config_names_the_keys_that_differ(run, tmp_path):
+    run_dir, config = run
+    before = snapshot(run_dir)
+    other = load_json(config)
+    other["optimizer"]["args"]["weight_decay"] = 0.05
+    other["loss"]["args"]["label_smoothing"] = 0.3
+    other["trainer"]["epochs"] = 3  # may change: train for longer
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    proc = run_cli("train.py", "-c", tmp_path / "other.json", "--resume", run_dir / "last.pth")
+    assert_one_line_error(
+        proc,
+        "the config differs",
+        "loss.args.label_smoothing: 0.1 -> 0.3",
+        "optimizer.args.weight_decay: 0.0005 -> 0.05",
+    )
+    assert "trainer.epochs" not in proc.stderr
+    assert snapshot(run_dir) == before

@@ -127,8 +127,10 @@ def dry_run(config, steps_per_epoch):
     optimizer = config.init_obj("optimizer", [torch.nn.Parameter(torch.zeros(1))])
     scheduler = build_lr_scheduler(config, optimizer, steps_per_epoch)
     per_batch, epochs = isinstance(scheduler, PER_BATCH), config["trainer"]["epochs"]
+    used = []  # the learning rate of every batch (or epoch) as training will use it
     try:
         for _ in range(epochs * steps_per_epoch if per_batch else epochs):
+            used.append(optimizer.param_groups[0]["lr"])
             optimizer.step()
             scheduler.step(0.0) if isinstance(scheduler, ReduceLROnPlateau) else scheduler.step()
     except Exception as e:  # the scheduler's own arithmetic on the configured values
@@ -136,6 +138,6 @@ def dry_run(config, steps_per_epoch):
         raise ConfigError(
             f"lr_scheduler.args: {name} fails on these values when it steps ({type(e).__name__}: {e})"
         ) from None
-    bad = [g["lr"] for g in optimizer.param_groups if not math.isfinite(g["lr"]) or g["lr"] < 0]
+    bad = [lr for lr in used if not math.isfinite(lr) or lr < 0]
     if bad:
         raise ConfigError(f"lr_scheduler.args: the {config['lr_scheduler']['type']} schedule reaches lr {bad[0]}")

@@ -14,7 +14,9 @@ from model.spec import describe
 from trainer import evaluate
 from trainer.precision import autocast_for
 from utils import resolve_device
+from utils.checkpoint import load_checkpoint
 from utils.cli import run_main
+from utils.errors import ConfigError
 from utils.loading import load_trained
 from utils.overrides import add_override_flags, base_argparser
 from utils.paths import check_writable, default_out
@@ -24,6 +26,14 @@ def main(args):
     setup_logging(None, 1)
     out = Path(args.out) if args.out else default_out(args.resume, "report")
     check_writable(out, folder=True)  # before the evaluation, not after it
+    saved = load_checkpoint(args.resume)["config"]["data_loader"]["args"]
+    for flag, key in (("--validation_split", "validation_split"), ("--train_subset", "train_subset")):
+        given = getattr(args, key, None)
+        if given is not None and given != saved.get(key, 0):
+            raise ConfigError(
+                f"{flag}: {given} is not the run's {saved.get(key, 0)}: the report evaluates the run's own "
+                "validation split, and another split would count images it trained on; use test.py for other data"
+            )
     config, ckpt, model, data_loader = load_trained(args, training=True)
     valid_loader = data_loader.split_validation()
     device = resolve_device(config["device"])

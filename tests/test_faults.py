@@ -433,3 +433,9 @@ def test_resume_with_another_config_names_the_keys_that_differ(run, tmp_path):
     )
     assert "trainer.epochs" not in proc.stderr
     assert snapshot(run_dir) == before
+
+
+def test_report_refuses_another_validation_split(run, tmp_path):
+    proc = run_cli("report.py", "--resume", run[0] / "last.pth", "--validation_split", 10, "--out", tmp_path)
+    assert_one_line_error(proc, "--validation_split: 10 is not the run's 0", "use test.py for other data")
+    assert not list(tmp_path.iterdir())

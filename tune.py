@@ -6,6 +6,7 @@ lives in a database: by default a SQLite file `<save_dir>/<study>/study.db`; giv
 the same `--storage postgresql://...` and `--study` to search together. Results land in
 `<save_dir>/<study>/`: trials.csv, best_config.json, history.png, importances.png, slice.png."""
 
+import logging
 import sys
 
 import optuna
@@ -16,14 +17,24 @@ from tuning.results import format_table, write_results
 from tuning.space import load_space
 from tuning.study import log, make_objective, open_storage, open_study, run_worker, study_dir
 from utils.cli import run_main
-from utils.errors import ConfigError
+from utils.errors import ConfigError, UserError
 from utils.overrides import add_override_flags, overrides_from_args
+
+
+def hide_user_error_tracebacks(record):
+    """Optuna logs a failed trial's exception with its traceback; for a mistake in the user's input
+    (a UserError, printed as one line when tune.py stops) the traceback is left out."""
+    if record.exc_info and isinstance(record.exc_info[1], UserError):
+        record.exc_info, record.exc_text = None, None
+    return True
 
 
 def main(args):
     setup_logging(None, 1)
     optuna.logging.disable_default_handler()  # optuna's lines go through our logging, to stdout
     optuna.logging.enable_propagation()
+    for name in [n for n in logging.root.manager.loggerDict if n.startswith("optuna")]:
+        logging.getLogger(name).addFilter(hide_user_error_tracebacks)  # a logger's filter misses its children
     user_config = load_json(args.config)
     if not isinstance(user_config, dict):
         raise ConfigError(f"{args.config}: expected a JSON object")
@@ -38,6 +49,9 @@ def main(args):
     if args.heartbeat < 1:
         raise ConfigError(f"--heartbeat: expected a number of seconds >= 1, got {args.heartbeat}")
     space = load_space(args.space, base)
+    # the data is read (and kept for the trials) before any study exists: a wrong data_dir is one line
+    # and leaves no study.db behind
+    ConfigParser(base, run_id="probe").init_obj("data_loader")
     name = args.study or f"{base['name']}-search"
     out_dir = study_dir(base["trainer"]["save_dir"], name)
     url = args.storage or f"sqlite:///{out_dir / 'study.db'}"

@@ -72,6 +72,7 @@ def load(tmp_path, study="Cifar10_DilatedNet-search"):
         ),
         ({"optimizer.args.lr": {"type": "gauss", "low": 0.1, "high": 0.2}}, 'expected {"type": "float"'),
         ({"optimizer.args.lr": {"type": "float", "low": 0.3, "high": 0.2}}, "low <= high"),
+        ({"optimizer.args.lr": {"type": "float", "low": "0.05", "high": 0.2}}, 'lr.low: expected a number, got "0.05"'),
         ({"optimizer.args.lr": {"type": "float", "low": 0.1, "high": 0.2, "lg": True}}, "unknown key 'lg'"),
         (
             {"data_loader.args.augmentations.CoarseDropout.p": {"type": "float", "low": 0.5, "high": 1.5}},
@@ -228,3 +229,12 @@ def test_lr_find_writes_plot_and_suggestion(tmp_path, tiny_folder):
     assert "Suggested OneCycle peak (optimizer.args.lr):" in proc.stdout
     assert png_ok(tmp_path / "lr.png")
     assert_one_line_error(run_cli("lr_find.py", "-c", config, "--steps", 3), "--steps: expected at least 10")
+
+
+def test_data_mistakes_are_one_line_without_optuna_tracebacks(tmp_path, tiny_folder):
+    proc = run_cli(*tune_args(tmp_path, tmp_path / "nowhere", SPACE))
+    assert_one_line_error(proc, "nowhere: no CIFAR-10 here")
+    assert not (tmp_path / "saved").exists()  # read before the study: no study.db left behind
+    proc = run_cli(*tune_args(tmp_path, tiny_folder, SPACE, "--bs", 100))
+    assert_one_line_error(proc, "data_loader.args.batch_size: 100 is more than the 30 training images")
+    assert "Traceback" not in proc.stdout

@@ -127,6 +127,10 @@ def _distribution(path, spec):
             f"params.{path}: {what} for a {spec['type']} distribution "
             f"(expected {', '.join(sorted(required | optional))})"
         )
+    for key in ("low", "high", "step"):
+        value = args.get(key)
+        if key in args and value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+            raise ConfigError(f"params.{path}.{key}: expected a number, got {json.dumps(value)}")
     try:
         if spec["type"] == "float":
             check_call_args(optuna.distributions.FloatDistribution, args, f"params.{path}")

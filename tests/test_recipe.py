@@ -150,3 +150,13 @@ def test_step_benchmark_prints_a_row_per_config_with_the_resize_schedule_cheaper
     assert [r["config"] for r in rows] == ["config", "resized"] and rows[0]["params"] == 99_146
     assert all(r["epoch_s"] > 0 for r in rows)
     assert "| resized | 99,146 | 10.1 |" in capsys.readouterr().out
+
+
+def test_ema_decay_warms_up_then_holds():
+    from trainer.ema import ema_with_warmup
+
+    update = ema_with_warmup(0.9)
+    for n, expected in ((1, 1 - 2 / 11), (100, 0.1)):  # after n updates: lerp weight 1 - min(0.9, (1+n)/(10+n))
+        averaged, current = [torch.zeros(3), torch.zeros((), dtype=torch.long)], [torch.ones(3), torch.tensor(7)]
+        update(averaged, current, torch.tensor(n))
+        assert torch.allclose(averaged[0], torch.full((3,), expected)) and int(averaged[1]) == 7

@@ -1,7 +1,27 @@
 """Weight EMA (trainer.ema), on torch.optim.swa_utils.AveragedModel: an exponential moving average
 of the weights and of the BatchNorm statistics, updated after every optimizer step."""
 
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+import torch
+from torch.optim.swa_utils import AveragedModel
+
+
+def ema_with_warmup(decay):
+    """AveragedModel's multi_avg_fn for an EMA whose decay warms up as timm's does: after n updates
+    it is min(decay, (1 + n) / (10 + n)). A fixed decay from the first step averaged BatchNorm
+    statistics of weights that still moved fast: with decay 0.99 the average scored ~10% after the
+    first epoch while the raw weights scored ~45% (measured on this project's proxy runs)."""
+
+    def update(averaged, current, num_averaged):
+        n = float(num_averaged)
+        weight = 1.0 - min(decay, (1.0 + n) / (10.0 + n))
+        floats = [(a, c) for a, c in zip(averaged, current) if a.is_floating_point()]
+        if floats:
+            torch._foreach_lerp_([a for a, _ in floats], [c for _, c in floats], weight)
+        for a, c in zip(averaged, current):
+            if not a.is_floating_point():  # counters such as num_batches_tracked: the model's own
+                a.copy_(c)
+
+    return update
 
 
 def build_ema(model, cfg):
@@ -9,7 +29,7 @@ def build_ema(model, cfg):
     to `model` (same memory format); its first update copies the weights again."""
     if not cfg:
         return None
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg["decay"]), use_buffers=True)
+    return AveragedModel(model, multi_avg_fn=ema_with_warmup(cfg["decay"]), use_buffers=True)
 
 
 def ema_state(ema, model):

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import model.metric as module_metric
+from deploy.cam import mistake_cams_for
 from logger import get_logger, setup_logging
 from logger.report import write_report
 from model.spec import describe
@@ -63,8 +64,7 @@ def main(args):
         augment=data_loader.augment,
         train_images=data_loader.dataset.images,
         split_name=data_loader.valid_name,
-        network=model,
-        stats=data_loader.stats,
+        mistake_cams=mistake_cams_for(model, data_loader.stats),
     )
     get_logger("report").info("Report: " + ", ".join(str(p) for p in paths.values() if p is not None))
     return paths

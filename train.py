@@ -10,6 +10,7 @@ from typing import NamedTuple
 import torch
 
 import model.metric as module_metric
+from deploy.cam import mistake_cams_for
 from logger import attach_run_log, get_logger, setup_logging
 from logger.report import write_run_report
 from model.spec import describe, format_checks
@@ -181,7 +182,7 @@ def train(config, run):
             data_loader,
             valid_data_loader,
             run.summary,
-            network=run.trainer.eval_model,
+            mistake_cams=mistake_cams_for(run.trainer.eval_model, data_loader.stats),
         )
     return run.trainer.history
 

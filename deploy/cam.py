@@ -2,6 +2,8 @@
 convolution stage (C4, 8x8 for 32x32 inputs) saw evidence for a class. Heat maps are upsampled to
 the picture's size and scaled to [0, 1] per picture."""
 
+import functools
+
 import numpy as np
 import torch
 
@@ -39,6 +41,11 @@ def confident_mistakes(targets, probs, count):
     predictions = probs.argmax(1)
     wrong = np.flatnonzero(predictions != targets)
     return wrong[np.argsort(-probs[wrong, predictions[wrong]])][:count]
+
+
+def mistake_cams_for(network, stats):
+    """logger.report's mistake_cams hook for `network` (normalised with `stats`)."""
+    return functools.partial(plot_mistake_cams, network, stats)
 
 
 def plot_mistake_cams(network, stats, images, targets, probs, classes, path, count=24):

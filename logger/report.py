@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 
-from deploy.cam import plot_mistake_cams
 from logger.format import format_value
 from logger.plots import (
     confusion_matrix,
@@ -40,11 +39,11 @@ def write_report(
     train_images,
     split_name="validation",
     writer=None,
-    network=None,
-    stats=None,
+    mistake_cams=None,
 ):
-    """Write the pictures and report.md into `out_dir`; return their paths. With the network and its
-    data statistics, also the Grad-CAM heat maps of the most confident mistakes."""
+    """Write the pictures and report.md into `out_dir`; return their paths. mistake_cams: a function
+    (images, targets, probs, classes, path) -> path drawing the Grad-CAM heat maps of the most
+    confident mistakes (deploy.cam.plot_mistake_cams with the network bound), or None."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     targets = np.asarray(targets)
@@ -64,10 +63,8 @@ def write_report(
         )
         if train_images is not None and augment is not None
         else None,
-        "gradcam_mistakes": plot_mistake_cams(
-            network, stats, valid_images, targets, probs, classes, out_dir / "gradcam_mistakes.png"
-        )
-        if network is not None and valid_images is not None
+        "gradcam_mistakes": mistake_cams(valid_images, targets, probs, classes, out_dir / "gradcam_mistakes.png")
+        if mistake_cams is not None and valid_images is not None
         else None,
     }
     final = history[-1] if history else {}
@@ -117,9 +114,11 @@ def write_report(
     return paths
 
 
-def write_run_report(run_dir, config, history, val_outputs, data_loader, valid_data_loader, spec_text, network=None):
-    """End of train.py: the report of the final-epoch model (`network`: the evaluated weights, for
-    Grad-CAM) on the validation split.
+def write_run_report(
+    run_dir, config, history, val_outputs, data_loader, valid_data_loader, spec_text, mistake_cams=None
+):
+    """End of train.py: the report of the final-epoch model on the validation split (mistake_cams: see
+    write_report).
     config: the effective config dict; history: the epoch logs; val_outputs: (probabilities, targets)
     of the last validation, or None; spec_text: the summary and constraint table printed before
     training."""
@@ -146,8 +145,7 @@ def write_run_report(run_dir, config, history, val_outputs, data_loader, valid_d
             train_images=getattr(data_loader.dataset, "images", None),
             split_name=data_loader.valid_name,
             writer=writer,
-            network=network,
-            stats=data_loader.stats,
+            mistake_cams=mistake_cams,
         )
     finally:
         writer.close()

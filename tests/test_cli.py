@@ -79,10 +79,11 @@ def test_train_writes_checkpoints_logs_and_report(trained):
     assert {"optimizer", "lr_scheduler", "rng", "data_stats", "classes", "monitor_best"} <= set(ckpt)
     assert isinstance(ckpt["config"], dict) and ckpt["config"]["trainer"]["epochs"] == 2
     assert "val_accuracy" in (run_dir / "info.log").read_text()
-    for name in ("curves", "confusion_matrix", "misclassified", "augmentations"):
+    pictures = ("curves", "confusion_matrix", "misclassified", "augmentations", "gradcam_mistakes")
+    for name in pictures:
         png_ok(run_dir / f"{name}.png")
     report = (run_dir / "report.md").read_text()
-    assert all(f"({n}.png)" in report for n in ("curves", "confusion_matrix", "misclassified", "augmentations"))
+    assert all(f"({n}.png)" in report for n in pictures)
     rows = re.findall(r"^\| (\w+) \| (\d+) \| (\d+) \| ([\d.]+) \|$", report, re.M)
     assert len(rows) == 10 and sum(int(r[1]) for r in rows) == 20  # the confusion matrix counts every image
     assert "[PASS] max_params" in report

@@ -5,6 +5,7 @@ matrix, the misclassified grid, Grad-CAM heat maps of the most confident mistake
 into --out; by default beside a checkpoint of the save_dir (saved/), and for a checkpoint elsewhere
 (pretrained/, ...) into saved/test/<folder>-<name>/, never beside it."""
 
+import functools
 import json
 import sys
 from pathlib import Path
@@ -33,25 +34,17 @@ def main(args):
     model = model.to(device)
     criterion = config.init_obj("loss")
     metrics = module_metric.build_metrics(config["metrics"])
-    result, probs, targets = evaluate(
+    run = functools.partial(
+        evaluate,
         model,
         criterion,
         metrics,
         data_loader,
         device,
         autocast=autocast_for(device, config["trainer"]["amp"]),
-        return_outputs=True,
     )
-    if args.tta == "flip":
-        tta = evaluate(
-            model,
-            criterion,
-            metrics,
-            data_loader,
-            device,
-            autocast=autocast_for(device, config["trainer"]["amp"]),
-            flip_tta=True,
-        )
+    result, probs, targets = run(return_outputs=True)
+    tta = run(flip_tta=True) if args.tta == "flip" else None
     cm = confusion_matrix(targets.numpy(), probs.numpy().argmax(1), len(data_loader.classes))
     per_class = {f"acc_{c}": float(a) for c, a in zip(data_loader.classes, per_class_accuracy(cm))}
     log = {"images": int(cm.sum()), **result, **per_class}

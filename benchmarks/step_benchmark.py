@@ -53,8 +53,7 @@ class Setup:
         self.optimizer = config.init_obj("optimizer", [p for p in model.parameters() if p.requires_grad])
         self.criterion, self.metrics = config.init_obj("loss"), module_metric.build_metrics(config["metrics"])
         self.ema = build_ema(self.model, cfg["ema"])
-        tricked = any(cfg[k] for k in ("progressive_resize", "selective_backprop", "mix"))
-        self.tricks = BatchTricks(cfg, 10, (32, 32), cfg["epochs"]) if tricked else None
+        self.tricks = BatchTricks.from_config(cfg, 10, (32, 32), cfg["epochs"])
         self.sizes = [
             self.tricks.start_epoch(e).get("image_size", 32) if self.tricks else 32 for e in range(1, cfg["epochs"] + 1)
         ]  # the image size of every epoch

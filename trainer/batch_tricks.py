@@ -51,6 +51,13 @@ class BatchTricks:
             self.mixer = kind(alpha=mix["alpha"], num_classes=num_classes)
         self.size, self.mix_p = full, 0.0
 
+    KEYS = ("progressive_resize", "selective_backprop", "mix")
+
+    @classmethod
+    def from_config(cls, cfg, num_classes, image_size, epochs):
+        """The run's BatchTricks, or None when the trainer section turns all three off."""
+        return cls(cfg, num_classes, image_size, epochs) if any(cfg.get(k) for k in cls.KEYS) else None
+
     def start_epoch(self, epoch):
         """Set this epoch's image size and mixing probability; returns them for the log."""
         self.size = self.sizes.get(epoch, self.full_size)

@@ -53,12 +53,7 @@ class Trainer(BaseTrainer):
             if self.ema is not None
             else "Weights evaluated and saved: the trained weights (no EMA)"
         )
-        tricks = ("progressive_resize", "selective_backprop", "mix")
-        self.tricks = (
-            BatchTricks(cfg, len(data_loader.classes), data_loader.image_size, self.epochs)
-            if any(cfg[k] for k in tricks)
-            else None
-        )
+        self.tricks = BatchTricks.from_config(cfg, len(data_loader.classes), data_loader.image_size, self.epochs)
         # DDP: train through the wrapper (it all-reduces gradients); evaluate and save the plain model,
         # so checkpoints load in a single process and evaluation needs no collective per batch
         self.train_model = self.model
@@ -93,7 +88,7 @@ class Trainer(BaseTrainer):
         """The evaluated model (the EMA when on; not the DDP wrapper) on the validation loader (under
         DDP every rank its shard; exact totals)."""
         return evaluate(
-            model or self.eval_model,
+            model if model is not None else self.eval_model,
             self.criterion,
             self.metric_ftns,
             self.valid_data_loader,

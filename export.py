@@ -13,13 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.checkpoint import load_checkpoint, save_atomic
+from utils.checkpoint import load_checkpoint, save_atomic, weights_only
 from utils.cli import run_main
 from utils.errors import CheckpointError, ConfigError
 from utils.paths import check_writable
 
-KEPT = ("arch", "epoch", "state_dict", "config", "history", "data_stats", "classes", "monitor_best", "image_size")
-CALIBRATION_IMAGES = 512
 INT8_TOLERANCE = 0.5  # points of validation accuracy int8 may lose before the export says so
 
 
@@ -33,45 +31,18 @@ def check_out(src, dst):
 
 def export_weights(src, dst):
     ckpt = load_checkpoint(src)
-    weights = {key: ckpt[key] for key in KEPT if key in ckpt}
+    weights = weights_only(ckpt)
     save_atomic(weights, dst)
     print(
         f"Wrote {dst} (epoch {weights.get('epoch')}, {sum(v.numel() for v in weights['state_dict'].values()):,} values)"
     )
 
 
-def run_images(predictor, data_dir):
-    """(training pictures, validation pictures, validation labels) of the run's own split, as uint8."""
-    from parse_config import ConfigParser
-
-    overrides = {("data_loader", "args", "data_dir"): data_dir} if data_dir else None
-    config = ConfigParser(predictor.ckpt["config"], None, overrides, run_id="export")
-    loader = config.init_obj("data_loader", shuffle=False, num_workers=0)
-    valid = loader.split_validation()
-    if valid is None:
-        raise ConfigError("the checkpoint's run has no validation split to measure int8 on: give --data_dir")
-    return loader.dataset.images, valid.dataset.images, np.asarray(valid.dataset.labels)
-
-
-def calibration_set(train_images):
-    """The training pictures int8 is calibrated on: CALIBRATION_IMAGES of them, always the same."""
-    rng = np.random.default_rng(0)
-    return train_images[rng.choice(len(train_images), min(CALIBRATION_IMAGES, len(train_images)), False)]
-
-
-def accuracy(predictor, images, labels, batch=500):
-    """Exact percentage of `images` whose top class is their label."""
-    hits = 0
-    for i in range(0, len(images), batch):
-        hits += int((np.asarray(predictor.logits(images[i : i + batch])).argmax(1) == labels[i : i + batch]).sum())
-    return 100.0 * hits / len(images)
-
-
 def export(src, dst, fmt="weights", data_dir=None):
     check_out(src, dst)
     if fmt == "weights":
         return export_weights(src, dst)
-    from deploy.onnx_export import compare, export_onnx, quantize_int8
+    from deploy.onnx_export import accuracy, calibration_set, compare, export_onnx, quantize_int8, run_images
     from deploy.predictor import OnnxPredictor, TorchPredictor
 
     predictor = TorchPredictor(src)

@@ -11,7 +11,7 @@ from pathlib import Path
 from logger import get_logger, setup_logging
 from parse_config import ConfigParser
 from trainer.lr_finder import lr_range_test, plot_lr_range, suggest_lr
-from trainer.precision import _autocast, resolve_amp
+from trainer.precision import autocast_of, resolve_amp
 from utils import ConfigError, resolve_device, seed_everything
 from utils.cli import run_main
 from utils.overrides import add_override_flags, base_argparser
@@ -49,7 +49,7 @@ def main(config, args):
         start_lr=args.start_lr,
         end_lr=args.end_lr,
         num_steps=args.steps,
-        autocast=_autocast(device, dtype),
+        autocast=autocast_of(device, dtype),
         channels_last=channels_last,
     )
     try:

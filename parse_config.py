@@ -11,25 +11,28 @@ objects by name (`"type"` + `"args"`), as in pytorch-template, with three change
 
 import copy
 import json
-import re
 from datetime import datetime
 from pathlib import Path
 
-from utils.config_schema import validate
+from utils.config_schema import parse_monitor, validate
 from utils.errors import CheckpointError, ConfigError
 from utils.overrides import overrides_from_args
 from utils.run_folder import make_run_dir, release
 from utils.signature import check_call_args
 
-# Arguments that the code passes itself, so the config must not (and need not) give them.
-PROVIDED_ARGS = {
-    "optimizer": {"params"},
-    "lr_scheduler": {"optimizer"},
-    "lr_scheduler.OneCycleLR": {"optimizer", "epochs", "steps_per_epoch", "total_steps"},
-    "lr_scheduler.WarmupCosineLR": {"optimizer", "epochs", "steps_per_epoch"},
-}
-# Required arguments that the code fills in when the config leaves them out.
-OPTIONAL_ARGS = {"lr_scheduler.OneCycleLR": {"max_lr"}}  # default: the optimizer's lr
+# Arguments that the code passes itself, so the config must not (and need not) give them; a
+# scheduler's own (epochs, steps_per_epoch, ...) are in its row of trainer.schedulers.SCHEDULES.
+PROVIDED_ARGS = {"optimizer": {"params"}, "lr_scheduler": {"optimizer"}}
+
+
+def _run_args(section, type_name):
+    """(arguments the run provides, required arguments it fills in when missing) for one section."""
+    if section != "lr_scheduler":
+        return PROVIDED_ARGS.get(section, set()), set()
+    from trainer.schedulers import schedule_of
+
+    schedule = schedule_of(type_name)
+    return PROVIDED_ARGS[section] | {*schedule.given, *schedule.refused}, set(schedule.filled)
 
 
 def _registry():
@@ -62,16 +65,30 @@ def resolve(section, type_name, modules):
     raise ConfigError(f"{section}.type: {type_name!r} is not found in {names}")
 
 
-def load_json(path):
+def load_config(path):
+    """A config (or search space) file as a dict: JSON, or YAML for a .yaml / .yml file (the same
+    schema either way). A missing or unreadable file is a one-line ConfigError with the line."""
     path = Path(path)
     try:
-        return json.loads(path.read_text())
+        text = path.read_text()
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot read the config ({e})") from None
+    if path.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(e, "problem", None) or type(e).__name__
+            raise ConfigError(f"{path}: not valid YAML ({problem}{where})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
 
 
 class ConfigParser:
@@ -79,18 +96,19 @@ class ConfigParser:
         """
         config: dict as read from config.json.
         resume: path of a checkpoint to continue from, or None.
-        modification: {path tuple: value} applied before validation; None values are skipped.
+        modification: {path tuple: value} applied before validation (None sets null: `--set trainer.ema=null`).
         run_id: name of the run folder (default: a timestamp).
         """
         if not isinstance(config, dict):
             raise ConfigError(
-                f"config: expected a JSON object {{...}}, got {type(config).__name__} {json.dumps(config)[:40]}"
+                f"config: expected a JSON object {{...}} (or a YAML mapping), got {type(config).__name__} "
+                f"{json.dumps(config, default=str)[:40]}"
             )
         config = copy.deepcopy(config)
         for path, value in (modification or {}).items():
-            if value is not None:
-                _set_by_path(config, path, value)
+            _set_by_path(config, path, value)
         self._config = validate(config)
+        self.monitor = parse_monitor(self._config["trainer"]["monitor"])  # the one parse of trainer.monitor
         self._check_objects()
         self.resume = Path(resume) if resume else None
         if self.resume is not None and (self.resume.parent / "config.json").is_file():
@@ -106,27 +124,18 @@ class ConfigParser:
             if entry is None:
                 continue
             fn = resolve(section, entry["type"], modules)
-            key = f"{section}.{entry['type']}"
-            provided = PROVIDED_ARGS.get(key, PROVIDED_ARGS.get(section, ()))
-            check_call_args(fn, entry["args"], f"{section}.args", provided, OPTIONAL_ARGS.get(key, ()))
+            provided, filled = _run_args(section, entry["type"])
+            check_call_args(fn, entry["args"], f"{section}.args", provided, filled)
         from model.metric import metric_specs
 
         names = [name for name, _, _ in metric_specs(self._config["metrics"])]
-        mode, _, metric = self._config["trainer"]["monitor"].partition(" ")
-        if self._config["trainer"]["monitor"] != "off" and (mode not in ("min", "max") or not metric):
-            raise ConfigError(
-                'trainer.monitor: expected "off" or "min <metric>" / "max <metric>", '
-                f"got {self._config['trainer']['monitor']!r}"
-            )
         from trainer.schedulers import check_monitor
 
-        check_monitor(self._config["lr_scheduler"], self._config["trainer"]["monitor"])
+        check_monitor(self._config["lr_scheduler"], self.monitor)
         logged = ["loss", "val_loss", *names, *(f"val_{m}" for m in names)]
-        if self._config["trainer"]["monitor"] != "off" and metric not in logged:
-            raise ConfigError(f"trainer.monitor: {metric!r} is not logged (expected one of: {', '.join(logged)})")
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self._config["name"]):
+        if self.monitor.mode != "off" and self.monitor.metric not in logged:
             raise ConfigError(
-                f"name: {self._config['name']!r} is not a plain folder name (letters, digits, '.', '_', '-')"
+                f"trainer.monitor: {self.monitor.metric!r} is not logged (expected one of: {', '.join(logged)})"
             )
 
     @classmethod
@@ -134,7 +143,7 @@ class ConfigParser:
         """Build from parsed command-line arguments: `args.config` and/or `args.resume`, plus the
         override flags of OVERRIDES present on `args`."""
         if args.config:
-            config = load_json(args.config)
+            config = load_config(args.config)
         elif getattr(args, "resume", None):
             from utils.checkpoint import load_checkpoint
 
@@ -145,11 +154,14 @@ class ConfigParser:
             raise ConfigError("no config: give -c config.json, or --resume a checkpoint")
         return cls(config, getattr(args, "resume", None), overrides_from_args(args))
 
+    def obj_type(self, name):
+        """The class or function `config[name]["type"]` names."""
+        return resolve(name, self[name]["type"], _registry()[name])
+
     def init_obj(self, name, *args, **kwargs):
         """`config[name]` = {"type": T, "args": A} -> T(*args, **A), keyword arguments given
         here taking precedence over A."""
-        entry = self[name]
-        fn = resolve(name, entry["type"], _registry()[name])
+        entry, fn = self[name], self.obj_type(name)
         if not getattr(fn, "__module__", "").startswith("torch."):
             # the args were checked against the signature when the config was read; a project class
             # raises ConfigError for values it refuses, and any other error is a bug: keep its traceback

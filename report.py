@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 
 import model.metric as module_metric
+from base.base_data_loader import pictures
 from deploy.cam import mistake_cams_for
+from deploy.loading import load_trained
 from logger import get_logger, setup_logging
 from logger.report import write_report
 from model.spec import describe
@@ -18,7 +20,6 @@ from utils import resolve_device
 from utils.checkpoint import load_checkpoint
 from utils.cli import run_main
 from utils.errors import ConfigError
-from utils.loading import load_trained
 from utils.overrides import add_override_flags, base_argparser
 from utils.paths import check_writable, default_out
 
@@ -35,7 +36,7 @@ def main(args):
                 f"{flag}: {given} is not the run's {saved.get(key, 0)}: the report evaluates the run's own "
                 "validation split, and another split would count images it trained on; use test.py for other data"
             )
-    config, ckpt, model, data_loader = load_trained(args, training=True)
+    config, ckpt, model, data_loader = load_trained(args, split="run")
     valid_loader = data_loader.split_validation()
     device = resolve_device(config["device"])
     model = model.to(device)
@@ -58,11 +59,11 @@ def main(args):
         spec_text=spec_text,
         history=ckpt.get("history", []),
         classes=data_loader.classes,
-        valid_images=valid_loader.dataset.images,
+        valid_images=pictures(valid_loader),
         targets=targets.numpy(),
         probs=probs.numpy(),
         augment=data_loader.augment,
-        train_images=data_loader.dataset.images,
+        train_images=pictures(data_loader),
         split_name=data_loader.valid_name,
         mistake_cams=mistake_cams_for(model, data_loader.stats),
     )
@@ -72,7 +73,7 @@ def main(args):
 
 def cli(argv=None):
     parser = base_argparser("Write the report of a run from its checkpoint")
-    add_override_flags(parser, ("--data_dir", "--validation_split", "--device", "--bs", "--num_workers"))
+    add_override_flags(parser, ("--data_dir", "--validation_split", "--device", "--bs", "--num_workers"), generic=False)
     parser.add_argument(
         "--out",
         default=None,

@@ -11,7 +11,9 @@ import sys
 from pathlib import Path
 
 import model.metric as module_metric
+from base.base_data_loader import pictures
 from deploy.cam import plot_mistake_cams
+from deploy.loading import load_trained
 from logger import get_logger, setup_logging
 from logger.format import format_log
 from logger.plots import confusion_matrix, per_class_accuracy, plot_confusion, plot_misclassified
@@ -19,7 +21,6 @@ from trainer import evaluate
 from trainer.precision import autocast_for
 from utils import resolve_device
 from utils.cli import run_main
-from utils.loading import load_trained
 from utils.overrides import add_override_flags, base_argparser
 from utils.paths import check_writable, default_out
 
@@ -29,7 +30,7 @@ def main(args):
     logger = get_logger("test")
     out = Path(args.out) if args.out else default_out(args.resume, "test")
     check_writable(out, folder=True)  # before the evaluation, not after it
-    config, ckpt, model, data_loader = load_trained(args, training=False)
+    config, ckpt, model, data_loader = load_trained(args, split="test")
     device = resolve_device(config["device"])
     model = model.to(device)
     criterion = config.init_obj("loss")
@@ -57,7 +58,7 @@ def main(args):
         log.update(tta)
 
     plot_confusion(cm, data_loader.classes, out / "test_confusion_matrix.png", "test confusion matrix")
-    images = getattr(data_loader.dataset, "images", None)  # uint8 pictures, for datasets that keep them
+    images = pictures(data_loader)  # uint8 pictures, for datasets that keep them
     if images is not None:
         plot_misclassified(images, targets.numpy(), probs.numpy(), data_loader.classes, out / "test_misclassified.png")
         plot_mistake_cams(
@@ -82,7 +83,7 @@ def main(args):
 
 def cli(argv=None):
     parser = base_argparser("Evaluate a checkpoint on the CIFAR-10 test split")
-    add_override_flags(parser, ("--data_dir", "--device", "--bs", "--num_workers"))
+    add_override_flags(parser, ("--data_dir", "--device", "--bs", "--num_workers"), generic=False)
     parser.add_argument(
         "--out",
         default=None,

@@ -12,7 +12,7 @@ import sys
 import optuna
 
 from logger import setup_logging
-from parse_config import ConfigParser, load_json
+from parse_config import ConfigParser, load_config
 from tuning.results import format_table, write_results
 from tuning.space import load_space
 from tuning.study import log, make_objective, open_storage, open_study, run_worker, study_dir
@@ -35,7 +35,7 @@ def main(args):
     optuna.logging.enable_propagation()
     for name in [n for n in logging.root.manager.loggerDict if n.startswith("optuna")]:
         logging.getLogger(name).addFilter(hide_user_error_tracebacks)  # a logger's filter misses its children
-    user_config = load_json(args.config)
+    user_config = load_config(args.config)
     if not isinstance(user_config, dict):
         raise ConfigError(f"{args.config}: expected a JSON object")
     base = ConfigParser(user_config, modification=overrides_from_args(args)).config

@@ -1,9 +1,17 @@
+import signal
+
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from utils import distributed
-from utils.errors import ConfigError
+from utils.errors import ConfigError, DataError
+
+
+def _leave_ctrl_c_to_the_main_process(worker_id):
+    """Ctrl-C reaches the whole process group; the main process stops the run and its workers, so a
+    worker ignores it (otherwise it may print a KeyboardInterrupt or ConnectionResetError traceback)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class SeededBatchSampler(Sampler):
@@ -88,15 +96,21 @@ class BaseDataLoader(DataLoader):
     Unlike pytorch-template, the validation images are a separate dataset with the evaluation
     transform, so they are never augmented.
 
-    The interface train.py, test.py, the Trainer and the report use. A subclass sets, before
-    calling BaseDataLoader.__init__:
+    The contract train.py, test.py, report.py, export.py and the Trainer use, and all they use:
+      Loader(**data_loader.args)        the run's training data, and its validation split through
+                                        `split_validation()` (train.py, report.py, export.py);
+      Loader.for_test(args, stats)      the test split, unshuffled and unaugmented, normalised with
+                                        the training `stats` a checkpoint saved (test.py); a dataset
+                                        without a test split leaves the default, which says so.
+    A subclass sets, before calling BaseDataLoader.__init__:
       classes     list of class names (label k is classes[k]), saved in checkpoints;
       stats       {"mean": [...], "std": [...]} per channel in [0, 1] units, saved in checkpoints;
       valid_name  what the validation loader holds: "validation" or "test";
       augment     optional: the random part of the training augmentation on uint8 HWC images
                   (for the report's preview), or None.
     Any map-style dataset works (`dataset[i] -> (CHW tensor, label)`); one that also keeps its
-    pictures as a uint8 NHWC array `images` gets the report's image grids too."""
+    pictures as a uint8 NHWC array `images` (`pictures(loader)`) gets the image grids and Grad-CAM
+    of test.py and the report, and int8 calibration."""
 
     INTERFACE = ("classes", "stats", "valid_name")
     augment = None
@@ -119,6 +133,7 @@ class BaseDataLoader(DataLoader):
         # later epoch's order after a resume.
         self._loader_kwargs = dict(
             num_workers=num_workers,
+            worker_init_fn=_leave_ctrl_c_to_the_main_process,
             pin_memory=pin_memory and torch.cuda.is_available(),
             persistent_workers=num_workers > 0,
             generator=torch.Generator(),
@@ -129,10 +144,19 @@ class BaseDataLoader(DataLoader):
         super().__init__(dataset, batch_sampler=sampler, **self._loader_kwargs)
         self.eval_batch_size = batch_size // world
 
+    @classmethod
+    def for_test(cls, args, stats):
+        """A loader over the data's test split (see the class docstring): `args` are the config's
+        data_loader.args, `stats` the checkpoint's training statistics (None: the data's own)."""
+        raise DataError(
+            f"data_loader.type: {cls.__name__} has no test split (it does not define for_test); "
+            "report.py evaluates a run on its own validation split"
+        )
+
     @property
     def image_size(self):
         """(height, width) of the images, from the first one."""
-        images = getattr(self.dataset, "images", None)
+        images = pictures(self)
         if images is not None:
             return tuple(images.shape[1:3])
         return tuple(self.dataset[0][0].shape[-2:])
@@ -175,6 +199,11 @@ class BaseDataLoader(DataLoader):
             raise ConfigError(f"{where}: {n_valid} images asked for validation, but the training split holds {n}")
         order = np.random.default_rng(seed).permutation(n)
         return np.sort(order[n_valid:]), np.sort(order[:n_valid])
+
+
+def pictures(loader):
+    """The uint8 NHWC pictures of a loader's dataset, or None when the dataset keeps none."""
+    return getattr(loader.dataset, "images", None) if loader is not None else None
 
 
 class ArrayDataset(Dataset):

@@ -1,52 +1,21 @@
 import math
 from abc import ABC, abstractmethod
+from pathlib import Path
 
 from logger import TensorboardWriter, get_logger
 from logger.format import format_log
 from utils import distributed
 from utils.checkpoint import (
+    check_resumable,
     get_rng_state,
     interrupts_deferred,
     load_checkpoint,
     load_model_state,
+    make_checkpoint,
     save_atomic,
     set_rng_state,
 )
-from utils.errors import CheckpointError, ConfigError, DivergedError, NonFiniteLoss
-
-# config keys a resumed run may change: where files go and how much is printed, not what is trained
-MAY_DIFFER_ON_RESUME = {
-    "name",
-    "device",
-    "trainer.save_dir",
-    "trainer.save_period",
-    "trainer.verbosity",
-    "trainer.tensorboard",
-    "trainer.report",
-    "trainer.epochs",
-    "trainer.early_stop",
-    "trainer.dist_timeout",
-    "data_loader.args.data_dir",
-    "data_loader.args.num_workers",
-    "data_loader.args.pin_memory",
-    "data_loader.args.download",
-}
-
-
-def _flatten(tree, prefix=""):
-    if not isinstance(tree, dict):
-        return {prefix: tree}
-    flat = {}
-    for key, value in tree.items():
-        flat.update(_flatten(value, f"{prefix}.{key}" if prefix else key))
-    return flat
-
-
-def config_changes(saved, now):
-    """[(key path, saved value, new value)] of the keys a resumed run may not change."""
-    was, new = _flatten(saved), _flatten(now)
-    keys = sorted(k for k in was.keys() | new.keys() if was.get(k) != new.get(k) and k not in MAY_DIFFER_ON_RESUME)
-    return [(k, was.get(k), new.get(k)) for k in keys]
+from utils.errors import CheckpointError, DivergedError, NonFiniteLoss
 
 
 class BaseTrainer(ABC):
@@ -65,13 +34,9 @@ class BaseTrainer(ABC):
         cfg = config["trainer"]
         self.epochs = cfg["epochs"]
         self.save_period = cfg["save_period"]
-        self.monitor = cfg["monitor"]
         self.early_stop = cfg["early_stop"] if cfg["early_stop"] > 0 else math.inf
-        if self.monitor == "off":
-            self.mnt_mode, self.mnt_best = "off", 0.0
-        else:
-            self.mnt_mode, self.mnt_metric = self.monitor.split()
-            self.mnt_best = math.inf if self.mnt_mode == "min" else -math.inf
+        self.mnt_mode, self.mnt_metric = config.monitor.mode, config.monitor.metric
+        self.mnt_best = {"off": 0.0, "min": math.inf, "max": -math.inf}[self.mnt_mode]
 
         self.start_epoch = 1
         self.history = []  # one log dict per epoch, kept in checkpoints (curves survive a resume)
@@ -143,17 +108,17 @@ class BaseTrainer(ABC):
         )
 
     def _state(self, epoch):
-        return {
-            "arch": type(self.model).__name__,
+        """The checkpoint of this moment (schema: utils.checkpoint); the subclass adds its entries."""
+        entries = {
             "epoch": epoch,
-            "state_dict": self.model.state_dict(),
+            "state_dict": self.model.state_dict(),  # the subclass may put the evaluated (EMA) weights here
             "optimizer": self.optimizer.state_dict(),
             "monitor_best": self.mnt_best,
             "config": self.config.config,
             "history": self.history,
             "rng": get_rng_state(),
-            **self._extra_state(),
         }
+        return make_checkpoint(**(entries | self._extra_state()))
 
     def _save_checkpoint(self, epoch, save_best=False, periodic=False):
         """last.pth every epoch (what a killed run resumes from), checkpoint-epochN.pth every
@@ -182,47 +147,19 @@ class BaseTrainer(ABC):
                 f"{path}: cannot save the checkpoint ({e.strerror or e}); the previous one is left as it was"
             ) from None
 
-    def _check_resumable(self, ckpt, path):
-        """Everything a resume needs, checked before anything is loaded: one line per problem."""
-        if "optimizer" not in ckpt or "rng" not in ckpt:
-            raise CheckpointError(
-                f"{path}: a weights-only checkpoint (no optimizer or RNG state) cannot be resumed; "
-                "evaluate it with test.py, or resume from the run's last.pth"
-            )
-        expected = {"epoch": int, "optimizer": dict, "rng": dict, "monitor_best": (int, float), "config": dict}
-        for key, kind in expected.items():
-            if key not in ckpt or not isinstance(ckpt[key], kind) or isinstance(ckpt[key], bool):
-                kind_found = type(ckpt.get(key)).__name__
-                raise CheckpointError(f"{path}: its {key!r} is missing or of the wrong type ({kind_found})")
-        saved = ckpt["config"]
-        for section in ("optimizer", "lr_scheduler"):
-            was = (saved.get(section) or {}).get("type")
-            now = (self.config[section] or {}).get("type")
-            if was != now:
-                raise CheckpointError(
-                    f"{path}: trained with {section} {was}, the config says {now}; a resumed run "
-                    "continues its own optimizer and schedule: start a new run to change them"
-                )
-        was_lr = (saved.get("optimizer") or {}).get("args", {}).get("lr")
-        now_lr = self.config["optimizer"]["args"].get("lr")
-        if was_lr != now_lr:
-            raise ConfigError(
-                f"optimizer.args.lr (--lr): {now_lr} differs from the checkpoint's {was_lr}; a resumed "
-                "run continues its schedule as saved: start a new run to change the learning rate"
-            )
-        changes = config_changes(saved, self.config.config)
-        if changes:
-            shown = "; ".join(f"{k}: {was!r} -> {now!r}" for k, was, now in changes[:3])
-            more = f" and {len(changes) - 3} more" if len(changes) > 3 else ""
-            raise ConfigError(
-                f"{path}: the config differs from the one this run was trained with ({shown}{more}); a resumed "
-                "run continues as it was trained: resume without -c, or start a new run with the new config"
-            )
-
     def resume(self, path):
         """Continue from a checkpoint: weights, optimizer, scheduler, scaler, RNG, history."""
         ckpt = load_checkpoint(path)
-        self._check_resumable(ckpt, path)
+        for warning in check_resumable(ckpt, self._state(self.start_epoch - 1), path):
+            self.logger.warning(warning)
+        last = Path(path).parent / "last.pth"
+        if Path(path).name != "last.pth" and last.is_file():
+            later = load_checkpoint(last).get("epoch", 0)
+            if later > ckpt["epoch"]:
+                self.logger.warning(
+                    f"resuming epoch {ckpt['epoch']} of this run: its last.pth (epoch {later}) and the checkpoints "
+                    f"after epoch {ckpt['epoch']} are overwritten as training goes on (copy the run to keep them)"
+                )
         load_model_state(self.model, ckpt, path)
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self._load_extra_state(ckpt)

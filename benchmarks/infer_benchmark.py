@@ -1,6 +1,6 @@
 """Inference benchmark: PyTorch eager, onnxruntime fp32 and onnxruntime int8, side by side.
 
-    python benchmarks/infer_benchmark.py --checkpoint pretrained/cifar10_dilatednet.pth [--threads 2]
+    python -m benchmarks.infer_benchmark --checkpoint pretrained/cifar10_dilatednet.pth [--threads 2]
 
 Exports the checkpoint to ONNX (fp32, and int8 calibrated on 512 training images) in a temporary
 folder, then prints for each runtime: latency at batch 1 (median and 95th percentile over --calls
@@ -16,15 +16,15 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if not __package__:  # run as a file, the project's packages are not importable
+    sys.exit("run it from the repository root as a module: python -m benchmarks.infer_benchmark ...")
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from deploy.onnx_export import export_onnx, quantize_int8  # noqa: E402
-from deploy.predictor import OnnxPredictor, TorchPredictor  # noqa: E402
-from export import accuracy, calibration_set, run_images  # noqa: E402
-from utils.cli import run_main  # noqa: E402
+from deploy.onnx_export import accuracy, calibration_set, export_onnx, quantize_int8, run_images
+from deploy.predictor import OnnxPredictor, TorchPredictor
+from utils.cli import run_main
 
 
 def latency_ms(predictor, image, calls, warmup=20):

@@ -1,6 +1,6 @@
 """Seconds per epoch of several configs, side by side in one sitting, without data:
 
-    python benchmarks/step_benchmark.py -c config.json -c other.json [--train_images 45000] [--batches 12]
+    python -m benchmarks.step_benchmark -c config.json -c other.json [--train_images 45000] [--batches 12]
 
 For each config it builds the network, optimizer, loss, weight EMA and batch tricks (progressive
 resizing, selective backprop, MixUp/CutMix) as train.py does, and times train.py's own
@@ -17,17 +17,18 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if not __package__:  # run as a file, the project's packages are not importable
+    sys.exit("run it from the repository root as a module: python -m benchmarks.step_benchmark ...")
 
-import torch  # noqa: E402
-from torchinfo import summary  # noqa: E402
+import torch
+from torchinfo import summary
 
-import model.metric as module_metric  # noqa: E402
-from parse_config import ConfigParser, load_json  # noqa: E402
-from trainer.batch_tricks import BatchTricks  # noqa: E402
-from trainer.ema import build_ema  # noqa: E402
-from trainer.loops import evaluate, train_one_epoch  # noqa: E402
-from utils.cli import run_main  # noqa: E402
+import model.metric as module_metric
+from parse_config import ConfigParser, load_config
+from trainer.batch_tricks import BatchTricks
+from trainer.ema import build_ema
+from trainer.loops import evaluate, train_one_epoch
+from utils.cli import run_main
 
 
 def synthetic(batches, batch_size, size=32, classes=10):
@@ -42,7 +43,7 @@ class Setup:
     """One config's network, optimizer, loss, EMA and batch tricks, built as train.py builds them."""
 
     def __init__(self, path, args):
-        config = ConfigParser(load_json(path), run_id="bench")
+        config = ConfigParser(load_config(path), run_id="bench")
         self.name, cfg = Path(path).stem, config["trainer"]
         self.batch_size = config["data_loader"]["args"]["batch_size"]
         torch.manual_seed(0)

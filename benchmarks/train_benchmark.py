@@ -1,9 +1,9 @@
 """Training benchmark: what bounds an epoch, how fast the recipe learns, and how far it gets.
 
-    python benchmarks/train_benchmark.py -c config.json --data_dir D --validation_split 5000 [--seeds 1 2 3]
+    python -m benchmarks.train_benchmark -c config.json --data_dir D --validation_split 5000 [--seeds 1 2 3]
 
-For each seed it trains with the config's recipe through train.py's own code (train.build and
-train.train: the same Trainer, epoch loop, precision and scheduler stepping) and prints, in
+For each seed it trains with the config's recipe through train.py's own code (trainer.training.build and
+train: the same Trainer, epoch loop, precision and scheduler stepping) and prints, in
 `key : value` lines: device, parameters, receptive field, the data loader's throughput alone
 (one pass over the training loader, no model), the model's forward+backward throughput alone
 (synthetic batches already on the device), seconds per epoch for training and for evaluation,
@@ -18,24 +18,24 @@ import statistics
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if not __package__:  # run as a file, the project's packages are not importable
+    sys.exit("run it from the repository root as a module: python -m benchmarks.train_benchmark ...")
 
-import torch  # noqa: E402
+import torch
 
-import model.metric as module_metric  # noqa: E402
-import train  # noqa: E402
-from base.base_model import num_params  # noqa: E402
-from logger import setup_logging  # noqa: E402
-from logger.format import format_log  # noqa: E402
-from model.spec import empirical_receptive_field  # noqa: E402
-from model.trace import receptive_field, trace  # noqa: E402
-from parse_config import ConfigParser  # noqa: E402
-from utils import UserError, resolve_device, seed_everything  # noqa: E402
-from utils.checkpoint import get_rng_state, set_rng_state  # noqa: E402
-from utils.cli import run_main  # noqa: E402
-from utils.overrides import add_override_flags, base_argparser  # noqa: E402
+import model.metric as module_metric
+from base.base_model import num_params
+from logger import setup_logging
+from logger.format import format_log
+from model.spec import empirical_receptive_field
+from model.trace import receptive_field, trace
+from parse_config import ConfigParser
+from trainer.training import build, train
+from utils import UserError, resolve_device, seed_everything
+from utils.checkpoint import get_rng_state, set_rng_state
+from utils.cli import run_main
+from utils.overrides import add_override_flags, base_argparser
 
 
 def sync(device):
@@ -78,11 +78,11 @@ def model_throughput(trainer, batch_size, steps=30):
 
 
 def run(config, target):
-    """Train as train.py does (train.build + train.train: the same Trainer, checkpoints in a
+    """Train as train.py does (trainer.training.build + train: the same Trainer, checkpoints in a
     temporary folder that is deleted afterwards), timing each epoch."""
     seed_everything(config["seed"])
     device = resolve_device(config["device"])
-    run = train.build(config, device)
+    run = build(config, device)
     trainer, data_loader = run.trainer, run.data_loader
     if run.valid_data_loader is None:
         raise UserError("the benchmark needs a validation split: set --validation_split")
@@ -113,7 +113,7 @@ def run(config, target):
         )
 
     trainer.epoch_callbacks.append(after_epoch)
-    history = train.train(config, run)
+    history = train(config, run)
     train_times, eval_times = zip(*trainer.epoch_seconds)
     steady = train_times[1:] or train_times  # the first epoch includes worker start-up and warm-up
     figures.update(
@@ -165,7 +165,7 @@ def benchmark(args):
         )
 
 
-def main(argv=None):
+def cli(argv=None):
     parser = base_argparser("Benchmark the training recipe of a config")
     add_override_flags(parser)
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="run once per seed (default: the config's)")
@@ -174,4 +174,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

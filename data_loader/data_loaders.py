@@ -37,8 +37,8 @@ class Cifar10DataLoader(BaseDataLoader):
 
     training=True: the train split (or a seeded subset of `train_subset` of its images, for quick
     searches; 0 = all), minus a seeded validation subset of `validation_split` images (count or
-    fraction); with validation_split 0 the test split validates. training=False: the
-    test split only (test.py), normalised with the `stats` the model was trained with."""
+    fraction); with validation_split 0 the test split validates. training=False (through
+    `for_test`): the test split only, normalised with the `stats` the model was trained with."""
 
     def __init__(
         self,
@@ -105,3 +105,7 @@ class Cifar10DataLoader(BaseDataLoader):
             pin_memory=pin_memory,
             collate_fn=NormalizeCollate(self.stats["mean"], self.stats["std"]),
         )
+
+    @classmethod
+    def for_test(cls, args, stats):
+        return cls(**{**args, "training": False, "shuffle": False, "stats": stats})

@@ -8,6 +8,7 @@
 import functools
 import io
 import lzma
+import shutil
 import tarfile
 import zlib
 from dataclasses import dataclass
@@ -149,9 +150,12 @@ def _read_torchvision(root, download):
             raise DataError(
                 f"{root}: no CIFAR-10 here (no {CIFAR10.base_folder}/, no train/ or test/ folder); {LOCAL_COPY_HINT}"
             )
+        created = not root.exists()
         try:
             CIFAR10(str(root), train=True, download=True)
         except Exception as e:  # urllib/socket errors differ by platform; all mean "no download"
+            if created:  # a failed command leaves what existed as it was: no empty data/ behind
+                shutil.rmtree(root, ignore_errors=True)
             raise DataError(
                 f"{root}: could not download CIFAR-10 ({type(e).__name__}: {str(e)[:120]}); {LOCAL_COPY_HINT}"
             ) from None

@@ -58,8 +58,11 @@ def _first_error(e):
 
 
 def build_augment(entries, mean_colour, where="data_loader.args.augmentations"):
-    """The random part of the training pipeline, on uint8 HWC images (also used for previews)."""
-    return A.Compose([_build_one(e, f"{where}[{i}]", mean_colour) for i, e in enumerate(entries or [])])
+    """The random part of the training pipeline, on uint8 HWC images (also used for previews: it
+    starts seeded with 0, so a preview drawn from a new one is always the same)."""
+    augment = A.Compose([_build_one(e, f"{where}[{i}]", mean_colour) for i, e in enumerate(entries or [])])
+    reseed(augment, 0)
+    return augment
 
 
 def build_train_transform(entries, mean):

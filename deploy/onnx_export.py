@@ -11,10 +11,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from base.base_data_loader import pictures
 from deploy.predictor import ONNX_INPUT, OnnxPredictor, to_pixels
-from utils.errors import CheckpointError
+from utils.errors import CheckpointError, ConfigError
 
 OPSET = 18
+CALIBRATION_IMAGES = 512  # training pictures int8 is calibrated on
 
 
 def _save_with_metadata(model_proto, out, predictor):
@@ -109,3 +111,34 @@ def quantize_int8(fp32_path, out, calibration_images, per_channel=True):
         tmp_out = Path(out).with_name(Path(out).name + ".tmp")
         onnx.save_model(proto, str(tmp_out))
         os.replace(tmp_out, out)
+
+
+def run_images(predictor, data_dir):
+    """(training pictures, validation pictures, validation labels) of the run's own split, as uint8."""
+    from parse_config import ConfigParser
+
+    overrides = {("data_loader", "args", "data_dir"): data_dir} if data_dir else None
+    config = ConfigParser(predictor.ckpt["config"], None, overrides, run_id="export")
+    loader = config.init_obj("data_loader")
+    valid = loader.split_validation()
+    if valid is None:
+        raise ConfigError("the checkpoint's run has no validation split to measure int8 on: give --data_dir")
+    if pictures(loader) is None or pictures(valid) is None:
+        raise ConfigError(
+            f"data_loader.type: {type(loader).__name__} keeps no uint8 pictures (`images`) to calibrate int8 on"
+        )
+    return pictures(loader), pictures(valid), np.asarray(valid.dataset.labels)
+
+
+def calibration_set(train_images):
+    """The training pictures int8 is calibrated on: CALIBRATION_IMAGES of them, always the same."""
+    rng = np.random.default_rng(0)
+    return train_images[rng.choice(len(train_images), min(CALIBRATION_IMAGES, len(train_images)), False)]
+
+
+def accuracy(predictor, images, labels, batch=500):
+    """Exact percentage of `images` whose top class is their label."""
+    hits = 0
+    for i in range(0, len(images), batch):
+        hits += int((np.asarray(predictor.logits(images[i : i + batch])).argmax(1) == labels[i : i + batch]).sum())
+    return 100.0 * hits / len(images)

@@ -6,11 +6,8 @@ LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG}
 
 
 def setup_logging(run_dir=None, verbosity=2):
-    """Console (stdout, bare messages, as in the user's logs) and, with a run folder, info.log."""
-    if verbosity not in LEVELS:
-        from utils.errors import ConfigError
-
-        raise ConfigError(f"trainer.verbosity: expected 0, 1 or 2, got {verbosity}")
+    """Console (stdout, bare messages, as in the user's logs) and, with a run folder, info.log.
+    verbosity: 0, 1 or 2 (LEVELS; trainer.verbosity, checked by the config schema)."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)

@@ -4,10 +4,8 @@ samples. matplotlib with the Agg backend; every figure is closed."""
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from data_loader.transforms import reseed  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 
 def _save(fig, path):
@@ -100,9 +98,9 @@ def plot_misclassified(images, targets, probs, classes, path, count=36):
     return _save(fig, path)
 
 
-def plot_augmentations(images, augment, path, versions=6, seed=0):
-    """Each row: an original training image, then `versions` outputs of the real augmentation."""
-    reseed(augment, seed)
+def plot_augmentations(images, augment, path, versions=6):
+    """Each row: an original training image, then `versions` outputs of the real augmentation
+    (a new loader's `augment` starts seeded: data_loader.transforms.build_augment)."""
     fig, axes = plt.subplots(
         len(images),
         versions + 1,

@@ -38,6 +38,12 @@ def _first(v):
     return v[0] if isinstance(v, (tuple, list)) else v
 
 
+def _avg_pool2d(
+    input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None
+):
+    pass
+
+
 _SIGS = {
     "conv2d": inspect.Signature.from_callable(
         lambda input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1: None
@@ -45,15 +51,7 @@ _SIGS = {
     "max_pool2d": inspect.Signature.from_callable(
         lambda input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False: None
     ),
-    "avg_pool2d": inspect.Signature.from_callable(
-        lambda input,
-        kernel_size,
-        stride=None,
-        padding=0,
-        ceil_mode=False,
-        count_include_pad=True,  # noqa: E501
-        divisor_override=None: None
-    ),
+    "avg_pool2d": inspect.Signature.from_callable(_avg_pool2d),
     "adaptive_avg_pool2d": inspect.Signature.from_callable(lambda input, output_size: None),
     "adaptive_max_pool2d": inspect.Signature.from_callable(lambda input, output_size, return_indices=False: None),
 }

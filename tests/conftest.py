@@ -91,9 +91,54 @@ def tiny_config(tmp_path, data_dir, **trainer):
     return path
 
 
-def run_cli(*args, timeout=600):
-    """Run `python <script> args...` in the repository; return the CompletedProcess."""
-    return subprocess.run([sys.executable, *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+# scripts whose `cli(argv)` run_cli calls in this process (a new Python costs ~4 s of imports)
+IN_PROCESS = {"train.py", "test.py", "report.py", "export.py", "predict.py", "lr_find.py"}
+
+
+def run_cli(*args, timeout=600, real_process=False):
+    """Run `python <script> args...` in the repository; return a CompletedProcess. The scripts of
+    IN_PROCESS run in this process through their `cli(argv)`, with stdout and stderr captured as a
+    subprocess's would be (an uncaught exception: its traceback on stderr, exit status 1);
+    real_process=True (or any other command) starts a real `python`."""
+    args = [str(a) for a in args]
+    if real_process or args[0] not in IN_PROCESS:
+        return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    return _run_in_process(args[0].removesuffix(".py"), args[1:])
+
+
+def _run_in_process(module_name, argv):
+    import contextlib
+    import importlib
+    import io
+    import logging
+    import os
+    import traceback
+
+    import torch
+
+    module = importlib.import_module(module_name)
+    out, err = io.StringIO(), io.StringIO()
+    cwd, threads, handlers = os.getcwd(), torch.get_num_threads(), list(logging.getLogger().handlers)
+    os.chdir(REPO)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = module.cli(argv)
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+                if isinstance(e.code, str):
+                    print(e.code, file=sys.stderr)
+            except Exception:
+                traceback.print_exc()
+                code = 1
+    finally:
+        os.chdir(cwd)
+        torch.set_num_threads(threads)
+        root = logging.getLogger()
+        for handler in [h for h in root.handlers if h not in handlers]:  # the run's console and info.log
+            root.removeHandler(handler)
+            handler.close()
+    return subprocess.CompletedProcess([module_name, *argv], code or 0, out.getvalue(), err.getvalue())
 
 
 def assert_one_line_error(proc, *fragments):

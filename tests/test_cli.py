@@ -39,7 +39,7 @@ def epoch_logs(stdout):
 def trained(tmp_path_factory, tiny_folder):
     tmp = tmp_path_factory.mktemp("train")
     # two persistent DataLoader workers, as on a GPU machine: resume must be exact with them too
-    proc = run_cli("train.py", "-c", tiny_config(tmp, tiny_folder), "--num_workers", "2")
+    proc = run_cli("train.py", "-c", tiny_config(tmp, tiny_folder), "--num_workers", "2", real_process=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     run_dir = next((tmp / "saved").glob("*/*"))
     return proc, run_dir, tmp
@@ -111,6 +111,7 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(trained, tmp_path
     proc = run_cli("train.py", "--resume", copy / "checkpoint-epoch1.pth")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert [log["epoch"] for log in epoch_logs(proc.stdout)] == ["2"]
+    assert "resuming epoch 1 of this run: its last.pth (epoch 2) and the checkpoints after epoch 1" in proc.stdout
     resumed = load_checkpoint(copy / "last.pth")
     assert resumed["epoch"] == 2 and len(resumed["history"]) == 2
     for key, tensor in straight["state_dict"].items():
@@ -203,7 +204,8 @@ def test_spec_violation_stops_training_unless_allowed(tiny_folder, tmp_path):
 def test_benchmark_prints_its_figures_and_trains_as_train_py_does(tiny_folder, tmp_path):
     config = tiny_config(tmp_path, tiny_folder)
     proc = run_cli(
-        "benchmarks/train_benchmark.py",
+        "-m",
+        "benchmarks.train_benchmark",
         "-c",
         config,
         "--epochs",
@@ -251,3 +253,10 @@ def test_more_classes_than_outputs(trained, tmp_path):
     config["arch"]["args"]["num_classes"] = 5
     (tmp_path / "five.json").write_text(json.dumps(config))
     assert_one_line_error(run_cli("train.py", "-c", tmp_path / "five.json"), "arch.args.num_classes", "10 classes")
+
+
+@pytest.mark.parametrize("name", ["train_benchmark", "step_benchmark", "infer_benchmark"])
+def test_a_benchmark_run_as_a_file_says_how_to_run_it(name):
+    proc = run_cli(f"benchmarks/{name}.py")
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip() == f"run it from the repository root as a module: python -m benchmarks.{name} ..."

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from conftest import REPO
-from parse_config import ConfigParser, load_json
+from parse_config import ConfigParser, load_config
 from utils.errors import ConfigError
 from utils.overrides import add_override_flags, base_argparser
 
@@ -120,10 +120,10 @@ def test_command_line_overrides(config, tmp_path):
 
 def test_missing_and_broken_config_files(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
-        load_json(tmp_path / "nope.json")
+        load_config(tmp_path / "nope.json")
     (tmp_path / "bad.json").write_text("{ nope")
     with pytest.raises(ConfigError, match="not valid JSON"):
-        load_json(tmp_path / "bad.json")
+        load_config(tmp_path / "bad.json")
 
 
 def test_one_cycle_gets_its_schedule_from_the_run(config):
@@ -147,3 +147,71 @@ def test_one_cycle_too_short_for_its_warm_up_is_a_config_error(config):
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
     with pytest.raises(ConfigError, match="lr_scheduler.args.pct_start"):
         build_lr_scheduler(parsed, optimizer, steps_per_epoch=4)
+
+
+def test_a_yaml_config_is_the_json_config(config, tmp_path):
+    """-c config.yaml: the same schema, the same result as the JSON file it was written from."""
+    yaml = pytest.importorskip("yaml")
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    assert load_config(path) == config
+    assert ConfigParser(load_config(path)).config == ConfigParser(config).config
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (
+            "name: x\ntrainer: [1, 2\n",
+            "config.yaml: not valid YAML (expected ',' or ']', but got '<stream end>' at line 3",
+        ),
+        ("- just\n- a list\n", "config: expected a JSON object {...} (or a YAML mapping), got list"),
+        ("name: x\nseed: 1e-3\n", 'seed: expected an integer, got "1e-3"'),  # YAML 1.1: 1e-3 is a string
+    ],
+)
+def test_a_bad_yaml_config_is_one_line_naming_the_file_and_line(tmp_path, capsys, text, message):
+    import train
+
+    (tmp_path / "config.yaml").write_text(text)
+    assert train.cli(["-c", str(tmp_path / "config.yaml")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err, err
+    assert err.startswith("error: ") and message in err, err
+
+
+def test_set_overrides_any_key_and_the_schema_checks_its_type(config, tmp_path, capsys):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(config))
+    parser = base_argparser("t")
+    add_override_flags(parser)
+    args = parser.parse_args(
+        [
+            "-c",
+            str(path),
+            "--set",
+            'trainer.ema={"decay": 0.99}',
+            "--set",
+            "loss.args.label_smoothing=0.2",
+            "--set",
+            "name=other",
+            "--set",
+            "trainer.epochs=7",
+            "--epochs",
+            "9",
+        ]
+    )
+    parsed = ConfigParser.from_args(args)
+    assert parsed["trainer"]["ema"] == {"decay": 0.99} and parsed["loss"]["args"]["label_smoothing"] == 0.2
+    assert parsed["name"] == "other" and parsed["trainer"]["epochs"] == 9  # the named flag wins
+    config["trainer"]["ema"] = {"decay": 0.9}
+    path.write_text(json.dumps(config))
+    assert (
+        ConfigParser.from_args(parser.parse_args(["-c", str(path), "--set", "trainer.ema=null"]))["trainer"]["ema"]
+        is None
+    )
+    bad = parser.parse_args(["-c", str(path), "--set", "trainer.epochs=ten"])
+    with pytest.raises(ConfigError, match='trainer.epochs: expected an integer, got "ten"'):
+        ConfigParser.from_args(bad)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["-c", str(path), "--set", "trainer.epochs"])
+    assert "expected key.path=value" in capsys.readouterr().err

@@ -128,7 +128,7 @@ def test_predict_cam_and_the_inference_benchmark(checkpoint, pictures, tmp_path)
     proc = run_cli("predict.py", "--checkpoint", checkpoint, folder / "cat.png", "--cam", "--cam_dir", tmp_path)
     assert proc.returncode == 0, proc.stderr
     png_ok(tmp_path / "cam_1.png", min_side=150)
-    bench = run_cli("benchmarks/infer_benchmark.py", "--checkpoint", checkpoint, "--calls", "5", "--batch", "8")
+    bench = run_cli("-m", "benchmarks.infer_benchmark", "--checkpoint", checkpoint, "--calls", "5", "--batch", "8")
     assert bench.returncode == 0, bench.stderr
     rows = re.findall(
         r"^\| (pytorch eager fp32|onnxruntime fp32|onnxruntime int8 \(QDQ\)) \| ([\d.]+) \|", bench.stdout, re.M

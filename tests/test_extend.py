@@ -1,6 +1,7 @@
 """Extending the house: a second dataset, in a new file, used through the config alone."""
 
 import json
+import sys
 
 import data_loader
 from conftest import REPO
@@ -30,21 +31,32 @@ class Stripes(Dataset):
 
 
 class StripesDataLoader(BaseDataLoader):
-    def __init__(self, batch_size: int = 8, shuffle: bool = True, num_workers: int = 0, n: int = 48):
+    def __init__(self, batch_size: int = 8, shuffle: bool = True, num_workers: int = 0, n: int = 48,
+                 test: bool = False):
         self.classes = ["red", "green", "blue"]
         self.stats = {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}
-        self.valid_name = "validation"
-        super().__init__(Stripes(n, 0), batch_size, shuffle, num_workers, valid_dataset=Stripes(n // 2, 1))
+        self.valid_name = "test" if test else "validation"
+        if test:
+            super().__init__(Stripes(n // 2, 2), batch_size, False, num_workers)
+        else:
+            super().__init__(Stripes(n, 0), batch_size, shuffle, num_workers, valid_dataset=Stripes(n // 2, 1))
 '''
+TEST_SPLIT = """
+
+    @classmethod
+    def for_test(cls, args, stats):
+        return cls(**{**args, "test": True})
+"""
 
 
-def test_a_second_dataset_in_a_new_file_trains_through_the_config(tmp_path, monkeypatch):
+def _train_stripes(tmp_path, monkeypatch, loader_source):
     import train
     from parse_config import ConfigParser
 
+    sys.modules.pop("data_loader.stripes", None)  # another test's version of the file
     extra = tmp_path / "extra_loaders"
     extra.mkdir()
-    (extra / "stripes.py").write_text(LOADER)
+    (extra / "stripes.py").write_text(loader_source)
     monkeypatch.setattr(data_loader, "__path__", [*data_loader.__path__, str(extra)])  # as if in data_loader/
     config = json.loads((REPO / "config.json").read_text())
     config["data_loader"] = {"type": "StripesDataLoader", "args": {"batch_size": 8}}
@@ -52,7 +64,33 @@ def test_a_second_dataset_in_a_new_file_trains_through_the_config(tmp_path, monk
     config.pop("constraints")  # 16x16 inputs: the assignment's rules are not the point here
     config["trainer"].update(epochs=3, save_dir=str(tmp_path / "saved"))
     history = train.main(ConfigParser(config))
-    assert [h["epoch"] for h in history] == [1, 2, 3] and 0 <= history[-1]["val_accuracy"] <= 100
     (run_dir,) = (tmp_path / "saved").glob("*/*")
+    return history, run_dir
+
+
+def test_a_second_dataset_in_a_new_file_trains_tests_and_reports_through_the_config(tmp_path, monkeypatch, capsys):
+    """The data-loader contract (base.BaseDataLoader) is all test.py and report.py use."""
+    import report
+    import test as test_script
+
+    history, run_dir = _train_stripes(tmp_path, monkeypatch, LOADER + TEST_SPLIT)
+    assert [h["epoch"] for h in history] == [1, 2, 3] and 0 <= history[-1]["val_accuracy"] <= 100
     assert (run_dir / "last.pth").is_file() and (run_dir / "report.md").is_file()
     assert not (run_dir / "misclassified.png").exists()  # no uint8 pictures to show: that grid is left out
+
+    assert test_script.cli(["--resume", str(run_dir / "last.pth"), "--out", str(tmp_path / "test")]) == 0
+    metrics = json.loads((tmp_path / "test" / "test_metrics.json").read_text())
+    assert metrics["images"] == 24 and set(metrics) >= {"acc_red", "acc_green", "acc_blue"}
+    assert report.cli(["--resume", str(run_dir / "last.pth"), "--out", str(tmp_path / "report")]) == 0
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "Validation accuracy recomputed" in text and "of 24 images" in text
+
+
+def test_test_py_on_a_dataset_without_a_test_split_is_one_line(tmp_path, monkeypatch, capsys):
+    import test as test_script
+
+    _, run_dir = _train_stripes(tmp_path, monkeypatch, LOADER)
+    capsys.readouterr()
+    assert test_script.cli(["--resume", str(run_dir / "last.pth"), "--out", str(tmp_path / "test")]) != 0
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "StripesDataLoader has no test split" in err, err

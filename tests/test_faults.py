@@ -5,18 +5,20 @@ import json
 import math
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
 from base.base_trainer import BaseTrainer
 from conftest import REPO, assert_one_line_error, run_cli, tiny_config
-from parse_config import ConfigParser, load_json
+from parse_config import ConfigParser, load_config
 from trainer import train_one_epoch
 from utils import resolve_device
 from utils.errors import CheckpointError, ConfigError, NonFiniteLoss, TrainingError
@@ -47,11 +49,20 @@ def snapshot(folder):
             lambda c: c["trainer"].update(monitor="max val_acc"),
             "trainer.monitor: 'val_acc' is not logged (expected one of: loss, val_loss, accuracy",
         ),
-        (lambda c: c.update(name="../../x"), "name: '../../x' is not a plain folder name"),
+        (lambda c: c["trainer"].update(verbosity=5), "trainer.verbosity: expected one of 0, 1 or 2, got 5"),
+        (lambda c: c["trainer"].update(early_stop=-1), "trainer.early_stop: expected an integer >= 0, got -1"),
+        (
+            lambda c: c["trainer"].update(monitor="best val_accuracy"),
+            'trainer.monitor: expected "off" or "min <metric>" / "max <metric>", got "best val_accuracy"',
+        ),
+        (
+            lambda c: c.update(name="../../x"),
+            "name: expected a plain folder name (letters, digits, '.', '_', '-'), got \"../../x\"",
+        ),
     ],
 )
 def test_config_values_checked_when_read(edit, message):
-    config = load_json(REPO / "config.json")
+    config = load_config(REPO / "config.json")
     edit(config)
     with pytest.raises(ConfigError) as err:
         ConfigParser(config)
@@ -160,7 +171,7 @@ def test_resume_is_locked_and_cleans_temp_files_of_a_killed_save(run, tmp_path):
 
 
 def test_two_runs_in_the_same_second_get_folders_of_their_own(tmp_path):
-    config = load_json(REPO / "config.json")
+    config = load_config(REPO / "config.json")
     config["trainer"]["save_dir"] = str(tmp_path)
     first, second = ConfigParser(config, run_id="1126_101010"), ConfigParser(config, run_id="1126_101010")
     first.make_run_dir()
@@ -188,7 +199,13 @@ def test_full_disk_while_saving_is_one_line_and_keeps_the_old_file(tmp_path, mon
     assert (tmp_path / "last.pth").read_bytes() == b"the previous checkpoint"
 
 
-def test_ctrl_c_names_the_real_run_folder_in_info_log(tmp_path, tiny_folder):
+@pytest.mark.parametrize(
+    "signum, status, said, folder",
+    [(signal.SIGINT, 130, "interrupted", "plain"), (signal.SIGTERM, 143, "stopped (SIGTERM)", "with space")],
+)
+def test_ctrl_c_and_sigterm_name_the_real_run_folder_in_info_log(tmp_path, tiny_folder, signum, status, said, folder):
+    tmp_path = tmp_path / folder
+    tmp_path.mkdir()
     config = tiny_config(tmp_path, tiny_folder, epochs=50, report=False)
     proc = subprocess.Popen(
         [sys.executable, "train.py", "-c", str(config)],
@@ -197,14 +214,18 @@ def test_ctrl_c_names_the_real_run_folder_in_info_log(tmp_path, tiny_folder):
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.time() + 120
-    while time.time() < deadline and not list((tmp_path / "saved").glob("*/*/last.pth")):
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not list((tmp_path / "saved").glob("*/*/last.pth")):
+            time.sleep(0.2)
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()  # never left training in the background, whatever failed above
+    assert proc.returncode == status, err
     (run_dir,) = (tmp_path / "saved").glob("*/*")
-    expected = f"resume with  python train.py --resume {run_dir / 'last.pth'}"
+    expected = f"{said}: the last finished epoch is saved; resume with  python train.py --resume "
+    expected += shlex.quote(str(run_dir / "last.pth"))  # a folder with a space: quoted for the shell
     assert expected in out and expected in (run_dir / "info.log").read_text()
     assert "Traceback" not in err and "<run folder>" not in out + err
 
@@ -228,7 +249,7 @@ def test_a_bug_in_a_models_init_keeps_its_traceback(monkeypatch):
 
     Buggy.__module__ = "model.model"  # as if written in model/model.py, where the registry finds it
     monkeypatch.setattr(model.model, "Buggy", Buggy, raising=False)
-    config = load_json(REPO / "config.json")
+    config = load_config(REPO / "config.json")
     config["arch"] = {"type": "Buggy", "args": {"num_classes": 10}}
     with pytest.raises(TypeError, match="has no len"):  # not a ConfigError hiding it
         ConfigParser(config).init_obj("arch")
@@ -408,7 +429,7 @@ def test_only_rank_0_saves_and_a_ctrl_c_waits_for_the_saves(tmp_path, monkeypatc
 def test_a_schedule_that_fails_when_stepped_is_refused_before_training(scheduler, message):
     from trainer.schedulers import dry_run
 
-    config = load_json(REPO / "config.json")
+    config = load_config(REPO / "config.json")
     config["lr_scheduler"] = scheduler
     with pytest.raises(ConfigError, match=re.escape(message)):
         dry_run(ConfigParser(config), steps_per_epoch=3)
@@ -419,7 +440,7 @@ def test_a_schedule_that_fails_when_stepped_is_refused_before_training(scheduler
 def test_resume_with_another_config_names_the_keys_that_differ(run, tmp_path):
     run_dir, config = run
     before = snapshot(run_dir)
-    other = load_json(config)
+    other = load_config(config)
     other["optimizer"]["args"]["weight_decay"] = 0.05
     other["loss"]["args"]["label_smoothing"] = 0.3
     other["trainer"]["epochs"] = 3  # may change: train for longer
@@ -439,3 +460,22 @@ def test_report_refuses_another_validation_split(run, tmp_path):
     proc = run_cli("report.py", "--resume", run[0] / "last.pth", "--validation_split", 10, "--out", tmp_path)
     assert_one_line_error(proc, "--validation_split: 10 is not the run's 0", "use test.py for other data")
     assert not list(tmp_path.iterdir())
+
+
+def test_a_failed_download_leaves_no_empty_data_folder(tmp_path, monkeypatch):
+    """The offline default run (data_dir data/, download true): one line, and no data/ left behind."""
+    import torchvision.datasets
+
+    from data_loader.datasets import load_splits
+    from utils.errors import DataError
+
+    class Offline(torchvision.datasets.CIFAR10):
+        def __init__(self, root, train=True, download=False):
+            Path(root).mkdir(parents=True, exist_ok=True)  # as torchvision does before it fetches
+            raise OSError("Network is unreachable")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", Offline)
+    with pytest.raises(DataError, match="data: could not download CIFAR-10 \\(OSError: Network is unreachable\\)"):
+        load_splits("data/", download=True)
+    assert list(tmp_path.iterdir()) == []

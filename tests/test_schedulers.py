@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from conftest import REPO, assert_one_line_error, run_cli
-from parse_config import ConfigParser, load_json
-from trainer.schedulers import SchedulerStepper, build_lr_scheduler
+from parse_config import ConfigParser, load_config
+from trainer.schedulers import SCHEDULES, Schedule, SchedulerStepper, build_lr_scheduler
+from utils.config_schema import parse_monitor
 from utils.errors import ConfigError
 
 
@@ -25,7 +26,7 @@ def lrs(scheduler, steps):
 
 
 def test_warmup_then_cosine_from_the_config():
-    config = load_json(REPO / "config.json")
+    config = load_config(REPO / "config.json")
     config["lr_scheduler"] = {"type": "WarmupCosineLR", "args": {"warmup_epochs": 2, "start_factor": 0.1}}
     config["trainer"]["epochs"] = 10
     scheduler = build_lr_scheduler(ConfigParser(config), optimizer(0.2), steps_per_epoch=10)
@@ -33,11 +34,13 @@ def test_warmup_then_cosine_from_the_config():
     assert got[0] == pytest.approx(0.02) and got[20] == pytest.approx(0.2)  # linear warm-up over 2 epochs
     assert all(a < b for a, b in zip(got[:20], got[1:21])) and all(a >= b for a, b in zip(got[20:], got[21:]))
     assert got[-1] == pytest.approx(0.2 * 0.001)  # cosine down to final_factor at the last step
-    assert SchedulerStepper(scheduler, "max val_accuracy").batch_scheduler is scheduler  # steps every batch
+    assert (
+        SchedulerStepper(scheduler, parse_monitor("max val_accuracy")).batch_scheduler is scheduler
+    )  # steps every batch
 
 
 def test_plateau_steps_on_the_monitored_metric_in_its_direction():
-    config = load_json(REPO / "config.json")
+    config = load_config(REPO / "config.json")
     config["lr_scheduler"] = {"type": "ReduceLROnPlateau", "args": {"mode": "min"}}
     with pytest.raises(ConfigError, match="lr_scheduler.args.mode: 'min' but trainer.monitor is 'max val_accuracy'"):
         ConfigParser(config)
@@ -46,7 +49,7 @@ def test_plateau_steps_on_the_monitored_metric_in_its_direction():
         ConfigParser(config)
     opt = optimizer(0.2)
     stepper = SchedulerStepper(
-        torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", patience=0), "max val_accuracy"
+        torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", patience=0), parse_monitor("max val_accuracy")
     )
     assert stepper.batch_scheduler is None
     for accuracy in (50.0, 40.0, 30.0):  # no improvement after the first epoch: the lr falls
@@ -65,3 +68,22 @@ def test_resume_with_another_scheduler_is_refused(tmp_path, tiny_folder):
     (tmp_path / "other.json").write_text(json.dumps(other))
     proc = run_cli("train.py", "-c", tmp_path / "other.json", "--resume", run_dir / "last.pth")
     assert_one_line_error(proc, "trained with lr_scheduler OneCycleLR, the config says WarmupCosineLR")
+
+
+def test_a_scheduler_is_one_line_of_the_table(monkeypatch):
+    """SCHEDULES decides when a scheduler steps and what the run gives it; the config check reads it too."""
+    config = load_config(REPO / "config.json")
+    config["lr_scheduler"] = {"type": "LinearLR", "args": {"start_factor": 0.5}}
+    config["trainer"]["epochs"] = 4
+    plain = build_lr_scheduler(ConfigParser(config), optimizer(0.2), steps_per_epoch=10)
+    assert SchedulerStepper(plain, parse_monitor("off")).batch_scheduler is None  # not in the table: per epoch
+    config["lr_scheduler"]["args"]["total_iters"] = 3
+    monkeypatch.setitem(SCHEDULES, "LinearLR", Schedule("batch", refused=("total_iters",)))
+    with pytest.raises(ConfigError, match="lr_scheduler.args.total_iters"):
+        ConfigParser(config)  # the row's refused argument is refused when the config is read
+    del config["lr_scheduler"]["args"]["total_iters"]
+    per_batch = build_lr_scheduler(ConfigParser(config), optimizer(0.2), steps_per_epoch=10)
+    assert SchedulerStepper(per_batch, parse_monitor("off")).batch_scheduler is per_batch
+    config["lr_scheduler"]["args"]["epochs"] = 4
+    with pytest.raises(ConfigError, match="lr_scheduler.args.epochs"):
+        ConfigParser(config)  # not an argument of LinearLR at all

@@ -13,7 +13,7 @@ import optuna
 import pytest
 
 from conftest import REPO, assert_one_line_error, png_ok, run_cli, tiny_config
-from parse_config import ConfigParser, load_json
+from parse_config import ConfigParser, load_config
 from trainer.lr_finder import suggest_lr
 from tuning.space import apply_values, load_space
 from utils.errors import ConfigError
@@ -85,14 +85,14 @@ def load(tmp_path, study="Cifar10_DilatedNet-search"):
 def test_space_errors_name_file_and_key(tmp_path, params, fragment):
     path = write_json(tmp_path / "space.json", {"params": params})
     with pytest.raises(ConfigError) as err:
-        load_space(path, load_json(REPO / "config.json"))
+        load_space(path, load_config(REPO / "config.json"))
     message = str(err.value)
     assert message.startswith(f"{path}: params.{next(iter(params))}") and fragment in message, message
     assert "\n" not in message
 
 
 def test_space_top_level_keys_are_checked(tmp_path):
-    base = load_json(REPO / "config.json")
+    base = load_config(REPO / "config.json")
     with pytest.raises(ConfigError, match="sampelr: unknown key"):
         load_space(write_json(tmp_path / "a.json", {"params": SPACE["params"], "sampelr": {}}), base)
     with pytest.raises(ConfigError, match="pruner.type: 'Median' is not found in optuna.pruners"):
@@ -105,7 +105,7 @@ def test_space_top_level_keys_are_checked(tmp_path):
 
 
 def test_values_land_at_their_key_paths():
-    base = load_json(REPO / "config.json")
+    base = load_config(REPO / "config.json")
     config = apply_values(
         base,
         {
@@ -130,13 +130,13 @@ def test_tune_end_to_end(tmp_path, tiny_folder):
     assert [r["state"] for r in rows].count("COMPLETE") >= 1 and len(rows) == 3
     study = load(tmp_path)
     for trial in study.trials:
-        run_config = load_json(trial.user_attrs["run_dir"] + "/config.json")  # the trial trained what it sampled
+        run_config = load_config(trial.user_attrs["run_dir"] + "/config.json")  # the trial trained what it sampled
         assert run_config["optimizer"]["args"]["lr"] == trial.params["optimizer.args.lr"]
         assert run_config["arch"]["args"]["widths"] == json.loads(trial.params["arch.args.widths"])
         if trial.state == optuna.trial.TrialState.COMPLETE:  # objective = final-epoch plain val accuracy
             history = trial.intermediate_values
             assert trial.value == history[max(history)] and max(history) == 2
-    best = load_json(out / "best_config.json")
+    best = load_config(out / "best_config.json")
     assert best["trainer"]["epochs"] == 2 and best["trainer"]["save_dir"] == str(tmp_path / "saved")  # the user's file
     assert best["optimizer"]["args"]["lr"] == study.best_trial.params["optimizer.args.lr"]
     ConfigParser(best)

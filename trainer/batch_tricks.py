@@ -64,7 +64,8 @@ class BatchTricks:
         if self.mix_cfg:
             ramp = self.mix_cfg["ramp_epochs"]
             self.mix_p = self.mix_cfg["p"] * (min(1.0, epoch / ramp) if ramp else 1.0)
-        return {"image_size": self.size, "mix_p": round(self.mix_p, 4)} if (self.sizes or self.mix_cfg) else {}
+        logged = {"image_size": self.size} if self.sizes else {}
+        return logged | ({"mix_p": round(self.mix_p, 4)} if self.mix_cfg else {})
 
     def __call__(self, model, images, target, autocast):
         """(images, target for the metrics, target for the loss): the last may be soft (mixed)."""

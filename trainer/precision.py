@@ -37,10 +37,11 @@ def resolve_amp(device, amp):
 
 def autocast_for(device, amp):
     """A context factory: autocast in the precision that `resolve_amp` picks, or nothing."""
-    return _autocast(device, resolve_amp(device, amp)[0])
+    return autocast_of(device, resolve_amp(device, amp)[0])
 
 
-def _autocast(device, dtype):
+def autocast_of(device, dtype):
+    """A context factory: autocast to `dtype` on `device`, or nothing when dtype is None."""
     if dtype is None:
         return contextlib.nullcontext
     return lambda: torch.autocast(device_type=device.type, dtype=dtype)

@@ -1,9 +1,12 @@
-"""Learning-rate schedules: how each one is built from the config, and the one place that decides
-when it steps (every batch, every epoch, or on the monitored metric)."""
+"""Learning-rate schedules: one table (SCHEDULES) says, per scheduler, when it steps and which of
+its arguments the run provides; `build_lr_scheduler` and `SchedulerStepper` follow it, and the
+config check (parse_config.py) reads it. Adding a scheduler is one line there (any other
+torch.optim.lr_scheduler class works as it is: it steps once per epoch and gets nothing)."""
 
 import math
+from typing import NamedTuple
 
-from torch.optim.lr_scheduler import CyclicLR, LambdaLR, OneCycleLR, ReduceLROnPlateau
+from torch.optim.lr_scheduler import LambdaLR
 
 from utils.errors import ConfigError
 
@@ -44,76 +47,87 @@ class WarmupCosineLR(LambdaLR):
         return {k: v for k, v in super().state_dict().items() if k != "lr_lambdas"} | {"total_steps": self.total_steps}
 
 
-PER_BATCH = (OneCycleLR, CyclicLR, WarmupCosineLR)  # every other scheduler steps once per epoch
+class Schedule(NamedTuple):
+    """How the run drives one scheduler class."""
+
+    steps: str = "epoch"  # "batch": after every batch; "epoch": after every epoch; "metric": on the monitor
+    given: tuple = ()  # arguments the run passes ("epochs", "steps_per_epoch"): the config must not set them
+    refused: tuple = ()  # other arguments the config must not set (they would contradict the given ones)
+    filled: tuple = ()  # required arguments the run fills in when the config leaves them out
+
+
+# The one table. A class not named here steps once per epoch and gets nothing from the run.
+SCHEDULES = {
+    "OneCycleLR": Schedule("batch", ("epochs", "steps_per_epoch"), ("total_steps",), ("max_lr",)),
+    "WarmupCosineLR": Schedule("batch", ("epochs", "steps_per_epoch")),
+    "CyclicLR": Schedule("batch"),
+    "ReduceLROnPlateau": Schedule("metric"),
+}
+
+
+def schedule_of(name):
+    return SCHEDULES.get(name, Schedule())
 
 
 class SchedulerStepper:
-    """Steps a scheduler at the right moment: per batch (OneCycleLR, CyclicLR, WarmupCosineLR), on
-    the monitored metric (ReduceLROnPlateau) or per epoch (the rest)."""
+    """Steps a scheduler when its SCHEDULES row says: per batch, per epoch or on the monitored metric."""
 
     def __init__(self, scheduler, monitor):
         self.scheduler = scheduler
-        self.metric = monitor.partition(" ")[2] if monitor != "off" else None
-        self.batch_scheduler = scheduler if isinstance(scheduler, PER_BATCH) else None
+        self.metric = monitor.metric
+        steps = schedule_of(type(scheduler).__name__).steps if scheduler is not None else None
+        self.batch_scheduler = scheduler if steps == "batch" else None
+        self.on_metric = steps == "metric"
 
     def after_epoch(self, log):
         if self.scheduler is None or self.batch_scheduler is not None:
             return
-        if isinstance(self.scheduler, ReduceLROnPlateau):
+        if self.on_metric:
             self.scheduler.step(log[self.metric])
         else:
             self.scheduler.step()
 
 
 def check_monitor(entry, monitor):
-    """ReduceLROnPlateau follows trainer.monitor: it must be on, and in the same direction."""
-    if entry is None or entry["type"] != "ReduceLROnPlateau":
+    """A scheduler that steps on the metric follows trainer.monitor: it must be on, and in the same
+    direction. `monitor`: the parsed trainer.monitor (utils.config_schema.Monitor)."""
+    if entry is None or schedule_of(entry["type"]).steps != "metric":
         return
-    if monitor == "off":
+    if monitor.mode == "off":
         raise ConfigError(
-            "lr_scheduler: ReduceLROnPlateau steps on the monitored metric; set trainer.monitor "
+            f"lr_scheduler: {entry['type']} steps on the monitored metric; set trainer.monitor "
             '(e.g. "max val_accuracy", with lr_scheduler.args.mode "max")'
         )
-    mode, want = entry["args"].get("mode", "min"), monitor.partition(" ")[0]
-    if mode != want:
-        raise ConfigError(f"lr_scheduler.args.mode: {mode!r} but trainer.monitor is {monitor!r}; use {want!r}")
-
-
-def check_same_length(scheduler, saved_state, epochs, steps_per_epoch):
-    """A per-batch schedule resumed with another number of steps would silently be another schedule."""
-    was, now = saved_state.get("total_steps"), getattr(scheduler, "total_steps", None)
-    if now is not None and was is not None and was != now:
+    mode = entry["args"].get("mode", "min")
+    if mode != monitor.mode:
         raise ConfigError(
-            f"trainer.epochs: the checkpoint's {type(scheduler).__name__} schedule has {was} steps, "
-            f"this run's {now} ({epochs} epochs x {steps_per_epoch} batches); resume with the same "
-            "epochs, batch size and data"
+            f"lr_scheduler.args.mode: {mode!r} but trainer.monitor is {monitor.text!r}; use {monitor.mode!r}"
         )
 
 
 def build_lr_scheduler(config, optimizer, steps_per_epoch):
-    """The config's lr_scheduler, or None. OneCycleLR and WarmupCosineLR get epochs and
-    steps_per_epoch from the run; OneCycleLR peaks at the optimizer's lr unless max_lr is set."""
+    """The config's lr_scheduler, or None, with the arguments its SCHEDULES row says the run gives
+    (epochs, steps_per_epoch) or fills in (max_lr: the optimizer's lr)."""
     entry = config["lr_scheduler"]
     if entry is None:
         return None
-    if entry["type"] == "WarmupCosineLR":
-        return config.init_obj(
-            "lr_scheduler", optimizer, epochs=config["trainer"]["epochs"], steps_per_epoch=steps_per_epoch
-        )
+    schedule = schedule_of(entry["type"])
+    run = {
+        "epochs": config["trainer"]["epochs"],
+        "steps_per_epoch": steps_per_epoch,
+        "max_lr": config["optimizer"]["args"].get("lr", optimizer.defaults["lr"]),
+    }
+    extra = {k: run[k] for k in schedule.given} | {k: run[k] for k in schedule.filled if k not in entry["args"]}
     if entry["type"] == "OneCycleLR":
-        extra = {"epochs": config["trainer"]["epochs"], "steps_per_epoch": steps_per_epoch}
-        if "max_lr" not in entry["args"]:
-            extra["max_lr"] = config["optimizer"]["args"].get("lr", optimizer.defaults["lr"])
-        total = extra["epochs"] * steps_per_epoch
+        total = run["epochs"] * steps_per_epoch
         warmup_end = entry["args"].get("pct_start", 0.3) * total - 1  # as OneCycleLR computes it
         if not 0 < warmup_end < total - 1:
             raise ConfigError(
                 f"lr_scheduler.args.pct_start: a OneCycleLR warm-up of {entry['args'].get('pct_start', 0.3)} x "
-                f"{total} steps ({extra['epochs']} epochs x {steps_per_epoch} batches) leaves no room for "
+                f"{total} steps ({run['epochs']} epochs x {steps_per_epoch} batches) leaves no room for "
                 "both phases; train for more steps or change pct_start"
             )
-        return config.init_obj("lr_scheduler", optimizer, **extra)
-    return config.init_obj("lr_scheduler", optimizer)
+    return config.init_obj("lr_scheduler", optimizer, **extra)
 
 
 def dry_run(config, steps_per_epoch):
@@ -126,13 +140,14 @@ def dry_run(config, steps_per_epoch):
         return
     optimizer = config.init_obj("optimizer", [torch.nn.Parameter(torch.zeros(1))])
     scheduler = build_lr_scheduler(config, optimizer, steps_per_epoch)
-    per_batch, epochs = isinstance(scheduler, PER_BATCH), config["trainer"]["epochs"]
+    per_batch = schedule_of(config["lr_scheduler"]["type"]).steps == "batch"
+    epochs = config["trainer"]["epochs"]
     used = []  # the learning rate of every batch (or epoch) as training will use it
     try:
         for _ in range(epochs * steps_per_epoch if per_batch else epochs):
             used.append(optimizer.param_groups[0]["lr"])
             optimizer.step()
-            scheduler.step(0.0) if isinstance(scheduler, ReduceLROnPlateau) else scheduler.step()
+            scheduler.step(0.0) if schedule_of(config["lr_scheduler"]["type"]).steps == "metric" else scheduler.step()
     except Exception as e:  # the scheduler's own arithmetic on the configured values
         name = config["lr_scheduler"]["type"]
         raise ConfigError(

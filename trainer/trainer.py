@@ -7,10 +7,9 @@ from logger.format import format_log
 from trainer.batch_tricks import BatchTricks
 from trainer.ema import build_ema, ema_state, load_ema_state
 from trainer.loops import evaluate, train_one_epoch
-from trainer.precision import _autocast, resolve_amp
-from trainer.schedulers import SchedulerStepper, check_same_length
+from trainer.precision import autocast_of, resolve_amp
+from trainer.schedulers import SchedulerStepper
 from utils import distributed
-from utils.errors import CheckpointError
 
 
 class Trainer(BaseTrainer):
@@ -35,12 +34,12 @@ class Trainer(BaseTrainer):
         self.data_loader = data_loader
         self.valid_data_loader = valid_data_loader
         self.lr_scheduler = lr_scheduler
-        self.stepper = SchedulerStepper(lr_scheduler, config["trainer"]["monitor"])
+        self.stepper = SchedulerStepper(lr_scheduler, config.monitor)
         self.last_val_outputs = None  # (probabilities, targets) of the latest validation
         self.epoch_seconds = []  # (training, validation) wall seconds of each epoch this process ran
         self.channels_last = cfg["channels_last"]
         dtype, why = resolve_amp(device, cfg["amp"])
-        self.autocast = _autocast(device, dtype)
+        self.autocast = autocast_of(device, dtype)
         self.scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
         self.logger.info(f"Precision: {why}; memory format: {'channels_last' if self.channels_last else 'contiguous'}")
         if self.channels_last:
@@ -160,27 +159,7 @@ class Trainer(BaseTrainer):
         warning = load_ema_state(self.ema, self.model, ckpt)
         if warning:
             self.logger.warning(warning)
-        was, now = ckpt.get("world_size", 1), distributed.world_size()
-        if was != now:
-            how = (
-                "python train.py"
-                if was == 1
-                else f"torchrun --nproc_per_node={was} train.py (or as many processes over several machines)"
-            )
-            raise CheckpointError(
-                f"{self.config.resume}: trained with {was} process(es), this run has {now}; the data order "
-                f"and the batch split depend on it: resume with {how}"
-            )
         if self.lr_scheduler is not None and ckpt.get("lr_scheduler") is not None:
-            check_same_length(self.lr_scheduler, ckpt["lr_scheduler"], self.epochs, len(self.data_loader))
             self.lr_scheduler.load_state_dict(ckpt["lr_scheduler"])
         if self.scaler is not None and ckpt.get("scaler") is not None:
             self.scaler.load_state_dict(ckpt["scaler"])
-        if ckpt.get("data_stats") and ckpt["data_stats"] != self.data_loader.stats:
-            self.logger.warning(
-                "the data's mean/std differ from the checkpoint's: was the data or the validation split changed?"
-            )
-        if ckpt.get("classes") and list(ckpt["classes"]) != list(self.data_loader.classes):
-            raise CheckpointError(
-                f"{self.config.resume}: trained on classes {ckpt['classes']}, the data holds {self.data_loader.classes}"
-            )

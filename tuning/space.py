@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import optuna
 
-from parse_config import ConfigParser, load_json
+from parse_config import ConfigParser, load_config
 from utils.errors import ConfigError
 from utils.signature import check_call_args
 
@@ -31,6 +31,16 @@ DISTRIBUTION_KEYS = {
     "int": ({"low", "high"}, {"log", "step"}),
     "categorical": ({"choices"}, set()),
 }
+
+
+def suggest(trial, name, dist):
+    """Optuna's public suggest_* call for one of the distributions a space file can give."""
+    D = optuna.distributions
+    if isinstance(dist, D.FloatDistribution):
+        return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    if isinstance(dist, D.IntDistribution):
+        return trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    return trial.suggest_categorical(name, dist.choices)
 
 
 @dataclass
@@ -44,7 +54,7 @@ class SearchSpace:
         """{key path: value} sampled by an optuna trial."""
         values = {}
         for path, dist in self.params.items():
-            value = trial._suggest(path, dist)
+            value = suggest(trial, path, dist)
             values[path] = copy.deepcopy(self.decode[path][value]) if path in self.decode else _tidy(value, dist)
         return values
 
@@ -192,7 +202,7 @@ def load_space(path, base_config):
     """Read and check a search-space file against `base_config` (a config dict); ConfigErrors name
     the file and the key."""
     try:
-        space = load_json(path)
+        space = load_config(path)
         if not isinstance(space, dict):
             raise ConfigError(
                 f"expected an object with params (and optionally sampler, pruner), got {json.dumps(space)[:60]}"

@@ -1,4 +1,5 @@
-"""Checkpoints: written atomically (temp file in the same folder, then rename) and read back with
+"""Checkpoints: their one schema (what a full checkpoint and an export hold, and what a resume
+checks), written atomically (temp file in the same folder, then rename) and read back with
 `torch.load(weights_only=True)`, so a checkpoint holds only tensors and plain Python values."""
 
 import contextlib
@@ -15,7 +16,137 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from utils.errors import CheckpointError
+from utils.errors import CheckpointError, ConfigError
+
+# What a checkpoint holds. A full checkpoint (last.pth, model_best.pth, checkpoint-epochN.pth) has
+# every key of WEIGHTS_ONLY and RESUME_ONLY, and EMA_ONLY's when trainer.ema averaged the weights
+# (its state_dict is then the average); an export (export.py) keeps WEIGHTS_ONLY: all that test.py,
+# report.py, predict.py and export.py read.
+WEIGHTS_ONLY = ("epoch", "state_dict", "config", "history", "data_stats", "classes", "image_size", "monitor_best")
+RESUME_ONLY = ("optimizer", "rng", "lr_scheduler", "scaler", "world_size")
+EMA_ONLY = ("raw_state_dict", "ema_updates")
+
+# config keys a resumed run may change: where files go and how much is printed, not what is trained
+MAY_DIFFER_ON_RESUME = {
+    "name",
+    "device",
+    "trainer.save_dir",
+    "trainer.save_period",
+    "trainer.verbosity",
+    "trainer.tensorboard",
+    "trainer.report",
+    "trainer.epochs",
+    "trainer.early_stop",
+    "trainer.dist_timeout",
+    "data_loader.args.data_dir",
+    "data_loader.args.num_workers",
+    "data_loader.args.pin_memory",
+    "data_loader.args.download",
+}
+
+
+def make_checkpoint(**entries):
+    """A full checkpoint: exactly the keys of the schema above (a missing or unknown one is a bug)."""
+    required, allowed = {*WEIGHTS_ONLY, *RESUME_ONLY}, {*WEIGHTS_ONLY, *RESUME_ONLY, *EMA_ONLY}
+    missing, unknown = required - entries.keys(), entries.keys() - allowed
+    if missing or unknown:
+        raise TypeError(f"checkpoint schema: missing {sorted(missing)}, unknown {sorted(unknown)}")
+    return entries
+
+
+def weights_only(ckpt):
+    """The export of a checkpoint: its WEIGHTS_ONLY entries."""
+    return {key: ckpt[key] for key in WEIGHTS_ONLY if key in ckpt}
+
+
+def _flatten(tree, prefix=""):
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    flat = {}
+    for key, value in tree.items():
+        flat.update(_flatten(value, f"{prefix}.{key}" if prefix else key))
+    return flat
+
+
+def config_changes(saved, now):
+    """[(key path, saved value, new value)] of the keys a resumed run may not change."""
+    was, new = _flatten(saved), _flatten(now)
+    keys = sorted(k for k in was.keys() | new.keys() if was.get(k) != new.get(k) and k not in MAY_DIFFER_ON_RESUME)
+    return [(k, was.get(k), new.get(k)) for k in keys]
+
+
+def require_full(saved, path):
+    """A resume needs a full checkpoint: said first, before the data is read (train.py --resume)."""
+    if "optimizer" not in saved or "rng" not in saved:
+        raise CheckpointError(
+            f"{path}: a weights-only checkpoint (no optimizer or RNG state) cannot be resumed; "
+            "evaluate it with test.py, or resume from the run's last.pth"
+        )
+
+
+def check_resumable(saved, now, path):
+    """Every check of a resume, before anything is loaded: `saved` is the checkpoint, `now` the one
+    this run would write (make_checkpoint's entries). One line per problem; returns the warnings."""
+    require_full(saved, path)
+    expected = {"epoch": int, "optimizer": dict, "rng": dict, "monitor_best": (int, float), "config": dict}
+    for key, kind in expected.items():
+        if key not in saved or not isinstance(saved[key], kind) or isinstance(saved[key], bool):
+            raise CheckpointError(
+                f"{path}: its {key!r} is missing or of the wrong type ({type(saved.get(key)).__name__})"
+            )
+    was_config, config = saved["config"], now["config"]
+    for section in ("optimizer", "lr_scheduler"):
+        was, new = (was_config.get(section) or {}).get("type"), (config[section] or {}).get("type")
+        if was != new:
+            raise CheckpointError(
+                f"{path}: trained with {section} {was}, the config says {new}; a resumed run "
+                "continues its own optimizer and schedule: start a new run to change them"
+            )
+    was_lr, now_lr = (
+        (was_config.get("optimizer") or {}).get("args", {}).get("lr"),
+        config["optimizer"]["args"].get("lr"),
+    )
+    if was_lr != now_lr:
+        raise ConfigError(
+            f"optimizer.args.lr (--lr): {now_lr} differs from the checkpoint's {was_lr}; a resumed "
+            "run continues its schedule as saved: start a new run to change the learning rate"
+        )
+    changes = config_changes(was_config, config)
+    if changes:
+        shown = "; ".join(f"{k}: {was!r} -> {new!r}" for k, was, new in changes[:3])
+        more = f" and {len(changes) - 3} more" if len(changes) > 3 else ""
+        raise ConfigError(
+            f"{path}: the config differs from the one this run was trained with ({shown}{more}); a resumed "
+            "run continues as it was trained: resume without -c, or start a new run with the new config"
+        )
+    was, world = saved.get("world_size", 1), now["world_size"]
+    if was != world:
+        how = (
+            "python train.py"
+            if was == 1
+            else f"torchrun --nproc_per_node={was} train.py (or as many processes over several machines)"
+        )
+        raise CheckpointError(
+            f"{path}: trained with {was} process(es), this run has {world}; the data order "
+            f"and the batch split depend on it: resume with {how}"
+        )
+    was_steps = (saved.get("lr_scheduler") or {}).get("total_steps")
+    now_steps = (now["lr_scheduler"] or {}).get("total_steps")
+    if was_steps is not None and now_steps is not None and was_steps != now_steps:
+        epochs = config["trainer"]["epochs"]  # a per-batch schedule with other steps is another schedule
+        raise ConfigError(
+            f"trainer.epochs: the checkpoint's {config['lr_scheduler']['type']} schedule has {was_steps} steps, "
+            f"this run's {now_steps} ({epochs} epochs x {now_steps // epochs} batches); resume with the same "
+            "epochs, batch size and data"
+        )
+    if saved.get("classes") and list(saved["classes"]) != list(now["classes"]):
+        raise CheckpointError(f"{path}: trained on classes {saved['classes']}, the data holds {now['classes']}")
+    warnings = []
+    if saved.get("data_stats") and saved["data_stats"] != now["data_stats"]:
+        warnings.append(
+            "the data's mean/std differ from the checkpoint's: was the data or the validation split changed?"
+        )
+    return warnings
 
 
 def save_atomic(obj, path):
@@ -40,19 +171,22 @@ def save_atomic(obj, path):
 
 @contextlib.contextmanager
 def interrupts_deferred():
-    """Hold back Ctrl-C (SIGINT) for the duration of the block and raise it at the end: a save is
-    never cut off half-way (in the main thread; elsewhere signals cannot be handled anyway)."""
+    """Hold back Ctrl-C (SIGINT) and SIGTERM for the duration of the block and deliver them at the
+    end, to the handlers that were in place: a save is never cut off half-way (in the main
+    thread; elsewhere signals cannot be handled anyway)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     received = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, lambda signum, frame: received.append(signum)) for s in held}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
-        if received:
-            raise KeyboardInterrupt
+        for s in held:
+            signal.signal(s, previous[s])
+        for s in dict.fromkeys(received):
+            signal.raise_signal(s)
 
 
 def load_checkpoint(path, map_location="cpu"):

@@ -1,6 +1,20 @@
+import signal
 import sys
+import threading
 
 from utils.errors import UserError
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, a job scheduler's stop), handled as Ctrl-C is, with exit status 143."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
+def exit_status(interrupt):
+    return 143 if isinstance(interrupt, Terminated) else 130
 
 
 def print_error(e):
@@ -11,8 +25,11 @@ def print_error(e):
 
 def run_main(main, *args, interrupted=None, single_process=None):
     """Call main(*args); a UserError becomes `error: ...` on stderr (one line, plus one line per
-    failed rule for spec errors) and exit status 2, never a traceback. single_process: the
-    script's name, for scripts that refuse to run under torchrun."""
+    failed rule for spec errors) and exit status 2, never a traceback; Ctrl-C and SIGTERM print
+    `interrupted` (exit 130 / 143). single_process: the script's name, for scripts that refuse
+    to run under torchrun."""
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     try:
         if single_process:
             from utils.distributed import require_single_process
@@ -22,7 +39,10 @@ def run_main(main, *args, interrupted=None, single_process=None):
     except UserError as e:
         print_error(e)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print(interrupted or "interrupted", file=sys.stderr)
-        return 130
+        return exit_status(e)
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
     return 0

@@ -5,11 +5,41 @@ key (the monitor against the metrics, the args of each "type" against its signat
 in parse_config.py."""
 
 import json
-from typing import Annotated, Any, Literal
+import re
+from typing import Annotated, Any, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from utils.errors import ConfigError
+
+
+class Monitor(NamedTuple):
+    """trainer.monitor, parsed once (ConfigParser.monitor): mode "off", "min" or "max", and the metric."""
+
+    mode: str
+    metric: str | None
+    text: str
+
+
+def parse_monitor(text):
+    mode, _, metric = text.partition(" ")
+    if text == "off":
+        return Monitor("off", None, text)
+    if mode not in ("min", "max") or not metric or " " in metric:
+        raise ValueError('expected "off" or "min <metric>" / "max <metric>"')
+    return Monitor(mode, metric, text)
+
+
+def _plain_name(text):
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", text):
+        raise ValueError("expected a plain folder name (letters, digits, '.', '_', '-')")
+    return text
+
+
+def _monitor_text(text):
+    parse_monitor(text)
+    return text
+
 
 AtLeastOne = Annotated[int, Field(ge=1)]
 Fraction = Annotated[float, Field(gt=0, lt=1)]
@@ -64,9 +94,11 @@ class TrainerSection(Section):
     epochs: AtLeastOne
     save_dir: str = "saved/"
     save_period: AtLeastOne = 10  # checkpoint-epochN.pth every this many epochs (last.pth: every epoch)
-    verbosity: int = 2  # 0 warnings, 1 info, 2 debug
-    monitor: str = "max val_accuracy"  # "off", or "min <metric>" / "max <metric>" for model_best.pth
-    early_stop: int = 0  # epochs without improvement of the monitored metric; 0: never stop early
+    verbosity: Literal[0, 1, 2] = 2  # 0 warnings, 1 info, 2 debug
+    # "off", or "min <metric>" / "max <metric>" for model_best.pth (the metric is checked against the
+    # logged ones in parse_config.py, which knows the metrics)
+    monitor: Annotated[str, AfterValidator(_monitor_text)] = "max val_accuracy"
+    early_stop: Annotated[int, Field(ge=0)] = 0  # epochs without improvement of the monitor; 0: never stop early
     tensorboard: bool = True
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
     channels_last: bool = False
@@ -93,7 +125,7 @@ class ConstraintsSection(Section):
 
 
 class Config(Section):
-    name: str
+    name: Annotated[str, AfterValidator(_plain_name)]  # the run folder's parent: <save_dir>/<name>/<run>
     seed: int = 0
     device: str = "auto"
     arch: TypeArgs
@@ -140,6 +172,8 @@ def _message(error):
         bound = next(iter(error["ctx"].values()))
         number = "an integer" if isinstance(bound, int) and kind == "greater_than_equal" else "a number"
         expected = f"{number} {BOUNDS[kind]} {bound}"
+    elif kind == "value_error":
+        expected = str(error["ctx"]["error"]).removeprefix("expected ")
     elif kind == "literal_error":
         expected = f"one of {error['ctx']['expected']}"
     else:

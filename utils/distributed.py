@@ -4,12 +4,21 @@ A plain `python train.py` never initialises a process group: every helper here i
 (rank 0 of a world of 1), so single-process code paths stay exactly as they were."""
 
 import os
+import re
+import shlex
+import signal
+import textwrap
 from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 
-from utils.errors import ConfigError
+from utils.errors import ConfigError, DistributedError, DivergedError
+
+# how gloo and NCCL report a process that died or hung (they raise plain RuntimeErrors from backward)
+LOST_PEER = re.compile(
+    r"Connection (reset|closed) by peer|[Tt]imed? ?out|NCCL (error|communicator was aborted)|gloo/transport"
+)
 
 
 def launched_by_torchrun():
@@ -112,3 +121,54 @@ def weights_checksum(model):
         if tensor.is_floating_point():
             total += (i + 1) * tensor.detach().double().sum().cpu()
     return float(total)
+
+
+def run_group(config, device, body):
+    """Run `body(device)` as one process of torchrun's group and return what it returns. Joins the
+    group (device: the config's, resolved), names the run folder after rank 0's timestamp, and turns
+    the ways a group ends into one line each: torchrun stopping this process (SIGTERM), a lost or
+    silent peer (DistributedError with the resume command), a diverged loss (rank 0 prints it)."""
+    from utils.cli import print_error
+
+    device = init_distributed(device, config["trainer"]["dist_timeout"])
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def saved():
+        """What is left to resume from, said only when it exists (rank 0 may not have saved yet)."""
+        last = config.run_dir / "last.pth"
+        if not last.is_file():
+            return "no epoch had finished, so there is nothing to resume: start the run again"
+        flags = (
+            f"--standalone --nproc_per_node={world_size()}"
+            if world_size() == int(os.environ.get("LOCAL_WORLD_SIZE", -1))
+            else "<the same flags>"
+        )
+        return f"the last finished epoch is saved: torchrun {flags} train.py --resume {shlex.quote(str(last))}"
+
+    try:
+        config.run_dir = broadcast_object(config.run_dir)  # rank 0's timestamp names the folder
+
+        def stopped(signum, frame):  # torchrun stops the group when one process fails
+            raise DistributedError(
+                f"rank {rank()}: stopped by torchrun (another process failed, or the job was cancelled); {saved()}"
+            )
+
+        previous = signal.signal(signal.SIGTERM, stopped)
+        return body(device)
+    except DivergedError as e:
+        # every rank stops at the same batch (the loss check is all-reduced): rank 0 says why, once,
+        # and the others wait at a barrier until it has, so torchrun, which stops the group when the
+        # first process exits, cannot cut its line off
+        if is_main():
+            print_error(e)
+        dist.barrier()
+        raise SystemExit(2) from None
+    except RuntimeError as e:  # a rank died or stopped answering within dist_timeout
+        if not (isinstance(e, dist.DistError) or LOST_PEER.search(str(e))):
+            raise  # a bug, not a lost process: keep its traceback
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        reason = textwrap.shorten(first, 120, placeholder=" ...")  # whole words
+        raise DistributedError(f"rank {rank()}: lost contact with the other processes ({reason}); {saved()}") from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        cleanup()

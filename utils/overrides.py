@@ -27,16 +27,43 @@ OVERRIDES = {
 }
 
 
+def parse_set(text):
+    """--set key.path=value -> ((key, path), value): the value is read as JSON (5, 0.1, true, null,
+    [1, 2], {"decay": 0.99}) and otherwise kept as a string; the config schema checks its type."""
+    import json
+
+    key, sep, raw = text.partition("=")
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected key.path=value, e.g. trainer.epochs=30")
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = raw
+    return tuple(key.split(".")), value
+
+
 def overrides_from_args(args):
-    """{path in the config: value} for every override flag given on the command line."""
-    values = {path: getattr(args, flag.lstrip("-"), None) for flag, (_, path) in OVERRIDES.items()}
-    return {path: value for path, value in values.items() if value is not None}
+    """{path in the config: value} for every override flag given on the command line (--set ones
+    first, so that a named flag wins)."""
+    values = dict(getattr(args, "set", None) or [])
+    for flag, (_, path) in OVERRIDES.items():
+        if getattr(args, flag.lstrip("-"), None) is not None:
+            values[path] = getattr(args, flag.lstrip("-"))
+    return values
 
 
-def add_override_flags(parser, flags=tuple(OVERRIDES)):
+def add_override_flags(parser, flags=tuple(OVERRIDES), generic=True):
     for flag in flags:
         kind, path = OVERRIDES[flag]
         parser.add_argument(flag, type=kind, default=None, help=f"override {'.'.join(path)}")
+    if generic:
+        parser.add_argument(
+            "--set",
+            type=parse_set,
+            action="append",
+            metavar="KEY.PATH=VALUE",
+            help="override any config key, e.g. --set trainer.ema='{\"decay\": 0.99}' (value as JSON, else a string)",
+        )
 
 
 def base_argparser(description):

@@ -1,6 +1,6 @@
 """Rebuild a trained model and its data from a checkpoint (test.py, report.py)."""
 
-from parse_config import ConfigParser, load_json
+from parse_config import ConfigParser, load_config
 from utils.checkpoint import load_checkpoint, load_model_state
 from utils.errors import CheckpointError, DataError
 from utils.overrides import overrides_from_args
@@ -8,23 +8,24 @@ from utils.overrides import overrides_from_args
 
 def config_from_checkpoint(args, ckpt):
     """The checkpoint's own config (or -c), with the command-line overrides applied."""
-    config = load_json(args.config) if args.config else ckpt["config"]
+    config = load_config(args.config) if args.config else ckpt["config"]
     return ConfigParser(config, None, overrides_from_args(args), run_id="eval")
 
 
-def load_trained(args, training):
-    """(config, checkpoint, model on CPU with weights, data loader). training=False: the test split,
-    normalised with the checkpoint's statistics; training=True: the run's train/validation split."""
+def load_trained(args, split):
+    """(config, checkpoint, model on CPU with weights, data loader), through the data-loader contract
+    of base.BaseDataLoader only. split "test": `Loader.for_test` (the test split, normalised with
+    the checkpoint's statistics); "run": `Loader(**args)`, the run's own train/validation split."""
     if not args.resume:
         raise CheckpointError("no checkpoint given: use --resume <checkpoint.pth>")
     ckpt = load_checkpoint(args.resume)
     config = config_from_checkpoint(args, ckpt)
     model = config.init_obj("arch")
     load_model_state(model, ckpt, args.resume)
-    if training:
-        data_loader = config.init_obj("data_loader", shuffle=False)
+    if split == "run":
+        data_loader = config.init_obj("data_loader")
     else:
-        data_loader = config.init_obj("data_loader", training=False, shuffle=False, stats=ckpt.get("data_stats"))
+        data_loader = config.obj_type("data_loader").for_test(config["data_loader"]["args"], ckpt.get("data_stats"))
     size = list(data_loader.image_size)
     if ckpt.get("image_size") and list(ckpt["image_size"]) != size:
         raise DataError(

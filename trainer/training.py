@@ -1,0 +1,149 @@
+"""Training as train.py runs it, as a library (the tuner and the benchmarks use it too):
+`build` checks everything and builds the Trainer before any file is written, `train` makes the run
+folder, trains and writes the report, `main` does both, alone or as one process of torchrun's group."""
+
+import shlex
+from typing import NamedTuple
+
+import torch
+
+import model.metric as module_metric
+from logger import attach_run_log, get_logger, setup_logging
+from logger.report import write_run_report
+from model.spec import describe, format_checks
+from trainer.schedulers import build_lr_scheduler, dry_run
+from trainer.trainer import Trainer
+from utils import ConfigError, SpecError, distributed, resolve_device, seed_everything
+from utils.checkpoint import load_checkpoint, require_full
+from utils.cli import Terminated, exit_status
+
+
+class Run(NamedTuple):
+    """What `build` made and `train` runs: the Trainer, its loaders and the network's summary."""
+
+    trainer: Trainer
+    data_loader: object
+    valid_data_loader: object
+    summary: str
+
+
+def check_outputs(model, data_loader):
+    """The network needs an output per class of the data."""
+    model.eval()
+    with torch.no_grad():
+        outputs = model(torch.zeros(1, 3, *data_loader.image_size)).shape[-1]
+    model.train()
+    if len(data_loader.classes) > outputs:
+        raise ConfigError(
+            f"arch.args.num_classes: the network has {outputs} outputs, but the data holds "
+            f"{len(data_loader.classes)} classes"
+        )
+
+
+def main(config, allow_spec_violation=False, epoch_callbacks=(), mistake_cams=None):
+    """Train as `config` says; returns the epoch logs. epoch_callbacks: f(epoch, log) after each epoch;
+    mistake_cams: f(model, stats) -> the report's Grad-CAM hook (deploy.cam.mistake_cams_for), or None.
+    Under torchrun: one DDP process per GPU (or CPU worker); rank 0 logs and writes every file."""
+    device = resolve_device(config["device"])
+    if not distributed.launched_by_torchrun():
+        return _train(config, device, allow_spec_violation, epoch_callbacks, mistake_cams)
+    return distributed.run_group(
+        config, device, lambda dev: _train(config, dev, allow_spec_violation, epoch_callbacks, mistake_cams)
+    )
+
+
+def _train(config, device, allow_spec_violation, epoch_callbacks, mistake_cams):
+    setup_logging(None, config["trainer"]["verbosity"] if distributed.is_main() else 0)
+    seed_everything(config["seed"])
+    run = build(config, device, allow_spec_violation, epoch_callbacks)
+    return train(config, run, mistake_cams)
+
+
+def build(config, device, allow_spec_violation=False, epoch_callbacks=()):
+    """Everything that can be checked is checked (config, data, network, spec, checkpoint) before the
+    run folder is made: a run that fails its checks writes nothing. Returns the Run to `train`."""
+    logger = get_logger("train")
+    model = config.init_obj("arch")  # before the data: the network's own checks of its args cost nothing
+    if config.resume:
+        require_full(load_checkpoint(config.resume), config.resume)  # before the data: the kind of file first
+    data_loader = config.init_obj("data_loader")
+    valid_data_loader = data_loader.split_validation()
+    if data_loader.batch_sampler.batch_size > len(data_loader.dataset):
+        raise ConfigError(
+            f"data_loader.args.batch_size: {config['data_loader']['args']['batch_size']} is more than the "
+            f"{len(data_loader.dataset)} training images: not one batch per epoch"
+        )
+    check_outputs(model, data_loader)
+    constraints = config["constraints"]
+    summary, failed = describe(model, constraints, augmentations=config["data_loader"]["args"].get("augmentations"))
+    logger.info(summary)
+    if failed:
+        if constraints["enforce"] and not allow_spec_violation:
+            raise SpecError("the network breaks the spec:\n" + format_checks(failed))
+        logger.warning("the network breaks the spec; training anyway as asked")
+
+    if config["trainer"]["sync_bn"] and distributed.is_distributed():
+        if device.type != "cuda":
+            raise ConfigError(
+                "trainer.sync_bn: SyncBatchNorm works on CUDA only; on the CPU leave it false "
+                "(BatchNorm statistics are then averaged over the processes after every epoch)"
+            )
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = model.to(device)
+    dry_run(config, steps_per_epoch=len(data_loader))  # values a scheduler refuses only when it steps
+    optimizer = config.init_obj("optimizer", [p for p in model.parameters() if p.requires_grad])
+    trainer = Trainer(
+        model,
+        config.init_obj("loss"),
+        module_metric.build_metrics(config["metrics"]),
+        optimizer,
+        config=config,
+        device=device,
+        data_loader=data_loader,
+        valid_data_loader=valid_data_loader,
+        lr_scheduler=build_lr_scheduler(config, optimizer, steps_per_epoch=len(data_loader)),
+        epoch_callbacks=epoch_callbacks,
+    )
+    if config.resume:
+        trainer.resume(config.resume)
+    return Run(trainer, data_loader, valid_data_loader, summary)
+
+
+def train(config, run, mistake_cams=None):
+    """Make the run folder (a new one of its own, or the resumed run's, locked), train, write the
+    report (with Grad-CAM pictures when `mistake_cams(model, stats)` gives the hook)."""
+    logger, main_rank = get_logger("train"), distributed.is_main()
+    data_loader, valid_data_loader = run.data_loader, run.valid_data_loader
+    if main_rank:
+        config.make_run_dir()
+        attach_run_log(config.run_dir)
+    logger.info(
+        f"Data: {len(data_loader.dataset)} training images, "
+        f"{len(valid_data_loader.dataset) if valid_data_loader else 0} {data_loader.valid_name} images; "
+        f"mean {data_loader.stats['mean']} std {data_loader.stats['std']}; device {run.trainer.device}; "
+        f"run folder {config.run_dir}"
+    )
+    try:
+        run.trainer.train()
+    except KeyboardInterrupt as e:
+        what = "stopped (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+        logger.warning(
+            f"{what}: the last finished epoch is saved; resume with  python train.py --resume "
+            f"{shlex.quote(str(config.run_dir / 'last.pth'))}"
+        )
+        raise SystemExit(exit_status(e)) from None
+    finally:
+        if main_rank:
+            config.release_run_dir()
+    if config["trainer"]["report"] and main_rank:
+        write_run_report(
+            config.run_dir,
+            config.config,
+            run.trainer.history,
+            run.trainer.last_val_outputs,
+            data_loader,
+            valid_data_loader,
+            run.summary,
+            mistake_cams=mistake_cams(run.trainer.eval_model, data_loader.stats) if mistake_cams else None,
+        )
+    return run.trainer.history

@@ -84,11 +84,17 @@ def test_bad_augmentation_names_the_entry(config, tiny_folder):
         build_augment(entries, [0, 0, 0])
 
 
-def test_command_line_overrides(config, tmp_path):
+def config_file_and_parser(config, tmp_path):
+    """The config written to c.json, and train.py's argument parser (with every override flag)."""
     path = tmp_path / "c.json"
     path.write_text(json.dumps(config))
     parser = base_argparser("t")
     add_override_flags(parser)
+    return path, parser
+
+
+def test_command_line_overrides(config, tmp_path):
+    path, parser = config_file_and_parser(config, tmp_path)
     args = parser.parse_args(
         [
             "-c",
@@ -180,26 +186,9 @@ def test_a_bad_yaml_config_is_one_line_naming_the_file_and_line(tmp_path, capsys
 
 
 def test_set_overrides_any_key_and_the_schema_checks_its_type(config, tmp_path, capsys):
-    path = tmp_path / "c.json"
-    path.write_text(json.dumps(config))
-    parser = base_argparser("t")
-    add_override_flags(parser)
-    args = parser.parse_args(
-        [
-            "-c",
-            str(path),
-            "--set",
-            'trainer.ema={"decay": 0.99}',
-            "--set",
-            "loss.args.label_smoothing=0.2",
-            "--set",
-            "name=other",
-            "--set",
-            "trainer.epochs=7",
-            "--epochs",
-            "9",
-        ]
-    )
+    path, parser = config_file_and_parser(config, tmp_path)
+    flags = "--set loss.args.label_smoothing=0.2 --set name=other --set trainer.epochs=7 --epochs 9".split()
+    args = parser.parse_args(["-c", str(path), "--set", 'trainer.ema={"decay": 0.99}', *flags])
     parsed = ConfigParser.from_args(args)
     assert parsed["trainer"]["ema"] == {"decay": 0.99} and parsed["loss"]["args"]["label_smoothing"] == 0.2
     assert parsed["name"] == "other" and parsed["trainer"]["epochs"] == 9  # the named flag wins

@@ -2,7 +2,7 @@ import signal
 import sys
 import threading
 
-from utils.errors import UserError
+from utils.errors import UserError, print_error
 
 
 class Terminated(KeyboardInterrupt):
@@ -15,12 +15,6 @@ def _terminate(signum, frame):
 
 def exit_status(interrupt):
     return 143 if isinstance(interrupt, Terminated) else 130
-
-
-def print_error(e):
-    """`error: <first line>` and any further lines of a UserError, on stderr."""
-    lines = str(e).splitlines() or [type(e).__name__]
-    print(f"error: {lines[0]}", *lines[1:], sep="\n", file=sys.stderr, flush=True)
 
 
 def run_main(main, *args, interrupted=None, single_process=None):

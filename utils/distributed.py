@@ -13,7 +13,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from utils.errors import ConfigError, DistributedError, DivergedError
+from utils.errors import ConfigError, DistributedError, DivergedError, print_error
 
 # how gloo and NCCL report a process that died or hung (they raise plain RuntimeErrors from backward)
 LOST_PEER = re.compile(
@@ -128,8 +128,6 @@ def run_group(config, device, body):
     group (device: the config's, resolved), names the run folder after rank 0's timestamp, and turns
     the ways a group ends into one line each: torchrun stopping this process (SIGTERM), a lost or
     silent peer (DistributedError with the resume command), a diverged loss (rank 0 prints it)."""
-    from utils.cli import print_error
-
     device = init_distributed(device, config["trainer"]["dist_timeout"])
     previous = signal.getsignal(signal.SIGTERM)
 

@@ -1,4 +1,6 @@
-"""User-facing errors: each one is printed as a single line, without a traceback."""
+"""User-facing errors: each one is printed as a single line, without a traceback (print_error)."""
+
+import sys
 
 
 class UserError(Exception):
@@ -43,3 +45,9 @@ class NonFiniteLoss(ArithmeticError):
         self.first, self.last, self.value = first, last, value
         self.where = f"batch {last}" if first == last else f"batches {first}-{last}"
         super().__init__(f"{self.where}: the loss is {value}")
+
+
+def print_error(e):
+    """`error: <first line>` and any further lines of a UserError, on stderr."""
+    lines = str(e).splitlines() or [type(e).__name__]
+    print(f"error: {lines[0]}", *lines[1:], sep="\n", file=sys.stderr, flush=True)

@@ -19,6 +19,7 @@ LOG_LINE = {
     "val_loss": r"\d+\.\d{4}",
     "val_accuracy": r"\d+\.\d{2}",
     "lr": r"[\d.e-]+",
+    "image_size": r"\d+",  # config.json resizes progressively
 }
 
 

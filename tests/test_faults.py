@@ -213,6 +213,8 @@ def test_ctrl_c_and_sigterm_name_the_real_run_folder_in_info_log(tmp_path, tiny_
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # Ctrl-C as a user's shell gives it: an ignored SIGINT would be inherited (seen once in a full run)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         deadline = time.time() + 120
@@ -388,7 +390,7 @@ def test_any_metric_list_works_end_to_end_with_args(tmp_path, tiny_folder):
     assert proc.returncode == 0 and "    top3_acc       : " in proc.stdout, proc.stderr
 
 
-def test_only_rank_0_saves_and_a_ctrl_c_waits_for_the_saves(tmp_path, monkeypatch):
+def test_only_rank_0_saves_and_a_ctrl_c_waits_for_the_saves(tmp_path, monkeypatch, request):
     import signal as sig
 
     from utils import distributed
@@ -412,6 +414,8 @@ def test_only_rank_0_saves_and_a_ctrl_c_waits_for_the_saves(tmp_path, monkeypatc
     Stub()._save_checkpoint(1, save_best=True, periodic=True)
     assert list(tmp_path.iterdir()) == []  # rank 1 writes nothing
     monkeypatch.setattr(distributed, "is_main", lambda: True)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's own, whatever ran before
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, previous))
     with pytest.raises(KeyboardInterrupt):
         with interrupts_deferred():
             os.kill(os.getpid(), sig.SIGINT)  # arrives mid-save ...

@@ -151,8 +151,13 @@ def run_group(config, device, body):
                 f"rank {rank()}: stopped by torchrun (another process failed, or the job was cancelled); {saved()}"
             )
 
-        previous = signal.signal(signal.SIGTERM, stopped)
-        return body(device)
+        signal.signal(signal.SIGTERM, stopped)
+        result = body(device)
+        # every rank has finished its collectives before any tears the group down: a rank that destroys
+        # the group while gloo still talks to it can abort the other at exit ("terminate called without
+        # an active exception", seen once under load in test_a_dead_rank_stops_the_others...)
+        dist.barrier()
+        return result
     except DivergedError as e:
         # every rank stops at the same batch (the loss check is all-reduced): rank 0 says why, once,
         # and the others wait at a barrier until it has, so torchrun, which stops the group when the

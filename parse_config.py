@@ -11,6 +11,8 @@ objects by name (`"type"` + `"args"`), as in pytorch-template, with three change
 
 import copy
 import json
+import math
+import shlex
 from datetime import datetime
 from pathlib import Path
 
@@ -107,6 +109,7 @@ class ConfigParser:
         config = copy.deepcopy(config)
         for path, value in (modification or {}).items():
             _set_by_path(config, path, value)
+        _check_finite(config)
         self._config = validate(config)
         self.monitor = parse_monitor(self._config["trainer"]["monitor"])  # the one parse of trainer.monitor
         self._check_objects()
@@ -150,6 +153,7 @@ class ConfigParser:
             config = load_checkpoint(args.resume)["config"]
             if not isinstance(config, dict):
                 raise CheckpointError(f"{args.resume}: its 'config' is not an object ({type(config).__name__})")
+            config = _edited_run_config(Path(args.resume), config)
         else:
             raise ConfigError("no config: give -c config.json, or --resume a checkpoint")
         return cls(config, getattr(args, "resume", None), overrides_from_args(args))
@@ -188,6 +192,31 @@ class ConfigParser:
         return self._config
 
 
+def _edited_run_config(resume, saved):
+    """The config a resume without -c uses: the checkpoint's, or the run folder's config.json when
+    the user edited it there and only keys a resume may change differ (epochs, verbosity, ...). Any
+    other edit is refused before the resume would overwrite the file with the checkpoint's config."""
+    from utils.checkpoint import config_changes
+
+    path = resume.parent / "config.json"
+    if not path.is_file():
+        return saved
+    edited = load_config(path)
+    if edited == saved:
+        return saved
+    if not isinstance(edited, dict):
+        raise ConfigError(f"{path}: expected a JSON object, got {type(edited).__name__}")
+    changes = config_changes(saved, edited)
+    if changes:
+        shown = "; ".join(f"{k}: {was!r} -> {new!r}" for k, was, new in changes[:3])
+        more = f" and {len(changes) - 3} more" if len(changes) > 3 else ""
+        raise ConfigError(
+            f"{path}: edited since {resume.name} was saved ({shown}{more}); a resumed run continues as it was "
+            f"trained: undo the edit, or start a new run with  python train.py -c {shlex.quote(str(path))}"
+        )
+    return edited
+
+
 def _set_by_path(tree, path, value):
     node = tree
     for key in path[:-1]:
@@ -195,3 +224,13 @@ def _set_by_path(tree, path, value):
         if not isinstance(node, dict):
             raise ConfigError(f"{'.'.join(path)}: cannot override, {key} is not an object")
     node[path[-1]] = value
+
+
+def _check_finite(tree, path=()):
+    """NaN and Infinity parse (Python's JSON and YAML's .nan/.inf) and pass torch's checks (`lr < 0` is
+    False for NaN), then ruin a run: no value of a config may be one."""
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, list) else ()
+    for key, value in items:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{'.'.join(map(str, (*path, key)))}: expected a finite number, got {value}")
+        _check_finite(value, (*path, key))

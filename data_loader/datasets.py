@@ -10,7 +10,9 @@ import io
 import lzma
 import shutil
 import tarfile
+import zipfile
 import zlib
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -51,10 +53,30 @@ def load_splits(data_dir, download=False):
     return _read_torchvision(path, download)
 
 
+GREY_16 = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # how Pillow opens a 16-bit grey PNG
+
+
+def to_rgb(img):
+    """A PIL image of any mode -> (H, W, 3) uint8 holding the values the picture shows. Pillow's
+    `convert("RGB")` alone gets three cases wrong: 16-bit grey is clipped at 255 (a 16-bit PNG turns
+    white), so it is scaled to 8 bits (/257); transparency is dropped, showing whatever colour lies
+    under a transparent pixel, so it is composited over black; float images have no known range and
+    are refused. Every other mode (1, L, P, RGB, CMYK, YCbCr, ...) converts as Pillow does."""
+    if img.mode == "F":
+        raise ValueError("a 32-bit float image; save it as 8-bit RGB or grey")
+    if img.mode in GREY_16:
+        grey = np.round(np.asarray(img, dtype=np.float64) / 257.0).clip(0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
+        rgba = np.asarray(img.convert("RGBA"), dtype=np.uint16)
+        return ((rgba[..., :3] * rgba[..., 3:] + 127) // 255).astype(np.uint8)
+    return np.asarray(img.convert("RGB"))
+
+
 def _decode(data, name):
     try:
         with Image.open(io.BytesIO(data)) as img:
-            return np.asarray(img.convert("RGB"))
+            return to_rgb(img)
     except UnidentifiedImageError:
         raise DataError(f"{name}: cannot decode image (not an image format PIL can read)") from None
     except (OSError, ValueError, SyntaxError) as e:
@@ -73,26 +95,39 @@ def _assemble(entries, where):
         raise DataError(
             f"{where}: train and test hold different classes ({classes_of['train']} vs {classes_of['test']})"
         )
-    shape = entries[0][3].shape
+    _check_one_size(entries, where)
     for split in present:
         classes = classes_of[split]
         index = {c: i for i, c in enumerate(classes)}
         rows = [e for e in entries if e[0] == split]
-        for e in rows:
-            if e[3].shape != shape:
-                raise DataError(
-                    f"{where}: {e[0]}/{e[1]}/{e[2]} is {e[3].shape[1]}x{e[3].shape[0]}, "
-                    f"expected {shape[1]}x{shape[0]} like the others"
-                )
         images = np.stack([e[3] for e in rows])
         labels = np.array([index[e[1]] for e in rows], dtype=np.int64)
         out[split] = Split(images, labels, classes)
     return out
 
 
+def _check_one_size(entries, where):
+    """Every image has the size most of them have; the odd ones out are named (not the first image
+    read, which may itself be the odd one)."""
+    sizes = Counter(e[3].shape for e in entries)
+    if len(sizes) == 1:
+        return
+    shape = sizes.most_common(1)[0][0]
+    odd = [e for e in entries if e[3].shape != shape]
+    e = odd[0]
+    others = f" and {len(odd) - 1} other image(s)" if len(odd) > 1 else ""
+    raise DataError(
+        f"{where}: {e[0]}/{e[1]}/{e[2]}{others} are not {shape[1]}x{shape[0]} like the other "
+        f"{len(entries) - len(odd)} ({e[2]} is {e[3].shape[1]}x{e[3].shape[0]})"
+    )
+
+
 def _split_parts(parts):
-    """('x', 'train', 'cat', '0001.jpg') -> ('train', 'cat', '0001.jpg') or None."""
+    """('x', 'train', 'cat', '0001.jpg') -> ('train', 'cat', '0001.jpg') or None. macOS metadata is
+    not an image: `._0001.jpg` (AppleDouble) files and anything under `__MACOSX/` are skipped."""
     if len(parts) < 3 or parts[-3] not in SPLITS or not parts[-1].lower().endswith(IMAGE_SUFFIXES):
+        return None
+    if parts[-1].startswith("._") or "__MACOSX" in parts:
         return None
     return parts[-3], parts[-2], parts[-1]
 
@@ -121,6 +156,11 @@ def _read_tar(path, mtime_ns, size):  # mtime and size key the cache
                     raise DataError(f"{path}: images under two roots ({shown}); expected one train/ and test/ layout")
                 data = tar.extractfile(member).read()
                 entries.append((*key, _decode(data, f"{path}:{member.name}")))
+    except tarfile.ReadError as e:  # tarfile lists every method it tried, one per line
+        if zipfile.is_zipfile(path):
+            raise DataError(f"{path}: is a zip archive, not a tar; unpack it and give the folder") from None
+        first = (str(e).splitlines() or [type(e).__name__])[0].rstrip(":")
+        raise DataError(f"{path}: cannot read archive ({first}; expected a tar, tar.gz or tar.xz)") from None
     except (tarfile.TarError, EOFError, lzma.LZMAError, zlib.error, OSError) as e:
         raise DataError(f"{path}: cannot read archive ({e or type(e).__name__})") from None
     return _assemble(entries, path)

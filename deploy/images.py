@@ -1,5 +1,5 @@
 """The user's own pictures for prediction: image files, folders of them (searched recursively) and
-tar archives (.tar, .tar.gz, .tar.xz), in a stable order. Any size or mode: converted to RGB and
+tar archives (.tar, .tar.gz, .tar.xz), in a stable order. Any size or mode: converted to RGB (`to_rgb`) and
 resized to the network's input size."""
 
 import io
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from data_loader.datasets import IMAGE_SUFFIXES, TAR_SUFFIXES
+from data_loader.datasets import IMAGE_SUFFIXES, TAR_SUFFIXES, to_rgb
 from utils.errors import DataError
 
 
@@ -27,7 +27,7 @@ def decode(data, name, size):
     a Picture with its error, not an exception."""
     try:
         with Image.open(io.BytesIO(data)) as img:
-            img = img.convert("RGB")
+            img = Image.fromarray(to_rgb(img))
             found = img.size
             if found != (size[1], size[0]):
                 img = img.resize((size[1], size[0]), Image.BILINEAR)

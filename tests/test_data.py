@@ -1,7 +1,11 @@
+import io
 import shutil
+import tarfile
+import zipfile
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from base import BaseDataLoader
 from conftest import CLASSES, N_TEST, N_TRAIN, make_images, write_folder, write_tar, write_torchvision_root
@@ -109,3 +113,94 @@ def test_loader_validation_comes_from_train_or_test(tiny_folder, tmp_path):
     shutil.copytree(tiny_folder / "train", train_only / "train")
     with pytest.raises(DataError, match="validation_split is 0 and there is no test/ split"):
         Cifar10DataLoader(str(train_only), validation_split=0, num_workers=0)
+
+
+def test_macos_metadata_is_skipped(tmp_path, tiny_folder):
+    """A folder archived on a Mac holds `._<name>` AppleDouble files and `__MACOSX/`: not images."""
+    root = tmp_path / "mac"
+    shutil.copytree(tiny_folder, root)
+    (root / "train" / "cat" / "._0013.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble metadata")
+    check_splits(load_splits(root))
+    junk = tmp_path / "junk"
+    (junk / "train" / "cat").mkdir(parents=True)
+    (junk / "train" / "cat" / "._0013.png").write_bytes(b"\x00\x05\x16\x07")
+    archive = tmp_path / "mac.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(root / "train", arcname="cifar10/train")
+        tar.add(root / "test", arcname="cifar10/test")
+        tar.add(junk / "train", arcname="__MACOSX/cifar10/train")
+    check_splits(load_splits(archive))
+
+
+def test_a_zip_renamed_tar_is_one_clear_line(tmp_path, tiny_folder):
+    path = tmp_path / "data.tar"
+    with zipfile.ZipFile(path, "w") as z:
+        z.write(tiny_folder / "train" / "cat" / "0012.png", "train/cat/0012.png")
+    with pytest.raises(DataError) as err:
+        load_splits(path)
+    assert str(err.value) == f"{path}: is a zip archive, not a tar; unpack it and give the folder"
+    (tmp_path / "text.tar").write_text("not an archive\n" * 100)
+    with pytest.raises(DataError) as err:
+        load_splits(tmp_path / "text.tar")
+    assert "\n" not in str(err.value) and "expected a tar, tar.gz or tar.xz" in str(err.value)
+
+
+def test_the_image_of_another_size_is_named_even_when_read_first(tmp_path):
+    root = write_folder(tmp_path)
+    Image.fromarray(np.zeros((40, 36, 3), np.uint8)).save(root / "test" / "airplane" / "0000.png")  # read first
+    with pytest.raises(DataError) as err:
+        load_splits(root)
+    message = str(err.value)
+    assert "test/airplane/0000.png are not 32x32 like the other 59" in message and "0000.png is 36x40" in message
+
+
+def _modes():
+    """(name, PIL image, the RGB uint8 array it must decode to, the modes Pillow reopens its PNG in;
+    None: checked without a file)."""
+    grey = np.arange(64, dtype=np.uint8).reshape(8, 8) * 4
+    rgb = np.stack([grey, 255 - grey, np.full_like(grey, 77)], axis=2)
+    alpha = np.where(np.arange(64).reshape(8, 8) % 2 == 0, 255, 0).astype(np.uint8)
+    over_black = (rgb.astype(np.uint16) * alpha[..., None] // 255).astype(np.uint8)
+    grey_rgb = np.repeat(grey[..., None], 3, axis=2)
+    grey_over_black = (grey_rgb.astype(np.uint16) * alpha[..., None] // 255).astype(np.uint8)
+    bits = (grey > 127).astype(np.uint8) * 255
+    palette_img = Image.fromarray(rgb).quantize(colors=256, method=Image.Quantize.FASTOCTREE)
+    palette_rgb = np.asarray(palette_img.convert("RGB"))
+    transparent = palette_img.copy()
+    transparent.info["transparency"] = int(np.asarray(palette_img)[0, 0])
+    hidden = np.asarray(palette_img) == np.asarray(palette_img)[0, 0]
+    return [
+        ("RGB", Image.fromarray(rgb), rgb, ("RGB",)),
+        ("L", Image.fromarray(grey), grey_rgb, ("L",)),
+        ("1", Image.fromarray(bits).convert("1"), np.repeat(bits[..., None], 3, axis=2), ("1",)),
+        ("RGBA", Image.fromarray(np.dstack([rgb, alpha])), over_black, ("RGBA",)),
+        ("LA", Image.fromarray(np.dstack([grey, alpha])).convert("LA"), grey_over_black, ("LA",)),
+        ("P", palette_img, palette_rgb, ("P",)),
+        ("P+transparency", transparent, np.where(hidden[..., None], 0, palette_rgb).astype(np.uint8), ("P",)),
+        ("I;16", Image.fromarray(grey.astype(np.uint16) * 257), grey_rgb, ("I;16", "I")),
+        ("CMYK", Image.fromarray(rgb).convert("CMYK"), rgb, None),  # JPEG is lossy: CMYK is checked without a file,
+    ]
+
+
+@pytest.mark.parametrize("name, image, expected, file_modes", _modes(), ids=[m[0] for m in _modes()])
+def test_every_image_mode_decodes_to_the_values_it_shows(name, image, expected, file_modes):
+    """Not only that it decodes: 16-bit grey keeps its tones (Pillow's convert clips it white),
+    transparency is black (not the colour hidden under it)."""
+    from data_loader.datasets import _decode, to_rgb
+
+    if file_modes is None:
+        decoded = to_rgb(image)
+    else:
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        assert Image.open(io.BytesIO(buffer.getvalue())).mode in file_modes  # the file keeps its mode
+        decoded = _decode(buffer.getvalue(), "x.png")
+    assert decoded.dtype == np.uint8 and decoded.shape == (8, 8, 3)
+    np.testing.assert_array_equal(decoded, expected)
+
+
+def test_float_images_are_refused_by_name():
+    from data_loader.datasets import to_rgb
+
+    with pytest.raises(ValueError, match="32-bit float"):
+        to_rgb(Image.fromarray(np.zeros((4, 4), np.float32)))

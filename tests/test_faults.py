@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from base.base_trainer import BaseTrainer
-from conftest import REPO, assert_one_line_error, run_cli, tiny_config
+from conftest import REPO, assert_one_line_error, run_cli, tiny_config, write_folder
 from parse_config import ConfigParser, load_config
 from trainer import train_one_epoch
 from utils import resolve_device
@@ -54,6 +54,14 @@ def snapshot(folder):
         (
             lambda c: c["trainer"].update(monitor="best val_accuracy"),
             'trainer.monitor: expected "off" or "min <metric>" / "max <metric>", got "best val_accuracy"',
+        ),
+        (
+            lambda c: c["optimizer"]["args"].update(lr=float("nan")),
+            "optimizer.args.lr: expected a finite number, got nan",
+        ),
+        (
+            lambda c: c["lr_scheduler"]["args"].update(div_factor=float("inf")),
+            "lr_scheduler.args.div_factor: expected a finite number, got inf",
         ),
         (
             lambda c: c.update(name="../../x"),
@@ -483,3 +491,61 @@ def test_a_failed_download_leaves_no_empty_data_folder(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="data: could not download CIFAR-10 \\(OSError: Network is unreachable\\)"):
         load_splits("data/", download=True)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_nan_in_a_config_file_is_one_line_and_creates_nothing(tmp_path, tiny_folder):
+    """Python's JSON reads NaN, and torch's `lr < 0` check lets it through."""
+    config = tiny_config(tmp_path, tiny_folder)
+    config.write_text(config.read_text().replace('"lr": 0.15', '"lr": NaN'))
+    assert_one_line_error(run_cli("train.py", "-c", config), "optimizer.args.lr: expected a finite number, got nan")
+    assert not (tmp_path / "saved").exists()
+
+
+def test_a_finished_checkpoint_resumed_elsewhere_makes_no_run_folder(run, tmp_path):
+    run_dir, _ = run
+    shutil.copy(run_dir / "last.pth", tmp_path / "finished.pth")
+    runs_before = sorted(run_dir.parent.iterdir())
+    proc = run_cli("train.py", "--resume", tmp_path / "finished.pth")
+    assert proc.returncode == 0, proc.stderr
+    assert "Nothing to train" in proc.stdout + proc.stderr and "finished all 2 epochs" in proc.stdout + proc.stderr
+    assert sorted(run_dir.parent.iterdir()) == runs_before  # no empty run folder beside the real one
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["finished.pth"]
+
+
+def test_an_edited_run_config_is_used_or_refused_never_overwritten(run, tmp_path):
+    """Resuming without -c after editing the run folder's config.json: an edit a resume may make (more
+    epochs, verbosity) is used, and is then what the run records; any other edit is one line, and the
+    file is left as the user wrote it."""
+    run_dir, _ = run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    (copy / ".lock").unlink(missing_ok=True)
+    config = json.loads((copy / "config.json").read_text())
+    config["optimizer"]["args"]["weight_decay"] = 0.05
+    (copy / "config.json").write_text(json.dumps(config))
+    before = snapshot(copy)
+    proc = run_cli("train.py", "--resume", copy / "last.pth")
+    assert_one_line_error(
+        proc, "config.json: edited since last.pth was saved", "optimizer.args.weight_decay: 0.0005 -> 0.05"
+    )
+    assert snapshot(copy) == before
+
+    config["optimizer"]["args"]["weight_decay"] = 0.0005
+    config["trainer"]["verbosity"] = 1  # may change on resume
+    (copy / "config.json").write_text(json.dumps(config))
+    assert torch.load(copy / "last.pth", weights_only=False)["config"]["trainer"]["verbosity"] == 2
+    proc = run_cli("train.py", "--resume", copy / "checkpoint-epoch1.pth")  # epoch 2 trains again
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((copy / "config.json").read_text())["trainer"]["verbosity"] == 1  # what ran is recorded
+    assert torch.load(copy / "last.pth", weights_only=False)["config"]["trainer"]["verbosity"] == 1
+
+
+def test_a_class_folder_missing_is_named_not_trained_around(tmp_path):
+    root = write_folder(tmp_path / "data")
+    shutil.rmtree(root / "train" / "truck")
+    shutil.rmtree(root / "test" / "truck")
+    config = tiny_config(tmp_path, root)
+    assert_one_line_error(
+        run_cli("train.py", "-c", config), "arch.args.num_classes: the network has 10 outputs", "9 classes (airplane"
+    )
+    assert not (tmp_path / "saved").exists()

@@ -33,10 +33,12 @@ def check_outputs(model, data_loader):
     with torch.no_grad():
         outputs = model(torch.zeros(1, 3, *data_loader.image_size)).shape[-1]
     model.train()
-    if len(data_loader.classes) > outputs:
+    classes = list(data_loader.classes)
+    if len(classes) != outputs:  # fewer: a class folder is missing, and its outputs would never be trained
+        shown = ", ".join(classes) if len(classes) <= 12 else ", ".join(classes[:12]) + ", ..."
         raise ConfigError(
             f"arch.args.num_classes: the network has {outputs} outputs, but the data holds "
-            f"{len(data_loader.classes)} classes"
+            f"{len(classes)} classes ({shown}); set it to {len(classes)} or add the missing class folders"
         )
 
 
@@ -114,6 +116,12 @@ def train(config, run, mistake_cams=None):
     report (with Grad-CAM pictures when `mistake_cams(model, stats)` gives the hook)."""
     logger, main_rank = get_logger("train"), distributed.is_main()
     data_loader, valid_data_loader = run.data_loader, run.valid_data_loader
+    if run.trainer.start_epoch > run.trainer.epochs:  # a finished checkpoint: no run folder, no report
+        logger.info(
+            f"Nothing to train: {config.resume} has finished all {run.trainer.epochs} epochs "
+            "(test.py, report.py and export.py take it as it is)"
+        )
+        return run.trainer.history
     if main_rank:
         config.make_run_dir()
         attach_run_log(config.run_dir)

@@ -27,11 +27,8 @@ class SeededBatchSampler(Sampler):
 
     def __init__(self, n, batch_size, shuffle, rank=0, world=1):
         self.n, self.batch_size, self.shuffle, self.rank, self.world = n, batch_size, shuffle, rank, world
-        if world > 1 and batch_size % world:
-            raise ConfigError(
-                f"data_loader.args.batch_size: the global batch {batch_size} does not split evenly "
-                f"over {world} processes; use a multiple of {world}"
-            )
+        if world > 1 and batch_size % world:  # the config's batch size is checked in trainer/training.py
+            raise ValueError(f"the global batch {batch_size} does not split evenly over {world} processes")
 
     def __len__(self):
         full, rest = divmod(self.n, self.batch_size)
@@ -118,8 +115,8 @@ class BaseDataLoader(DataLoader):
     def __init__(
         self, dataset, batch_size, shuffle, num_workers, valid_dataset=None, pin_memory=False, collate_fn=None
     ):
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError(f"data_loader.args.batch_size: expected a positive integer, got {batch_size!r}")
+        if not isinstance(batch_size, int) or batch_size < 1:  # the config's is checked by its schema
+            raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
         missing = [name for name in self.INTERFACE if not hasattr(self, name)]
         if missing and type(self) is not BaseDataLoader:  # a bug in the subclass, not the config: a traceback
             raise TypeError(f"{type(self).__name__} must set {', '.join(missing)} before BaseDataLoader.__init__")

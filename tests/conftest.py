@@ -3,6 +3,7 @@ to run the command-line scripts. Nothing here reads outside the repository or th
 
 import json
 import pickle
+import signal
 import subprocess
 import sys
 import tarfile
@@ -14,6 +15,12 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+# A shell starts a background job (`pytest &`, `nohup ... &`, some CI wrappers) with SIGINT ignored,
+# and Python then leaves it ignored: Ctrl-C tests run in this process, and their subprocesses (which
+# inherit an ignored signal across exec), would see no Ctrl-C. The suite runs as it does in a terminal.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 N_TRAIN, N_TEST = 4, 2  # images per class
@@ -79,6 +86,17 @@ def tiny_folder(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_tar_xz(tmp_path_factory, tiny_folder):
     return write_tar(tiny_folder, tmp_path_factory.mktemp("tar") / "tiny.tar.xz", "w:xz")
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory, tiny_folder):
+    """One finished 2-epoch tiny run (report off) for every test that only reads one: (its run folder,
+    its config path). Read-only: a test that changes a run works on a copy."""
+    tmp = tmp_path_factory.mktemp("finished")
+    config = tiny_config(tmp, tiny_folder, report=False)
+    proc = run_cli("train.py", "-c", config)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return next((tmp / "saved").glob("*/*")), config
 
 
 def tiny_config(tmp_path, data_dir, **trainer):

@@ -151,14 +151,6 @@ def test_missing_data_folder(trained, tmp_path):
     assert not (tmp_path / "nothing").exists()
 
 
-def test_corrupt_image(tiny_folder, tmp_path):
-    data = tmp_path / "data"
-    shutil.copytree(tiny_folder, data)
-    (data / "train" / "dog" / "0021.png").write_bytes(b"\x89PNG broken")
-    proc = run_cli("train.py", "-c", tiny_config(tmp_path, data))
-    assert_one_line_error(proc, "train/dog/0021.png", "cannot decode image")
-
-
 def test_corrupt_checkpoint(trained, tmp_path, tiny_folder):
     bad = tmp_path / "last.pth"
     bad.write_bytes(b"\x00" * 64)

@@ -17,11 +17,22 @@ def parse(config, **modification):
     return ConfigParser(config, modification={tuple(k.split("__")): v for k, v in modification.items()})
 
 
-def test_shipped_config_parses_with_defaults_filled(config):
-    parsed = parse(config)
-    assert parsed["arch"]["type"] == "DilatedNet"
-    assert parsed["constraints"]["max_params"] == 100_000
-    assert parsed["trainer"]["monitor"] == "max val_accuracy"
+def test_keys_left_out_get_the_schemas_defaults(config):
+    """Only `name`, the `type` sections, metrics and trainer.epochs are required: a config without
+    the rest parses, and each left-out key holds the default the schema declares."""
+    from utils.config_schema import ConstraintsSection, TrainerSection
+
+    minimal = {key: config[key] for key in ("name", "arch", "data_loader", "optimizer", "loss", "metrics")}
+    minimal["lr_scheduler"] = config["lr_scheduler"]
+    minimal["trainer"] = {"epochs": 3}
+    parsed = parse(minimal)
+    trainer_defaults = {k: f.default for k, f in TrainerSection.model_fields.items() if k != "epochs"}
+    assert {k: parsed["trainer"][k] for k in trainer_defaults} == trainer_defaults
+    assert parsed["trainer"]["epochs"] == 3 and parsed["seed"] == 0 and parsed["device"] == "auto"
+    assert parsed["constraints"] is None  # no constraints section: trained without them (and said so)
+    minimal["constraints"] = {}
+    assert parse(minimal)["constraints"] == ConstraintsSection().model_dump()
+    assert parse(minimal)["constraints"]["max_params"] == 100_000 and parsed["trainer"]["save_period"] == 10
 
 
 def test_parsing_creates_no_folders(config, tmp_path, monkeypatch):
@@ -45,7 +56,14 @@ def test_parsing_creates_no_folders(config, tmp_path, monkeypatch):
         (lambda c: c["optimizer"]["args"].update(lr="fast"), "optimizer.args.lr: expected"),
         (lambda c: c["arch"].update(type="ResNet50"), "arch.type: 'ResNet50' is not found"),
         (lambda c: c["arch"]["args"].update(width=3), "arch.args.width: unknown argument of DilatedNet"),
-        (lambda c: c["data_loader"]["args"].update(batch_size=8.5), "data_loader.args.batch_size: expected int"),
+        (
+            lambda c: c["data_loader"]["args"].update(batch_size=8.5),
+            "data_loader.args.batch_size: expected an integer >= 1, got 8.5",
+        ),
+        (
+            lambda c: c["data_loader"]["args"].update(batch_size=0),
+            "data_loader.args.batch_size: expected an integer >= 1, got 0",
+        ),
         (lambda c: c["lr_scheduler"]["args"].update(epochs=3), "lr_scheduler.args.epochs: is set by the trainer"),
         (lambda c: c.update(metrics=["accuracy", "f1"]), "metrics[1]: unknown metric 'f1'"),
         (lambda c: c["trainer"].update(monitor="best val_accuracy"), "trainer.monitor"),

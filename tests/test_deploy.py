@@ -14,16 +14,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO, assert_one_line_error, png_ok, run_cli, tiny_config
+from conftest import REPO, assert_one_line_error, png_ok, run_cli
 from utils.checkpoint import load_checkpoint
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, tiny_folder):
-    tmp = tmp_path_factory.mktemp("deploy")
-    proc = run_cli("train.py", "-c", tiny_config(tmp, tiny_folder, report=False, tensorboard=False))
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return next((tmp / "saved").glob("*/*")) / "last.pth"
+@pytest.fixture
+def checkpoint(finished_run):
+    """The last.pth of the session's finished tiny run (read-only)."""
+    return finished_run[0] / "last.pth"
 
 
 @pytest.fixture(scope="module")

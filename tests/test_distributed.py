@@ -13,6 +13,7 @@ import torch
 
 from base.base_data_loader import SeededBatchSampler
 from conftest import REPO, assert_one_line_error, run_cli, tiny_config
+from trainer.training import check_batch_size
 from utils.checkpoint import load_checkpoint
 from utils.errors import ConfigError
 
@@ -48,8 +49,13 @@ def test_ranks_take_disjoint_slices_of_the_same_global_batches(shuffle):
         assert {n for _, _, n in a} == {2 * number} and {n for _, _, n in b} == {
             2 * number + 1
         }  # own augmentation streams
-    with pytest.raises(ConfigError, match="batch_size: the global batch 7 does not split evenly over 2"):
+    with pytest.raises(ValueError, match="the global batch 7 does not split evenly over 2"):
         SeededBatchSampler(50, 7, True, rank=0, world=2)
+    with pytest.raises(
+        ConfigError, match="data_loader.args.batch_size: the global batch 7 does not split evenly over 2"
+    ):
+        check_batch_size(7, 2)  # train.py's check, before any data is read
+    check_batch_size(8, 2)
 
 
 def test_two_processes_train_save_once_and_match_test_py(tmp_path, tiny_folder):

@@ -24,14 +24,10 @@ from utils import resolve_device
 from utils.errors import CheckpointError, ConfigError, NonFiniteLoss, TrainingError
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory, tiny_folder):
-    """A finished 2-epoch tiny run: (its folder, the config path)."""
-    tmp = tmp_path_factory.mktemp("faults")
-    config = tiny_config(tmp, tiny_folder, report=False)
-    proc = run_cli("train.py", "-c", config)
-    assert proc.returncode == 0, proc.stderr
-    return next((tmp / "saved").glob("*/*")), config
+@pytest.fixture
+def run(finished_run):
+    """The session's finished 2-epoch tiny run: (its folder, the config path); read-only."""
+    return finished_run
 
 
 def snapshot(folder):

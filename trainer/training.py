@@ -27,6 +27,23 @@ class Run(NamedTuple):
     summary: str
 
 
+def check_batch_size(batch_size, world, data_loader=None):
+    """What the schema cannot know about data_loader.args.batch_size (an integer >= 1 there): that it
+    splits over the run's processes, and, once the data is read, that it holds one batch per epoch."""
+    if batch_size is None:  # a loader without a batch_size argument
+        return
+    if world > 1 and batch_size % world:
+        raise ConfigError(
+            f"data_loader.args.batch_size: the global batch {batch_size} does not split evenly "
+            f"over {world} processes; use a multiple of {world}"
+        )
+    if data_loader is not None and data_loader.batch_sampler.batch_size > len(data_loader.dataset):
+        raise ConfigError(
+            f"data_loader.args.batch_size: {batch_size} is more than the "
+            f"{len(data_loader.dataset)} training images: not one batch per epoch"
+        )
+
+
 def check_outputs(model, data_loader):
     """The network needs an output per class of the data."""
     model.eval()
@@ -68,13 +85,10 @@ def build(config, device, allow_spec_violation=False, epoch_callbacks=()):
     model = config.init_obj("arch")  # before the data: the network's own checks of its args cost nothing
     if config.resume:
         require_full(load_checkpoint(config.resume), config.resume)  # before the data: the kind of file first
+    check_batch_size(config["data_loader"]["args"].get("batch_size"), distributed.world_size())
     data_loader = config.init_obj("data_loader")
     valid_data_loader = data_loader.split_validation()
-    if data_loader.batch_sampler.batch_size > len(data_loader.dataset):
-        raise ConfigError(
-            f"data_loader.args.batch_size: {config['data_loader']['args']['batch_size']} is more than the "
-            f"{len(data_loader.dataset)} training images: not one batch per epoch"
-        )
+    check_batch_size(config["data_loader"]["args"].get("batch_size"), distributed.world_size(), data_loader)
     check_outputs(model, data_loader)
     constraints = config["constraints"]
     summary, failed = describe(model, constraints, augmentations=config["data_loader"]["args"].get("augmentations"))

@@ -8,7 +8,8 @@ import json
 import re
 from typing import Annotated, Any, Literal, NamedTuple
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 from utils.errors import ConfigError
 
@@ -54,6 +55,24 @@ class TypeArgs(Section):
 
     type: str
     args: dict[str, Any] = {}
+
+
+def _arg_error(key, expected, value):
+    """An error about one entry of a section's `args` (pydantic would name only `args`)."""
+    return PydanticCustomError("arg_value", "{expected}", {"key": key, "expected": expected, "value": value})
+
+
+class DataLoaderSection(TypeArgs):
+    """The data_loader section. `args.batch_size`, for a loader that takes one, is the global batch:
+    an integer >= 1 (whether it fits the data and the processes of the run is checked when those are
+    known, in trainer/training.py)."""
+
+    @model_validator(mode="after")
+    def _batch_size(self):
+        size = self.args.get("batch_size", 1)
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise _arg_error("batch_size", "an integer >= 1", size)
+        return self
 
 
 class EmaSection(Section):
@@ -129,7 +148,7 @@ class Config(Section):
     seed: int = 0
     device: str = "auto"
     arch: TypeArgs
-    data_loader: TypeArgs
+    data_loader: DataLoaderSection
     optimizer: TypeArgs
     loss: TypeArgs
     metrics: list[Any] = ["accuracy"]  # names, or {"type": name, "args": {...}} (model/metric.py checks them)
@@ -161,12 +180,15 @@ EXPECTED = {  # pydantic's error type -> what the key expects, in the words of t
 def _message(error):
     loc, kind, value = error["loc"], error["type"], error["input"]
     path = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".") or "config"
+    if kind == "arg_value":
+        ctx = error["ctx"]
+        return f"{path}.args.{ctx['key']}: expected {ctx['expected']}, got {json.dumps(ctx['value'], default=str)}"
     if kind == "missing":
         return f"{path}: missing config key"
     if kind == "extra_forbidden":
         fields = _section(loc[:-1]).model_fields
         return f"{path}: unknown config key (expected one of: {', '.join(fields)})"
-    if kind == "model_type" and _section(loc) is TypeArgs:
+    if kind == "model_type" and issubclass(_section(loc), TypeArgs):
         expected = '{"type": <name>, "args": {...}}'
     elif kind in BOUNDS:
         bound = next(iter(error["ctx"].values()))

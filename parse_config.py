@@ -13,11 +13,12 @@ import copy
 import json
 import math
 import shlex
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
 from utils.config_schema import parse_monitor, validate
-from utils.errors import CheckpointError, ConfigError
+from utils.errors import ArgumentError, CheckpointError, ConfigError
 from utils.overrides import overrides_from_args
 from utils.run_folder import make_run_dir, release
 from utils.signature import check_call_args
@@ -35,6 +36,17 @@ def _run_args(section, type_name):
 
     schedule = schedule_of(type_name)
     return PROVIDED_ARGS[section] | {*schedule.given, *schedule.refused}, set(schedule.filled)
+
+
+@contextmanager
+def args_named(section):
+    """Around a call of the class a config section names: its ArgumentError becomes a ConfigError
+    naming the key, `<section>.args.<arg>: ...`."""
+    try:
+        yield
+    except ArgumentError as e:
+        where = f"{section}.args.{e.arg}" if e.arg else f"{section}.args"
+        raise ConfigError(f"{where}: {e.message}") from None
 
 
 def _registry():
@@ -168,8 +180,10 @@ class ConfigParser:
         entry, fn = self[name], self.obj_type(name)
         if not getattr(fn, "__module__", "").startswith("torch."):
             # the args were checked against the signature when the config was read; a project class
-            # raises ConfigError for values it refuses, and any other error is a bug: keep its traceback
-            return fn(*args, **{**entry["args"], **kwargs})
+            # raises ArgumentError for values it refuses (named here), and any other error is a bug:
+            # keep its traceback
+            with args_named(name):
+                return fn(*args, **{**entry["args"], **kwargs})
         try:
             return fn(*args, **{**entry["args"], **kwargs})
         except ValueError as e:  # torch's own checks of values, e.g. "Invalid learning rate: -1"

@@ -5,7 +5,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from utils import distributed
-from utils.errors import ConfigError, DataError
+from utils.errors import ArgumentError, DataError
 
 
 def _leave_ctrl_c_to_the_main_process(worker_id):
@@ -174,7 +174,7 @@ class BaseDataLoader(DataLoader):
     def subset_indices(n, subset, seed):
         """The sorted indices of a seeded subset of `subset` of range(n) images (0: all of them)."""
         if isinstance(subset, bool) or not isinstance(subset, int) or not 0 <= subset <= n:
-            raise ConfigError(f"data_loader.args.train_subset: expected an integer from 0 (all) to {n}, got {subset!r}")
+            raise ArgumentError("train_subset", f"expected an integer from 0 (all) to {n}, got {subset!r}")
         if subset in (0, n):
             return np.arange(n)
         return np.sort(np.random.default_rng([seed, 1]).permutation(n)[:subset])
@@ -183,17 +183,18 @@ class BaseDataLoader(DataLoader):
     def split_indices(n, validation_split, seed):
         """A fixed, seeded (train, validation) split of range(n). `validation_split` is a count
         (int >= 0) or a fraction (0 <= float < 1)."""
-        where = "data_loader.args.validation_split"
         if isinstance(validation_split, bool) or not isinstance(validation_split, (int, float)):
-            raise ConfigError(f"{where}: expected a count or a fraction, got {validation_split!r}")
+            raise ArgumentError("validation_split", f"expected a count or a fraction, got {validation_split!r}")
         if isinstance(validation_split, float):
             if not 0.0 <= validation_split < 1.0:
-                raise ConfigError(f"{where}: a fraction must be in [0, 1), got {validation_split}")
+                raise ArgumentError("validation_split", f"a fraction must be in [0, 1), got {validation_split}")
             n_valid = int(round(n * validation_split))
         else:
             n_valid = validation_split
         if not 0 <= n_valid < n:
-            raise ConfigError(f"{where}: {n_valid} images asked for validation, but the training split holds {n}")
+            raise ArgumentError(
+                "validation_split", f"{n_valid} images asked for validation, but the training split holds {n}"
+            )
         order = np.random.default_rng(seed).permutation(n)
         return np.sort(order[n_valid:]), np.sort(order[:n_valid])
 

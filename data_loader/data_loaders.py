@@ -12,7 +12,7 @@ from data_loader.transforms import (
     build_train_transform,
     reseed_batch,
 )
-from utils.errors import ConfigError, DataError
+from utils.errors import ArgumentError, DataError
 
 
 def channel_stats(images):
@@ -28,7 +28,7 @@ def auto_workers(num_workers):
         per_process = (os.cpu_count() or 1) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
         return max(0, min(15, per_process - 1))
     if not isinstance(num_workers, int) or num_workers < 0:
-        raise ConfigError(f'data_loader.args.num_workers: expected "auto" or an integer >= 0, got {num_workers!r}')
+        raise ArgumentError("num_workers", f'expected "auto" or an integer >= 0, got {num_workers!r}')
     return num_workers
 
 

@@ -1,6 +1,6 @@
 """Rebuild a trained model and its data from a checkpoint (test.py, report.py)."""
 
-from parse_config import ConfigParser, load_config
+from parse_config import ConfigParser, args_named, load_config
 from utils.checkpoint import load_checkpoint, load_model_state
 from utils.errors import CheckpointError, DataError
 from utils.overrides import overrides_from_args
@@ -25,7 +25,8 @@ def load_trained(args, split):
     if split == "run":
         data_loader = config.init_obj("data_loader")
     else:
-        data_loader = config.obj_type("data_loader").for_test(config["data_loader"]["args"], ckpt.get("data_stats"))
+        with args_named("data_loader"):
+            data_loader = config.obj_type("data_loader").for_test(config["data_loader"]["args"], ckpt.get("data_stats"))
     size = list(data_loader.image_size)
     if ckpt.get("image_size") and list(ckpt["image_size"]) != size:
         raise DataError(

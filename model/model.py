@@ -2,7 +2,7 @@ import torch.nn as nn
 
 from base import BaseModel
 from model.blocks import ACTIVATIONS, ConvBNReLU, DepthwiseSeparableConv, channels_last_grad
-from utils.errors import ConfigError
+from utils.errors import ArgumentError
 
 
 class DilatedNet(BaseModel):
@@ -38,13 +38,13 @@ class DilatedNet(BaseModel):
     ):
         super().__init__()
         if len(widths) != 4 or len(depths) != 4 or len(dilations) != 4:
-            raise ConfigError("arch.args: widths, depths and dilations need 4 entries each (C1..C4)")
+            raise ArgumentError(None, "widths, depths and dilations need 4 entries each (C1..C4)")
         if min(depths) < 1 or min(widths) < 1 or min(dilations) < 1 or dilations[0] != 1 or c1_ratio < 1:
-            raise ConfigError("arch.args: widths, depths, dilations and c1_ratio must be positive, and C1's dilation 1")
+            raise ArgumentError(None, "widths, depths, dilations and c1_ratio must be positive, and C1's dilation 1")
         if act not in ACTIVATIONS:
-            raise ConfigError(f"arch.args.act: expected one of {', '.join(ACTIVATIONS)}, got {act!r}")
+            raise ArgumentError("act", f"expected one of {', '.join(ACTIVATIONS)}, got {act!r}")
         if not isinstance(se, int) or isinstance(se, bool) or se < 0:
-            raise ConfigError(f"arch.args.se: expected an integer >= 0 (0: no squeeze-excite), got {se!r}")
+            raise ArgumentError("se", f"expected an integer >= 0 (0: no squeeze-excite), got {se!r}")
         block = dict(mid_act=mid_act, act=act, se=se)
         w1, w2, w3, w4 = widths
         c1 = [3] + [max(8, w1 // c1_ratio)] * (depths[0] - 1) + [w1]  # full-resolution convs are narrower

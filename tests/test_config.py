@@ -222,3 +222,38 @@ def test_set_overrides_any_key_and_the_schema_checks_its_type(config, tmp_path, 
     with pytest.raises(SystemExit):
         parser.parse_args(["-c", str(path), "--set", "trainer.epochs"])
     assert "expected key.path=value" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "section, edit, message",
+    [
+        ("arch", {"widths": [64, 64, 144]}, "arch.args: widths, depths and dilations need 4 entries each"),
+        ("arch", {"se": -1}, "arch.args.se: expected an integer >= 0"),
+        ("data_loader", {"num_workers": -1}, 'data_loader.args.num_workers: expected "auto" or an integer >= 0'),
+        (
+            "data_loader",
+            {"train_subset": 1000},
+            "data_loader.args.train_subset: expected an integer from 0 (all) to 40",
+        ),
+        ("data_loader", {"validation_split": 1.5}, "data_loader.args.validation_split: a fraction must be in [0, 1)"),
+        ("lr_scheduler", {"warmup_epochs": 5}, "lr_scheduler.args.warmup_epochs: 5 epochs of warm-up leave no cosine"),
+    ],
+)
+def test_a_value_a_class_refuses_is_named_by_its_config_key(config, tiny_folder, section, edit, message):
+    """The classes name only their argument (ArgumentError); the config layer adds the key path."""
+    import torch
+
+    from trainer.schedulers import build_lr_scheduler
+
+    config["data_loader"]["args"].update(data_dir=str(tiny_folder), download=False, batch_size=8)
+    config["trainer"]["epochs"] = 2
+    if section == "lr_scheduler":
+        config["lr_scheduler"] = {"type": "WarmupCosineLR", "args": {}}
+    config[section]["args"].update(edit)
+    parsed = ConfigParser(config)
+    with pytest.raises(ConfigError) as err:
+        if section == "lr_scheduler":
+            build_lr_scheduler(parsed, torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1), 5)
+        else:
+            parsed.init_obj(section)
+    assert str(err.value).startswith(message), str(err.value)

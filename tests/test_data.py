@@ -11,7 +11,7 @@ from base import BaseDataLoader
 from conftest import CLASSES, N_TEST, N_TRAIN, make_images, write_folder, write_tar, write_torchvision_root
 from data_loader.data_loaders import Cifar10DataLoader, channel_stats
 from data_loader.datasets import load_splits
-from utils.errors import ConfigError, DataError
+from utils.errors import ArgumentError, DataError
 
 
 def check_splits(splits):
@@ -109,7 +109,7 @@ def test_validation_split_is_fixed_seeded_and_disjoint():
     assert len(BaseDataLoader.split_indices(100, 0.25, seed=0)[1]) == 25
     assert not np.array_equal(valid, BaseDataLoader.split_indices(100, 10, seed=1)[1])
     for bad in (100, -1, 1.5, True, "10"):
-        with pytest.raises(ConfigError, match="validation_split"):
+        with pytest.raises(ArgumentError, match="^validation_split: "):
             BaseDataLoader.split_indices(100, bad, seed=0)
 
 

@@ -12,9 +12,10 @@ import torch
 from conftest import REPO, run_cli, tiny_config
 from model.model import DilatedNet
 from model.spec import describe
+from parse_config import ConfigParser
 from trainer.batch_tricks import BatchTricks, resize_schedule, select_hardest
 from utils.checkpoint import load_checkpoint
-from utils.errors import ConfigError
+from utils.errors import ArgumentError, ConfigError
 
 ALL_TRICKS = dict(
     ema={"decay": 0.5},
@@ -74,10 +75,15 @@ def test_activation_and_squeeze_excite_keep_the_spec_and_the_shipped_weights_key
         _, failed = describe(model, json.loads((REPO / "config.json").read_text())["constraints"])
         assert not failed, (kwargs, failed)
     assert set(DilatedNet().state_dict()) == set(DilatedNet(act="silu").state_dict())
-    with pytest.raises(ConfigError, match="arch.args.act: expected one of relu, silu"):
-        DilatedNet(act="tanh")
-    with pytest.raises(ConfigError, match="arch.args.se: expected an integer >= 0"):
+    with pytest.raises(ArgumentError, match="^act: expected one of relu, silu") as err:
+        DilatedNet(act="tanh")  # the class names its argument; the config layer names the key
+    assert err.value.arg == "act" and isinstance(err.value, ValueError)
+    with pytest.raises(ArgumentError, match="^se: expected an integer >= 0"):
         DilatedNet(se=-1)
+    config = json.loads((REPO / "config.json").read_text())
+    config["arch"]["args"]["act"] = "tanh"
+    with pytest.raises(ConfigError, match="^arch.args.act: expected one of relu, silu"):
+        ConfigParser(config).init_obj("arch")
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from typing import NamedTuple
 
 from torch.optim.lr_scheduler import LambdaLR
 
-from utils.errors import ConfigError
+from utils.errors import ArgumentError, ConfigError
 
 
 class WarmupCosineLR(LambdaLR):
@@ -28,12 +28,11 @@ class WarmupCosineLR(LambdaLR):
         self.total_steps = epochs * steps_per_epoch
         warmup = round(warmup_epochs * steps_per_epoch)
         if not 0 <= warmup < self.total_steps:
-            raise ConfigError(
-                f"lr_scheduler.args.warmup_epochs: {warmup_epochs} epochs of warm-up leave no cosine "
-                f"phase in {epochs} epochs"
+            raise ArgumentError(
+                "warmup_epochs", f"{warmup_epochs} epochs of warm-up leave no cosine phase in {epochs} epochs"
             )
         if not (0 < start_factor <= 1 and 0 <= final_factor <= 1):
-            raise ConfigError("lr_scheduler.args: start_factor must be in (0, 1] and final_factor in [0, 1]")
+            raise ArgumentError(None, "start_factor must be in (0, 1] and final_factor in [0, 1]")
 
         def factor(step):
             if step < warmup:

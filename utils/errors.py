@@ -36,6 +36,17 @@ class DivergedError(TrainingError):
     check is all-reduced), so rank 0 alone reports it."""
 
 
+class ArgumentError(ValueError):
+    """A class of the project refuses the value of its argument `arg` (None: a combination of them).
+    Not a UserError: the class does not know where the value came from. The config layer
+    (`parse_config.args_named`, around every object a config builds) names the key:
+    `<section>.args.<arg>: <message>`; called from Python, it is a ValueError like any other."""
+
+    def __init__(self, arg, message):
+        super().__init__(f"{arg}: {message}" if arg else message)
+        self.arg, self.message = arg, message
+
+
 class NonFiniteLoss(ArithmeticError):
     """The training loss became NaN or infinite in batches `first`..`last` (1-based) of an epoch;
     `value` is the loss of batch `last` here. The trainer turns it into a TrainingError that says

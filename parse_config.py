@@ -210,7 +210,7 @@ def _edited_run_config(resume, saved):
     """The config a resume without -c uses: the checkpoint's, or the run folder's config.json when
     the user edited it there and only keys a resume may change differ (epochs, verbosity, ...). Any
     other edit is refused before the resume would overwrite the file with the checkpoint's config."""
-    from utils.checkpoint import config_changes
+    from utils.checkpoint import config_changes, show_changes
 
     path = resume.parent / "config.json"
     if not path.is_file():
@@ -222,11 +222,9 @@ def _edited_run_config(resume, saved):
         raise ConfigError(f"{path}: expected a JSON object, got {type(edited).__name__}")
     changes = config_changes(saved, edited)
     if changes:
-        shown = "; ".join(f"{k}: {was!r} -> {new!r}" for k, was, new in changes[:3])
-        more = f" and {len(changes) - 3} more" if len(changes) > 3 else ""
         raise ConfigError(
-            f"{path}: edited since {resume.name} was saved ({shown}{more}); a resumed run continues as it was "
-            f"trained: undo the edit, or start a new run with  python train.py -c {shlex.quote(str(path))}"
+            f"{path}: edited since {resume.name} was saved ({show_changes(changes)}); a resumed run continues as "
+            f"it was trained: undo the edit, or start a new run with  python train.py -c {shlex.quote(str(path))}"
         )
     return edited
 

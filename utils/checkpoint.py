@@ -75,6 +75,12 @@ def config_changes(saved, now):
     return [(k, was.get(k), new.get(k)) for k in keys]
 
 
+def show_changes(changes, first=3):
+    """config_changes' list, for a one-line message: `key: was -> new; ...` (the first few, then a count)."""
+    shown = "; ".join(f"{k}: {was!r} -> {new!r}" for k, was, new in changes[:first])
+    return shown + (f" and {len(changes) - first} more" if len(changes) > first else "")
+
+
 def require_full(saved, path):
     """A resume needs a full checkpoint: said first, before the data is read (train.py --resume)."""
     if "optimizer" not in saved or "rng" not in saved:
@@ -113,10 +119,8 @@ def check_resumable(saved, now, path):
         )
     changes = config_changes(was_config, config)
     if changes:
-        shown = "; ".join(f"{k}: {was!r} -> {new!r}" for k, was, new in changes[:3])
-        more = f" and {len(changes) - 3} more" if len(changes) > 3 else ""
         raise ConfigError(
-            f"{path}: the config differs from the one this run was trained with ({shown}{more}); a resumed "
+            f"{path}: the config differs from the one this run was trained with ({show_changes(changes)}); a resumed "
             "run continues as it was trained: resume without -c, or start a new run with the new config"
         )
     was, world = saved.get("world_size", 1), now["world_size"]

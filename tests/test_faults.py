@@ -164,12 +164,13 @@ def test_resume_is_locked_and_cleans_temp_files_of_a_killed_save(run, tmp_path):
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy)
     (copy / ".lock").write_text(str(os.getpid()))  # a live process holds the run
-    proc = run_cli("train.py", "--resume", copy / "last.pth", "--epochs", 2)
+    # epoch 1's checkpoint: a resume with an epoch left to train (a finished one trains nothing, locks nothing)
+    proc = run_cli("train.py", "--resume", copy / "checkpoint-epoch1.pth", "--epochs", 2)
     assert_one_line_error(proc, f"another process (pid {os.getpid()}) is training in this run folder")
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     (copy / ".lock").write_text(dead.stdout.strip())  # left by a process that is gone
     (copy / "last.pth.k3j2.tmp").write_bytes(b"half a checkpoint")
-    proc = run_cli("train.py", "--resume", copy / "last.pth", "--epochs", 2)
+    proc = run_cli("train.py", "--resume", copy / "checkpoint-epoch1.pth", "--epochs", 2)
     assert proc.returncode == 0, proc.stderr
     assert not list(copy.glob("*.tmp")) and not (copy / ".lock").exists()
 

@@ -116,7 +116,7 @@ class BaseDataLoader(DataLoader):
         self, dataset, batch_size, shuffle, num_workers, valid_dataset=None, pin_memory=False, collate_fn=None
     ):
         if not isinstance(batch_size, int) or batch_size < 1:  # the config's is checked by its schema
-            raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
+            raise ArgumentError("batch_size", f"expected a positive integer, got {batch_size!r}")
         missing = [name for name in self.INTERFACE if not hasattr(self, name)]
         if missing and type(self) is not BaseDataLoader:  # a bug in the subclass, not the config: a traceback
             raise TypeError(f"{type(self).__name__} must set {', '.join(missing)} before BaseDataLoader.__init__")

@@ -93,38 +93,44 @@ def finished_run(tmp_path_factory, tiny_folder):
     """One finished 2-epoch tiny run (report off) for every test that only reads one: (its run folder,
     its config path). Read-only: a test that changes a run works on a copy."""
     tmp = tmp_path_factory.mktemp("finished")
-    config = tiny_config(tmp, tiny_folder, report=False)
+    config = tiny_config(tmp, tiny_folder)
     proc = run_cli("train.py", "-c", config)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return next((tmp / "saved").glob("*/*")), config
 
 
 def tiny_config(tmp_path, data_dir, **trainer):
-    """The shipped config.json, made small: 2 epochs, batch 8, no workers, output under tmp_path."""
+    """The shipped config.json, made small: 2 epochs, batch 8, no workers, output under tmp_path, and no
+    report at the end (its figures cost seconds; the tests of the report pass report=True)."""
     config = json.loads((REPO / "config.json").read_text())
     config["data_loader"]["args"].update(data_dir=str(data_dir), batch_size=8, num_workers=0, download=False)
-    config["trainer"].update({"epochs": 2, "save_dir": str(tmp_path / "saved"), "save_period": 1, **trainer})
+    config["trainer"].update(
+        {"epochs": 2, "save_dir": str(tmp_path / "saved"), "save_period": 1, "report": False, **trainer}
+    )
     path = tmp_path / "config.json"
     path.write_text(json.dumps(config))
     return path
 
 
 # scripts whose `cli(argv)` run_cli calls in this process (a new Python costs ~4 s of imports)
-IN_PROCESS = {"train.py", "test.py", "report.py", "export.py", "predict.py", "lr_find.py"}
+IN_PROCESS = {"train.py", "test.py", "report.py", "export.py", "predict.py", "lr_find.py", "tune.py"}
 
 
-def run_cli(*args, timeout=600, real_process=False):
-    """Run `python <script> args...` in the repository; return a CompletedProcess. The scripts of
-    IN_PROCESS run in this process through their `cli(argv)`, with stdout and stderr captured as a
-    subprocess's would be (an uncaught exception: its traceback on stderr, exit status 1);
+def run_cli(*args, timeout=600, real_process=False, cwd=REPO):
+    """Run `python <script> args...` from cwd (the repository unless given); return a CompletedProcess.
+    The scripts of IN_PROCESS run in this process through their `cli(argv)`, with stdout and stderr
+    captured as a subprocess's would be (an uncaught exception: its traceback on stderr, exit status 1);
     real_process=True (or any other command) starts a real `python`."""
     args = [str(a) for a in args]
     if real_process or args[0] not in IN_PROCESS:
-        return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout)
-    return _run_in_process(args[0].removesuffix(".py"), args[1:])
+        script = [str(REPO / args[0])] if args[0] in IN_PROCESS else args[:1]
+        return subprocess.run(
+            [sys.executable, *script, *args[1:]], cwd=cwd, capture_output=True, text=True, timeout=timeout
+        )
+    return _run_in_process(args[0].removesuffix(".py"), args[1:], cwd)
 
 
-def _run_in_process(module_name, argv):
+def _run_in_process(module_name, argv, cwd=REPO):
     import contextlib
     import importlib
     import io
@@ -136,8 +142,8 @@ def _run_in_process(module_name, argv):
 
     module = importlib.import_module(module_name)
     out, err = io.StringIO(), io.StringIO()
-    cwd, threads, handlers = os.getcwd(), torch.get_num_threads(), list(logging.getLogger().handlers)
-    os.chdir(REPO)
+    before, threads, handlers = os.getcwd(), torch.get_num_threads(), list(logging.getLogger().handlers)
+    os.chdir(cwd)
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
@@ -150,7 +156,7 @@ def _run_in_process(module_name, argv):
                 traceback.print_exc()
                 code = 1
     finally:
-        os.chdir(cwd)
+        os.chdir(before)
         torch.set_num_threads(threads)
         root = logging.getLogger()
         for handler in [h for h in root.handlers if h not in handlers]:  # the run's console and info.log

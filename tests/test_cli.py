@@ -40,7 +40,9 @@ def epoch_logs(stdout):
 def trained(tmp_path_factory, tiny_folder):
     tmp = tmp_path_factory.mktemp("train")
     # two persistent DataLoader workers, as on a GPU machine: resume must be exact with them too
-    proc = run_cli("train.py", "-c", tiny_config(tmp, tiny_folder), "--num_workers", "2", real_process=True)
+    proc = run_cli(
+        "train.py", "-c", tiny_config(tmp, tiny_folder, report=True), "--num_workers", "2", real_process=True
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     run_dir = next((tmp / "saved").glob("*/*"))
     return proc, run_dir, tmp

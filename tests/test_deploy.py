@@ -6,15 +6,13 @@ import csv
 import json
 import re
 import shutil
-import subprocess
-import sys
 import tarfile
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO, assert_one_line_error, png_ok, run_cli
+from conftest import assert_one_line_error, png_ok, run_cli
 from utils.checkpoint import load_checkpoint
 
 
@@ -108,12 +106,7 @@ def test_test_py_never_writes_beside_a_checkpoint_outside_saved(checkpoint, tiny
     shipped = tmp_path / "pretrained" / "net.pth"
     shipped.parent.mkdir()
     shutil.copy(checkpoint, shipped)
-    proc = subprocess.run(
-        [sys.executable, REPO / "test.py", "--resume", shipped, "--data_dir", tiny_folder],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-    )
+    proc = run_cli("test.py", "--resume", shipped, "--data_dir", tiny_folder, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in shipped.parent.iterdir()) == ["net.pth"]
     out = tmp_path / "saved" / "test" / "pretrained-net"

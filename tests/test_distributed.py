@@ -59,7 +59,7 @@ def test_ranks_take_disjoint_slices_of_the_same_global_batches(shuffle):
 
 
 def test_two_processes_train_save_once_and_match_test_py(tmp_path, tiny_folder):
-    config = tiny_config(tmp_path, tiny_folder)  # validation_split 0: the tiny test split validates
+    config = tiny_config(tmp_path, tiny_folder, report=True)  # validation_split 0: the tiny test split validates
     proc = torchrun("train.py", "-c", config)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
@@ -102,7 +102,7 @@ def _worker_of_rank(torchrun_pid, rank):
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds torchrun's workers through /proc")
 def test_a_dead_rank_stops_the_others_and_the_run_resumes_at_the_right_epoch(tmp_path, tiny_folder):
-    config = tiny_config(tmp_path, tiny_folder, epochs=8, report=False)
+    config = tiny_config(tmp_path, tiny_folder, epochs=8)
     proc = torchrun("train.py", "-c", config, background=True)
     try:
         deadline = time.time() + 120

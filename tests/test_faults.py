@@ -211,7 +211,7 @@ def test_full_disk_while_saving_is_one_line_and_keeps_the_old_file(tmp_path, mon
 def test_ctrl_c_and_sigterm_name_the_real_run_folder_in_info_log(tmp_path, tiny_folder, signum, status, said, folder):
     tmp_path = tmp_path / folder
     tmp_path.mkdir()
-    config = tiny_config(tmp_path, tiny_folder, epochs=50, report=False)
+    config = tiny_config(tmp_path, tiny_folder, epochs=50)
     proc = subprocess.Popen(
         [sys.executable, "train.py", "-c", str(config)],
         cwd=REPO,
@@ -382,7 +382,7 @@ def test_a_model_in_a_new_file_is_found_by_name(tmp_path, monkeypatch):
 
 
 def test_any_metric_list_works_end_to_end_with_args(tmp_path, tiny_folder):
-    config = json.loads(tiny_config(tmp_path, tiny_folder).read_text())
+    config = json.loads(tiny_config(tmp_path, tiny_folder, report=True).read_text())
     config["metrics"] = [{"type": "top_k_acc", "args": {"k": 3}, "name": "top3_acc"}]
     config["trainer"]["monitor"] = "max val_top3_acc"
     (tmp_path / "topk.json").write_text(json.dumps(config))

@@ -60,7 +60,7 @@ def test_plateau_steps_on_the_monitored_metric_in_its_direction():
 def test_resume_with_another_scheduler_is_refused(tmp_path, tiny_folder):
     from conftest import tiny_config
 
-    config = tiny_config(tmp_path, tiny_folder, report=False)
+    config = tiny_config(tmp_path, tiny_folder)
     assert run_cli("train.py", "-c", config).returncode == 0
     (run_dir,) = (tmp_path / "saved").glob("*/*")
     other = json.loads(config.read_text())

@@ -11,6 +11,7 @@ from pathlib import Path
 from logger import get_logger, setup_logging
 from parse_config import ConfigParser
 from trainer.lr_finder import lr_range_test, plot_lr_range, suggest_lr
+from trainer.optim import build_optimizer
 from trainer.precision import autocast_of, resolve_amp
 from utils import ConfigError, resolve_device, seed_everything
 from utils.cli import run_main
@@ -34,7 +35,7 @@ def main(config, args):
         import torch
 
         model = model.to(memory_format=torch.channels_last)
-    optimizer = config.init_obj("optimizer", [p for p in model.parameters() if p.requires_grad])
+    optimizer = build_optimizer(config, model)
     dtype, why = resolve_amp(device, config["trainer"]["amp"])
     logger.info(
         f"LR range test: {args.steps} batches of {data_loader.batch_sampler.batch_size}, lr {args.start_lr:g} -> "

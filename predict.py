@@ -3,7 +3,8 @@
 INPUTs are image files, folders (searched recursively for .jpg/.jpeg/.png) or tar archives. Any
 size or mode: converted to RGB and resized to the network's input size (one line says so). Prints a
 row per picture (its top-k classes with probabilities); --out writes them as CSV or JSON; --tta flip
-averages each picture with its mirror image; --cam draws Grad-CAM heat maps (checkpoints only).
+averages each picture with its mirror image, --tta multicrop also with 1-pixel shifts; --cam draws
+Grad-CAM heat maps (checkpoints only).
 The checkpoint may be a .pth of this project or an export.py ONNX file (run by onnxruntime). A
 file that is not an image is one line on stderr; the others are still predicted, and the exit
 status is 1."""
@@ -19,6 +20,7 @@ import numpy as np
 
 from deploy.images import read_inputs
 from deploy.predictor import load_predictor
+from model.tta import CHOICES
 from utils.cli import run_main
 from utils.errors import ConfigError, DataError
 from utils.paths import check_writable
@@ -100,7 +102,7 @@ def main(args):
     if good:
         images = np.stack([p.image for p in good])
         probs = np.concatenate(
-            [predictor.predict(images[i : i + BATCH], tta=args.tta == "flip") for i in range(0, len(images), BATCH)]
+            [predictor.predict(images[i : i + BATCH], tta=args.tta) for i in range(0, len(images), BATCH)]
         )
     k = min(args.topk, len(predictor.classes))
     rows = list(zip([p.name for p in good], top_k(probs, predictor.classes, k)))
@@ -125,7 +127,12 @@ def cli(argv=None):
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or tar archives")
     parser.add_argument("--topk", type=int, default=3, help="classes shown per image (default 3)")
     parser.add_argument("--out", default=None, help="write the predictions to this .csv or .json file")
-    parser.add_argument("--tta", choices=("none", "flip"), default="none", help="flip: average with the mirror image")
+    parser.add_argument(
+        "--tta",
+        choices=CHOICES,
+        default="none",
+        help="flip: average with the mirror image; multicrop: mirror x 1-pixel shifts (6 passes)",
+    )
     parser.add_argument("--cam", action="store_true", help="draw Grad-CAM heat maps of the predicted classes")
     parser.add_argument("--cam_dir", default=None, help="folder for the heat maps (default: saved/predict/<time>/)")
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime threads (0: its default)")

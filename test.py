@@ -1,6 +1,6 @@
-"""Evaluate a checkpoint on the test split:  python test.py --resume CKPT [--data_dir D] [--tta flip]
-Prints loss, accuracy and per-class accuracy (with --tta flip, then the flip test-time-augmented
-loss and accuracy on lines of their own, never in place of the plain ones); writes the confusion
+"""Evaluate a checkpoint on the test split:  python test.py --resume CKPT [--data_dir D] [--tta flip|multicrop]
+Prints loss, accuracy and per-class accuracy (with --tta, then the test-time-augmented loss and
+accuracy on lines of their own, never in place of the plain ones); writes the confusion
 matrix, the misclassified grid, Grad-CAM heat maps of the most confident mistakes and the metrics
 into --out; by default beside a checkpoint of the save_dir (saved/), and for a checkpoint elsewhere
 (pretrained/, ...) into saved/test/<folder>-<name>/, never beside it."""
@@ -17,6 +17,7 @@ from deploy.loading import load_trained
 from logger import get_logger, setup_logging
 from logger.format import format_log
 from logger.plots import confusion_matrix, per_class_accuracy, plot_confusion, plot_misclassified
+from model.tta import CHOICES, LABELS
 from trainer import evaluate
 from trainer.precision import autocast_for
 from utils import resolve_device
@@ -45,15 +46,16 @@ def main(args):
         autocast=autocast_for(device, config["trainer"]["amp"]),
     )
     result, probs, targets = run(return_outputs=True)
-    tta = run(flip_tta=True) if args.tta == "flip" else None
+    tta = run(tta=args.tta) if args.tta != "none" else None
     cm = confusion_matrix(targets.numpy(), probs.numpy().argmax(1), len(data_loader.classes))
     per_class = {f"acc_{c}": float(a) for c, a in zip(data_loader.classes, per_class_accuracy(cm))}
     log = {"images": int(cm.sum()), **result, **per_class}
     logger.info(format_log(log))
-    if args.tta == "flip":
-        tta = {f"{k}_flip_tta": v for k, v in tta.items()}
+    if tta is not None:
+        tta = {f"{k}_{args.tta}_tta": v for k, v in tta.items()}
         logger.info(
-            "Flip test-time augmentation (its own figure; the lines above are the plain one):\n" + format_log(tta)
+            f"{LABELS[args.tta]} test-time augmentation (its own figure; the lines above are the plain one):\n"
+            + format_log(tta)
         )
         log.update(tta)
 
@@ -92,9 +94,10 @@ def cli(argv=None):
     )
     parser.add_argument(
         "--tta",
-        choices=("none", "flip"),
+        choices=CHOICES,
         default="none",
-        help="also print the accuracy with test-time augmentation (flip: mean logits of each image and its mirror)",
+        help="also print the accuracy with test-time augmentation (flip: mean logits of each image and its "
+        "mirror; multicrop: of the mirror pairs of the image and of two 1-pixel shifts)",
     )
     return run_main(main, parser.parse_args(argv), single_process="test.py")
 

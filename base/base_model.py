@@ -4,8 +4,9 @@ import torch.nn as nn
 
 
 def num_params(module):
-    """Trainable parameters of `module`: the one count the spec checks, the logs and the benchmark use."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+    """Parameters of `module`, frozen ones included (a whitening layer's filters are weights the
+    network needs): the one count the spec checks, the logs and the benchmarks use."""
+    return sum(p.numel() for p in module.parameters())
 
 
 class BaseModel(nn.Module):
@@ -19,4 +20,4 @@ class BaseModel(nn.Module):
         return num_params(self)
 
     def __str__(self):
-        return super().__str__() + f"\nTrainable parameters: {self.num_params():,}"
+        return super().__str__() + f"\nParameters: {self.num_params():,}"

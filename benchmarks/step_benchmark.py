@@ -28,6 +28,7 @@ from parse_config import ConfigParser, load_config
 from trainer.batch_tricks import BatchTricks
 from trainer.ema import build_ema
 from trainer.loops import evaluate, train_one_epoch
+from trainer.optim import build_optimizer
 from utils.cli import run_main
 
 
@@ -51,7 +52,7 @@ class Setup:
         self.params, self.macs = model.num_params(), summary(model, (1, 3, 32, 32), verbose=0).total_mult_adds
         self.channels_last = cfg["channels_last"]
         self.model = model.to(memory_format=torch.channels_last) if self.channels_last else model
-        self.optimizer = config.init_obj("optimizer", [p for p in model.parameters() if p.requires_grad])
+        self.optimizer = build_optimizer(config, model)
         self.criterion, self.metrics = config.init_obj("loss"), module_metric.build_metrics(config["metrics"])
         self.ema = build_ema(self.model, cfg["ema"])
         self.tricks = BatchTricks.from_config(cfg, 10, (32, 32), cfg["epochs"])

@@ -85,7 +85,11 @@ class NormalizeCollate:
 
     def __call__(self, samples):
         images, labels = default_collate(samples)
-        return (images.float() - self.mean) * self.scale, labels
+        return self.normalize(images), labels
+
+    def normalize(self, images):
+        """uint8 NCHW images -> float32, normalised."""
+        return (images.float() - self.mean) * self.scale
 
 
 def reseed(transform, seed):

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from model.tta import tta_logits
 from utils.checkpoint import load_checkpoint, load_model_state
 from utils.errors import CheckpointError
 
@@ -57,12 +58,10 @@ class TorchPredictor:
         self.model = Normalized(self.network, self.stats).eval()
 
     @torch.no_grad()
-    def logits(self, images, tta=False):
-        x = to_pixels(images)
-        out = self.model(x)
-        return (out + self.model(x.flip(3))) / 2 if tta else out
+    def logits(self, images, tta="none"):
+        return tta_logits(self.model, to_pixels(images), tta)
 
-    def predict(self, images, tta=False):
+    def predict(self, images, tta="none"):
         return self.logits(images, tta).softmax(1).numpy()
 
 
@@ -87,12 +86,13 @@ class OnnxPredictor:
         self.image_size = tuple(json.loads(meta["image_size"]))
         self.stats = json.loads(meta["data_stats"])
 
-    def logits(self, images, tta=False):
-        x = to_pixels(images).numpy()
-        out = self.session.run(None, {ONNX_INPUT: x})[0]
-        return (out + self.session.run(None, {ONNX_INPUT: x[..., ::-1].copy()})[0]) / 2 if tta else out
+    def logits(self, images, tta="none"):
+        def forward(x):
+            return torch.from_numpy(self.session.run(None, {ONNX_INPUT: x.contiguous().numpy()})[0])
 
-    def predict(self, images, tta=False):
+        return tta_logits(forward, to_pixels(images), tta).numpy()
+
+    def predict(self, images, tta="none"):
         return torch.from_numpy(self.logits(images, tta)).softmax(1).numpy()
 
 

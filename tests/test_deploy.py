@@ -148,10 +148,13 @@ def test_grad_cam_maps_have_the_pictures_size_and_lie_in_0_1():
 
 def test_onnx_matches_pytorch_on_real_looking_pictures(checkpoint, tiny_folder, tmp_path):
     from deploy.onnx_export import compare, export_onnx
-    from deploy.predictor import TorchPredictor
+    from deploy.predictor import OnnxPredictor, TorchPredictor
 
     predictor = TorchPredictor(checkpoint)
     export_onnx(predictor, tmp_path / "m.onnx")
     pictures = np.stack([np.asarray(Image.open(p)) for p in sorted((tiny_folder / "test").glob("*/*.png"))])
     diff, same = compare(predictor, tmp_path / "m.onnx", pictures)
     assert diff < 1e-3 and same
+    onnx = OnnxPredictor(tmp_path / "m.onnx")  # the same test-time augmentation on both paths
+    for tta in ("flip", "multicrop"):
+        assert np.abs(onnx.logits(pictures, tta) - predictor.logits(pictures, tta).numpy()).max() < 1e-3

@@ -192,3 +192,21 @@ def test_required_augmentations_rule():
     assert not check.ok and check.actual == "missing ToGray"
     text, failed = describe(MODELS["shipped"](), CONSTRAINTS, augmentations=without_gray)
     assert [c.rule for c in failed] == ["required_augmentations"] and "[FAIL] required_augmentations" in text
+
+
+def test_dead_channels_are_the_constant_inputs_of_batchnorm(tmp_path, capsys):
+    from benchmarks import dead_channels as tool
+    from model.health import dead_channels
+    from utils.checkpoint import load_checkpoint
+
+    net = DilatedNet()
+    bn = net.c3[1].mid[0]
+    bn.running_var[:40] = 0.0  # as in a network whose ReLU before C3's second block never fires
+    rows = dict((name, (dead, n)) for name, dead, n in dead_channels(net))
+    assert rows["c3.1.mid.0"] == (40, 144) and sum(d for d, _ in rows.values()) == 40
+    ckpt = load_checkpoint(REPO / "pretrained" / "cifar10_dilatednet.pth")  # a checkpoint of this network
+    ckpt["config"]["arch"]["args"], ckpt["state_dict"] = {}, net.state_dict()
+    path = tmp_path / "w.pth"
+    torch.save(ckpt, path)
+    assert tool.cli(["--resume", str(path)]) in (None, 0)
+    assert "c3.1.mid.0                 40 of  144" in capsys.readouterr().out

@@ -1,6 +1,7 @@
 """The recipe options of the trainer section (weight EMA, MixUp/CutMix, progressive resizing,
-selective backprop) and of the network (activation, squeeze-excite): what each does to a batch or
-a model, and a tiny run with all of them that resumes bit-exactly and evaluates the averaged weights."""
+selective backprop, normalisation-layer groups, lookahead) and of the network (activation, squeeze-excite,
+whitening, identity init): what each does to a batch or a model, and a tiny run with all of them that
+resumes bit-exactly and evaluates the averaged weights."""
 
 import json
 import re
@@ -22,7 +23,10 @@ ALL_TRICKS = dict(
     mix={"type": "CutMix", "alpha": 1.0, "p": 1.0, "ramp_epochs": 2},
     progressive_resize={"min_size": 16, "until": 0.5},
     selective_backprop={"keep": 0.5},
+    norm={"lr_scale": 8.0, "weight_decay": 0.0, "momentum": 0.4, "freeze_scale": True},
+    lookahead={"every": 2, "alpha": 0.5, "ramp": True},
 )
+ALL_ARCH = dict(whiten=True, dirac=True)
 
 
 def test_resize_schedule_grows_in_steps_of_four_to_the_full_size():
@@ -89,7 +93,11 @@ def test_activation_and_squeeze_excite_keep_the_spec_and_the_shipped_weights_key
 @pytest.fixture(scope="module")
 def tricked(tmp_path_factory, tiny_folder):
     tmp = tmp_path_factory.mktemp("tricks")
-    proc = run_cli("train.py", "-c", tiny_config(tmp, tiny_folder, **ALL_TRICKS))
+    path = tiny_config(tmp, tiny_folder, **ALL_TRICKS)
+    config = json.loads(path.read_text())
+    config["arch"]["args"].update(ALL_ARCH)
+    path.write_text(json.dumps(config))
+    proc = run_cli("train.py", "-c", path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc, next((tmp / "saved").glob("*/*"))
 

@@ -6,6 +6,7 @@ import contextlib
 import torch
 from tqdm import tqdm
 
+from model.tta import tta_logits
 from utils import MetricTracker, distributed
 from utils.errors import NonFiniteLoss, TrainingError
 
@@ -44,12 +45,14 @@ def train_one_epoch(
     channels_last=False,
     tricks=None,
     ema=None,
+    lookahead=None,
     desc="train",
 ):
     """One pass over `loader`; returns exact per-image means of the loss and each metric, and the
     learning rate of the last batch. tricks: a BatchTricks (resize, selective backprop, mixing)
     applied to each batch; the metrics then compare with the unmixed labels of the images trained
-    on. ema: an AveragedModel updated after every step. Raises NonFiniteLoss at the first check (every
+    on. ema: an AveragedModel updated after every step; lookahead: a Lookahead stepped after every step
+    (before the EMA sees the weights). Raises NonFiniteLoss at the first check (every
     `finite_check_every(device)` batches, before that batch's step) that finds a NaN or infinite loss."""
     model.train()
     tracker = MetricTracker("loss", *[m.__name__ for m in metric_ftns])
@@ -76,6 +79,8 @@ def train_one_epoch(
         else:
             loss.backward()
             optimizer.step()
+        if lookahead is not None:
+            lookahead.step()
         if ema is not None:
             ema.update_parameters(getattr(model, "module", model))  # the plain model under DDP
         if batch_scheduler is not None:
@@ -101,22 +106,20 @@ def evaluate(
     autocast=contextlib.nullcontext,
     channels_last=False,
     return_outputs=False,
-    flip_tta=False,
+    tta="none",
     desc="eval",
 ):
     """Exact per-image means of the loss and each metric over `loader`. With return_outputs, also
-    the softmax probabilities (N, C) and the targets (N,), in the loader's order. flip_tta: the
-    output is the mean of the logits of each image and of its mirror image (test-time
-    augmentation: report it as its own figure, never as the plain accuracy)."""
+    the softmax probabilities (N, C) and the targets (N,), in the loader's order. tta: test-time
+    augmentation (model/tta.py: "flip", "multicrop"), the mean of the logits of several views of
+    each image (report it as its own figure, never as the plain accuracy)."""
     model.eval()
     tracker = MetricTracker("loss", *[m.__name__ for m in metric_ftns])
     probs, targets = [], []
     for images, target in tqdm(loader, desc=desc, leave=False, disable=None):
         images, target = to_device(images, target, device, channels_last)
         with autocast():
-            output = model(images)
-            if flip_tta:
-                output = (output + model(images.flip(3))) / 2
+            output = tta_logits(model, images, tta)
         output = output.float()
         n = target.size(0)
         tracker.update("loss", criterion(output, target).float() * n, n)

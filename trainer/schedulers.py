@@ -8,6 +8,7 @@ from typing import NamedTuple
 
 from torch.optim.lr_scheduler import LambdaLR
 
+from trainer.optim import group_lrs
 from utils.errors import ArgumentError, ConfigError
 
 
@@ -114,7 +115,7 @@ def build_lr_scheduler(config, optimizer, steps_per_epoch):
     run = {
         "epochs": config["trainer"]["epochs"],
         "steps_per_epoch": steps_per_epoch,
-        "max_lr": config["optimizer"]["args"].get("lr", optimizer.defaults["lr"]),
+        "max_lr": group_lrs(optimizer, config["optimizer"]["args"].get("lr", optimizer.defaults["lr"])),
     }
     extra = {k: run[k] for k in schedule.given} | {k: run[k] for k in schedule.filled if k not in entry["args"]}
     if entry["type"] == "OneCycleLR":

@@ -4,8 +4,10 @@ import torch
 
 from base import BaseTrainer
 from logger.format import format_log
+from model.tta import LABELS
 from trainer.batch_tricks import BatchTricks
 from trainer.ema import build_ema, ema_state, load_ema_state
+from trainer.lookahead import build_lookahead
 from trainer.loops import evaluate, train_one_epoch
 from trainer.precision import autocast_of, resolve_amp
 from trainer.schedulers import SchedulerStepper
@@ -52,6 +54,7 @@ class Trainer(BaseTrainer):
             if self.ema is not None
             else "Weights evaluated and saved: the trained weights (no EMA)"
         )
+        self.lookahead = build_lookahead(self.model, cfg["lookahead"], self.epochs * len(data_loader))
         self.tricks = BatchTricks.from_config(cfg, len(data_loader.classes), data_loader.image_size, self.epochs)
         # DDP: train through the wrapper (it all-reduces gradients); evaluate and save the plain model,
         # so checkpoints load in a single process and evaluation needs no collective per batch
@@ -70,11 +73,12 @@ class Trainer(BaseTrainer):
         history = super().train()
         self._check_replicas()
         if self.valid_data_loader is not None and history:
-            tta = self._validate(flip_tta=True, desc="flip TTA")
-            self.logger.info(
-                "Flip test-time augmentation (its own figure; the epoch log above is the plain one):\n"
-                + format_log({f"val_{k}_flip_tta": v for k, v in tta.items()})
-            )
+            for kind in ("flip", "multicrop"):
+                tta = self._validate(tta=kind, desc=f"{kind} TTA")
+                self.logger.info(
+                    f"{LABELS[kind]} test-time augmentation (its own figure; the epoch log above is the plain one):\n"
+                    + format_log({f"val_{k}_{kind}_tta": v for k, v in tta.items()})
+                )
             if self.ema is not None:
                 raw = self._validate(model=self.model, desc="raw weights")
                 self.logger.info(
@@ -122,6 +126,7 @@ class Trainer(BaseTrainer):
             channels_last=self.channels_last,
             tricks=self.tricks,
             ema=self.ema,
+            lookahead=self.lookahead,
             desc=f"epoch {epoch}/{self.epochs}",
         )
         lr = log.pop("lr")
@@ -153,12 +158,15 @@ class Trainer(BaseTrainer):
             "world_size": distributed.world_size(),
             "image_size": list(self.data_loader.image_size),
             **(ema_state(self.ema, self.model) if self.ema is not None else {}),
+            **({"lookahead": self.lookahead.state_dict()} if self.lookahead is not None else {}),
         }
 
     def _load_extra_state(self, ckpt):
         warning = load_ema_state(self.ema, self.model, ckpt)
         if warning:
             self.logger.warning(warning)
+        if self.lookahead is not None and "lookahead" in ckpt:
+            self.lookahead.load_state_dict(ckpt["lookahead"])
         if self.lr_scheduler is not None and ckpt.get("lr_scheduler") is not None:
             self.lr_scheduler.load_state_dict(ckpt["lr_scheduler"])
         if self.scaler is not None and ckpt.get("scaler") is not None:

@@ -10,7 +10,9 @@ import torch
 import model.metric as module_metric
 from logger import attach_run_log, get_logger, setup_logging
 from logger.report import write_run_report
+from model.blocks import PatchWhitening
 from model.spec import describe, format_checks
+from trainer.optim import build_optimizer
 from trainer.schedulers import build_lr_scheduler, dry_run
 from trainer.trainer import Trainer
 from utils import ConfigError, SpecError, distributed, resolve_device, seed_everything
@@ -59,6 +61,21 @@ def check_outputs(model, data_loader):
         )
 
 
+def fit_whitening(model, data_loader, images=5000):
+    """Set the network's whitening layer (if it has one) from the first `images` training pictures,
+    normalised as the loader normalises batches; a fresh run does this before its first step."""
+    fit, pictures = getattr(model, "fit_whitening", None), getattr(data_loader.dataset, "images", None)
+    normalize = getattr(data_loader.collate_fn, "normalize", None)
+    if fit is None or not any(isinstance(m, PatchWhitening) for m in model.modules()):
+        return
+    if pictures is None or normalize is None:
+        raise ConfigError(
+            "arch.args.whiten: the whitening layer is fitted on the loader's pictures (dataset.images) "
+            "and normalisation (collate_fn.normalize), which this data loader does not have"
+        )
+    fit(normalize(torch.from_numpy(pictures[:images]).permute(0, 3, 1, 2)))
+
+
 def main(config, allow_spec_violation=False, epoch_callbacks=(), mistake_cams=None):
     """Train as `config` says; returns the epoch logs. epoch_callbacks: f(epoch, log) after each epoch;
     mistake_cams: f(model, stats) -> the report's Grad-CAM hook (deploy.cam.mistake_cams_for), or None.
@@ -105,9 +122,11 @@ def build(config, device, allow_spec_violation=False, epoch_callbacks=()):
                 "(BatchNorm statistics are then averaged over the processes after every epoch)"
             )
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if not config.resume:  # a resume loads the fitted layer with the weights
+        fit_whitening(model, data_loader)
     model = model.to(device)
     dry_run(config, steps_per_epoch=len(data_loader))  # values a scheduler refuses only when it steps
-    optimizer = config.init_obj("optimizer", [p for p in model.parameters() if p.requires_grad])
+    optimizer = build_optimizer(config, model)
     trainer = Trainer(
         model,
         config.init_obj("loss"),

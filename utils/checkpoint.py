@@ -25,6 +25,7 @@ from utils.errors import CheckpointError, ConfigError
 WEIGHTS_ONLY = ("epoch", "state_dict", "config", "history", "data_stats", "classes", "image_size", "monitor_best")
 RESUME_ONLY = ("optimizer", "rng", "lr_scheduler", "scaler", "world_size")
 EMA_ONLY = ("raw_state_dict", "ema_updates")
+LOOKAHEAD_ONLY = ("lookahead",)  # when trainer.lookahead is on: the slow weights and the step count
 
 # config keys a resumed run may change: where files go and how much is printed, not what is trained
 MAY_DIFFER_ON_RESUME = {
@@ -47,7 +48,7 @@ MAY_DIFFER_ON_RESUME = {
 
 def make_checkpoint(**entries):
     """A full checkpoint: exactly the keys of the schema above (a missing or unknown one is a bug)."""
-    required, allowed = {*WEIGHTS_ONLY, *RESUME_ONLY}, {*WEIGHTS_ONLY, *RESUME_ONLY, *EMA_ONLY}
+    required, allowed = {*WEIGHTS_ONLY, *RESUME_ONLY}, {*WEIGHTS_ONLY, *RESUME_ONLY, *EMA_ONLY, *LOOKAHEAD_ONLY}
     missing, unknown = required - entries.keys(), entries.keys() - allowed
     if missing or unknown:
         raise TypeError(f"checkpoint schema: missing {sorted(missing)}, unknown {sorted(unknown)}")

@@ -109,6 +109,27 @@ class SelectiveBackpropSection(Section):
     keep: Fraction = 0.5
 
 
+class NormSection(Section):
+    """The normalisation layers' parameters as a group of their own (trainer/optim.py): learning rate
+    = the schedule's x lr_scale; weight_decay (null: the optimizer's); BatchNorm momentum in
+    PyTorch's sense, the weight of each new batch (null: PyTorch's 0.1); freeze_scale: scales stay 1."""
+
+    lr_scale: Annotated[float, Field(gt=0)] = 1.0
+    weight_decay: Annotated[float, Field(ge=0)] | None = None
+    momentum: Annotated[float, Field(gt=0, le=1)] | None = None
+    freeze_scale: bool = False
+
+
+class LookaheadSection(Section):
+    """Lookahead (trainer/lookahead.py): every `every` steps a slow copy of the weights moves `alpha`
+    of the way to the trained ones, which restart from it; with ramp, the pull grows from nothing to
+    alpha as the cube of training progress, and the last step keeps the slow weights (airbench)."""
+
+    every: AtLeastOne = 5
+    alpha: Annotated[float, Field(gt=0, le=1)] = 0.226
+    ramp: bool = True
+
+
 class TrainerSection(Section):
     epochs: AtLeastOne
     save_dir: str = "saved/"
@@ -128,6 +149,8 @@ class TrainerSection(Section):
     mix: MixSection | None = None  # null: no MixUp / CutMix
     progressive_resize: ResizeSection | None = None  # null: every epoch at full size
     selective_backprop: SelectiveBackpropSection | None = None  # null: backward on every image
+    norm: NormSection | None = None  # null: normalisation layers train like every other weight
+    lookahead: LookaheadSection | None = None  # null: no lookahead
 
 
 class ConstraintsSection(Section):

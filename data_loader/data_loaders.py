@@ -43,7 +43,7 @@ class Cifar10DataLoader(BaseDataLoader):
     def __init__(
         self,
         data_dir: str,
-        batch_size: int = 512,
+        batch_size: int = 256,
         shuffle: bool = True,
         validation_split: int | float = 0,
         num_workers: int | str = "auto",

@@ -79,8 +79,8 @@ class _Calibration:
 def quantize_int8(fp32_path, out, calibration_images, per_channel=True):
     """Static int8 quantization (QDQ; weights int8 per channel, activations uint8 per tensor),
     calibrated with MinMax on `calibration_images` (uint8 NHWC). Metadata is carried over. uint8
-    activations with int8 weights are the pair x86 CPUs have fast kernels for: on this project's
-    Xeon, int8 activations ran 3x slower than fp32 and uint8 ones 1.7x faster (README)."""
+    activations with int8 weights are the pair x86 CPUs have fast kernels for: with int8 activations
+    the model ran 3x slower than fp32, with uint8 ones 1.7x faster (docs/speed.md)."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process

@@ -88,7 +88,7 @@ class DepthwiseSeparableConv(nn.Module):
 
     mid_act=False drops the BN and ReLU between the depthwise and the pointwise convolution (as in
     Xception): the pair is then one linear map followed by one BN and ReLU, which trains faster on a
-    CPU (the README's speed section has the figures; the shipped config keeps mid_act=True).
+    CPU (docs/speed.md has the figures; the shipped config keeps mid_act=True).
     residual=True adds the input before the last activation; it needs in == out channels and stride 1.
     act: the activation (ACTIVATIONS); se: squeeze-excite reduction ratio (0: none)."""
 

@@ -61,7 +61,7 @@ def _train_stripes(tmp_path, monkeypatch, loader_source):
     config = json.loads((REPO / "config.json").read_text())
     config["data_loader"] = {"type": "StripesDataLoader", "args": {"batch_size": 8}}
     config["arch"]["args"]["num_classes"] = 3
-    config.pop("constraints")  # 16x16 inputs: the assignment's rules are not the point here
+    config.pop("constraints")  # 16x16 inputs: the spec's rules are not the point here
     config["trainer"].update(epochs=3, save_dir=str(tmp_path / "saved"))
     history = train.main(ConfigParser(config))
     (run_dir,) = (tmp_path / "saved").glob("*/*")

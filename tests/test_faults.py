@@ -1,4 +1,4 @@
-"""Faults and bad input (issue 8): each ends in one line naming what is wrong, and nothing that
+"""Faults and bad input: each ends in one line naming what is wrong, and nothing that
 existed is lost or changed."""
 
 import json
@@ -26,7 +26,7 @@ from utils.errors import CheckpointError, ConfigError, NonFiniteLoss, TrainingEr
 
 @pytest.fixture
 def run(finished_run):
-    """The session's finished 2-epoch tiny run: (its folder, the config path); read-only."""
+    """The test session's finished 2-epoch tiny run: (its folder, the config path); read-only."""
     return finished_run
 
 
@@ -350,7 +350,7 @@ def test_a_data_dir_typo_creates_nothing_and_downloads_nothing(tmp_path):
 def test_a_config_without_constraints_trains_without_them_and_says_so(tmp_path, tiny_folder):
     config = json.loads(tiny_config(tmp_path, tiny_folder).read_text())
     del config["constraints"]
-    config["arch"]["args"]["widths"] = [64, 64, 160, 160]  # 115,578 parameters: over the assignment's limit
+    config["arch"]["args"]["widths"] = [64, 64, 160, 160]  # 115,578 parameters: over the spec's limit
     (tmp_path / "free.json").write_text(json.dumps(config))
     assert ConfigParser(config)["constraints"] is None
     proc = run_cli("train.py", "-c", tmp_path / "free.json", "--epochs", 2)

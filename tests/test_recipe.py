@@ -140,6 +140,20 @@ def test_resume_with_ema_and_tricks_is_bit_exact(tricked, tmp_path):
             assert torch.equal(tensor, resumed[key][name]), (key, name)
     assert int(resumed["ema_updates"]) == int(straight["ema_updates"])
     assert resumed["history"] == straight["history"]
+    assert int(resumed["lookahead"]["steps"]) == int(straight["lookahead"]["steps"]) == 2 * 5
+
+
+def test_epoch_benchmark_times_each_variant_on_the_real_loader(tmp_path, tiny_folder, capsys):
+    from benchmarks.epoch_benchmark import cli
+
+    config = tiny_config(tmp_path, tiny_folder)
+    argv = ["-c", str(config), "--variant", "workers=0,threads=1", "--variant", "flush_denormal=1,amp=off"]
+    assert cli([*argv, "--batches", "2", "--rounds", "1"]) in (None, 0)
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "s/batch" not in line]
+    assert [row.split(" | ")[0] for row in rows] == ["| workers=0, threads=1", "| flush_denormal=1, amp=off"]
+    assert all(float(row.split(" | ")[2].rstrip(" |")) > 0 for row in rows)
+    assert not (tmp_path / "saved").exists()  # nothing written
+    assert cli([*argv[:2], "--variant", "gpus=2"]) == 2  # an unknown setting: one line
 
 
 def test_step_benchmark_prints_a_row_per_config_with_the_resize_schedule_cheaper(tmp_path, tiny_folder, capsys):

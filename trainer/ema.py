@@ -9,7 +9,7 @@ def ema_with_warmup(decay):
     """AveragedModel's multi_avg_fn for an EMA whose decay warms up as timm's does: after n updates
     it is min(decay, (1 + n) / (10 + n)). A fixed decay from the first step averages BatchNorm
     statistics of weights that still move fast, and the average then scores far below the raw
-    weights early in training (the README's recipe section has the figures)."""
+    weights early in training (docs/experiments.md has the figures)."""
 
     def update(averaged, current, num_averaged):
         n = float(num_averaged)

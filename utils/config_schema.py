@@ -154,7 +154,7 @@ class TrainerSection(Section):
 
 
 class ConstraintsSection(Section):
-    """The assignment's rules, checked on the network (model/spec.py) before training."""
+    """The spec's rules (C1C2C3C4 family), checked on the network (model/spec.py) before training."""
 
     max_params: int = 100_000
     min_receptive_field: int = 53

@@ -4,7 +4,6 @@ Trains a fresh network of the config for --steps batches while the learning rate
 --start_lr to --end_lr, plots the smoothed loss against the learning rate and prints a suggested
 OneCycle peak (`optimizer.args.lr`): the learning rate of the lowest loss (see suggest_lr)."""
 
-import os
 import sys
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from trainer.precision import autocast_of, resolve_amp
 from utils import ConfigError, resolve_device, seed_everything
 from utils.cli import run_main
 from utils.overrides import add_override_flags, base_argparser
+from utils.paths import atomic_write
 
 
 def main(config, args):
@@ -57,10 +57,8 @@ def main(config, args):
         suggestion = suggest_lr(lrs, losses)
     except ValueError as e:
         raise ConfigError(f"--steps: {e}") from None
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp.png")
-    plot_lr_range(lrs, losses, suggestion, tmp)
-    os.replace(tmp, out)
+    with atomic_write(out) as tmp:
+        plot_lr_range(lrs, losses, suggestion, tmp)
     stopped = f"; stopped at lr {lrs[-1]:.3g} as the loss diverged" if len(lrs) < args.steps else ""
     logger.info(
         f"Steepest fall at lr {suggestion['steepest']:.3g}; lowest loss at lr {suggestion['minimum']:.3g}{stopped}"

@@ -23,7 +23,7 @@ from deploy.predictor import load_predictor
 from model.tta import CHOICES
 from utils.cli import run_main
 from utils.errors import ConfigError, DataError
-from utils.paths import check_writable
+from utils.paths import atomic_write, check_writable
 
 BATCH = 256
 
@@ -48,9 +48,10 @@ def write_rows(path, rows, k):
         data = [
             {"image": name, "top": [{"class": c, "probability": round(p, 6)} for c, p in top]} for name, top in rows
         ]
-        path.write_text(json.dumps(data, indent=1) + "\n")
+        with atomic_write(path) as tmp:
+            tmp.write_text(json.dumps(data, indent=1) + "\n")
         return
-    with open(path, "w", newline="") as f:
+    with atomic_write(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["image", *[h for i in range(1, k + 1) for h in (f"class_{i}", f"probability_{i}")]])
         for name, top in rows:

@@ -51,7 +51,10 @@ def main(args):
         return_outputs=True,
     )
     spec_text, _ = describe(
-        model, config["constraints"], augmentations=config["data_loader"]["args"].get("augmentations")
+        model,
+        config["constraints"],
+        input_size=(1, 3, *data_loader.image_size),
+        augmentations=config["data_loader"]["args"].get("augmentations"),
     )
     paths = write_report(
         out,

@@ -22,8 +22,9 @@ from trainer import evaluate
 from trainer.precision import autocast_for
 from utils import resolve_device
 from utils.cli import run_main
+from utils.log_keys import tta as log_tta
 from utils.overrides import add_override_flags, base_argparser
-from utils.paths import check_writable, default_out
+from utils.paths import atomic_write, check_writable, default_out
 
 
 def main(args):
@@ -52,7 +53,7 @@ def main(args):
     log = {"images": int(cm.sum()), **result, **per_class}
     logger.info(format_log(log))
     if tta is not None:
-        tta = {f"{k}_{args.tta}_tta": v for k, v in tta.items()}
+        tta = {log_tta(k, args.tta): v for k, v in tta.items()}
         logger.info(
             f"{LABELS[args.tta]} test-time augmentation (its own figure; the lines above are the plain one):\n"
             + format_log(tta)
@@ -72,13 +73,14 @@ def main(args):
             data_loader.classes,
             out / "test_gradcam_mistakes.png",
         )
-    (out / "test_metrics.json").write_text(
-        json.dumps(
-            {"checkpoint": str(args.resume), "epoch": ckpt.get("epoch"), **log, "confusion_matrix": cm.tolist()},
-            indent=2,
+    with atomic_write(out / "test_metrics.json") as tmp:
+        tmp.write_text(
+            json.dumps(
+                {"checkpoint": str(args.resume), "epoch": ckpt.get("epoch"), **log, "confusion_matrix": cm.tolist()},
+                indent=2,
+            )
+            + "\n"
         )
-        + "\n"
-    )
     logger.info(f"Wrote {', '.join(sorted(p.name for p in out.glob('test_*')))} in {out}")
     return log
 

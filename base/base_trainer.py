@@ -16,6 +16,7 @@ from utils.checkpoint import (
     set_rng_state,
 )
 from utils.errors import CheckpointError, DivergedError, NonFiniteLoss
+from utils.log_keys import EPOCH, LOSS, valid
 
 
 class BaseTrainer(ABC):
@@ -68,10 +69,10 @@ class BaseTrainer(ABC):
         not_improved = 0
         for epoch in range(self.start_epoch, self.epochs + 1):
             try:
-                log = {"epoch": epoch, **self._train_epoch(epoch)}
+                log = {EPOCH: epoch, **self._train_epoch(epoch)}
             except NonFiniteLoss as e:
                 self._stop_diverged(f"epoch {epoch}, {e.where}", "loss", e.value, epoch)
-            bad = [k for k in ("loss", "val_loss") if k in log and not math.isfinite(log[k])]
+            bad = [k for k in (LOSS, valid(LOSS)) if k in log and not math.isfinite(log[k])]
             if bad:  # stop before saving: last.pth keeps the last good epoch
                 self._stop_diverged(f"epoch {epoch}", bad[0].replace("_", " "), log[bad[0]], epoch)
             self.history.append(log)

@@ -11,15 +11,13 @@ import sys
 if not __package__:  # run as a file, the project's packages are not importable
     sys.exit("run it from the repository root as a module: python -m benchmarks.dead_channels ...")
 
-from deploy.predictor import build_model
+from deploy.loading import load_network
 from model.health import dead_channels, format_dead_channels
-from utils.checkpoint import load_checkpoint
 from utils.cli import run_main
 
 
 def main(args):
-    model = build_model(load_checkpoint(args.resume), args.resume)
-    print(format_dead_channels(dead_channels(model)))
+    print(format_dead_channels(dead_channels(load_network(args.resume).model)))
 
 
 def cli(argv=None):

@@ -7,9 +7,9 @@ resizing, selective backprop, MixUp/CutMix) as train.py does, and times train.py
 train_one_epoch on synthetic batches already in memory (no loader) at every image size the
 schedule uses; the training seconds per epoch are the schedule's mean at --train_images images,
 plus one validation pass over --valid_images. The configs are timed round-robin, --rounds times, and
-each keeps its fastest (a shared machine's noise only ever adds time). Also params and multiply-adds per 32x32 image
-(torchinfo). Every config is timed in the same process, one after the other: compare the rows of
-one run of this script, never figures from different machines or sittings.
+each keeps its fastest (a shared machine's noise only ever adds time). Also params and multiply-adds
+per image of --image_size pixels (torchinfo). Every config is timed in the same process, one after
+the other: compare the rows of one run of this script, never figures from different machines or sittings.
 """
 
 import argparse
@@ -49,17 +49,19 @@ class Setup:
         self.batch_size = config["data_loader"]["args"]["batch_size"]
         torch.manual_seed(0)
         model = config.init_obj("arch")
-        self.params, self.macs = model.num_params(), summary(model, (1, 3, 32, 32), verbose=0).total_mult_adds
+        size = args.image_size
+        self.params, self.macs = model.num_params(), summary(model, (1, 3, size, size), verbose=0).total_mult_adds
         self.channels_last = cfg["channels_last"]
         self.model = model.to(memory_format=torch.channels_last) if self.channels_last else model
         self.optimizer = build_optimizer(config, model)
         self.criterion, self.metrics = config.init_obj("loss"), module_metric.build_metrics(config["metrics"])
         self.ema = build_ema(self.model, cfg["ema"])
-        self.tricks = BatchTricks.from_config(cfg, 10, (32, 32), cfg["epochs"])
+        self.tricks = BatchTricks.from_config(cfg, 10, (size, size), cfg["epochs"])
         self.sizes = [
-            self.tricks.start_epoch(e).get("image_size", 32) if self.tricks else 32 for e in range(1, cfg["epochs"] + 1)
+            self.tricks.start_epoch(e).get("image_size", size) if self.tricks else size
+            for e in range(1, cfg["epochs"] + 1)
         ]  # the image size of every epoch
-        self.data = synthetic(args.batches + 1, self.batch_size)
+        self.data = synthetic(args.batches + 1, self.batch_size, args.image_size)
         self.per_image = {}  # size -> fastest seconds per training image
         self.eval_s = float("inf")
 
@@ -75,7 +77,7 @@ class Setup:
             train_one_epoch(self.model, self.criterion, self.metrics, self.optimizer, self.data[1:], cpu, **run)
             seconds = (time.perf_counter() - start) / (args.batches * self.batch_size)
             self.per_image[size] = min(self.per_image.get(size, float("inf")), seconds)
-        valid = synthetic(max(1, args.valid_images // 500), 500)
+        valid = synthetic(max(1, args.valid_images // 500), 500, args.image_size)
         start = time.perf_counter()
         evaluate(
             self.ema.module if self.ema else self.model,
@@ -127,6 +129,7 @@ def cli(argv=None):
     parser.add_argument("--batches", type=int, default=12, help="timed batches per image size")
     parser.add_argument("--rounds", type=int, default=3, help="rounds over all configs; the fastest is kept")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--image_size", type=int, default=32, help="side of the synthetic square images")
     return run_main(main, parser.parse_args(argv), single_process="step_benchmark.py")
 
 

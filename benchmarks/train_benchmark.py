@@ -92,7 +92,7 @@ def run(config, target):
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "seed": config["seed"],
         "parameters": num_params(trainer.model),
-        "receptive_field": receptive_field(trace(trainer.model)),
+        "receptive_field": receptive_field(trace(trainer.model, (1, 3, *data_loader.image_size))),
         "receptive_field_empirical": empirical_receptive_field(trainer.model),
         "loader_workers": data_loader.num_workers,
     }

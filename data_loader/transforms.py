@@ -75,13 +75,21 @@ def build_eval_transform():
     return A.Compose([ToTensorV2()])
 
 
+def normalization(stats):
+    """(mean, scale) as (1, C, 1, 1) tensors in 0..255 units for the data statistics `stats`
+    ({"mean": [...], "std": [...]} in [0, 1] units): a picture x of values 0..255 is normalised as
+    (x - mean) * scale. The one place this arithmetic lives (the loader and the predictor use it)."""
+    mean = torch.tensor([255.0 * m for m in stats["mean"]]).view(1, -1, 1, 1)
+    scale = torch.tensor([1.0 / (255.0 * s) for s in stats["std"]]).view(1, -1, 1, 1)
+    return mean, scale
+
+
 class NormalizeCollate:
     """DataLoader collate_fn: stack (uint8 CHW image, label) samples and normalise the batch with
     the data's per-channel mean and std (in [0, 1] units) -> (float32 NCHW, int64 labels)."""
 
     def __init__(self, mean, std):
-        self.mean = torch.tensor([255.0 * m for m in mean]).view(1, -1, 1, 1)
-        self.scale = torch.tensor([1.0 / (255.0 * s) for s in std]).view(1, -1, 1, 1)
+        self.mean, self.scale = normalization({"mean": mean, "std": std})
 
     def __call__(self, samples):
         images, labels = default_collate(samples)

@@ -1,9 +1,41 @@
-"""Rebuild a trained model and its data from a checkpoint (test.py, report.py)."""
+"""A trained network from its checkpoint, for everything that uses one: `load_network` (the
+predictor, the ONNX export, test.py, report.py, the tools) and `load_trained`, which adds the data
+(test.py, report.py)."""
+
+from typing import NamedTuple
 
 from parse_config import ConfigParser, args_named, load_config
 from utils.checkpoint import load_checkpoint, load_model_state
 from utils.errors import CheckpointError, DataError
 from utils.overrides import overrides_from_args
+
+DEFAULT_IMAGE_SIZE = (32, 32)  # for checkpoints written before they recorded their image size
+
+
+class Trained(NamedTuple):
+    """A network as its checkpoint describes it: weights loaded, on the CPU, in eval mode."""
+
+    model: object
+    config: ConfigParser
+    ckpt: dict
+    stats: dict | None  # {"mean": [...], "std": [...]} the network's inputs were normalised with
+    classes: list
+    image_size: tuple
+
+
+def load_network(path, config=None, require=()):
+    """The network saved in the checkpoint at `path`, built from `config` (a ConfigParser; default:
+    the checkpoint's own config). require: entries ("data_stats", "classes") the caller cannot work
+    without; a checkpoint without them is one line."""
+    ckpt = load_checkpoint(path)
+    for key in require:
+        if not ckpt.get(key):
+            raise CheckpointError(f"{path}: has no {key!r}; it predates them: export it again from its run")
+    config = config or ConfigParser(ckpt["config"], run_id="eval")
+    model = config.init_obj("arch")
+    load_model_state(model, ckpt, path)
+    size = tuple(ckpt.get("image_size") or DEFAULT_IMAGE_SIZE)
+    return Trained(model.eval(), config, ckpt, ckpt.get("data_stats"), list(ckpt.get("classes") or []), size)
 
 
 def config_from_checkpoint(args, ckpt):
@@ -18,10 +50,8 @@ def load_trained(args, split):
     the checkpoint's statistics); "run": `Loader(**args)`, the run's own train/validation split."""
     if not args.resume:
         raise CheckpointError("no checkpoint given: use --resume <checkpoint.pth>")
-    ckpt = load_checkpoint(args.resume)
-    config = config_from_checkpoint(args, ckpt)
-    model = config.init_obj("arch")
-    load_model_state(model, ckpt, args.resume)
+    config = config_from_checkpoint(args, load_checkpoint(args.resume))
+    model, config, ckpt, *_ = load_network(args.resume, config)
     if split == "run":
         data_loader = config.init_obj("data_loader")
     else:

@@ -4,7 +4,6 @@ the model's metadata; a check that onnxruntime and PyTorch agree; static int8 qu
 calibrated on training images."""
 
 import json
-import os
 import tempfile
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import torch
 from base.base_data_loader import pictures
 from deploy.predictor import ONNX_INPUT, OnnxPredictor, to_pixels
 from utils.errors import CheckpointError, ConfigError
+from utils.paths import atomic_write
 
 OPSET = 18
 CALIBRATION_IMAGES = 512  # training pictures int8 is calibrated on
@@ -31,9 +31,8 @@ def _save_with_metadata(model_proto, out, predictor):
     ):
         entry = model_proto.metadata_props.add()
         entry.key, entry.value = key, value if isinstance(value, str) else json.dumps(value)
-    tmp = Path(out).with_name(Path(out).name + ".tmp")
-    onnx.save_model(model_proto, str(tmp))  # one file: the weights inside, not as external data
-    os.replace(tmp, out)
+    with atomic_write(out) as tmp:
+        onnx.save_model(model_proto, str(tmp))  # one file: the weights inside, not as external data
 
 
 def export_onnx(predictor, out):
@@ -108,9 +107,8 @@ def quantize_int8(fp32_path, out, calibration_images, per_channel=True):
         for key, value in meta.items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
-        tmp_out = Path(out).with_name(Path(out).name + ".tmp")
-        onnx.save_model(proto, str(tmp_out))
-        os.replace(tmp_out, out)
+        with atomic_write(out) as tmp_out:
+            onnx.save_model(proto, str(tmp_out))
 
 
 def run_images(predictor, data_dir):

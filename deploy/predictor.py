@@ -9,21 +9,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from data_loader.transforms import normalization
+from deploy.loading import load_network
 from model.tta import tta_logits
-from utils.checkpoint import load_checkpoint, load_model_state
 from utils.errors import CheckpointError
 
 ONNX_INPUT = "pixels"  # float32 (N, 3, H, W), RGB values 0..255; the graph normalises them
-
-
-def build_model(ckpt, path):
-    """The checkpoint's network with its weights, in eval mode on the CPU."""
-    from parse_config import ConfigParser
-
-    config = ConfigParser(ckpt["config"], run_id="predict")
-    model = config.init_obj("arch")
-    load_model_state(model, ckpt, path)
-    return model.eval()
 
 
 class Normalized(torch.nn.Module):
@@ -32,8 +23,9 @@ class Normalized(torch.nn.Module):
     def __init__(self, model, stats):
         super().__init__()
         self.model = model
-        self.register_buffer("mean", torch.tensor([255.0 * m for m in stats["mean"]]).view(1, -1, 1, 1))
-        self.register_buffer("scale", torch.tensor([1.0 / (255.0 * s) for s in stats["std"]]).view(1, -1, 1, 1))
+        mean, scale = normalization(stats)
+        self.register_buffer("mean", mean)
+        self.register_buffer("scale", scale)
 
     def forward(self, pixels):
         return self.model((pixels - self.mean) * self.scale)
@@ -46,15 +38,10 @@ def to_pixels(images):
 
 class TorchPredictor:
     def __init__(self, path):
-        ckpt = load_checkpoint(path)
-        for key in ("data_stats", "classes"):
-            if not ckpt.get(key):
-                raise CheckpointError(f"{path}: has no {key!r}; it predates them: export it again from its run")
-        self.path, self.ckpt = Path(path), ckpt
-        self.classes = list(ckpt["classes"])
-        self.image_size = tuple(ckpt.get("image_size") or (32, 32))
-        self.stats = ckpt["data_stats"]
-        self.network = build_model(ckpt, path)
+        trained = load_network(path, require=("data_stats", "classes"))
+        self.path, self.ckpt = Path(path), trained.ckpt
+        self.classes, self.image_size, self.stats = trained.classes, trained.image_size, trained.stats
+        self.network = trained.model
         self.model = Normalized(self.network, self.stats).eval()
 
     @torch.no_grad()

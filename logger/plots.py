@@ -7,10 +7,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from utils.log_keys import EPOCH, LR, is_valid, valid
+from utils.paths import atomic_write
+
 
 def _save(fig, path):
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        with atomic_write(path) as tmp:
+            fig.savefig(tmp, dpi=100)
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -21,13 +27,13 @@ def read_rgb(path):
 
 def plot_curves(history, path):
     """Loss, every logged metric (train and validation) and the learning rate per epoch."""
-    epochs = [h["epoch"] for h in history]
-    keys = [k for k in history[0] if k not in ("epoch", "lr") and not k.startswith("val_")]
+    epochs = [h[EPOCH] for h in history]
+    keys = [k for k in history[0] if k not in (EPOCH, LR) and not is_valid(k)]
     fig, axes = plt.subplots(1, len(keys) + 1, figsize=(5 * (len(keys) + 1), 4), constrained_layout=True)
     for ax, key in zip(axes, keys):
         ax.plot(epochs, [h[key] for h in history], label="train")
-        if all(f"val_{key}" in h for h in history):
-            ax.plot(epochs, [h[f"val_{key}"] for h in history], label="validation")
+        if all(valid(key) in h for h in history):
+            ax.plot(epochs, [h[valid(key)] for h in history], label="validation")
         ax.set(title=f"{key} (%)" if "acc" in key else key, xlabel="epoch")
         ax.grid(alpha=0.3)
         ax.legend()

@@ -17,6 +17,7 @@ from logger.plots import (
     plot_misclassified,
     read_rgb,
 )
+from utils.paths import atomic_write
 
 
 def _table(header, rows):
@@ -105,7 +106,8 @@ def write_report(
         "",
     ]
     paths["report"] = out_dir / "report.md"
-    paths["report"].write_text("\n".join(lines))
+    with atomic_write(paths["report"]) as tmp:
+        tmp.write_text("\n".join(lines))
     if writer is not None:
         step = final.get("epoch", 0)
         for name in ("curves", "confusion_matrix", "misclassified", "augmentations", "gradcam_mistakes"):

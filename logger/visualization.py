@@ -1,3 +1,6 @@
+from utils.log_keys import EPOCH, LR, is_valid, train_key
+
+
 class TensorboardWriter:
     """A SummaryWriter in the run folder, or a no-op when disabled. It creates its events file at the
     first value written, not before (a run that fails its checks writes nothing). log_dir: a path,
@@ -19,9 +22,9 @@ class TensorboardWriter:
         if not self.enabled:
             return
         for key, value in values.items():
-            if key == "epoch":
+            if key == EPOCH:
                 continue
-            tag = f"{key[4:]}/val" if key.startswith("val_") else ("lr" if key == "lr" else f"{key}/train")
+            tag = f"{train_key(key)}/val" if is_valid(key) else (LR if key == LR else f"{key}/train")
             self.writer.add_scalar(tag, value, step)
 
     def add_image(self, tag, image_hwc, step):

@@ -40,6 +40,7 @@ def metric_specs(entries):
     """The config's `metrics` list -> [(logged name, function, args)]. An entry is a function name
     ("accuracy") or {"type": name, "args": {...}, "name": logged name (default: the type)}."""
     from utils.errors import ConfigError
+    from utils.log_keys import reserved_reason
     from utils.signature import check_call_args
 
     known, specs = _functions(), []
@@ -62,8 +63,11 @@ def metric_specs(entries):
             raise ConfigError(f"{where}.args: expected an object")
         check_call_args(known[entry["type"]], args, f"{where}.args", provided={"output", "target"})
         name = entry.get("name", entry["type"])
-        if name in [s[0] for s in specs] or name in ("loss", "lr", "epoch"):
-            raise ConfigError(f'{where}: the name {name!r} is taken; give this entry a "name" of its own')
+        reason = reserved_reason(name) or (
+            f"another entry is logged as {name!r}" if name in [s[0] for s in specs] else None
+        )
+        if reason:
+            raise ConfigError(f'{where}: the name {name!r} is taken ({reason}); give this entry a "name" of its own')
         specs.append((name, known[entry["type"]], args))
     return specs
 

@@ -45,11 +45,11 @@ def has_gap(model, layers, input_size=(1, 3, 32, 32)):
     return small == large
 
 
-def empirical_receptive_field(model, channels=3, max_size=1024):
+def empirical_receptive_field(model, channels=3, start_size=32, max_size=1024):
     """Measure the receptive field of the last convolution before pooling: the side of the square
     of input pixels whose gradient is non-zero for one central output. The model is copied and
     made linear-positive (conv weights 1/fan-in, identity BatchNorm, all-ones input) so no ReLU
-    hides a pixel; the input grows until the field no longer touches its border."""
+    hides a pixel; the input grows from `start_size` until the field no longer touches its border."""
     probe = copy.deepcopy(model).float().cpu().eval()
     for m in probe.modules():
         if isinstance(m, nn.Conv2d):
@@ -61,10 +61,10 @@ def empirical_receptive_field(model, channels=3, max_size=1024):
             if m.affine:
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
-    layers = trace(probe, (1, channels, 32, 32))
+    layers = trace(probe, (1, channels, start_size, start_size))
     target = layers[last_conv_index(layers)]
     conv = probe.get_submodule(target.name)
-    size = 32
+    size = start_size
     while True:
         captured = {}
         handle = conv.register_forward_hook(lambda mod, inp, out: captured.update(out=out))

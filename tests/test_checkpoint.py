@@ -1,5 +1,6 @@
 import random
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ def test_save_is_atomic(tmp_path, monkeypatch):
     save_atomic({"state_dict": {"w": torch.ones(2)}, "config": {}}, path)
 
     def dies_half_way(obj, f):
-        f.write(b"PK\x03\x04 half a checkpoint")
+        Path(f).write_bytes(b"PK\x03\x04 half a checkpoint")
         raise KeyboardInterrupt  # the run is killed while writing
 
     monkeypatch.setattr(torch, "save", dies_half_way)
@@ -22,6 +23,22 @@ def test_save_is_atomic(tmp_path, monkeypatch):
         save_atomic({"state_dict": {"w": torch.zeros(2)}, "config": {}}, path)
     assert [p.name for p in tmp_path.iterdir()] == ["last.pth"]  # no temp file left behind
     assert torch.equal(load_checkpoint(path)["state_dict"]["w"], torch.ones(2))  # old one intact
+
+
+@pytest.mark.parametrize("name", ["report.md", "curves.png", "preds.csv"])
+def test_every_output_is_written_atomically(tmp_path, name):
+    from utils.paths import atomic_write
+
+    path = tmp_path / name
+    path.write_text("the previous file")
+    with pytest.raises(OSError), atomic_write(path) as tmp:  # a full disk half-way
+        assert tmp.suffix == path.suffix and tmp.parent == path.parent
+        tmp.write_text("half of the new")
+        raise OSError(28, "No space left on device")
+    assert path.read_text() == "the previous file" and [p.name for p in tmp_path.iterdir()] == [name]
+    with atomic_write(path) as tmp:
+        tmp.write_text("the new file")
+    assert path.read_text() == "the new file" and [p.name for p in tmp_path.iterdir()] == [name]
 
 
 def test_rng_state_round_trips_through_a_weights_only_checkpoint(tmp_path):

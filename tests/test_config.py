@@ -66,6 +66,15 @@ def test_parsing_creates_no_folders(config, tmp_path, monkeypatch):
         ),
         (lambda c: c["lr_scheduler"]["args"].update(epochs=3), "lr_scheduler.args.epochs: is set by the trainer"),
         (lambda c: c.update(metrics=["accuracy", "f1"]), "metrics[1]: unknown metric 'f1'"),
+        (
+            lambda c: c.update(metrics=["accuracy", {"type": "top_k_acc", "name": "image_size"}]),
+            "metrics[1]: the name 'image_size' is taken (the trainer logs 'image_size' itself)",
+        ),
+        (
+            lambda c: c.update(metrics=[{"type": "accuracy", "name": "val_top"}]),
+            "metrics[0]: the name 'val_top' is taken (names starting with 'val_' are the validation figures",
+        ),
+        (lambda c: c["trainer"].update(lookahead={"every": 0}), "trainer.lookahead.every: expected an integer >= 1"),
         (lambda c: c["trainer"].update(monitor="best val_accuracy"), "trainer.monitor"),
         (lambda c: c["loss"].update(kind="x"), "loss.kind: unknown config key"),
         (lambda c: c.update(arch=["DilatedNet"]), 'arch: expected {"type": <name>, "args": {...}}, got ["DilatedNet"]'),

@@ -12,6 +12,7 @@ from torch.utils.data import Dataset
 
 from base import BaseDataLoader
 
+SIZE = 16
 
 class Stripes(Dataset):
     """A plain map-style dataset: float CHW tensors, no `images` array, no seeded augmentation."""
@@ -19,7 +20,7 @@ class Stripes(Dataset):
     def __init__(self, n, seed):
         g = torch.Generator().manual_seed(seed)
         self.labels = torch.randint(0, 3, (n,), generator=g)
-        self.x = torch.randn(n, 3, 16, 16, generator=g) * 0.1
+        self.x = torch.randn(n, 3, SIZE, SIZE, generator=g) * 0.1
         for i, label in enumerate(self.labels):
             self.x[i, int(label)] += 1.0
 
@@ -49,7 +50,7 @@ TEST_SPLIT = """
 """
 
 
-def _train_stripes(tmp_path, monkeypatch, loader_source):
+def _train_stripes(tmp_path, monkeypatch, loader_source, constraints=False):
     import train
     from parse_config import ConfigParser
 
@@ -61,7 +62,8 @@ def _train_stripes(tmp_path, monkeypatch, loader_source):
     config = json.loads((REPO / "config.json").read_text())
     config["data_loader"] = {"type": "StripesDataLoader", "args": {"batch_size": 8}}
     config["arch"]["args"]["num_classes"] = 3
-    config.pop("constraints")  # 16x16 inputs: the spec's rules are not the point here
+    if not constraints:
+        config.pop("constraints")  # 16x16 inputs: the spec's rules are not the point here
     config["trainer"].update(epochs=3, save_dir=str(tmp_path / "saved"))
     history = train.main(ConfigParser(config))
     (run_dir,) = (tmp_path / "saved").glob("*/*")
@@ -84,6 +86,20 @@ def test_a_second_dataset_in_a_new_file_trains_tests_and_reports_through_the_con
     assert report.cli(["--resume", str(run_dir / "last.pth"), "--out", str(tmp_path / "report")]) == 0
     text = (tmp_path / "report" / "report.md").read_text()
     assert "Validation accuracy recomputed" in text and "of 24 images" in text
+
+
+def test_a_64_pixel_dataset_is_checked_trained_tested_and_reported_at_its_own_size(tmp_path, monkeypatch, capsys):
+    """The spec check, the layer summary and the report use the data's image size, not 32x32."""
+    import report
+    import test as test_script
+
+    _, run_dir = _train_stripes(tmp_path, monkeypatch, (LOADER + TEST_SPLIT).replace("SIZE = 16", "SIZE = 64"), True)
+    log = (run_dir / "info.log").read_text()
+    assert "[1, 144, 16, 16]" in log and "[1, 144, 8, 8]" not in log  # C3's output for a 64x64 input
+    assert "[PASS] max_params" in log and "[PASS] require_gap" in log
+    assert test_script.cli(["--resume", str(run_dir / "last.pth"), "--out", str(tmp_path / "test")]) == 0
+    assert report.cli(["--resume", str(run_dir / "last.pth"), "--out", str(tmp_path / "report")]) == 0
+    assert "[1, 144, 16, 16]" in (tmp_path / "report" / "report.md").read_text()
 
 
 def test_test_py_on_a_dataset_without_a_test_split_is_one_line(tmp_path, monkeypatch, capsys):

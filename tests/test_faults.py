@@ -271,10 +271,11 @@ def test_a_bug_in_a_models_init_keeps_its_traceback(monkeypatch):
     [
         (
             lambda c: [c.pop("optimizer"), c.pop("rng")],
-            "a weights-only checkpoint (no optimizer or RNG state)",
+            "a weights-only checkpoint (no optimizer, rng)",
         ),
         (lambda c: c.update(epoch="3"), "its 'epoch' is missing or of the wrong type (str)"),
         (lambda c: c.update(config="x"), "its 'config' is not an object (str)"),
+        (lambda c: c.update(format_version=2), "checkpoint format 2, which this code does not know"),
     ],
 )
 def test_odd_checkpoints_are_one_line_errors(run, tmp_path, edit, message):

@@ -15,7 +15,7 @@ from model.model import DilatedNet
 from model.spec import describe
 from parse_config import ConfigParser
 from trainer.batch_tricks import BatchTricks, resize_schedule, select_hardest
-from utils.checkpoint import load_checkpoint
+from utils.checkpoint import FORMAT_VERSION, load_checkpoint
 from utils.errors import ArgumentError, ConfigError
 
 ALL_TRICKS = dict(
@@ -108,6 +108,7 @@ def test_ema_is_what_is_validated_saved_and_tested(tricked, tiny_folder, tmp_pat
     assert re.search(r"val_accuracy_raw *: \d+\.\d\d", proc.stdout)  # the raw weights, on their own line
     assert re.findall(r"image_size +: (\d+)", proc.stdout) == ["16", "32"]
     ckpt = load_checkpoint(run_dir / "last.pth")
+    assert ckpt["format_version"] == FORMAT_VERSION
     assert int(ckpt["ema_updates"]) == 2 * 5  # 2 epochs of 5 batches: one update per step
     assert any(not torch.equal(ckpt["state_dict"][k], ckpt["raw_state_dict"][k]) for k in ckpt["state_dict"])
     final = ckpt["history"][-1]
@@ -123,7 +124,7 @@ def test_ema_is_what_is_validated_saved_and_tested(tricked, tiny_folder, tmp_pat
     export = tmp_path / "w.pth"
     assert run_cli("export.py", "--resume", run_dir / "last.pth", "--out", export).returncode == 0
     shipped = load_checkpoint(export)
-    assert "raw_state_dict" not in shipped
+    assert "raw_state_dict" not in shipped and shipped["format_version"] == FORMAT_VERSION
     assert all(torch.equal(shipped["state_dict"][k], v) for k, v in ckpt["state_dict"].items())
 
 
@@ -173,6 +174,7 @@ def test_step_benchmark_prints_a_row_per_config_with_the_resize_schedule_cheaper
         batches=2,
         rounds=1,
         threads=0,
+        image_size=32,
     )
     rows = main(args)
     assert [r["config"] for r in rows] == ["config", "resized"] and rows[0]["params"] == 99_146

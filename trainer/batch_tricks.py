@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms import v2
 
+from utils.log_keys import IMAGE_SIZE, MIX_P
+
 
 def resize_schedule(min_size, until, epochs, full_size):
     """Image side per epoch (1-based index, full size from `until` x epochs on): from min_size up to
@@ -64,8 +66,8 @@ class BatchTricks:
         if self.mix_cfg:
             ramp = self.mix_cfg["ramp_epochs"]
             self.mix_p = self.mix_cfg["p"] * (min(1.0, epoch / ramp) if ramp else 1.0)
-        logged = {"image_size": self.size} if self.sizes else {}
-        return logged | ({"mix_p": round(self.mix_p, 4)} if self.mix_cfg else {})
+        logged = {IMAGE_SIZE: self.size} if self.sizes else {}
+        return logged | ({MIX_P: round(self.mix_p, 4)} if self.mix_cfg else {})
 
     def __call__(self, model, images, target, autocast):
         """(images, target for the metrics, target for the loss): the last may be soft (mixed)."""

@@ -12,6 +12,8 @@ from trainer.loops import evaluate, train_one_epoch
 from trainer.precision import autocast_of, resolve_amp
 from trainer.schedulers import SchedulerStepper
 from utils import distributed
+from utils.log_keys import LR, valid
+from utils.log_keys import tta as log_tta
 
 
 class Trainer(BaseTrainer):
@@ -77,13 +79,13 @@ class Trainer(BaseTrainer):
                 tta = self._validate(tta=kind, desc=f"{kind} TTA")
                 self.logger.info(
                     f"{LABELS[kind]} test-time augmentation (its own figure; the epoch log above is the plain one):\n"
-                    + format_log({f"val_{k}_{kind}_tta": v for k, v in tta.items()})
+                    + format_log({valid(log_tta(k, kind)): v for k, v in tta.items()})
                 )
             if self.ema is not None:
                 raw = self._validate(model=self.model, desc="raw weights")
                 self.logger.info(
                     "The raw (not averaged) weights, for comparison with the EMA above:\n"
-                    + format_log({f"val_{k}_raw": v for k, v in raw.items()})
+                    + format_log({valid(f"{k}_raw"): v for k, v in raw.items()})
                 )
         return history
 
@@ -136,9 +138,9 @@ class Trainer(BaseTrainer):
         middle = self._clock()
         if self.valid_data_loader is not None:
             val, *self.last_val_outputs = self._validate(return_outputs=True, desc="validation")
-            log.update({f"val_{k}": v for k, v in val.items()})
+            log.update({valid(k): v for k, v in val.items()})
         self.epoch_seconds.append((middle - start, self._clock() - middle))
-        log["lr"] = lr
+        log[LR] = lr
         log.update(schedule)
         self.stepper.after_epoch(log)
         return log

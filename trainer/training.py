@@ -108,7 +108,12 @@ def build(config, device, allow_spec_violation=False, epoch_callbacks=()):
     check_batch_size(config["data_loader"]["args"].get("batch_size"), distributed.world_size(), data_loader)
     check_outputs(model, data_loader)
     constraints = config["constraints"]
-    summary, failed = describe(model, constraints, augmentations=config["data_loader"]["args"].get("augmentations"))
+    summary, failed = describe(
+        model,
+        constraints,
+        input_size=(1, 3, *data_loader.image_size),  # the data's size, not an assumed 32x32
+        augmentations=config["data_loader"]["args"].get("augmentations"),
+    )
     logger.info(summary)
     if failed:
         if constraints["enforce"] and not allow_spec_violation:

@@ -4,7 +4,6 @@ import csv
 import io
 import json
 import logging
-import os
 import warnings
 from pathlib import Path
 
@@ -13,16 +12,15 @@ from optuna.trial import TrialState
 
 from tuning.space import apply_values
 from tuning.study import OBJECTIVE
+from utils.paths import atomic_write
 
 log = logging.getLogger("tune")
 
 
 def _write_atomic(path, text):
     """Workers of one study may write at once: each writes a file of its own, then renames it."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        tmp.write_text(text)
 
 
 def trial_rows(study, space):
@@ -138,9 +136,8 @@ def write_plots(study, space, out_dir):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # optuna's axes are not all tight_layout-compatible
             fig.tight_layout()
-        tmp = Path(out_dir) / f".{name}.{os.getpid()}.tmp.png"
-        fig.savefig(tmp, dpi=100)
-        os.replace(tmp, Path(out_dir) / name)
+        with atomic_write(Path(out_dir) / name) as tmp:
+            fig.savefig(tmp, dpi=100)
         plt.close(fig)
         written.append(name)
     return written

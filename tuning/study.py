@@ -19,8 +19,9 @@ from optuna.trial import TrialState
 
 from tuning.space import apply_values
 from utils.errors import ConfigError
+from utils.log_keys import valid
 
-OBJECTIVE = "val_accuracy"
+OBJECTIVE = valid("accuracy")
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 log = logging.getLogger("tune")
 

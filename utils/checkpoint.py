@@ -3,12 +3,10 @@ checks), written atomically (temp file in the same folder, then rename) and read
 `torch.load(weights_only=True)`, so a checkpoint holds only tensors and plain Python values."""
 
 import contextlib
-import os
 import pickle
 import random
 import re
 import signal
-import tempfile
 import threading
 import zipfile
 from pathlib import Path
@@ -17,12 +15,23 @@ import numpy as np
 import torch
 
 from utils.errors import CheckpointError, ConfigError
+from utils.paths import atomic_write
 
 # What a checkpoint holds. A full checkpoint (last.pth, model_best.pth, checkpoint-epochN.pth) has
 # every key of WEIGHTS_ONLY and RESUME_ONLY, and EMA_ONLY's when trainer.ema averaged the weights
 # (its state_dict is then the average); an export (export.py) keeps WEIGHTS_ONLY: all that test.py,
 # report.py, predict.py and export.py read.
-WEIGHTS_ONLY = ("epoch", "state_dict", "config", "history", "data_stats", "classes", "image_size", "monitor_best")
+WEIGHTS_ONLY = (
+    "format_version",
+    "epoch",
+    "state_dict",
+    "config",
+    "history",
+    "data_stats",
+    "classes",
+    "image_size",
+    "monitor_best",
+)
 RESUME_ONLY = ("optimizer", "rng", "lr_scheduler", "scaler", "world_size")
 EMA_ONLY = ("raw_state_dict", "ema_updates")
 LOOKAHEAD_ONLY = ("lookahead",)  # when trainer.lookahead is on: the slow weights and the step count
@@ -46,8 +55,15 @@ MAY_DIFFER_ON_RESUME = {
 }
 
 
+# The version of the schema above that this code writes. A file without the key is older than the
+# key (version 0: the same entries, all readable); one of a later version is refused in one line.
+FORMAT_VERSION = 1
+
+
 def make_checkpoint(**entries):
-    """A full checkpoint: exactly the keys of the schema above (a missing or unknown one is a bug)."""
+    """A full checkpoint: exactly the keys of the schema above (a missing or unknown one is a bug);
+    format_version is filled in."""
+    entries = {"format_version": FORMAT_VERSION, **entries}
     required, allowed = {*WEIGHTS_ONLY, *RESUME_ONLY}, {*WEIGHTS_ONLY, *RESUME_ONLY, *EMA_ONLY, *LOOKAHEAD_ONLY}
     missing, unknown = required - entries.keys(), entries.keys() - allowed
     if missing or unknown:
@@ -82,11 +98,17 @@ def show_changes(changes, first=3):
     return shown + (f" and {len(changes) - first} more" if len(changes) > first else "")
 
 
+def is_full(ckpt):
+    """A full checkpoint (what a resume needs) holds every entry of RESUME_ONLY; an export none."""
+    return all(key in ckpt for key in RESUME_ONLY)
+
+
 def require_full(saved, path):
     """A resume needs a full checkpoint: said first, before the data is read (train.py --resume)."""
-    if "optimizer" not in saved or "rng" not in saved:
+    if not is_full(saved):
+        missing = ", ".join(key for key in RESUME_ONLY if key not in saved)
         raise CheckpointError(
-            f"{path}: a weights-only checkpoint (no optimizer or RNG state) cannot be resumed; "
+            f"{path}: a weights-only checkpoint (no {missing}) cannot be resumed; "
             "evaluate it with test.py, or resume from the run's last.pth"
         )
 
@@ -157,21 +179,8 @@ def check_resumable(saved, now, path):
 def save_atomic(obj, path):
     """torch.save to a temp file beside `path`, fsync, then rename over `path`: a reader never sees
     half a file, and a run killed while saving leaves the previous checkpoint intact."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as tmp:
+        torch.save(obj, tmp)
 
 
 @contextlib.contextmanager
@@ -218,6 +227,12 @@ def load_checkpoint(path, map_location="cpu"):
         raise CheckpointError(f"{path}: not a readable checkpoint ({first})") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "config" not in ckpt:
         raise CheckpointError(f"{path}: not a checkpoint of this project (no state_dict/config)")
+    version = ckpt.get("format_version", 0)
+    if isinstance(version, bool) or not isinstance(version, int) or not 0 <= version <= FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format {version!r}, which this code does not know (it reads formats 0 to "
+            f"{FORMAT_VERSION}): it was written by a newer version of the project; update the code"
+        )
     return ckpt
 
 

@@ -1,5 +1,8 @@
-"""Output paths checked before any work: a command that cannot write its result says so at once."""
+"""Output paths checked before any work (a command that cannot write its result says so at once),
+and the one way every file the project writes in place is written (`atomic_write`)."""
 
+import contextlib
+import os
 import tempfile
 from pathlib import Path
 
@@ -26,3 +29,27 @@ def default_out(checkpoint, kind, saved=Path("saved")):
     if checkpoint.is_relative_to(saved.resolve()):
         return checkpoint.parent
     return saved / kind / f"{checkpoint.parent.name}-{checkpoint.stem}"
+
+
+@contextlib.contextmanager
+def atomic_write(path):
+    """Yield a temp path beside `path` (hidden, unique to this writer, with the same suffix so that
+    writers that go by the suffix, such as matplotlib, write the same format); when the block ends
+    without error the temp file is flushed to disk and renamed over `path`, so a reader (or another
+    worker writing the same file) never sees half a file. On any error, a full disk or Ctrl-C
+    included, the temp file is removed and a file that was at `path` stays as it was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,38 @@
+"""The keys of the epoch log (the dict printed one key per line each epoch, saved in the checkpoints'
+history, drawn and written to TensorBoard): which the trainer writes itself, and how a validation
+key is named. Metrics, config checks, the trainer, the plots and the tuner all read it from here."""
+
+EPOCH, LOSS, LR = "epoch", "loss", "lr"
+IMAGE_SIZE, MIX_P = "image_size", "mix_p"  # logged by the batch tricks (progressive resizing, mixing)
+VALID_PREFIX = "val_"
+
+# keys the trainer writes itself, so a metric may not be named after one of them
+TRAINER_KEYS = (EPOCH, LOSS, LR, IMAGE_SIZE, MIX_P)
+
+
+def valid(key):
+    """The key of `key` measured on the validation split: loss -> val_loss."""
+    return VALID_PREFIX + key
+
+
+def is_valid(key):
+    return key.startswith(VALID_PREFIX)
+
+
+def train_key(key):
+    """val_loss -> loss; a training key unchanged."""
+    return key[len(VALID_PREFIX) :] if is_valid(key) else key
+
+
+def tta(key, kind):
+    """The key of a test-time-augmented figure: (accuracy, "flip") -> accuracy_flip_tta."""
+    return f"{key}_{kind}_tta"
+
+
+def reserved_reason(name):
+    """Why a metric may not be logged as `name`, or None when it may."""
+    if name in TRAINER_KEYS:
+        return f"the trainer logs {name!r} itself"
+    if is_valid(name):
+        return f"names starting with {VALID_PREFIX!r} are the validation figures of the metrics"
+    return None

@@ -3,7 +3,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 
 from logger import TensorboardWriter, get_logger
-from logger.format import format_log
+from logger.format import format_log, write_csv
 from utils import distributed
 from utils.checkpoint import (
     check_resumable,
@@ -16,7 +16,7 @@ from utils.checkpoint import (
     set_rng_state,
 )
 from utils.errors import CheckpointError, DivergedError, NonFiniteLoss
-from utils.log_keys import EPOCH, LOSS, valid
+from utils.log_keys import EPOCH, LOSS, TIMING_KEYS, valid
 
 
 class BaseTrainer(ABC):
@@ -78,6 +78,8 @@ class BaseTrainer(ABC):
             self.history.append(log)
             self.logger.info(format_log(log))
             self.writer.add_scalars(log, epoch)
+            if distributed.is_main():
+                self._write_csv()
 
             best = False
             if self.mnt_mode != "off":
@@ -98,7 +100,19 @@ class BaseTrainer(ABC):
             if stop:
                 self.logger.info(f"{self.mnt_metric} did not improve for {self.early_stop} epochs: training stops.")
                 break
+        if self.history:  # TensorBoard's HPARAMS tab: this run's config against its final figures
+            final = {k: v for k, v in self.history[-1].items() if isinstance(v, (int, float)) and k not in TIMING_KEYS}
+            self.writer.add_hparams(self.config.config, final)
         return self.history
+
+    def _write_csv(self):
+        """metrics.csv beside the checkpoints; a failure to write it is a warning (info.log has the
+        same figures), and a full disk then stops the run at the checkpoint with one line."""
+        path = self.checkpoint_dir / "metrics.csv"
+        try:
+            write_csv(self.history, path)
+        except OSError as e:
+            self.logger.warning(f"{path}: not written ({e.strerror or e}); info.log holds the same figures")
 
     def _stop_diverged(self, where, what, value, epoch):
         saved = f"last.pth keeps epoch {epoch - 1}" if epoch > 1 else "no checkpoint was written"

@@ -17,6 +17,7 @@ from logger.plots import (
     plot_misclassified,
     read_rgb,
 )
+from utils.log_keys import EPOCH_TIME, training_seconds
 from utils.paths import atomic_write
 
 
@@ -80,6 +81,11 @@ def write_report(
         f"{split_name.capitalize()} accuracy recomputed from the saved predictions: "
         f"{100.0 * np.trace(cm) / cm.sum():.2f}% "
         f"of {cm.sum()} images.",
+        "",
+        f"Training time: {training_seconds(history) / 60:.1f} min over {len(history)} epochs (training and "
+        "validation, as logged)."
+        if history and EPOCH_TIME in history[-1]
+        else "",
         "",
         f"## Per-class {split_name} accuracy",
         "",

@@ -27,6 +27,16 @@ class TensorboardWriter:
             tag = f"{train_key(key)}/val" if is_valid(key) else (LR if key == LR else f"{key}/train")
             self.writer.add_scalar(tag, value, step)
 
+    def add_hparams(self, config, metrics):
+        """TensorBoard's HPARAMS tab: the config's keys (flattened: optimizer.args.lr, ...) against the
+        final metrics, so that runs compare side by side."""
+        if not self.enabled:
+            return
+        hparams = {
+            key: value if isinstance(value, (int, float, str, bool)) else str(value) for key, value in _flat(config)
+        }
+        self.writer.add_hparams(hparams, {f"hparam/{k}": v for k, v in metrics.items()}, run_name=".")
+
     def add_image(self, tag, image_hwc, step):
         if self.enabled:
             self.writer.add_image(tag, image_hwc, step, dataformats="HWC")
@@ -34,3 +44,10 @@ class TensorboardWriter:
     def close(self):
         if self._writer is not None:
             self._writer.close()
+
+
+def _flat(tree, prefix=""):
+    """[(dotted key, leaf)] of a nested dict."""
+    if not isinstance(tree, dict):
+        return [(prefix, tree)]
+    return [item for key, value in tree.items() for item in _flat(value, f"{prefix}.{key}" if prefix else key)]

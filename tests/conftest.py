@@ -99,6 +99,13 @@ def finished_run(tmp_path_factory, tiny_folder):
     return next((tmp / "saved").glob("*/*")), config
 
 
+def without_timing(log):
+    """An epoch log without its wall-clock entries, which differ between two runs of one recipe."""
+    from utils.log_keys import TIMING_KEYS
+
+    return {k: v for k, v in log.items() if k not in TIMING_KEYS}
+
+
 def tiny_config(tmp_path, data_dir, **trainer):
     """The shipped config.json, made small: 2 epochs, batch 8, no workers, output under tmp_path, and no
     report at the end (its figures cost seconds; the tests of the report pass report=True)."""

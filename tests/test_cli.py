@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import assert_one_line_error, png_ok, run_cli, tiny_config
+from conftest import assert_one_line_error, png_ok, run_cli, tiny_config, without_timing
 from utils.checkpoint import load_checkpoint
 
 LOG_LINE = {
@@ -20,6 +20,7 @@ LOG_LINE = {
     "val_accuracy": r"\d+\.\d{2}",
     "lr": r"[\d.e-]+",
     "image_size": r"\d+",  # config.json resizes progressively
+    "epoch_time": r"\d+\.\d",  # seconds, training and validation
 }
 
 
@@ -90,6 +91,22 @@ def test_train_writes_checkpoints_logs_and_report(trained):
     rows = re.findall(r"^\| (\w+) \| (\d+) \| (\d+) \| ([\d.]+) \|$", report, re.M)
     assert len(rows) == 10 and sum(int(r[1]) for r in rows) == 20  # the confusion matrix counts every image
     assert "[PASS] max_params" in report
+    assert re.search(r"^Training time: \d+\.\d min over 2 epochs", report, re.M)
+
+
+def test_the_run_folder_says_how_it_was_made_and_holds_the_epochs_as_csv(trained):
+    import csv
+
+    proc, run_dir, _ = trained
+    rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
+    logged = epoch_logs(proc.stdout)
+    assert [r["epoch"] for r in rows] == ["1", "2"] and list(rows[0]) == list(LOG_LINE)
+    assert [float(r["val_accuracy"]) for r in rows] == [float(log["val_accuracy"]) for log in logged]
+    (made,) = json.loads((run_dir / "provenance.json").read_text())  # one start, one entry
+    assert "train.py -c" in made["command"] and made["torch"] == torch.__version__
+    assert made["device"] == "cpu" and made["cpu"] and made["python"].count(".") == 2
+    assert made["git_dirty"] in (True, False, None) and (made["git_commit"] is None or len(made["git_commit"]) == 40)
+    assert re.search(r"^Training time: \d+\.\d min over 2 epochs \(\d+\.\d s per epoch", proc.stdout, re.M)
 
 
 def test_tensorboard_has_the_epoch_scalars_and_report_images(trained):
@@ -104,6 +121,7 @@ def test_tensorboard_has_the_epoch_scalars_and_report_images(trained):
             tags[kind] |= set(acc.Tags()[kind])
     assert {"loss/train", "loss/val", "accuracy/train", "accuracy/val", "lr"} <= tags["scalars"]
     assert "report/confusion_matrix" in tags["images"]
+    assert {"hparam/val_accuracy", "hparam/loss"} <= tags["scalars"]  # the HPARAMS tab: config -> final figures
 
 
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(trained, tmp_path):
@@ -119,7 +137,7 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(trained, tmp_path
     assert resumed["epoch"] == 2 and len(resumed["history"]) == 2
     for key, tensor in straight["state_dict"].items():
         assert torch.equal(tensor, resumed["state_dict"][key]), key
-    assert resumed["history"][-1] == straight["history"][-1]
+    assert without_timing(resumed["history"][-1]) == without_timing(straight["history"][-1])
     assert resumed["lr_scheduler"]["last_epoch"] == straight["lr_scheduler"]["last_epoch"]
 
 

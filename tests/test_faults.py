@@ -169,10 +169,11 @@ def test_resume_is_locked_and_cleans_temp_files_of_a_killed_save(run, tmp_path):
     assert_one_line_error(proc, f"another process (pid {os.getpid()}) is training in this run folder")
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     (copy / ".lock").write_text(dead.stdout.strip())  # left by a process that is gone
-    (copy / "last.pth.k3j2.tmp").write_bytes(b"half a checkpoint")
+    (copy / "last.pth.k3j2.tmp").write_bytes(b"half a checkpoint")  # written by an older version
+    (copy / ".last.x8f2.tmp.pth").write_bytes(b"half a checkpoint")  # utils.paths.atomic_write's
     proc = run_cli("train.py", "--resume", copy / "checkpoint-epoch1.pth", "--epochs", 2)
     assert proc.returncode == 0, proc.stderr
-    assert not list(copy.glob("*.tmp")) and not (copy / ".lock").exists()
+    assert not list(copy.glob("*.tmp")) and not list(copy.glob(".*.tmp.*")) and not (copy / ".lock").exists()
 
 
 def test_two_runs_in_the_same_second_get_folders_of_their_own(tmp_path):

@@ -12,7 +12,7 @@ from trainer.loops import evaluate, train_one_epoch
 from trainer.precision import autocast_of, resolve_amp
 from trainer.schedulers import SchedulerStepper
 from utils import distributed
-from utils.log_keys import LR, valid
+from utils.log_keys import EPOCH_TIME, LR, training_seconds, valid
 from utils.log_keys import tta as log_tta
 
 
@@ -73,6 +73,12 @@ class Trainer(BaseTrainer):
 
     def train(self):
         history = super().train()
+        if history:
+            total = training_seconds(history)
+            self.logger.info(
+                f"Training time: {total / 60:.1f} min over {len(history)} epochs "
+                f"({total / len(history):.1f} s per epoch, validation included)"
+            )
         self._check_replicas()
         if self.valid_data_loader is not None and history:
             for kind in ("flip", "multicrop"):
@@ -142,6 +148,7 @@ class Trainer(BaseTrainer):
         self.epoch_seconds.append((middle - start, self._clock() - middle))
         log[LR] = lr
         log.update(schedule)
+        log[EPOCH_TIME] = round(sum(self.epoch_seconds[-1]), 1)
         self.stepper.after_epoch(log)
         return log
 

@@ -18,6 +18,7 @@ from trainer.trainer import Trainer
 from utils import ConfigError, SpecError, distributed, resolve_device, seed_everything
 from utils.checkpoint import load_checkpoint, require_full
 from utils.cli import Terminated, exit_status
+from utils.provenance import record_provenance
 
 
 class Run(NamedTuple):
@@ -163,6 +164,7 @@ def train(config, run, mistake_cams=None):
     if main_rank:
         config.make_run_dir()
         attach_run_log(config.run_dir)
+        record_provenance(config.run_dir, run.trainer.device)
     logger.info(
         f"Data: {len(data_loader.dataset)} training images, "
         f"{len(valid_data_loader.dataset) if valid_data_loader else 0} {data_loader.valid_name} images; "

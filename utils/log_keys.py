@@ -3,11 +3,18 @@ history, drawn and written to TensorBoard): which the trainer writes itself, and
 key is named. Metrics, config checks, the trainer, the plots and the tuner all read it from here."""
 
 EPOCH, LOSS, LR = "epoch", "loss", "lr"
+EPOCH_TIME = "epoch_time"  # wall seconds of the epoch, training and validation
 IMAGE_SIZE, MIX_P = "image_size", "mix_p"  # logged by the batch tricks (progressive resizing, mixing)
 VALID_PREFIX = "val_"
 
 # keys the trainer writes itself, so a metric may not be named after one of them
-TRAINER_KEYS = (EPOCH, LOSS, LR, IMAGE_SIZE, MIX_P)
+TRAINER_KEYS = (EPOCH, LOSS, LR, IMAGE_SIZE, MIX_P, EPOCH_TIME)
+TIMING_KEYS = (EPOCH_TIME,)  # differ between two runs of the same recipe: not part of what a run computes
+
+
+def training_seconds(history):
+    """Total wall seconds of the epochs of `history` that recorded their time."""
+    return sum(h.get(EPOCH_TIME, 0.0) for h in history)
 
 
 def valid(key):

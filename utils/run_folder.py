@@ -5,6 +5,7 @@ import json
 import os
 
 from utils.errors import ConfigError
+from utils.paths import atomic_write
 
 
 def make_run_dir(run_dir, resume, config):
@@ -15,7 +16,8 @@ def make_run_dir(run_dir, resume, config):
     try:
         if resume is not None and run_dir == resume.parent:
             lock = _lock(run_dir)
-            for tmp in run_dir.glob("*.pth.*.tmp"):
+            # utils.paths.atomic_write's temp files (".last.<random>.tmp.pth"), and the older "last.pth.<random>.tmp"
+            for tmp in [*run_dir.glob(".*.tmp.*"), *run_dir.glob("*.pth.*.tmp")]:
                 tmp.unlink()
         else:
             base = run_dir
@@ -26,7 +28,8 @@ def make_run_dir(run_dir, resume, config):
                 except FileExistsError:
                     run_dir = base.with_name(f"{base.name}_{n}")
             lock = _lock(run_dir)
-        (run_dir / "config.json").write_text(json.dumps(config, indent=4) + "\n")
+        with atomic_write(run_dir / "config.json") as tmp:
+            tmp.write_text(json.dumps(config, indent=4) + "\n")
     except OSError as e:
         raise ConfigError(f"trainer.save_dir: cannot write the run folder {run_dir} ({e.strerror or e})") from None
     return run_dir, lock

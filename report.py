@@ -12,7 +12,7 @@ from base.base_data_loader import pictures
 from deploy.cam import mistake_cams_for
 from deploy.loading import load_trained
 from logger import get_logger, setup_logging
-from logger.report import write_report
+from logger.run_report import write_report
 from model.spec import describe
 from trainer import evaluate
 from trainer.precision import autocast_for

@@ -44,7 +44,7 @@ def confident_mistakes(targets, probs, count):
 
 
 def mistake_cams_for(network, stats):
-    """logger.report's mistake_cams hook for `network` (normalised with `stats`)."""
+    """logger.run_report's mistake_cams hook for `network` (normalised with `stats`)."""
     return functools.partial(plot_mistake_cams, network, stats)
 
 

@@ -5,7 +5,7 @@ import pytest
 from conftest import CLASSES, make_images, png_ok
 from data_loader.transforms import build_augment
 from logger.plots import confusion_matrix, per_class_accuracy
-from logger.report import write_report
+from logger.run_report import write_report
 
 
 def test_confusion_matrix_counts_every_image():

@@ -1,37 +1,6 @@
-import random
+"""Exact per-sample means of an epoch's loss and metrics (sums and counts, all-reduced under DDP)."""
 
-import numpy as np
 import torch
-
-
-def seed_everything(seed):
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def resolve_device(name):
-    """'auto' -> cuda when available, else cpu; anything else is passed to torch.device."""
-    from utils.errors import ConfigError
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"device: {name!r} is not a device (expected auto, cpu, cuda or cuda:N)") from None
-    if device.type not in ("cpu", "cuda"):
-        raise ConfigError(f"device: {name!r} is not supported here (expected auto, cpu, cuda or cuda:N)")
-    if (
-        device.type == "cuda"
-        and device.index is not None
-        and torch.cuda.is_available()
-        and device.index >= torch.cuda.device_count()
-    ):
-        raise ConfigError(f"device: {name!r} asked for, but this machine has {torch.cuda.device_count()} GPU(s)")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device: {name!r} asked for, but CUDA is not available on this machine (use --device cpu)")
-    return device
 
 
 class MetricTracker:

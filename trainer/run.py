@@ -9,7 +9,7 @@ import torch
 
 import model.metric as module_metric
 from logger import attach_run_log, get_logger, setup_logging
-from logger.report import write_run_report
+from logger.run_report import write_run_report
 from model.blocks import PatchWhitening
 from model.spec import describe, format_checks
 from trainer.optim import build_optimizer

@@ -5,7 +5,7 @@
         [--weights pretrained/cifar10_dilatednet.pth] [--batches 30] [--rounds 2]
 
 Each variant builds the run as train.py does (trainer.run.build: the same loader, network,
-optimizer, precision and memory format), then times train.py's own train_one_epoch over --batches
+optimizer, precision and memory format), then times the Trainer's own training step over --batches
 batches of the real loader at the full image size (after 3 untimed warm-up batches), and prints the
 mean seconds per batch and what a full epoch of the training images would take. Settings a variant
 may change: workers (DataLoader processes), threads (torch compute threads), amp (trainer.amp),
@@ -25,7 +25,6 @@ import torch
 
 from logger import setup_logging
 from parse_config import ConfigParser
-from trainer.loops import train_one_epoch
 from trainer.run import build
 from utils import UserError, resolve_device, seed_everything
 from utils.checkpoint import load_checkpoint, load_model_state
@@ -76,18 +75,9 @@ def time_variant(base, variant, args):
     trainer = build(config, resolve_device(config["device"])).trainer
     if args.weights:
         load_model_state(trainer.model, load_checkpoint(args.weights), args.weights)
-    loop = dict(
-        model=trainer.train_model,
-        criterion=trainer.criterion,
-        metric_ftns=trainer.metric_ftns,
-        optimizer=trainer.optimizer,
-        device=trainer.device,
-        autocast=trainer.autocast,
-        channels_last=trainer.channels_last,
-    )
-    train_one_epoch(loader=Take(trainer.data_loader, 3), **loop)  # warm-up: workers, thread pools, caches
+    trainer.train_batches(Take(trainer.data_loader, 3), "warm-up")  # workers, thread pools, caches
     start = time.perf_counter()
-    train_one_epoch(loader=Take(trainer.data_loader, args.batches), **loop)
+    trainer.train_batches(Take(trainer.data_loader, args.batches), "timed")
     seconds = (time.perf_counter() - start) / args.batches
     return seconds, len(trainer.data_loader)
 

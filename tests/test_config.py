@@ -26,8 +26,22 @@ def test_keys_left_out_get_the_schemas_defaults(config):
     minimal["lr_scheduler"] = config["lr_scheduler"]
     minimal["trainer"] = {"epochs": 3}
     parsed = parse(minimal)
-    trainer_defaults = {k: f.default for k, f in TrainerSection.model_fields.items() if k != "epochs"}
-    assert {k: parsed["trainer"][k] for k in trainer_defaults} == trainer_defaults
+    assert parsed["trainer"] == {  # the defaults the README documents, written out
+        "epochs": 3,
+        "save_dir": "saved/",
+        "save_period": 10,
+        "verbosity": 2,
+        "monitor": "max val_accuracy",
+        "early_stop": 0,
+        "tensorboard": True,
+        "amp": "auto",
+        "channels_last": False,
+        "report": True,
+        "sync_bn": False,
+        "dist_timeout": 600,
+        **dict.fromkeys(("ema", "mix", "progressive_resize", "selective_backprop", "norm", "lookahead")),
+    }
+    assert set(parsed["trainer"]) == set(TrainerSection.model_fields)
     assert parsed["trainer"]["epochs"] == 3 and parsed["seed"] == 0 and parsed["device"] == "auto"
     assert parsed["constraints"] is None  # no constraints section: trained without them (and said so)
     minimal["constraints"] = {}
@@ -88,9 +102,36 @@ def test_parsing_creates_no_folders(config, tmp_path, monkeypatch):
             lambda c: c["constraints"].update(required_augmentations=["ToGray", 3]),
             "constraints.required_augmentations[1]: expected a string, got 3",
         ),
+        (lambda c: c["trainer"].update(epochs=0), "trainer.epochs: expected an integer >= 1, got 0"),
+        (lambda c: c["trainer"].update(epochs=-1), "trainer.epochs: expected an integer >= 1, got -1"),
+        (lambda c: c["trainer"].update(save_period=0), "trainer.save_period: expected an integer >= 1, got 0"),
+        (lambda c: c["trainer"].update(dist_timeout=0), "trainer.dist_timeout: expected an integer >= 1, got 0"),
+        (
+            lambda c: c["trainer"].update(monitor="max val_acc"),
+            "trainer.monitor: 'val_acc' is not logged (expected one of: loss, val_loss, accuracy",
+        ),
+        (lambda c: c["trainer"].update(verbosity=5), "trainer.verbosity: expected one of 0, 1 or 2, got 5"),
+        (lambda c: c["trainer"].update(early_stop=-1), "trainer.early_stop: expected an integer >= 0, got -1"),
+        (
+            lambda c: c["trainer"].update(monitor="best val_accuracy"),
+            'trainer.monitor: expected "off" or "min <metric>" / "max <metric>", got "best val_accuracy"',
+        ),
+        (
+            lambda c: c["optimizer"]["args"].update(lr=float("nan")),
+            "optimizer.args.lr: expected a finite number, got nan",
+        ),
+        (
+            lambda c: c["lr_scheduler"]["args"].update(div_factor=float("inf")),
+            "lr_scheduler.args.div_factor: expected a finite number, got inf",
+        ),
+        (
+            lambda c: c.update(name="../../x"),
+            "name: expected a plain folder name (letters, digits, '.', '_', '-'), got \"../../x\"",
+        ),
     ],
 )
 def test_bad_config_names_the_key(config, edit, key):
+    """Each bad value is one line naming the key and what was expected, when the config is read."""
     edit(config)
     with pytest.raises(ConfigError) as info:
         parse(config)

@@ -68,13 +68,24 @@ def test_predict_json_tta_and_missing_input(checkpoint, pictures, tmp_path):
     )
 
 
-def test_onnx_export_agrees_with_pytorch_and_predicts_the_same(checkpoint, pictures, tmp_path):
+def test_onnx_export_agrees_with_pytorch_and_predicts_the_same(checkpoint, pictures, tiny_folder, tmp_path):
     folder, _ = pictures
     model = tmp_path / "m.onnx"
     proc = run_cli("export.py", "--resume", checkpoint, "--format", "onnx", "--out", model)
     assert proc.returncode == 0, proc.stderr
     diff = float(re.search(r"max abs logit difference ([\d.e+-]+); argmax identical: True", proc.stdout).group(1))
     assert diff < 1e-3
+    from deploy.onnx_export import compare
+    from deploy.predictor import OnnxPredictor, TorchPredictor
+
+    # on real-looking pictures too (the export's own check draws random ones), and with the same
+    # test-time augmentation on both paths
+    torch_predictor, onnx_predictor = TorchPredictor(checkpoint), OnnxPredictor(model)
+    real = np.stack([np.asarray(Image.open(p)) for p in sorted((tiny_folder / "test").glob("*/*.png"))])
+    diff, same = compare(torch_predictor, model, real)
+    assert diff < 1e-3 and same
+    for tta in ("flip", "multicrop"):
+        assert np.abs(onnx_predictor.logits(real, tta) - torch_predictor.logits(real, tta).numpy()).max() < 1e-3
     both = [
         run_cli("predict.py", "--checkpoint", path, folder / "cat.png", folder / "sub").stdout.splitlines()[-1]
         for path in (checkpoint, model)
@@ -89,7 +100,13 @@ def test_int8_export_reports_its_accuracy_next_to_fp32(checkpoint, tmp_path):
     proc = run_cli("export.py", "--resume", checkpoint, "--format", "onnx-int8", "--out", tmp_path / "q.onnx")
     assert proc.returncode == 0, proc.stderr
     fp32, int8 = map(float, re.search(r"fp32 ([\d.]+)%  int8 ([\d.]+)%", proc.stdout).groups())
-    assert 0 <= int8 <= 100 and 0 <= fp32 <= 100
+    from deploy.onnx_export import accuracy, run_images
+    from deploy.predictor import OnnxPredictor, TorchPredictor
+
+    predictor = TorchPredictor(checkpoint)
+    _, valid, labels = run_images(predictor, None)  # the run's own validation pictures, measured again
+    assert fp32 == round(accuracy(predictor, valid, labels), 2)
+    assert int8 == round(accuracy(OnnxPredictor(tmp_path / "q.onnx"), valid, labels), 2)
     assert ("warning: int8 loses" in proc.stdout) == (fp32 - int8 > 0.5)
 
 
@@ -144,17 +161,3 @@ def test_grad_cam_maps_have_the_pictures_size_and_lie_in_0_1():
     images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
     heat = grad_cam(DilatedNet().eval(), {"mean": [0.5] * 3, "std": [0.25] * 3}, images, [0, 3, 9])
     assert heat.shape == (3, 32, 32) and heat.min() >= 0 and heat.max() <= 1 + 1e-6
-
-
-def test_onnx_matches_pytorch_on_real_looking_pictures(checkpoint, tiny_folder, tmp_path):
-    from deploy.onnx_export import compare, export_onnx
-    from deploy.predictor import OnnxPredictor, TorchPredictor
-
-    predictor = TorchPredictor(checkpoint)
-    export_onnx(predictor, tmp_path / "m.onnx")
-    pictures = np.stack([np.asarray(Image.open(p)) for p in sorted((tiny_folder / "test").glob("*/*.png"))])
-    diff, same = compare(predictor, tmp_path / "m.onnx", pictures)
-    assert diff < 1e-3 and same
-    onnx = OnnxPredictor(tmp_path / "m.onnx")  # the same test-time augmentation on both paths
-    for tta in ("flip", "multicrop"):
-        assert np.abs(onnx.logits(pictures, tta) - predictor.logits(pictures, tta).numpy()).max() < 1e-3

@@ -65,6 +65,6 @@ def test_write_report_makes_every_file_and_closes_its_figures(tmp_path):
     for name in ("curves", "confusion_matrix", "misclassified", "augmentations"):
         png_ok(paths[name])
     report = paths["report"].read_text()
-    wrong = int((probs.argmax(1) != targets).sum())
-    assert f"of {len(targets)} images" in report and "| val_accuracy | 84.00 |" in report
-    assert wrong >= 25  # enough mistakes for a full grid from random predictions
+    right = int((probs.argmax(1) == targets).sum())
+    assert f"{100 * right / len(targets):.2f}% of {len(targets)} images" in report  # recomputed from the predictions
+    assert "| val_accuracy | 84.00 |" in report  # the last epoch, formatted as the epoch log

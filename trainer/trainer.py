@@ -118,15 +118,15 @@ class Trainer(BaseTrainer):
             raise RuntimeError(f"DDP replicas diverged: weight checksums per rank {sums}")
         self.logger.info(f"Weights identical on all {len(sums)} processes (checksum {sums[0]:.6f})")
 
-    def _train_epoch(self, epoch):
-        start = self._clock()
-        schedule = self.tricks.start_epoch(epoch) if self.tricks is not None else {}
-        log = train_one_epoch(
+    def train_batches(self, loader, desc):
+        """One pass of train_one_epoch over `loader` with everything this run steps: the model, the
+        optimizer and its per-batch schedule, precision, memory format, batch tricks, EMA, Lookahead."""
+        return train_one_epoch(
             self.train_model,
             self.criterion,
             self.metric_ftns,
             self.optimizer,
-            self.data_loader,
+            loader,
             self.device,
             batch_scheduler=self.stepper.batch_scheduler,
             scaler=self.scaler,
@@ -135,8 +135,13 @@ class Trainer(BaseTrainer):
             tricks=self.tricks,
             ema=self.ema,
             lookahead=self.lookahead,
-            desc=f"epoch {epoch}/{self.epochs}",
+            desc=desc,
         )
+
+    def _train_epoch(self, epoch):
+        start = self._clock()
+        schedule = self.tricks.start_epoch(epoch) if self.tricks is not None else {}
+        log = self.train_batches(self.data_loader, desc=f"epoch {epoch}/{self.epochs}")
         lr = log.pop("lr")
         distributed.average_buffers(self.model)  # DDP: one set of BatchNorm statistics for all ranks
         if self.ema is not None:

@@ -48,6 +48,7 @@ def provenance(device):
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             versions[name] = None
+    versions["torch"] = torch.__version__  # with its build tag (+cpu, +cu130): which wheel ran
     status = _git("status", "--porcelain", "--untracked-files=no")
     return {
         "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),

@@ -1,5 +1,5 @@
 """Predict the classes of your own pictures with a trained network:
-    python predict.py --checkpoint pretrained/cifar10_dilatednet.pth cat.jpg photos/ more.tar.gz
+    python predict.py --resume pretrained/cifar10_dilatednet.pth cat.jpg photos/ more.tar.gz
 INPUTs are image files, folders (searched recursively for .jpg/.jpeg/.png) or tar archives. Any
 size or mode: converted to RGB and resized to the network's input size (one line says so). Prints a
 row per picture (its top-k classes with probabilities); --out writes them as CSV or JSON; --tta flip
@@ -124,7 +124,14 @@ def main(args):
 
 def cli(argv=None):
     parser = argparse.ArgumentParser(description="Predict the classes of your own pictures")
-    parser.add_argument("--checkpoint", required=True, help="a .pth checkpoint of this project or an exported .onnx")
+    parser.add_argument(
+        "-r",
+        "--resume",
+        "--checkpoint",
+        dest="checkpoint",
+        required=True,
+        help="a .pth checkpoint of this project or an exported .onnx (--checkpoint: the same flag)",
+    )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or tar archives")
     parser.add_argument("--topk", type=int, default=3, help="classes shown per image (default 3)")
     parser.add_argument("--out", default=None, help="write the predictions to this .csv or .json file")

@@ -27,7 +27,6 @@ from utils.paths import check_writable, default_out
 def main(args):
     setup_logging(None, 1)
     out = Path(args.out) if args.out else default_out(args.resume, "report")
-    check_writable(out, folder=True)  # before the evaluation, not after it
     saved = load_checkpoint(args.resume)["config"]["data_loader"]["args"]
     for flag, key in (("--validation_split", "validation_split"), ("--train_subset", "train_subset")):
         given = getattr(args, key, None)
@@ -36,7 +35,8 @@ def main(args):
                 f"{flag}: {given} is not the run's {saved.get(key, 0)}: the report evaluates the run's own "
                 "validation split, and another split would count images it trained on; use test.py for other data"
             )
-    config, ckpt, model, data_loader = load_trained(args, split="run")
+    config, ckpt, model, data_loader = load_trained(args, split="run")  # a bad checkpoint or data: nothing made
+    check_writable(out, folder=True)  # before the evaluation, not after it
     valid_loader = data_loader.split_validation()
     device = resolve_device(config["device"])
     model = model.to(device)

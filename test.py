@@ -31,8 +31,8 @@ def main(args):
     setup_logging(None, 1)
     logger = get_logger("test")
     out = Path(args.out) if args.out else default_out(args.resume, "test")
+    config, ckpt, model, data_loader = load_trained(args, split="test")  # a bad checkpoint or data: nothing made
     check_writable(out, folder=True)  # before the evaluation, not after it
-    config, ckpt, model, data_loader = load_trained(args, split="test")
     device = resolve_device(config["device"])
     model = model.to(device)
     criterion = config.init_obj("loss")

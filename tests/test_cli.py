@@ -175,8 +175,9 @@ def test_corrupt_checkpoint(trained, tmp_path, tiny_folder):
     bad = tmp_path / "last.pth"
     bad.write_bytes(b"\x00" * 64)
     assert_one_line_error(
-        run_cli("test.py", "--resume", bad, "--data_dir", tiny_folder), "last.pth", "not a checkpoint"
+        run_cli("test.py", "--resume", bad, "--data_dir", tiny_folder, cwd=tmp_path), "last.pth", "not a checkpoint"
     )
+    assert not (tmp_path / "saved").exists()  # a failed command makes no output folder
     assert_one_line_error(run_cli("train.py", "--resume", bad), "last.pth", "not a checkpoint")
 
 
@@ -186,7 +187,14 @@ def test_checkpoint_of_another_architecture(trained, tmp_path, tiny_folder):
     config["arch"]["args"]["widths"] = [16, 32, 48, 64]
     (tmp_path / "other.json").write_text(json.dumps(config))
     proc = run_cli(
-        "test.py", "--resume", run_dir / "last.pth", "-c", tmp_path / "other.json", "--data_dir", tiny_folder
+        "test.py",
+        "--resume",
+        run_dir / "last.pth",
+        "-c",
+        tmp_path / "other.json",
+        "--data_dir",
+        tiny_folder,
+        cwd=tmp_path,
     )
     assert_one_line_error(proc, "last.pth", "weights do not fit the model DilatedNet")
 

@@ -56,8 +56,8 @@ def test_predict_reads_folders_and_tars_resizes_and_names_what_it_cannot_read(ch
 
 def test_predict_json_tta_and_missing_input(checkpoint, pictures, tmp_path):
     folder, _ = pictures
-    out = tmp_path / "p.json"
-    proc = run_cli("predict.py", "--checkpoint", checkpoint, folder / "cat.png", "--tta", "flip", "--out", out)
+    out = tmp_path / "p.json"  # --resume, as in test.py (--checkpoint is the same flag)
+    proc = run_cli("predict.py", "--resume", checkpoint, folder / "cat.png", "--tta", "flip", "--out", out)
     assert proc.returncode == 0, proc.stderr
     data = json.loads(out.read_text())
     assert len(data) == 1 and len(data[0]["top"]) == 3

@@ -263,7 +263,7 @@ def test_test_py_refuses_images_of_another_size(run, tmp_path):
     for k, name in enumerate(["airplane", "automobile"]):
         (tmp_path / "big" / "test" / name).mkdir(parents=True)
         Image.new("RGB", (64, 64), (k * 100, 0, 0)).save(tmp_path / "big" / "test" / name / "0.png")
-    proc = run_cli("test.py", "--resume", run[0] / "last.pth", "--data_dir", tmp_path / "big")
+    proc = run_cli("test.py", "--resume", run[0] / "last.pth", "--data_dir", tmp_path / "big", cwd=tmp_path)
     assert_one_line_error(proc, "holds 64x64 images, the checkpoint was trained on 32x32")
 
 
@@ -354,7 +354,7 @@ def test_any_metric_list_works_end_to_end_with_args(tmp_path, tiny_folder):
     assert "    val_top3_acc   : " in proc.stdout and "    accuracy" not in proc.stdout
     (run_dir,) = (tmp_path / "saved").glob("*/*")
     assert (run_dir / "model_best.pth").is_file() and (run_dir / "report.md").is_file()
-    proc = run_cli("test.py", "--resume", run_dir / "last.pth")
+    proc = run_cli("test.py", "--resume", run_dir / "last.pth", "--out", tmp_path / "test")
     assert proc.returncode == 0 and "    top3_acc       : " in proc.stdout, proc.stderr
 
 

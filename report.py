@@ -17,7 +17,7 @@ from model.spec import describe
 from trainer import evaluate
 from trainer.precision import autocast_for
 from utils import resolve_device
-from utils.checkpoint import load_checkpoint
+from utils.checkpoint import load_checkpoint, read
 from utils.cli import run_main
 from utils.errors import ConfigError
 from utils.overrides import add_override_flags, base_argparser
@@ -27,7 +27,7 @@ from utils.paths import check_writable, default_out
 def main(args):
     setup_logging(None, 1)
     out = Path(args.out) if args.out else default_out(args.resume, "report")
-    saved = load_checkpoint(args.resume)["config"]["data_loader"]["args"]
+    saved = read(load_checkpoint(args.resume)).config["data_loader"]["args"]
     for flag, key in (("--validation_split", "validation_split"), ("--train_subset", "train_subset")):
         given = getattr(args, key, None)
         if given is not None and given != saved.get(key, 0):
@@ -60,7 +60,7 @@ def main(args):
         out,
         config=config.config,
         spec_text=spec_text,
-        history=ckpt.get("history", []),
+        history=read(ckpt).history or [],
         classes=data_loader.classes,
         valid_images=pictures(valid_loader),
         targets=targets.numpy(),

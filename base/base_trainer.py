@@ -12,6 +12,7 @@ from utils.checkpoint import (
     load_checkpoint,
     load_model_state,
     make_checkpoint,
+    read,
     save_atomic,
     set_rng_state,
 )
@@ -54,8 +55,8 @@ class BaseTrainer(ABC):
     def _extra_state(self):
         return {}
 
-    def _load_extra_state(self, ckpt):
-        pass
+    def _load_extra_state(self, saved):
+        """Restore what _extra_state saved, from the checkpoint's entries (utils.checkpoint.Saved)."""
 
     def train(self):
         try:
@@ -167,19 +168,20 @@ class BaseTrainer(ABC):
         ckpt = load_checkpoint(path)
         for warning in check_resumable(ckpt, self._state(self.start_epoch - 1), path):
             self.logger.warning(warning)
+        saved = read(ckpt)
         last = Path(path).parent / "last.pth"
         if Path(path).name != "last.pth" and last.is_file():
-            later = load_checkpoint(last).get("epoch", 0)
-            if later > ckpt["epoch"]:
+            later = read(load_checkpoint(last)).epoch or 0
+            if later > saved.epoch:
                 self.logger.warning(
-                    f"resuming epoch {ckpt['epoch']} of this run: its last.pth (epoch {later}) and the checkpoints "
-                    f"after epoch {ckpt['epoch']} are overwritten as training goes on (copy the run to keep them)"
+                    f"resuming epoch {saved.epoch} of this run: its last.pth (epoch {later}) and the checkpoints "
+                    f"after epoch {saved.epoch} are overwritten as training goes on (copy the run to keep them)"
                 )
         load_model_state(self.model, ckpt, path)
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self._load_extra_state(ckpt)
-        self.start_epoch = ckpt["epoch"] + 1
-        self.mnt_best = ckpt["monitor_best"]
-        self.history = list(ckpt.get("history", []))
-        set_rng_state(ckpt["rng"])
+        self.optimizer.load_state_dict(saved.optimizer)
+        self._load_extra_state(saved)
+        self.start_epoch = saved.epoch + 1
+        self.mnt_best = saved.monitor_best
+        self.history = list(saved.history or [])
+        set_rng_state(saved.rng)
         self.logger.info(f"Resumed from {path}: training continues at epoch {self.start_epoch}")

@@ -5,7 +5,7 @@ predictor, the ONNX export, test.py, report.py, the tools) and `load_trained`, w
 from typing import NamedTuple
 
 from parse_config import ConfigParser, args_named, load_config
-from utils.checkpoint import load_checkpoint, load_model_state
+from utils.checkpoint import load_checkpoint, load_model_state, read
 from utils.errors import CheckpointError, DataError
 from utils.overrides import overrides_from_args
 
@@ -28,19 +28,20 @@ def load_network(path, config=None, require=()):
     the checkpoint's own config). require: entries ("data_stats", "classes") the caller cannot work
     without; a checkpoint without them is one line."""
     ckpt = load_checkpoint(path)
+    saved = read(ckpt)
     for key in require:
-        if not ckpt.get(key):
+        if not getattr(saved, key):
             raise CheckpointError(f"{path}: has no {key!r}; it predates them: export it again from its run")
-    config = config or ConfigParser(ckpt["config"], run_id="eval")
+    config = config or ConfigParser(saved.config, run_id="eval")
     model = config.init_obj("arch")
     load_model_state(model, ckpt, path)
-    size = tuple(ckpt.get("image_size") or DEFAULT_IMAGE_SIZE)
-    return Trained(model.eval(), config, ckpt, ckpt.get("data_stats"), list(ckpt.get("classes") or []), size)
+    size = tuple(saved.image_size or DEFAULT_IMAGE_SIZE)
+    return Trained(model.eval(), config, ckpt, saved.data_stats, list(saved.classes or []), size)
 
 
 def config_from_checkpoint(args, ckpt):
     """The checkpoint's own config (or -c), with the command-line overrides applied."""
-    config = load_config(args.config) if args.config else ckpt["config"]
+    config = load_config(args.config) if args.config else read(ckpt).config
     return ConfigParser(config, None, overrides_from_args(args), run_id="eval")
 
 
@@ -56,16 +57,16 @@ def load_trained(args, split):
         data_loader = config.init_obj("data_loader")
     else:
         with args_named("data_loader"):
-            data_loader = config.obj_type("data_loader").for_test(config["data_loader"]["args"], ckpt.get("data_stats"))
-    size = list(data_loader.image_size)
-    if ckpt.get("image_size") and list(ckpt["image_size"]) != size:
+            data_loader = config.obj_type("data_loader").for_test(config["data_loader"]["args"], read(ckpt).data_stats)
+    size, saved = list(data_loader.image_size), read(ckpt)
+    if saved.image_size and list(saved.image_size) != size:
         raise DataError(
             f"{config['data_loader']['args']['data_dir']}: holds {size[1]}x{size[0]} images, the "
-            f"checkpoint was trained on {ckpt['image_size'][1]}x{ckpt['image_size'][0]}"
+            f"checkpoint was trained on {saved.image_size[1]}x{saved.image_size[0]}"
         )
-    if ckpt.get("classes") and list(ckpt["classes"]) != list(data_loader.classes):
+    if saved.classes and list(saved.classes) != list(data_loader.classes):
         raise DataError(
             f"{config['data_loader']['args']['data_dir']}: holds classes {data_loader.classes}, "
-            f"the checkpoint was trained on {ckpt['classes']}"
+            f"the checkpoint was trained on {saved.classes}"
         )
     return config, ckpt, model, data_loader

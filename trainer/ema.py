@@ -42,18 +42,18 @@ def ema_state(ema, model):
     }
 
 
-def load_ema_state(ema, model, ckpt):
-    """Restore what ema_state saved; returns a warning for the log when the checkpoint and the config
-    disagree about EMA (None when they agree)."""
-    if "raw_state_dict" in ckpt:
-        model.load_state_dict(ckpt["raw_state_dict"])  # training continues from the raw weights
+def load_ema_state(ema, model, saved):
+    """Restore what ema_state saved, from the checkpoint's entries (utils.checkpoint.Saved); returns a
+    warning for the log when the checkpoint and the config disagree about EMA (None when they agree)."""
+    if saved.raw_state_dict is not None:
+        model.load_state_dict(saved.raw_state_dict)  # training continues from the raw weights
         if ema is None:
             return (
                 "the checkpoint averaged its weights (trainer.ema) and this config does not: training "
                 "continues from its raw weights without averaging"
             )
-        ema.module.load_state_dict(ckpt["state_dict"])
-        ema.n_averaged.copy_(ckpt["ema_updates"])
+        ema.module.load_state_dict(saved.state_dict)
+        ema.n_averaged.copy_(saved.ema_updates)
         return None
     if ema is not None:
         ema.module.load_state_dict(model.state_dict())

@@ -175,13 +175,13 @@ class Trainer(BaseTrainer):
             **({"lookahead": self.lookahead.state_dict()} if self.lookahead is not None else {}),
         }
 
-    def _load_extra_state(self, ckpt):
-        warning = load_ema_state(self.ema, self.model, ckpt)
+    def _load_extra_state(self, saved):
+        warning = load_ema_state(self.ema, self.model, saved)
         if warning:
             self.logger.warning(warning)
-        if self.lookahead is not None and "lookahead" in ckpt:
-            self.lookahead.load_state_dict(ckpt["lookahead"])
-        if self.lr_scheduler is not None and ckpt.get("lr_scheduler") is not None:
-            self.lr_scheduler.load_state_dict(ckpt["lr_scheduler"])
-        if self.scaler is not None and ckpt.get("scaler") is not None:
-            self.scaler.load_state_dict(ckpt["scaler"])
+        if self.lookahead is not None and saved.lookahead is not None:
+            self.lookahead.load_state_dict(saved.lookahead)
+        if self.lr_scheduler is not None and saved.lr_scheduler is not None:
+            self.lr_scheduler.load_state_dict(saved.lr_scheduler)
+        if self.scaler is not None and saved.scaler is not None:
+            self.scaler.load_state_dict(saved.scaler)

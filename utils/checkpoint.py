@@ -10,6 +10,7 @@ import signal
 import threading
 import zipfile
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -58,6 +59,34 @@ MAY_DIFFER_ON_RESUME = {
 # The version of the schema above that this code writes. A file without the key is older than the
 # key (version 0: the same entries, all readable); one of a later version is refused in one line.
 FORMAT_VERSION = 1
+
+
+class Saved(NamedTuple):
+    """A checkpoint's entries, read one way (`read`): what the schema above names, None where the
+    file has no such entry (an export has no optimizer, a run without EMA no raw_state_dict)."""
+
+    format_version: int = 0
+    epoch: int | None = None
+    state_dict: dict | None = None
+    config: dict | None = None
+    history: list | None = None
+    data_stats: dict | None = None
+    classes: list | None = None
+    image_size: list | None = None
+    monitor_best: float | None = None
+    optimizer: dict | None = None
+    rng: dict | None = None
+    lr_scheduler: dict | None = None
+    scaler: dict | None = None
+    world_size: int | None = None
+    raw_state_dict: dict | None = None
+    ema_updates: object = None
+    lookahead: dict | None = None
+
+
+def read(ckpt):
+    """The entries of a loaded checkpoint (load_checkpoint) as a Saved."""
+    return Saved(**{key: ckpt[key] for key in Saved._fields if key in ckpt})
 
 
 def make_checkpoint(**entries):

@@ -1,5 +1,5 @@
 """The shipped weights load with the final code, fit the model built from their own config, meet
-the constraints and classify (nothing here needs ../shared or the network)."""
+the constraints and classify (nothing here needs the training data or the network)."""
 
 import json
 

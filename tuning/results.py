@@ -155,7 +155,7 @@ def write_results(study, space, user_config, out_dir):
 
 
 def format_table(rows, space):
-    """The trial table as Markdown (for the console and closing notes)."""
+    """The trial table as Markdown (for the console and a report)."""
     keys = ["number", "state", OBJECTIVE, "epochs_run", "duration_s", *space.params, "note"]
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     for row in rows:

@@ -17,7 +17,7 @@ from logger.plots import (
     plot_misclassified,
     read_rgb,
 )
-from utils.log_keys import EPOCH_TIME, training_seconds
+from utils.log_keys import training_seconds
 from utils.paths import atomic_write
 
 
@@ -82,9 +82,10 @@ def write_report(
         f"{100.0 * np.trace(cm) / cm.sum():.2f}% "
         f"of {cm.sum()} images.",
         "",
-        f"Training time: {training_seconds(history) / 60:.1f} min over {len(history)} epochs (training and "
-        "validation, as logged)."
-        if history and EPOCH_TIME in history[-1]
+        "Training time: {:.1f} min over {} epochs (training and validation, as logged).".format(
+            training_seconds(history)[0] / 60, training_seconds(history)[1]
+        )
+        if training_seconds(history)[1]
         else "",
         "",
         f"## Per-class {split_name} accuracy",

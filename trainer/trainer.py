@@ -73,11 +73,11 @@ class Trainer(BaseTrainer):
 
     def train(self):
         history = super().train()
-        if history:
-            total = training_seconds(history)
+        total, timed = training_seconds(history)
+        if timed:
             self.logger.info(
-                f"Training time: {total / 60:.1f} min over {len(history)} epochs "
-                f"({total / len(history):.1f} s per epoch, validation included)"
+                f"Training time: {total / 60:.1f} min over {timed} epochs "
+                f"({total / timed:.1f} s per epoch, validation included)"
             )
         self._check_replicas()
         if self.valid_data_loader is not None and history:

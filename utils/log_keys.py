@@ -13,8 +13,9 @@ TIMING_KEYS = (EPOCH_TIME,)  # differ between two runs of the same recipe: not p
 
 
 def training_seconds(history):
-    """Total wall seconds of the epochs of `history` that recorded their time."""
-    return sum(h.get(EPOCH_TIME, 0.0) for h in history)
+    """(total wall seconds, epochs) of the epochs of `history` that recorded their time."""
+    timed = [h[EPOCH_TIME] for h in history if EPOCH_TIME in h]
+    return sum(timed), len(timed)
 
 
 def valid(key):

@@ -70,6 +70,7 @@ def write_report(
         else None,
     }
     final = history[-1] if history else {}
+    seconds, timed = training_seconds(history)
     acc = per_class_accuracy(cm)
     lines = [
         f"# Run report: {config['name']}",
@@ -82,10 +83,8 @@ def write_report(
         f"{100.0 * np.trace(cm) / cm.sum():.2f}% "
         f"of {cm.sum()} images.",
         "",
-        "Training time: {:.1f} min over {} epochs (training and validation, as logged).".format(
-            training_seconds(history)[0] / 60, training_seconds(history)[1]
-        )
-        if training_seconds(history)[1]
+        f"Training time: {seconds / 60:.1f} min over {timed} epochs (training and validation, as logged)."
+        if timed
         else "",
         "",
         f"## Per-class {split_name} accuracy",

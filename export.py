@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.checkpoint import load_checkpoint, save_atomic, weights_only
+from utils.checkpoint import is_full, load_checkpoint, save_atomic, weights_only
 from utils.cli import run_main
 from utils.errors import CheckpointError, ConfigError
 from utils.paths import check_writable
@@ -22,10 +22,21 @@ INT8_TOLERANCE = 0.5  # points of validation accuracy int8 may lose before the e
 
 
 def check_out(src, dst):
-    """Refuse to overwrite the source checkpoint, and a folder that cannot be written, before any work."""
+    """Refuse to overwrite the source checkpoint or any run's full (resumable) checkpoint, and a folder
+    that cannot be written, before any work."""
     src, dst = Path(src), Path(dst)
     if dst.exists() and src.exists() and dst.resolve() == src.resolve():
         raise ConfigError(f"--out {dst}: is the checkpoint being exported; write the export to another file")
+    if dst.is_file() and dst.suffix == ".pth":
+        try:
+            resumable = is_full(load_checkpoint(dst))
+        except CheckpointError:  # not a checkpoint of this project: an old export may be replaced
+            resumable = False
+        if resumable:
+            raise ConfigError(
+                f"--out {dst}: is a run's full checkpoint, which a resume needs (optimizer and RNG state); "
+                "write the export to another file"
+            )
     check_writable(dst)
 
 

@@ -42,6 +42,15 @@ def top_k(probs, classes, k):
     return [[(classes[j], float(p[j])) for j in row] for p, row in zip(probs, order)]
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(text):
+    """A file name as a CSV cell a spreadsheet shows as text: one that starts like a formula gets a
+    leading apostrophe (OWASP's advice against CSV injection)."""
+    return "'" + text if text.startswith(FORMULA_START) else text
+
+
 def write_rows(path, rows, k):
     path = Path(path)
     if path.suffix.lower() == ".json":
@@ -55,7 +64,7 @@ def write_rows(path, rows, k):
         writer = csv.writer(f)
         writer.writerow(["image", *[h for i in range(1, k + 1) for h in (f"class_{i}", f"probability_{i}")]])
         for name, top in rows:
-            writer.writerow([name, *[v for c, p in top for v in (c, f"{p:.6f}")]])
+            writer.writerow([csv_cell(name), *[v for c, p in top for v in (c, f"{p:.6f}")]])
 
 
 def draw_cams(predictor, pictures, probs, folder, per_picture=60):

@@ -1,3 +1,4 @@
+import logging
 import os
 
 import numpy as np
@@ -24,11 +25,19 @@ def channel_stats(images):
 
 
 def auto_workers(num_workers):
+    """The DataLoader worker processes for `num_workers` ("auto": the cores less one, shared by
+    torchrun's processes); more than the machine's cores are capped at that count, with a note."""
+    cores = os.cpu_count() or 1
     if num_workers == "auto":  # the cores of this machine, shared by torchrun's processes on it
-        per_process = (os.cpu_count() or 1) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        per_process = cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
         return max(0, min(15, per_process - 1))
-    if not isinstance(num_workers, int) or num_workers < 0:
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
         raise ArgumentError("num_workers", f'expected "auto" or an integer >= 0, got {num_workers!r}')
+    if num_workers > cores:
+        logging.getLogger("data").warning(
+            f"note: num_workers {num_workers} is more than this machine's {cores} cores; using {cores}"
+        )
+        return cores
     return num_workers
 
 
@@ -55,6 +64,8 @@ class Cifar10DataLoader(BaseDataLoader):
         stats: dict | None = None,
         train_subset: int = 0,
     ):
+        if isinstance(split_seed, bool) or not isinstance(split_seed, int) or split_seed < 0:
+            raise ArgumentError("split_seed", f"expected an integer >= 0, got {split_seed!r}")
         splits = load_splits(data_dir, download)
         workers = auto_workers(num_workers)
         self.data_dir = data_dir

@@ -57,6 +57,8 @@ class DilatedNet(BaseModel):
             raise ArgumentError(None, "widths, depths, dilations and c1_ratio must be positive, and C1's dilation 1")
         if act not in ACTIVATIONS:
             raise ArgumentError("act", f"expected one of {', '.join(ACTIVATIONS)}, got {act!r}")
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+            raise ArgumentError("dropout", f"expected a probability from 0 to below 1, got {dropout!r}")
         if not isinstance(se, int) or isinstance(se, bool) or se < 0:
             raise ArgumentError("se", f"expected an integer >= 0 (0: no squeeze-excite), got {se!r}")
         block = dict(mid_act=mid_act, act=act, se=se)

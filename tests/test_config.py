@@ -94,6 +94,8 @@ def test_parsing_creates_no_folders(config, tmp_path, monkeypatch):
         (lambda c: c.update(arch=["DilatedNet"]), 'arch: expected {"type": <name>, "args": {...}}, got ["DilatedNet"]'),
         (lambda c: c["trainer"].update(tensorboard=1), "trainer.tensorboard: expected true or false, got 1"),
         (lambda c: c.update(seed=True), "seed: expected an integer, got true"),
+        (lambda c: c.update(seed=2**64), "seed: expected a number < 9223372036854775808, got 18446744073709551616"),
+        (lambda c: c.update(seed=-1), "seed: expected an integer >= 0, got -1"),
         (lambda c: c["trainer"].update(ema={"decay": 1}), "trainer.ema.decay: expected a number < 1"),
         (lambda c: c["trainer"].update(mix={"type": "Mix"}), "trainer.mix.type: expected one of 'MixUp' or 'CutMix'"),
         (lambda c: c["trainer"].update(progressive_resize={"min_size": 4}), "progressive_resize.min_size: expected an"),
@@ -307,3 +309,20 @@ def test_a_value_a_class_refuses_is_named_by_its_config_key(config, tiny_folder,
         else:
             parsed.init_obj(section)
     assert str(err.value).startswith(message), str(err.value)
+
+
+def test_values_the_schema_cannot_see_are_refused_before_anything_runs(config, caplog):
+    """Numbers torch or numpy would refuse later: one line naming the key, when the object is built."""
+    from data_loader.data_loaders import auto_workers
+
+    bad = json.loads(json.dumps(config))
+    bad["arch"]["args"]["dropout"] = 1.5
+    with pytest.raises(ConfigError, match=r"^arch.args.dropout: expected a probability from 0 to below 1, got 1.5$"):
+        parse(bad).init_obj("arch")
+    bad = json.loads(json.dumps(config))
+    bad["data_loader"]["args"]["split_seed"] = -1
+    with pytest.raises(ConfigError, match=r"^data_loader.args.split_seed: expected an integer >= 0, got -1$"):
+        parse(bad).init_obj("data_loader")  # before any data is read
+    cores = __import__("os").cpu_count()
+    assert auto_workers(100_000) == cores and f"using {cores}" in caplog.text  # capped, with a note
+    assert auto_workers(0) == 0

@@ -54,6 +54,15 @@ def test_predict_reads_folders_and_tars_resizes_and_names_what_it_cannot_read(ch
         assert float(r[2]) >= float(r[4]) and r[1] != r[3]
 
 
+def test_predictions_csv_cannot_carry_a_spreadsheet_formula(tmp_path):
+    from predict import write_rows
+
+    rows = [("=HYPERLINK(1).png", [("cat", 0.9)]), ("-2+3.png", [("dog", 0.8)]), ("plain.png", [("frog", 0.7)])]
+    write_rows(tmp_path / "p.csv", rows, 1)
+    cells = [row[0] for row in csv.reader((tmp_path / "p.csv").open())][1:]
+    assert cells == ["'=HYPERLINK(1).png", "'-2+3.png", "plain.png"]
+
+
 def test_predict_json_tta_and_missing_input(checkpoint, pictures, tmp_path):
     folder, _ = pictures
     out = tmp_path / "p.json"  # --resume, as in test.py (--checkpoint is the same flag)
@@ -117,6 +126,11 @@ def test_weights_export_keeps_the_image_size_and_never_overwrites_its_source(che
     before = checkpoint.read_bytes()
     assert_one_line_error(run_cli("export.py", "--resume", checkpoint, "--out", checkpoint), "is the checkpoint")
     assert checkpoint.read_bytes() == before
+    other_run = tmp_path / "last.pth"  # another run's resumable state is never replaced by weights
+    shutil.copy(checkpoint, other_run)
+    assert_one_line_error(run_cli("export.py", "--resume", out, "--out", other_run), "is a run's full checkpoint")
+    assert other_run.read_bytes() == before
+    assert run_cli("export.py", "--resume", checkpoint, "--out", out).returncode == 0  # an export may be replaced
 
 
 def test_test_py_never_writes_beside_a_checkpoint_outside_saved(checkpoint, tiny_folder, tmp_path):

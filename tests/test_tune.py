@@ -237,3 +237,11 @@ def test_data_mistakes_are_one_line_without_optuna_tracebacks(tmp_path, tiny_fol
     proc = run_cli(*tune_args(tmp_path, tiny_folder, SPACE, "--bs", 100))
     assert_one_line_error(proc, "data_loader.args.batch_size: 100 is more than the 30 training images")
     assert "Traceback" not in proc.stdout
+
+
+def test_a_storage_password_is_never_printed():
+    from tuning.study import shown
+
+    assert shown("postgresql://optuna:s3cret@db-host:5432/optuna") == "postgresql://optuna:***@db-host:5432/optuna"
+    assert shown("postgresql://postgres@127.0.0.1:5432/postgres") == "postgresql://postgres@127.0.0.1:5432/postgres"
+    assert shown("sqlite:///saved/study/study.db") == "sqlite:///saved/study/study.db"

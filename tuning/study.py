@@ -32,6 +32,11 @@ def study_dir(save_dir, study_name):
     return Path(save_dir) / study_name
 
 
+def shown(url):
+    """The storage URL as it may be printed: a password in it is replaced by ***."""
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+
+
 def open_storage(url, heartbeat, attempts=5):
     """An optuna RDBStorage with a heartbeat: a trial whose worker died (kill -9, power cut) is marked
     failed after 2 heartbeats without news and then retried once by another worker."""
@@ -58,7 +63,7 @@ def open_storage(url, heartbeat, attempts=5):
                 continue
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ConfigError(
-                f"--storage {url}: cannot open the study storage ({type(e).__name__}: {reason[:160]})"
+                f"--storage {shown(url)}: cannot open the study storage ({type(e).__name__}: {reason[:160]})"
             ) from None
 
 
@@ -187,8 +192,9 @@ def run_worker(study, objective, n_trials, url="the storage"):
                     raise
                 reason = str(lost).strip().splitlines()[0][:100] if str(lost).strip() else ""
                 raise ConfigError(
-                    f"--storage {url}: lost the study storage mid-study ({type(lost).__name__}: {reason}); the trials "
-                    "finished before are kept there: once it answers again, the same command continues the study"
+                    f"--storage {shown(url)}: lost the study storage mid-study ({type(lost).__name__}: {reason}); "
+                    "the trials finished before are kept there: once it answers again, the same command continues "
+                    "the study"
                 ) from None
             done += 1
             rejected += "rejected" in study.trials[-1].user_attrs

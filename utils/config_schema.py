@@ -168,7 +168,7 @@ class ConstraintsSection(Section):
 
 class Config(Section):
     name: Annotated[str, AfterValidator(_plain_name)]  # the run folder's parent: <save_dir>/<name>/<run>
-    seed: int = 0
+    seed: Annotated[int, Field(ge=0, lt=2**63)] = 0  # what torch, numpy and random all accept
     device: str = "auto"
     arch: TypeArgs
     data_loader: DataLoaderSection

@@ -7,6 +7,7 @@ import torch
 from tqdm import tqdm
 
 from model.tta import tta_logits
+from trainer.progress import Progress
 from utils import MetricTracker, distributed
 from utils.errors import NonFiniteLoss, TrainingError
 
@@ -47,19 +48,22 @@ def train_one_epoch(
     ema=None,
     lookahead=None,
     desc="train",
+    progress=None,
 ):
     """One pass over `loader`; returns exact per-image means of the loss and each metric, and the
     learning rate of the last batch. tricks: a BatchTricks (resize, selective backprop, mixing)
     applied to each batch; the metrics then compare with the unmixed labels of the images trained
     on. ema: an AveragedModel updated after every step; lookahead: a Lookahead stepped after every step
-    (before the EMA sees the weights). Raises NonFiniteLoss at the first check (every
+    (before the EMA sees the weights); progress: a Progress told of every batch (default: one that
+    shows a bar on a terminal and nothing in a file). Raises NonFiniteLoss at the first check (every
     `finite_check_every(device)` batches, before that batch's step) that finds a NaN or infinite loss."""
     model.train()
     tracker = MetricTracker("loss", *[m.__name__ for m in metric_ftns])
     lr = optimizer.param_groups[0]["lr"]
     every, batches = finite_check_every(device), len(loader)
     nonfinite = torch.zeros((), device=device)  # counted on the device: no sync between checks
-    for batch, (images, target) in enumerate(tqdm(loader, desc=desc, leave=False, disable=None), 1):
+    progress = progress or Progress(batches, desc)
+    for batch, (images, target) in enumerate(loader, 1):
         lr = optimizer.param_groups[0]["lr"]
         images, target = to_device(images, target, device, channels_last)
         loss_target = target
@@ -90,6 +94,8 @@ def train_one_epoch(
         output = output.detach().float()
         for metric in metric_ftns:
             tracker.update(metric.__name__, metric(output, target), n)
+        progress.update(n, loss)
+    progress.close()
     if tracker.count("loss") == 0:
         raise TrainingError(f"{desc}: the training loader gave no batch")
     return {**tracker.all_reduce().result(), "lr": lr}

@@ -10,6 +10,7 @@ from trainer.ema import build_ema, ema_state, load_ema_state
 from trainer.lookahead import build_lookahead
 from trainer.loops import evaluate, train_one_epoch
 from trainer.precision import autocast_of, resolve_amp
+from trainer.progress import Progress
 from trainer.schedulers import SchedulerStepper
 from utils import distributed
 from utils.log_keys import EPOCH_TIME, LR, training_seconds, valid
@@ -118,9 +119,18 @@ class Trainer(BaseTrainer):
             raise RuntimeError(f"DDP replicas diverged: weight checksums per rank {sums}")
         self.logger.info(f"Weights identical on all {len(sums)} processes (checksum {sums[0]:.6f})")
 
-    def train_batches(self, loader, desc):
+    def train_batches(self, loader, desc, epochs_after=0):
         """One pass of train_one_epoch over `loader` with everything this run steps: the model, the
-        optimizer and its per-batch schedule, precision, memory format, batch tricks, EMA, Lookahead."""
+        optimizer and its per-batch schedule, precision, memory format, batch tricks, EMA, Lookahead;
+        progress on screen (or a line every 30 s in a log), with the time left for `epochs_after` more."""
+        seconds = [a + b for a, b in self.epoch_seconds]
+        progress = Progress(
+            len(loader),
+            desc,
+            epochs_after=epochs_after,
+            epoch_seconds=sum(seconds) / len(seconds) if seconds else None,
+            logger=self.logger,
+        )
         return train_one_epoch(
             self.train_model,
             self.criterion,
@@ -136,12 +146,13 @@ class Trainer(BaseTrainer):
             ema=self.ema,
             lookahead=self.lookahead,
             desc=desc,
+            progress=progress,
         )
 
     def _train_epoch(self, epoch):
         start = self._clock()
         schedule = self.tricks.start_epoch(epoch) if self.tricks is not None else {}
-        log = self.train_batches(self.data_loader, desc=f"epoch {epoch}/{self.epochs}")
+        log = self.train_batches(self.data_loader, f"epoch {epoch}/{self.epochs}", epochs_after=self.epochs - epoch)
         lr = log.pop("lr")
         distributed.average_buffers(self.model)  # DDP: one set of BatchNorm statistics for all ranks
         if self.ema is not None:

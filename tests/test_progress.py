@@ -1,0 +1,51 @@
+"""Progress during an epoch: a bar on a terminal, plain lines in a file (nohup, CI, info.log)."""
+
+import io
+import logging
+import re
+
+import torch
+
+from trainer.progress import Progress, clock
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def run(progress, batches=4):
+    for _ in range(batches):
+        progress.update(8, torch.tensor(2.0))
+    progress.close()
+
+
+def test_a_file_gets_plain_lines_with_speed_loss_and_time_left(caplog):
+    logger = logging.getLogger("trainer")
+    caplog.set_level(logging.INFO, logger="trainer")
+    progress = Progress(
+        4, "epoch 3/10", epochs_after=7, epoch_seconds=60.0, logger=logger, every=0.0, stream=io.StringIO()
+    )
+    run(progress)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 3  # after batches 1-3: the epoch's last batch is followed by its log
+    pattern = r"epoch 3/10: batch (\d)/4, [\d,]+ img/s, loss 2\.0000, left: epoch \d+:\d\d, run (\d+):(\d\d)"
+    found = [re.fullmatch(pattern, line) for line in lines]
+    assert all(found), lines
+    minutes, seconds = map(int, found[-1].groups()[1:])
+    assert 7 * 60 <= minutes * 60 + seconds <= 7 * 60 + 5  # 7 more epochs of 60 s, and this one's last batch
+
+
+def test_a_terminal_gets_a_bar_and_no_log_lines(caplog):
+    caplog.set_level(logging.INFO, logger="trainer")
+    screen = Terminal()
+    run(Progress(4, "epoch 1/2", logger=logging.getLogger("trainer"), every=0.0, stream=screen))
+    assert "epoch 1/2" in screen.getvalue() and "img/s, loss 2.0000" in screen.getvalue()
+    assert not caplog.records
+
+
+def test_nothing_without_a_terminal_or_a_logger():
+    stream = io.StringIO()
+    run(Progress(4, "epoch 1/2", stream=stream))
+    assert stream.getvalue() == ""
+    assert clock(59.6) == "1:00" and clock(3725) == "1:02:05"

@@ -1,10 +1,10 @@
 """Predict the classes of your own pictures with a trained network:
     python predict.py --resume pretrained/cifar10_dilatednet.pth cat.jpg photos/ more.tar.gz
-INPUTs are image files, folders (searched recursively for .jpg/.jpeg/.png) or tar archives. Any
-size or mode: converted to RGB and resized to the network's input size (one line says so). Prints a
-row per picture (its top-k classes with probabilities); --out writes them as CSV or JSON; --tta flip
-averages each picture with its mirror image, --tta multicrop also with 1-pixel shifts; --cam draws
-Grad-CAM heat maps (checkpoints only).
+INPUTs are image files, folders (searched recursively for jpg, png, webp, bmp, gif, tiff and ppm
+files) or tar archives. Any size or mode: converted to RGB and resized to the network's input size (one
+line says so). Prints a row per picture (its top-k classes with probabilities); --out writes them as
+CSV or JSON; --tta flip averages each picture with its mirror image, --tta multicrop also with 1-pixel
+shifts; --cam draws Grad-CAM heat maps (checkpoints only).
 The checkpoint may be a .pth of this project or an export.py ONNX file (run by onnxruntime). A
 file that is not an image is one line on stderr; the others are still predicted, and the exit
 status is 1."""

@@ -10,8 +10,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from data_loader.datasets import IMAGE_SUFFIXES, TAR_SUFFIXES, to_rgb
+from data_loader.datasets import TAR_SUFFIXES, to_rgb
 from utils.errors import DataError
+
+# what predict.py picks up in folders and archives: every still-image format Pillow commonly reads
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm")
 
 
 @dataclass

@@ -30,6 +30,7 @@ def pictures(tmp_path_factory, tiny_folder):
     (folder / "sub").mkdir(parents=True)
     shutil.copy(next((tiny_folder / "test" / "cat").glob("*.png")), folder / "cat.png")
     Image.open(folder / "cat.png").convert("L").resize((100, 80)).save(folder / "sub" / "big.jpg")
+    Image.open(folder / "cat.png").save(folder / "sub" / "cat.webp")  # any format Pillow reads
     (folder / "notes.png").write_text("not a picture")
     with tarfile.open(root / "more.tar.gz", "w:gz") as tar:
         for path in sorted((tiny_folder / "test" / "dog").glob("*.png")):
@@ -44,12 +45,12 @@ def test_predict_reads_folders_and_tars_resizes_and_names_what_it_cannot_read(ch
     assert proc.returncode == 1  # one file failed; the others were predicted
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
     assert len(errors) == 1 and "notes.png: cannot read as an image" in errors[0] and "Traceback" not in proc.stderr
-    assert "note: resized 1 of 4 images to 32x32" in proc.stdout and "big.jpg: 100x80" in proc.stdout
+    assert "note: resized 1 of 5 images to 32x32" in proc.stdout and "big.jpg: 100x80" in proc.stdout
     rows = list(csv.reader(out.open()))
     assert rows[0] == ["image", "class_1", "probability_1", "class_2", "probability_2"]
     names = [r[0] for r in rows[1:]]
-    assert [n.rsplit("/", 1)[-1] for n in names[:2]] == ["cat.png", "big.jpg"] and len(names) == 4
-    assert all("more.tar.gz:dogs/" in n for n in names[2:])
+    assert [n.rsplit("/", 1)[-1] for n in names[:3]] == ["cat.png", "big.jpg", "cat.webp"] and len(names) == 5
+    assert all("more.tar.gz:dogs/" in n for n in names[3:])
     for r in rows[1:]:
         assert float(r[2]) >= float(r[4]) and r[1] != r[3]
 

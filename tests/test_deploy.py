@@ -10,6 +10,7 @@ import tarfile
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from conftest import assert_one_line_error, png_ok, run_cli
@@ -123,7 +124,10 @@ def test_int8_export_reports_its_accuracy_next_to_fp32(checkpoint, tmp_path):
 def test_weights_export_keeps_the_image_size_and_never_overwrites_its_source(checkpoint, tmp_path):
     out = tmp_path / "w.pth"
     assert run_cli("export.py", "--resume", checkpoint, "--out", out).returncode == 0
-    assert load_checkpoint(out)["image_size"] == [32, 32] and "optimizer" not in load_checkpoint(out)
+    full, weights = load_checkpoint(checkpoint), load_checkpoint(out)
+    assert weights["image_size"] == [32, 32] and set(weights) < set(full)
+    assert "optimizer" not in weights and "rng" not in weights  # weights only
+    assert all(torch.equal(full["state_dict"][k], v) for k, v in weights["state_dict"].items())
     before = checkpoint.read_bytes()
     assert_one_line_error(run_cli("export.py", "--resume", checkpoint, "--out", checkpoint), "is the checkpoint")
     assert checkpoint.read_bytes() == before

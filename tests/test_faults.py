@@ -435,7 +435,8 @@ def test_report_refuses_another_validation_split(run, tmp_path):
 
 
 def test_a_failed_download_leaves_no_empty_data_folder(tmp_path, monkeypatch):
-    """The offline default run (data_dir data/, download true): one line, and no data/ left behind."""
+    """The offline default run (data_dir data/, download true): one line that says how to use a local
+    copy, and no data/ left behind."""
     import torchvision.datasets
 
     from data_loader.datasets import load_splits
@@ -448,9 +449,12 @@ def test_a_failed_download_leaves_no_empty_data_folder(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(torchvision.datasets, "CIFAR10", Offline)
-    with pytest.raises(DataError, match="data: could not download CIFAR-10 \\(OSError: Network is unreachable\\)"):
+    with pytest.raises(
+        DataError, match="data: could not download CIFAR-10 \\(OSError: Network is unreachable\\)"
+    ) as info:
         load_splits("data/", download=True)
     assert list(tmp_path.iterdir()) == []
+    assert "--data_dir" in str(info.value) and "\n" not in str(info.value)  # says how to use a local copy
 
 
 def test_nan_in_a_config_file_is_one_line_and_creates_nothing(tmp_path, tiny_folder):

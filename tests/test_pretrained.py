@@ -5,7 +5,7 @@ import json
 
 import torch
 
-from conftest import REPO, run_cli, tiny_config
+from conftest import REPO, run_cli
 from model.spec import check_constraints
 from parse_config import ConfigParser
 from utils.checkpoint import load_checkpoint, load_model_state
@@ -35,15 +35,3 @@ def test_pretrained_weights_run_through_test_py(tiny_folder, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "accuracy       :" in proc.stdout + proc.stderr
     assert json.loads((tmp_path / "test_metrics.json").read_text())["images"] == 20
-
-
-def test_export_keeps_weights_only(tiny_folder, tmp_path):
-    config = tiny_config(tmp_path, tiny_folder)
-    assert run_cli("train.py", "-c", config, "--validation_split", "8").returncode == 0
-    last = next((tmp_path / "saved").rglob("last.pth"))
-    out = tmp_path / "w.pth"
-    proc = run_cli("export.py", "--resume", last, "--out", out)
-    assert proc.returncode == 0, proc.stderr
-    full, weights = load_checkpoint(last), load_checkpoint(out)
-    assert set(weights) < set(full) and "optimizer" not in weights and "rng" not in weights
-    assert all(torch.equal(full["state_dict"][k], v) for k, v in weights["state_dict"].items())

@@ -67,7 +67,12 @@ def write_rows(path, rows, k):
             writer.writerow([csv_cell(name), *[v for c, p in top for v in (c, f"{p:.6f}")]])
 
 
-def draw_cams(predictor, pictures, probs, folder, per_picture=60):
+def _wrapped(name, width=26):
+    """A file name in full, over several lines of at most `width` characters."""
+    return "\n".join(name[i : i + width] for i in range(0, len(name), width)) or name
+
+
+def draw_cams(predictor, pictures, probs, folder, per_picture=30):
     """Grad-CAM of each picture's top class, in grids of up to `per_picture` pictures."""
     from deploy.cam import grad_cam
     from logger.plots import plot_cam
@@ -80,7 +85,7 @@ def draw_cams(predictor, pictures, probs, folder, per_picture=60):
     for n, i in enumerate(range(0, len(pictures), per_picture), 1):
         part = slice(i, i + per_picture)
         titles = [
-            f"{Path(p.name.split(':')[-1]).name[:18]}\n{predictor.classes[c]} {probs[j, c]:.0%}"
+            f"{_wrapped(Path(p.name.split(':')[-1]).name)}\n{predictor.classes[c]} {probs[j, c]:.0%}"
             for j, (p, c) in enumerate(zip(pictures[part], top[part]), i)
         ]
         title = "Grad-CAM of the predicted class (red: where the network saw it)"

@@ -57,6 +57,8 @@ def plot_mistake_cams(network, stats, images, targets, probs, classes, path, cou
     wrong = confident_mistakes(targets, probs, count)
     predicted = probs[wrong].argmax(1)
     heat = grad_cam(network.cpu().eval(), stats, images[wrong], predicted)
-    titles = [f"true {classes[targets[i]]}\npred {classes[p]} {probs[i, p]:.0%}" for i, p in zip(wrong, predicted)]
+    titles = [
+        f"#{i}: true {classes[targets[i]]}\npred {classes[p]} {probs[i, p]:.0%}" for i, p in zip(wrong, predicted)
+    ]
     title = f"Grad-CAM of the predicted class: the {len(wrong)} most confident mistakes"
     return plot_cam(images[wrong], heat, titles, path, title)

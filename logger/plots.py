@@ -7,7 +7,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from utils.log_keys import EPOCH, LR, is_valid, valid
+from utils.log_keys import EPOCH, LR, TIMING_KEYS, is_valid, valid
 from utils.paths import atomic_write
 
 
@@ -26,10 +26,19 @@ def read_rgb(path):
 
 
 def plot_curves(history, path):
-    """Loss, every logged metric (train and validation) and the learning rate per epoch."""
+    """Loss, every logged metric (train and validation) and the learning rate per epoch, two panels a
+    row, whole-number epoch ticks."""
+    from matplotlib.ticker import MaxNLocator
+
     epochs = [h[EPOCH] for h in history]
-    keys = [k for k in history[0] if k not in (EPOCH, LR) and not is_valid(k)]
-    fig, axes = plt.subplots(1, len(keys) + 1, figsize=(5 * (len(keys) + 1), 4), constrained_layout=True)
+    keys = [k for k in history[0] if k not in (EPOCH, LR, *TIMING_KEYS) and not is_valid(k)]
+    rows = (len(keys) + 2) // 2
+    fig, grid = plt.subplots(rows, 2, figsize=(11, 3.6 * rows), constrained_layout=True, squeeze=False)
+    for ax in grid.flat[len(keys) + 1 :]:
+        ax.axis("off")  # an odd number of panels leaves one cell empty
+    axes = list(grid.flat[: len(keys) + 1])
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     for ax, key in zip(axes, keys):
         ax.plot(epochs, [h[key] for h in history], label="train")
         if all(valid(key) in h for h in history):
@@ -37,8 +46,8 @@ def plot_curves(history, path):
         ax.set(title=f"{key} (%)" if "acc" in key else key, xlabel="epoch")
         ax.grid(alpha=0.3)
         ax.legend()
-    if all("lr" in h for h in history):
-        axes[-1].plot(epochs, [h["lr"] for h in history], color="tab:green")
+    if all(LR in h for h in history):
+        axes[-1].plot(epochs, [h[LR] for h in history], color="tab:green")
     axes[-1].set(title="learning rate (last batch of the epoch)", xlabel="epoch")
     axes[-1].grid(alpha=0.3)
     return _save(fig, path)
@@ -83,7 +92,8 @@ def plot_confusion(cm, classes, path, title="confusion matrix"):
 
 
 def plot_misclassified(images, targets, probs, classes, path, count=36):
-    """A grid of wrongly classified images (un-normalised), the most confident mistakes first."""
+    """A grid of wrongly classified images (un-normalised), the most confident mistakes first, each
+    with its index in the evaluated split (the order of its loader) to find it again."""
     probs = np.asarray(probs)
     predictions = probs.argmax(1)
     wrong = np.flatnonzero(predictions != np.asarray(targets))
@@ -96,7 +106,8 @@ def plot_misclassified(images, targets, probs, classes, path, count=36):
     for ax, i in zip(axes.flat, wrong):
         ax.imshow(images[i], interpolation="nearest")
         ax.set_title(
-            f"true {classes[targets[i]]}\npred {classes[predictions[i]]} {probs[i, predictions[i]]:.0%}", fontsize=8
+            f"#{i}: true {classes[targets[i]]}\npred {classes[predictions[i]]} {probs[i, predictions[i]]:.0%}",
+            fontsize=8,
         )
     fig.suptitle(
         f"{len(wrong)} of {(predictions != np.asarray(targets)).sum()} misclassified images (most confident first)"
@@ -125,15 +136,20 @@ def plot_augmentations(images, augment, path, versions=6):
     return _save(fig, path)
 
 
-def plot_cam(images, heatmaps, titles, path, title, cols=6):
-    """Each picture with its Grad-CAM heat map over it (jet, half transparent) and its caption."""
-    rows = max(1, int(np.ceil(len(images) / cols)))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.0, rows * 2.2), constrained_layout=True, squeeze=False)
+def plot_cam(images, heatmaps, titles, path, title, pairs=3):
+    """Each picture twice, as it is and with its Grad-CAM heat map over it (jet, a third opaque),
+    `pairs` pictures a row, its caption over the pair, and one colour bar for the figure."""
+    rows = max(1, int(np.ceil(len(images) / pairs)))
+    fig, axes = plt.subplots(rows, 2 * pairs, figsize=(pairs * 4.2, rows * 2.5), constrained_layout=True, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, image, heat, caption in zip(axes.flat, images, heatmaps, titles):
-        ax.imshow(image, interpolation="bilinear")
-        ax.imshow(heat, cmap="jet", alpha=0.45, vmin=0, vmax=1, interpolation="bilinear")
-        ax.set_title(caption, fontsize=8)
+    for k, (image, heat, caption) in enumerate(zip(images, heatmaps, titles)):
+        plain, over = axes[k // pairs, 2 * (k % pairs)], axes[k // pairs, 2 * (k % pairs) + 1]
+        plain.imshow(image, interpolation="bilinear")
+        plain.set_title(caption, fontsize=8, loc="left")
+        over.imshow(image, interpolation="bilinear")
+        over.imshow(heat, cmap="jet", alpha=0.35, vmin=0, vmax=1, interpolation="bilinear")
+    scale = plt.cm.ScalarMappable(norm=plt.Normalize(0, 1), cmap="jet")  # opaque, unlike the overlays
+    fig.colorbar(scale, ax=axes, shrink=0.6, label="Grad-CAM (0: no evidence, 1: the most)")
     fig.suptitle(title)
     return _save(fig, path)

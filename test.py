@@ -34,6 +34,8 @@ def main(args):
     out = Path(args.out) if args.out else default_out(args.resume, "test")
     config, ckpt, model, data_loader = load_trained(args, split="test")  # a bad checkpoint or data: nothing made
     check_writable(out, folder=True)  # before the evaluation, not after it
+    if any(out.glob("test_*")):
+        logger.warning(f"note: {out} holds the results of an earlier test.py; they are replaced (--out keeps both)")
     device = resolve_device(config["device"])
     model = model.to(device)
     criterion = config.init_obj("loss")

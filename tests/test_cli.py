@@ -153,6 +153,16 @@ def test_test_py_reproduces_the_final_validation_accuracy(trained, tiny_folder, 
     png_ok(tmp_path / "test_misclassified.png")
     metrics = json.loads((tmp_path / "test_metrics.json").read_text())
     assert np.array(metrics["confusion_matrix"]).sum() == 20
+    again = run_cli("test.py", "--resume", run_dir / "last.pth", "--data_dir", tiny_folder, "--out", tmp_path)
+    assert again.returncode == 0 and "holds the results of an earlier test.py; they are replaced" in again.stdout
+
+
+def test_verbosity_1_prints_one_line_about_the_network_instead_of_its_tables(tmp_path, tiny_folder):
+    proc = run_cli("train.py", "-c", tiny_config(tmp_path, tiny_folder, epochs=1), "--set", "trainer.verbosity=1")
+    assert proc.returncode == 0, proc.stderr
+    line = "Network: DilatedNet, 99,146 parameters, receptive field 65 at 32x32; constraints: every rule passes"
+    assert line in proc.stdout and "Receptive field (analytic" not in proc.stdout and "[PASS]" not in proc.stdout
+    assert "    val_accuracy   : " in proc.stdout  # the epoch log stays
 
 
 def test_report_py_rebuilds_the_report_from_a_checkpoint(trained, tmp_path):

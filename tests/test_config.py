@@ -326,3 +326,21 @@ def test_values_the_schema_cannot_see_are_refused_before_anything_runs(config, c
     cores = __import__("os").cpu_count()
     assert auto_workers(100_000) == cores and f"using {cores}" in caplog.text  # capped, with a note
     assert auto_workers(0) == 0
+
+
+@pytest.mark.parametrize(
+    "name, text, message",
+    [
+        ("c.json", '{"name": "a", "name": "b"}', "the key 'name' appears twice in one object"),
+        ("c.json", "[" * 200_000, "nested too deeply to be a config"),
+        ("c.yaml", "[" * 3_000 + "]" * 3_000, "nested too deeply to be a config"),
+        ("c.yaml", "a: &x [1, 2]\nb: [*x, *x, *x]\n", "YAML aliases (*name) are not allowed"),
+    ],
+)
+def test_hostile_config_files_are_one_line(tmp_path, name, text, message):
+    from parse_config import load_config
+
+    (tmp_path / name).write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / name)
+    assert message in str(info.value) and "\n" not in str(info.value)

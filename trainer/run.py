@@ -8,10 +8,12 @@ from typing import NamedTuple
 import torch
 
 import model.metric as module_metric
+from base.base_model import num_params
 from logger import attach_run_log, get_logger, setup_logging
 from logger.run_report import write_run_report
 from model.blocks import PatchWhitening
 from model.spec import describe, format_checks
+from model.trace import receptive_field, trace
 from trainer.optim import build_optimizer
 from trainer.schedulers import build_lr_scheduler, dry_run
 from trainer.trainer import Trainer
@@ -109,13 +111,22 @@ def build(config, device, allow_spec_violation=False, epoch_callbacks=()):
     check_batch_size(config["data_loader"]["args"].get("batch_size"), distributed.world_size(), data_loader)
     check_outputs(model, data_loader)
     constraints = config["constraints"]
+    input_size = (1, 3, *data_loader.image_size)  # the data's size, not an assumed 32x32
     summary, failed = describe(
-        model,
-        constraints,
-        input_size=(1, 3, *data_loader.image_size),  # the data's size, not an assumed 32x32
-        augmentations=config["data_loader"]["args"].get("augmentations"),
+        model, constraints, input_size=input_size, augmentations=config["data_loader"]["args"].get("augmentations")
     )
-    logger.info(summary)
+    logger.debug(summary)  # the layer summary and the tables: verbosity 2; one line below from verbosity 1
+    verdict = (
+        "no constraints section"
+        if not constraints
+        else "every rule passes"
+        if not failed
+        else "breaks " + ", ".join(c.rule for c in failed)
+    )
+    logger.info(
+        f"Network: {type(model).__name__}, {num_params(model):,} parameters, receptive field "
+        f"{receptive_field(trace(model, input_size))} at {input_size[3]}x{input_size[2]}; constraints: {verdict}"
+    )
     if failed:
         if constraints["enforce"] and not allow_spec_violation:
             raise SpecError("the network breaks the spec:\n" + format_checks(failed))

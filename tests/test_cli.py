@@ -158,7 +158,7 @@ def test_test_py_reproduces_the_final_validation_accuracy(trained, tiny_folder, 
 
 
 def test_verbosity_1_prints_one_line_about_the_network_instead_of_its_tables(tmp_path, tiny_folder):
-    proc = run_cli("train.py", "-c", tiny_config(tmp_path, tiny_folder, epochs=1), "--set", "trainer.verbosity=1")
+    proc = run_cli("train.py", "-c", tiny_config(tmp_path, tiny_folder), "--set", "trainer.verbosity=1")
     assert proc.returncode == 0, proc.stderr
     line = "Network: DilatedNet, 99,146 parameters, receptive field 65 at 32x32; constraints: every rule passes"
     assert line in proc.stdout and "Receptive field (analytic" not in proc.stdout and "[PASS]" not in proc.stdout

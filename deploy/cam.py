@@ -48,7 +48,7 @@ def mistake_cams_for(network, stats):
     return functools.partial(plot_mistake_cams, network, stats)
 
 
-def plot_mistake_cams(network, stats, images, targets, probs, classes, path, count=24):
+def plot_mistake_cams(network, stats, images, targets, probs, classes, path, count=12):
     """A picture of the `count` most confident mistakes, each with the Grad-CAM of the class it was
     wrongly given (where the network saw that class), captioned true / predicted."""
     from logger.plots import plot_cam

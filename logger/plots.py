@@ -140,7 +140,10 @@ def plot_cam(images, heatmaps, titles, path, title, pairs=3):
     """Each picture twice, as it is and with its Grad-CAM heat map over it (jet, a third opaque),
     `pairs` pictures a row, its caption over the pair, and one colour bar for the figure."""
     rows = max(1, int(np.ceil(len(images) / pairs)))
-    fig, axes = plt.subplots(rows, 2 * pairs, figsize=(pairs * 4.2, rows * 2.5), constrained_layout=True, squeeze=False)
+    # a fixed layout: matplotlib's constrained layout takes seconds for this many axes
+    height = rows * 2.5 + 0.6
+    fig, axes = plt.subplots(rows, 2 * pairs, figsize=(pairs * 4.2 + 1.2, height), squeeze=False)
+    fig.subplots_adjust(left=0.01, right=0.88, bottom=0.02, top=1 - 0.7 / height, wspace=0.06, hspace=0.5)
     for ax in axes.flat:
         ax.axis("off")
     for k, (image, heat, caption) in enumerate(zip(images, heatmaps, titles)):
@@ -150,6 +153,6 @@ def plot_cam(images, heatmaps, titles, path, title, pairs=3):
         over.imshow(image, interpolation="bilinear")
         over.imshow(heat, cmap="jet", alpha=0.35, vmin=0, vmax=1, interpolation="bilinear")
     scale = plt.cm.ScalarMappable(norm=plt.Normalize(0, 1), cmap="jet")  # opaque, unlike the overlays
-    fig.colorbar(scale, ax=axes, shrink=0.6, label="Grad-CAM (0: no evidence, 1: the most)")
+    fig.colorbar(scale, cax=fig.add_axes((0.91, 0.25, 0.015, 0.5)), label="Grad-CAM (0: no evidence, 1: the most)")
     fig.suptitle(title)
     return _save(fig, path)

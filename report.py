@@ -67,6 +67,7 @@ def main(args):
         probs=probs.numpy(),
         augment=data_loader.augment,
         train_images=pictures(data_loader),
+        train_labels=getattr(data_loader.dataset, "labels", None),
         split_name=data_loader.valid_name,
         mistake_cams=mistake_cams_for(model, data_loader.stats),
     )

@@ -69,6 +69,12 @@ def main(args):
             f"Best: trial {best.number}, val_accuracy {best.value:.2f} "
             f"-> {out_dir / 'best_config.json'} (python train.py -c {out_dir / 'best_config.json'})"
         )
+        chance = 100.0 / base["arch"]["args"].get("num_classes", 10)
+        if best.value <= chance + 2.0:
+            log.warning(
+                f"note: the best trial ({best.value:.2f}%) is no better than chance ({chance:.2f}%): the trials "
+                "learnt nothing yet; lengthen them (--epochs, --train_subset) before trusting best_config.json"
+            )
     log.info(f"Wrote {out_dir / 'trials.csv'}" + (f" and {', '.join(plots)}" if plots else ""))
 
 

@@ -115,9 +115,10 @@ def plot_misclassified(images, targets, probs, classes, path, count=36):
     return _save(fig, path)
 
 
-def plot_augmentations(images, augment, path, versions=6):
-    """Each row: an original training image, then `versions` outputs of the real augmentation
-    (a new loader's `augment` starts seeded: data_loader.transforms.build_augment)."""
+def plot_augmentations(images, augment, path, versions=6, labels=None):
+    """Each row: an original training image (captioned with its class when `labels` gives one per
+    row), then `versions` outputs of the real augmentation (a new loader's `augment` starts seeded:
+    data_loader.transforms.build_augment)."""
     fig, axes = plt.subplots(
         len(images),
         versions + 1,
@@ -127,7 +128,8 @@ def plot_augmentations(images, augment, path, versions=6):
     )
     for r, image in enumerate(images):
         axes[r, 0].imshow(image, interpolation="nearest")
-        axes[r, 0].set_title("original" if r == 0 else "", fontsize=8)
+        caption = labels[r] if labels is not None else ("original" if r == 0 else "")
+        axes[r, 0].set_title(caption, fontsize=8)
         for c in range(1, versions + 1):
             axes[r, c].imshow(augment(image=image)["image"], interpolation="nearest")
             axes[r, c].set_title("augmented" if r == 0 and c == 1 else "", fontsize=8)

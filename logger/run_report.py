@@ -39,6 +39,7 @@ def write_report(
     probs,
     augment,
     train_images,
+    train_labels=None,
     split_name="validation",
     writer=None,
     mistake_cams=None,
@@ -48,6 +49,8 @@ def write_report(
     confident mistakes (deploy.cam.plot_mistake_cams with the network bound), or None."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    shown = np.linspace(0, len(train_images) - 1, 8).astype(int) if train_images is not None else []
+    shown_labels = [f"original: {classes[int(train_labels[i])]}" for i in shown] if train_labels is not None else None
     targets = np.asarray(targets)
     probs = np.asarray(probs)
     cm = confusion_matrix(targets, probs.argmax(1), len(classes))
@@ -61,7 +64,7 @@ def write_report(
         if valid_images is not None
         else None,
         "augmentations": plot_augmentations(
-            train_images[np.linspace(0, len(train_images) - 1, 8).astype(int)], augment, out_dir / "augmentations.png"
+            train_images[shown], augment, out_dir / "augmentations.png", labels=shown_labels
         )
         if train_images is not None and augment is not None
         else None,
@@ -151,6 +154,7 @@ def write_run_report(
             probs=probs.numpy(),
             augment=data_loader.augment,
             train_images=getattr(data_loader.dataset, "images", None),
+            train_labels=getattr(data_loader.dataset, "labels", None),
             split_name=data_loader.valid_name,
             writer=writer,
             mistake_cams=mistake_cams,

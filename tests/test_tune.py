@@ -128,7 +128,10 @@ def test_tune_end_to_end(tmp_path, tiny_folder):
     out = tmp_path / "saved" / "Cifar10_DilatedNet-search"
     rows = list(csv.DictReader((out / "trials.csv").open()))
     assert [r["state"] for r in rows].count("COMPLETE") >= 1 and len(rows) == 3
+    assert all(r["run_dir"] == "" or (REPO / r["run_dir"]).is_dir() for r in rows)  # folders that exist
     study = load(tmp_path)
+    # 2 epochs on 40 images: a best trial at chance level is said to be one
+    assert ("is no better than chance" in proc.stdout) == (study.best_value <= 10.0 + 2.0)
     for trial in study.trials:
         run_config = load_config(trial.user_attrs["run_dir"] + "/config.json")  # the trial trained what it sampled
         assert run_config["optimizer"]["args"]["lr"] == trial.params["optimizer.args.lr"]

@@ -47,7 +47,7 @@ def trial_rows(study, space):
                     for p in params
                 },
                 "note": note or "",
-                "run_dir": t.user_attrs.get("run_dir", ""),
+                "run_dir": t.user_attrs.get("run_dir", "") if Path(t.user_attrs.get("run_dir", "")).is_dir() else "",
             }
         )
     return rows

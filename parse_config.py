@@ -140,6 +140,10 @@ class ConfigParser:
                 f"{json.dumps(config, default=str)[:40]}"
             )
         config = copy.deepcopy(config)
+        # the length the file's recipe was made for, before --epochs may change it
+        self.recipe_epochs = (
+            (config.get("trainer") or {}).get("epochs") if isinstance(config.get("trainer"), dict) else None
+        )
         for path, value in (modification or {}).items():
             _set_by_path(config, path, value)
         _check_finite(config)

@@ -158,7 +158,12 @@ def test_test_py_reproduces_the_final_validation_accuracy(trained, tiny_folder, 
 
 
 def test_verbosity_1_prints_one_line_about_the_network_instead_of_its_tables(tmp_path, tiny_folder):
-    proc = run_cli("train.py", "-c", tiny_config(tmp_path, tiny_folder), "--set", "trainer.verbosity=1")
+    config = tiny_config(tmp_path, tiny_folder)
+    recipe = json.loads(config.read_text())
+    recipe["trainer"]["epochs"] = 120  # a recipe made for 120 epochs, run for 2 with --epochs
+    config.write_text(json.dumps(recipe))
+    proc = run_cli("train.py", "-c", config, "--epochs", "2", "--set", "trainer.verbosity=1")
+    assert "note: 2 epochs of a recipe made for 120" in proc.stdout
     assert proc.returncode == 0, proc.stderr
     line = "Network: DilatedNet, 99,146 parameters, receptive field 65 at 32x32; constraints: every rule passes"
     assert line in proc.stdout and "Receptive field (analytic" not in proc.stdout and "[PASS]" not in proc.stdout

@@ -49,6 +49,18 @@ def check_batch_size(batch_size, world, data_loader=None):
         )
 
 
+def note_short_schedule(config, logger):
+    """One line when --epochs asks for far fewer epochs than the config's recipe was made for: its
+    warm-up, learning-rate peak and resizing are sized for its own length."""
+    epochs, recipe = config["trainer"]["epochs"], getattr(config, "recipe_epochs", None)
+    if isinstance(recipe, int) and epochs * 4 <= recipe:
+        logger.warning(
+            f"note: {epochs} epochs of a recipe made for {recipe}: its schedule (warm-up, learning-rate peak, "
+            "image resizing) is sized for that length, so expect far less than its accuracy (the README's "
+            "smoke run shows what a short run reaches)"
+        )
+
+
 def check_outputs(model, data_loader):
     """The network needs an output per class of the data."""
     model.eval()
@@ -105,6 +117,8 @@ def build(config, device, allow_spec_violation=False, epoch_callbacks=()):
     model = config.init_obj("arch")  # before the data: the network's own checks of its args cost nothing
     if config.resume:
         require_full(load_checkpoint(config.resume), config.resume)  # before the data: the kind of file first
+    else:
+        note_short_schedule(config, logger)
     check_batch_size(config["data_loader"]["args"].get("batch_size"), distributed.world_size())
     data_loader = config.init_obj("data_loader")
     valid_data_loader = data_loader.split_validation()

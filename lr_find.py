@@ -15,7 +15,7 @@ from trainer.precision import autocast_of, resolve_amp
 from utils import ConfigError, resolve_device, seed_everything
 from utils.cli import run_main
 from utils.overrides import add_override_flags, base_argparser
-from utils.paths import atomic_write
+from utils.paths import atomic_write, check_writable
 
 
 def main(config, args):
@@ -26,6 +26,9 @@ def main(config, args):
     if args.steps < 10:
         raise ConfigError(f"--steps: expected at least 10, got {args.steps}")
     out = Path(args.out) if args.out else Path(config["trainer"]["save_dir"]) / config["name"] / "lr_find.png"
+    if out.suffix.lower() != ".png":
+        raise ConfigError(f"--out {args.out}: expected a .png file name")
+    check_writable(args.out or out)  # before the training steps, not after them
     seed_everything(config["seed"])
     device = resolve_device(config["device"])
     data_loader = config.init_obj("data_loader")

@@ -100,6 +100,10 @@ def main(args):
         if not Path(item).exists():
             raise DataError(f"{item}: no such file or folder")
     check_out(args.out)
+    if args.threads < 0:
+        raise ConfigError(f"--threads: expected an integer >= 0 (0: onnxruntime's default), got {args.threads}")
+    if args.cam and args.cam_dir:
+        check_writable(args.cam_dir, "--cam_dir", folder=True)
     predictor = load_predictor(args.checkpoint, args.threads)
     if args.cam and not hasattr(predictor, "network"):
         raise ConfigError("--cam: Grad-CAM needs the network's gradients: give a .pth checkpoint, not an ONNX file")

@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from conftest import assert_one_line_error, png_ok, run_cli, tiny_config, without_timing
 from utils.checkpoint import load_checkpoint
@@ -296,3 +297,44 @@ def test_a_benchmark_run_as_a_file_says_how_to_run_it(name):
     proc = run_cli(f"benchmarks/{name}.py")
     assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.strip() == f"run it from the repository root as a module: python -m benchmarks.{name} ..."
+
+
+def test_the_readme_smoke_command_learns_on_generated_data(tmp_path):
+    """The README's two-minute command, at 1/20 of its data (and of its batch, so that it takes as
+    many steps), on generated images a network can learn: far above chance after its 6 epochs."""
+    from conftest import CLASSES, REPO, make_images
+
+    readme = (REPO / "README.md").read_text()
+    command = next(ln for ln in readme.splitlines() if ln.startswith("python train.py") and "--train_subset" in ln)
+    argv = command.split()[2:]
+    flags = dict(zip(argv[::2], argv[1::2]))
+    assert flags["--epochs"] == "6" and flags["--set"] == "trainer.progressive_resize=null", command
+    images, labels = make_images(60, seed=3)
+    for i, (img, label) in enumerate(zip(images, labels)):
+        path = tmp_path / "data" / "train" / CLASSES[label] / f"{i:04d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(path)
+    scaled = {
+        "--train_subset": int(flags["--train_subset"]) // 20,
+        "--validation_split": int(flags["--validation_split"]) // 20,
+    }
+    for flag, value in scaled.items():
+        argv[argv.index(flag) + 1] = str(value)
+    proc = run_cli(
+        "train.py",
+        *argv,
+        "--data_dir",
+        tmp_path / "data",
+        "--bs",
+        "13",
+        "--num_workers",
+        "0",
+        "--set",
+        f"trainer.save_dir={tmp_path / 'saved'}",
+        "--set",
+        "trainer.report=false",
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    logs = epoch_logs(proc.stdout)
+    assert len(logs) == 6 and "note: 6 epochs of a recipe made for 120" in proc.stdout
+    assert float(logs[-1]["val_accuracy"]) >= 90.0, logs[-1]  # 10 classes: chance is 10%; it reaches 100

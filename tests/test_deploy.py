@@ -173,6 +173,25 @@ def test_an_output_folder_that_cannot_be_written_is_one_line_before_any_work(che
     assert_one_line_error(run_cli("export.py", "--resume", checkpoint, "--out", blocker / "w.pth"), "cannot write in")
 
 
+def test_an_output_of_the_wrong_kind_is_one_line_before_any_work(checkpoint, tiny_folder, tmp_path):
+    a_file, a_folder = tmp_path / "a_file", tmp_path / "a_folder.csv"
+    a_file.write_text("")
+    a_folder.mkdir()
+    picture = next((tiny_folder / "test").rglob("*.png"))
+    predict = ("predict.py", "--resume", checkpoint, picture)
+    cases = [
+        ((*predict, "--out", a_folder), "--out", "is a folder; expected a file name"),
+        ((*predict, "--cam", "--cam_dir", a_file), "--cam_dir", "is a file; expected a folder"),
+        ((*predict, "--threads", -5), "--threads", "expected an integer >= 0"),
+        (("test.py", "--resume", checkpoint, "--data_dir", tiny_folder, "--out", a_file), "is a file"),
+        (("lr_find.py", "-c", checkpoint.parent / "config.json", "--out", f"{tmp_path}/plots/"), "expected a .png"),
+        (("lr_find.py", "-c", checkpoint.parent / "config.json", "--out", tmp_path), "expected a .png"),
+    ]
+    for argv, *fragments in cases:
+        assert_one_line_error(run_cli(*argv), *fragments)
+    assert not (tmp_path / "plots").exists() and a_file.read_text() == ""
+
+
 def test_grad_cam_maps_have_the_pictures_size_and_lie_in_0_1():
     from deploy.cam import grad_cam
     from model.model import DilatedNet

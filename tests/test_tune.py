@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -145,6 +146,9 @@ def test_tune_end_to_end(tmp_path, tiny_folder):
     ConfigParser(best)
     for name in ("history.png", "importances.png", "slice.png"):
         assert png_ok(out / name)
+    assert "(1 of 3): {" in proc.stdout and re.search(r"\(3 of 3, about \d+:\d\d left for the study\): \{", proc.stdout)
+    complete = [r["state"] for r in rows].count("COMPLETE")  # importances from 3 trials carry a caveat
+    assert f"importances.png: from {complete} complete trials only: a rough guide" in proc.stdout + proc.stderr
     assert "| number | state | val_accuracy" in proc.stdout and "Best: trial" in proc.stdout
 
 

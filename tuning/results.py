@@ -108,6 +108,27 @@ def plot_accuracy_per_param(study, space):
     return axes
 
 
+FEW_TRIALS = 10  # below this many complete trials, importances say more about chance than about parameters
+
+
+def importance_caveat(study):
+    """A warning for importances measured on few complete trials (None: enough trials)."""
+    n = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    if n >= FEW_TRIALS:
+        return None
+    return f"from {n} complete trials only: a rough guide, not a ranking ({FEW_TRIALS}+ trials to trust it)"
+
+
+def plot_importances(study, ovm):
+    """optuna's parameter-importance plot, its title carrying the few-trials caveat when it applies."""
+    ax = ovm.plot_param_importances(study, target_name=OBJECTIVE)
+    caveat = importance_caveat(study)
+    if caveat:
+        ax.set_title(f"{ax.get_title()}\n({caveat})", fontsize=9)
+        log.info(f"importances.png: {caveat}")
+    return ax
+
+
 def write_plots(study, space, out_dir):
     """Optimisation history, parameter importances (optuna's plots) and accuracy against each parameter."""
     import matplotlib
@@ -118,7 +139,7 @@ def write_plots(study, space, out_dir):
 
     plots = {
         "history.png": lambda: ovm.plot_optimization_history(study, target_name=OBJECTIVE),
-        "importances.png": lambda: ovm.plot_param_importances(study, target_name=OBJECTIVE),
+        "importances.png": lambda: plot_importances(study, ovm),
         "slice.png": lambda: plot_accuracy_per_param(study, space),
     }
     written = []

@@ -136,11 +136,23 @@ def make_objective(base_config, space, trials_dir, n_trials):
             trial.set_user_attr("rejected", reason)
             log.info(f"Trial {trial.number} rejected before training: {reason}")
             raise optuna.TrialPruned(reason)
-        log.info(f"Trial {trial.number}: {values}")
+        log.info(f"Trial {trial.number} ({trial_progress(ahead, n_trials)}): {values}")
         history = train_main(parsed, epoch_callbacks=[pruning_callback(trial, parsed["trainer"]["epochs"])])
         return history[-1][OBJECTIVE]
 
     return objective
+
+
+def trial_progress(ahead, n_trials):
+    """Where a trial stands in the study: "k of n", and the time the trials left would take at the
+    mean pace of the finished ones (pruned ones are shorter, so it is an upper guess)."""
+    from trainer.progress import clock
+
+    text = f"{len(ahead) + 1} of {n_trials}"
+    durations = [t.duration.total_seconds() for t in ahead if t.state.is_finished() and t.duration]
+    if durations:
+        text += f", about {clock(sum(durations) / len(durations) * (n_trials - len(ahead)))} left for the study"
+    return text
 
 
 def counted(study):

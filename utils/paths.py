@@ -13,7 +13,11 @@ def check_writable(path, flag="--out", folder=False):
     """Create the folder of the file `path` (or the folder `path` itself, with folder=True) if
     needed and make sure a file can be written in it; a ConfigError naming `flag` otherwise. No
     file is left behind."""
-    path = Path(path)
+    text, path = str(path), Path(path)
+    if folder and path.exists() and not path.is_dir():
+        raise ConfigError(f"{flag} {path}: is a file; expected a folder")
+    if not folder and (path.is_dir() or text.endswith(("/", os.sep))):
+        raise ConfigError(f"{flag} {text}: is a folder; expected a file name")
     where = path if folder else path.parent
     try:
         where.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from deploy.images import read_inputs
 from deploy.predictor import load_predictor
@@ -108,7 +109,8 @@ def main(args):
     if args.cam and not hasattr(predictor, "network"):
         raise ConfigError("--cam: Grad-CAM needs the network's gradients: give a .pth checkpoint, not an ONNX file")
     h, w = predictor.image_size
-    pictures = list(read_inputs(args.inputs, (h, w)))
+    # progress bars on a terminal only (disable=None): a large folder or archive takes a while
+    pictures = list(tqdm(read_inputs(args.inputs, (h, w)), desc="read", unit=" images", leave=False, disable=None))
     good = [p for p in pictures if p.image is not None]
     for p in pictures:
         if p.image is None:
@@ -120,8 +122,12 @@ def main(args):
     probs = np.zeros((0, len(predictor.classes)))
     if good:
         images = np.stack([p.image for p in good])
+        batches = range(0, len(images), BATCH)
         probs = np.concatenate(
-            [predictor.predict(images[i : i + BATCH], tta=args.tta) for i in range(0, len(images), BATCH)]
+            [
+                predictor.predict(images[i : i + BATCH], tta=args.tta)
+                for i in tqdm(batches, desc="predict", unit=" batches", leave=False, disable=None)
+            ]
         )
     k = min(args.topk, len(predictor.classes))
     rows = list(zip([p.name for p in good], top_k(probs, predictor.classes, k)))

@@ -48,9 +48,10 @@ def main(args):
         data_loader,
         device,
         autocast=autocast_for(device, config["trainer"]["amp"]),
+        desc="test",  # the progress bar's name (on a terminal)
     )
     result, probs, targets = run(return_outputs=True)
-    tta = run(tta=args.tta) if args.tta != "none" else None
+    tta = run(tta=args.tta, desc=f"test, {args.tta} TTA") if args.tta != "none" else None
     cm = confusion_matrix(targets.numpy(), probs.numpy().argmax(1), len(data_loader.classes))
     per_class = {f"acc_{c}": float(a) for c, a in zip(data_loader.classes, per_class_accuracy(cm))}
     log = {"images": int(cm.sum()), **result, **per_class}

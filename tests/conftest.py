@@ -1,6 +1,7 @@
 """Tiny generated data (a few dozen 32x32 images) in every layout the project reads, and helpers
 to run the command-line scripts. Nothing here reads outside the repository or the network."""
 
+import io
 import json
 import pickle
 import signal
@@ -123,24 +124,31 @@ def tiny_config(tmp_path, data_dir, **trainer):
 IN_PROCESS = {"train.py", "test.py", "report.py", "export.py", "predict.py", "lr_find.py", "tune.py"}
 
 
-def run_cli(*args, timeout=600, real_process=False, cwd=REPO):
+class Terminal(io.StringIO):
+    """A captured stream that says it is a terminal (progress bars show on terminals only)."""
+
+    def isatty(self):
+        return True
+
+
+def run_cli(*args, timeout=600, real_process=False, cwd=REPO, terminal=False):
     """Run `python <script> args...` from cwd (the repository unless given); return a CompletedProcess.
     The scripts of IN_PROCESS run in this process through their `cli(argv)`, with stdout and stderr
-    captured as a subprocess's would be (an uncaught exception: its traceback on stderr, exit status 1);
-    real_process=True (or any other command) starts a real `python`."""
+    captured as a subprocess's would be (an uncaught exception: its traceback on stderr, exit status 1;
+    terminal=True: captured as a terminal's); real_process=True (or any other command) starts a real
+    `python`."""
     args = [str(a) for a in args]
     if real_process or args[0] not in IN_PROCESS:
         script = [str(REPO / args[0])] if args[0] in IN_PROCESS else args[:1]
         return subprocess.run(
             [sys.executable, *script, *args[1:]], cwd=cwd, capture_output=True, text=True, timeout=timeout
         )
-    return _run_in_process(args[0].removesuffix(".py"), args[1:], cwd)
+    return _run_in_process(args[0].removesuffix(".py"), args[1:], cwd, terminal)
 
 
-def _run_in_process(module_name, argv, cwd=REPO):
+def _run_in_process(module_name, argv, cwd=REPO, terminal=False):
     import contextlib
     import importlib
-    import io
     import logging
     import os
     import traceback
@@ -148,7 +156,7 @@ def _run_in_process(module_name, argv, cwd=REPO):
     import torch
 
     module = importlib.import_module(module_name)
-    out, err = io.StringIO(), io.StringIO()
+    out, err = io.StringIO(), (Terminal if terminal else io.StringIO)()
     before, threads, handlers = os.getcwd(), torch.get_num_threads(), list(logging.getLogger().handlers)
     os.chdir(cwd)
     try:

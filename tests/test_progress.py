@@ -6,12 +6,8 @@ import re
 
 import torch
 
+from conftest import Terminal, run_cli
 from trainer.progress import Progress, clock
-
-
-class Terminal(io.StringIO):
-    def isatty(self):
-        return True
 
 
 def run(progress, batches=4):
@@ -49,3 +45,22 @@ def test_nothing_without_a_terminal_or_a_logger():
     run(Progress(4, "epoch 1/2", stream=stream))
     assert stream.getvalue() == ""
     assert clock(59.6) == "1:00" and clock(3725) == "1:02:05"
+
+
+def test_predict_and_test_show_bars_on_a_terminal_only(finished_run, tiny_folder, tmp_path):
+    checkpoint = finished_run[0] / "last.pth"
+    for terminal in (False, True):
+        predict = run_cli("predict.py", "--resume", checkpoint, tiny_folder / "test", terminal=terminal)
+        test = run_cli(
+            "test.py",
+            "--resume",
+            checkpoint,
+            "--data_dir",
+            tiny_folder,
+            "--out",
+            tmp_path / str(terminal),
+            terminal=terminal,
+        )
+        assert predict.returncode == test.returncode == 0, predict.stderr + test.stderr
+        for bar, proc in (("read", predict), ("predict", predict), ("test", test)):
+            assert (f"{bar}: " in proc.stderr) == terminal, proc.stderr

@@ -17,8 +17,10 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 from tqdm import tqdm
 
+from data_loader.datasets import MAX_PIXELS
 from deploy.images import read_inputs
 from deploy.predictor import load_predictor
 from model.tta import CHOICES
@@ -101,6 +103,8 @@ def main(args):
         if not Path(item).exists():
             raise DataError(f"{item}: no such file or folder")
     check_out(args.out)
+    if args.max_pixels < 1:
+        raise ConfigError(f"--max_pixels: expected an integer >= 1, got {args.max_pixels}")
     if args.threads < 0:
         raise ConfigError(f"--threads: expected an integer >= 0 (0: onnxruntime's default), got {args.threads}")
     if args.cam and args.cam_dir:
@@ -110,7 +114,9 @@ def main(args):
         raise ConfigError("--cam: Grad-CAM needs the network's gradients: give a .pth checkpoint, not an ONNX file")
     h, w = predictor.image_size
     # progress bars on a terminal only (disable=None): a large folder or archive takes a while
-    pictures = list(tqdm(read_inputs(args.inputs, (h, w)), desc="read", unit=" images", leave=False, disable=None))
+    Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, args.max_pixels)  # Pillow's own ceiling too
+    read = read_inputs(args.inputs, (h, w), args.max_pixels)
+    pictures = list(tqdm(read, desc="read", unit=" images", leave=False, disable=None))
     good = [p for p in pictures if p.image is not None]
     for p in pictures:
         if p.image is None:
@@ -167,6 +173,12 @@ def cli(argv=None):
     )
     parser.add_argument("--cam", action="store_true", help="draw Grad-CAM heat maps of the predicted classes")
     parser.add_argument("--cam_dir", default=None, help="folder for the heat maps (default: saved/predict/<time>/)")
+    parser.add_argument(
+        "--max_pixels",
+        type=int,
+        default=MAX_PIXELS,
+        help=f"larger pictures are refused before they are decoded (default {MAX_PIXELS:,})",
+    )
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime threads (0: its default)")
     args = parser.parse_args(argv)
     return run_main(main, args, single_process="predict.py")

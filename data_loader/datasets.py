@@ -8,8 +8,10 @@
 import functools
 import io
 import lzma
+import re
 import shutil
 import tarfile
+import warnings
 import zipfile
 import zlib
 from collections import Counter
@@ -73,9 +75,43 @@ def to_rgb(img):
     return np.asarray(img.convert("RGB"))
 
 
+MAX_PIXELS = 50_000_000  # larger pictures are refused before they are decoded (a few bytes can declare 2.5 G)
+
+
+def max_file_bytes(max_pixels=MAX_PIXELS):
+    """The largest image file read: an uncompressed RGBA picture of `max_pixels`, and 1 MiB of headers.
+    A bigger file (or tar member) is refused before it is read into memory."""
+    return 4 * max_pixels + 2**20
+
+
+def check_file_size(size, name, max_pixels=MAX_PIXELS):
+    if size > max_file_bytes(max_pixels):
+        raise DataError(
+            f"{name}: {size:,} bytes, more than an image of {max_pixels:,} pixels needs "
+            f"({max_file_bytes(max_pixels):,}); not read"
+        )
+
+
+def open_image(data, name, max_pixels=MAX_PIXELS):
+    """A PIL image of the bytes `data` (its header read, its pixels not yet decoded); a DataError
+    naming `name` when it declares more than `max_pixels` pixels (a decompression bomb, or a
+    picture far beyond any this network needs)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(io.BytesIO(data))
+            declared = f"{img.width}x{img.height} = {img.width * img.height:,}"
+        except Image.DecompressionBombError as e:  # past Pillow's own limit: its message has the count
+            img, count = None, re.search(r"\((\d+) pixels\)", str(e))
+            declared = f"{int(count[1]):,}" if count else f"over {2 * Image.MAX_IMAGE_PIXELS:,}"
+    if img is None or img.width * img.height > max_pixels:
+        raise DataError(f"{name}: declares {declared} pixels, more than the limit of {max_pixels:,}; not decoded")
+    return img
+
+
 def _decode(data, name):
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with open_image(data, name) as img:
             return to_rgb(img)
     except UnidentifiedImageError:
         raise DataError(f"{name}: cannot decode image (not an image format PIL can read)") from None
@@ -154,16 +190,25 @@ def _read_tar(path, mtime_ns, size):  # mtime and size key the cache
                 if len(roots) > 1:
                     shown = " and ".join(sorted("/".join(r) + "/" if r else "(top level)" for r in roots))
                     raise DataError(f"{path}: images under two roots ({shown}); expected one train/ and test/ layout")
+                check_file_size(member.size, f"{path}:{member.name}")
                 data = tar.extractfile(member).read()
                 entries.append((*key, _decode(data, f"{path}:{member.name}")))
-    except tarfile.ReadError as e:  # tarfile lists every method it tried, one per line
-        if zipfile.is_zipfile(path):
-            raise DataError(f"{path}: is a zip archive, not a tar; unpack it and give the folder") from None
-        first = (str(e).splitlines() or [type(e).__name__])[0].rstrip(":")
-        raise DataError(f"{path}: cannot read archive ({first}; expected a tar, tar.gz or tar.xz)") from None
-    except (tarfile.TarError, EOFError, lzma.LZMAError, zlib.error, OSError) as e:
-        raise DataError(f"{path}: cannot read archive ({e or type(e).__name__})") from None
+    except ARCHIVE_ERRORS as e:
+        raise archive_error(path, e) from None
     return _assemble(entries, path)
+
+
+ARCHIVE_ERRORS = (tarfile.TarError, EOFError, lzma.LZMAError, zlib.error, OSError)  # a damaged or odd archive
+
+
+def archive_error(path, e):
+    """The one-line DataError for one of ARCHIVE_ERRORS raised while reading the tar `path`."""
+    if isinstance(e, tarfile.ReadError):  # tarfile lists every method it tried, one per line
+        if zipfile.is_zipfile(path):
+            return DataError(f"{path}: is a zip archive, not a tar; unpack it and give the folder")
+        first = (str(e).splitlines() or [type(e).__name__])[0].rstrip(":")
+        return DataError(f"{path}: cannot read archive ({first}; expected a tar, tar.gz or tar.xz)")
+    return DataError(f"{path}: cannot read archive ({str(e).splitlines()[0] if str(e) else type(e).__name__})")
 
 
 def _read_image_folder(root):
@@ -173,6 +218,7 @@ def _read_image_folder(root):
             key = _split_parts(file.parts)
             if key is None or not file.is_file():
                 continue
+            check_file_size(file.stat().st_size, str(file))
             entries.append((*key, _decode(file.read_bytes(), str(file))))
     return _assemble(entries, str(root))
 

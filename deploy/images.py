@@ -2,7 +2,6 @@
 tar archives (.tar, .tar.gz, .tar.xz), in a stable order. Any size or mode: converted to RGB (`to_rgb`) and
 resized to the network's input size."""
 
-import io
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +9,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from data_loader.datasets import TAR_SUFFIXES, to_rgb
+from data_loader.datasets import (
+    ARCHIVE_ERRORS,
+    MAX_PIXELS,
+    TAR_SUFFIXES,
+    archive_error,
+    check_file_size,
+    open_image,
+    to_rgb,
+)
 from utils.errors import DataError
 
 # what predict.py picks up in folders and archives: every still-image format Pillow commonly reads
@@ -25,35 +32,49 @@ class Picture:
     error: str = ""
 
 
-def decode(data, name, size):
-    """Bytes of an image file -> Picture at `size` (height, width); a file that is not an image is
-    a Picture with its error, not an exception."""
+def decode(data, name, size, max_pixels=MAX_PIXELS):
+    """Bytes of an image file -> Picture at `size` (height, width); a file that is not an image (or
+    declares more than `max_pixels` pixels) is a Picture with its error, not an exception."""
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with open_image(data, name, max_pixels) as img:
             img = Image.fromarray(to_rgb(img))
             found = img.size
             if found != (size[1], size[0]):
                 img = img.resize((size[1], size[0]), Image.BILINEAR)
             return Picture(name, np.asarray(img), found)
+    except DataError as e:
+        return Picture(name, None, error=str(e))
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         reason = "not an image format PIL can read" if isinstance(e, UnidentifiedImageError) else str(e)
         return Picture(name, None, error=f"{name}: cannot read as an image ({reason})")
 
 
-def _from_tar(path, size):
+def _read(size_of, read, name, size, max_pixels):
+    """A Picture of one file: refused unread when its `size_of` bytes exceed what an image of
+    max_pixels needs; otherwise `read()` and decoded."""
+    try:
+        check_file_size(size_of, name, max_pixels)
+    except DataError as e:
+        return Picture(name, None, error=str(e))
+    return decode(read(), name, size, max_pixels)
+
+
+def _from_tar(path, size, max_pixels):
     try:
         with tarfile.open(path) as tar:
             for member in sorted((m for m in tar if m.isfile()), key=lambda m: m.name):
                 if member.name.lower().endswith(IMAGE_SUFFIXES):
-                    yield decode(tar.extractfile(member).read(), f"{path}:{member.name}", size)
-    except (tarfile.TarError, EOFError, OSError) as e:
-        raise DataError(f"{path}: cannot read archive ({e or type(e).__name__})") from None
+                    read = tar.extractfile(member).read
+                    yield _read(member.size, read, f"{path}:{member.name}", size, max_pixels)
+    except ARCHIVE_ERRORS as e:
+        raise archive_error(path, e) from None
 
 
-def read_inputs(inputs, size):
+def read_inputs(inputs, size, max_pixels=MAX_PIXELS):
     """Yield a Picture for every image named by `inputs` (files, folders, tars). A folder or an
     archive contributes its files with image suffixes; a file named directly is always tried.
-    A path that does not exist is a DataError."""
+    Pictures over `max_pixels` are refused before they are decoded (files too big for that many,
+    before they are read). A path that does not exist is a DataError."""
     for item in inputs:
         path = Path(item)
         if path.is_dir():
@@ -61,10 +82,10 @@ def read_inputs(inputs, size):
             if not files:
                 raise DataError(f"{path}: no {'/'.join(IMAGE_SUFFIXES)} files in this folder")
             for file in files:
-                yield decode(file.read_bytes(), str(file), size)
+                yield _read(file.stat().st_size, file.read_bytes, str(file), size, max_pixels)
         elif path.is_file() and path.name.lower().endswith(TAR_SUFFIXES):
-            yield from _from_tar(path, size)
+            yield from _from_tar(path, size, max_pixels)
         elif path.is_file():
-            yield decode(path.read_bytes(), str(path), size)
+            yield _read(path.stat().st_size, path.read_bytes, str(path), size, max_pixels)
         else:
             raise DataError(f"{path}: no such file or folder")

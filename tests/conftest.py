@@ -41,6 +41,18 @@ def make_images(n_per_class, seed):
     return np.stack(images), np.array(labels)
 
 
+def bomb_png(width, height):
+    """A few dozen bytes of PNG whose header declares width x height pixels (a decompression bomb)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
 def write_folder(root, suffix=".png"):
     for split, n, seed in (("train", N_TRAIN, 0), ("test", N_TEST, 1)):
         images, labels = make_images(n, seed)

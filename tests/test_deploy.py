@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import assert_one_line_error, png_ok, run_cli
+from conftest import assert_one_line_error, bomb_png, png_ok, run_cli
 from utils.checkpoint import load_checkpoint
 
 
@@ -54,6 +54,34 @@ def test_predict_reads_folders_and_tars_resizes_and_names_what_it_cannot_read(ch
     assert all("more.tar.gz:dogs/" in n for n in names[3:])
     for r in rows[1:]:
         assert float(r[2]) >= float(r[4]) and r[1] != r[3]
+
+
+def test_predict_refuses_bombs_huge_members_and_damaged_archives_in_one_line_each(checkpoint, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "bomb.png").write_bytes(bomb_png(50000, 50000))
+    Image.fromarray(np.zeros((40, 30, 3), np.uint8)).save(folder / "small.png")
+    (folder / "huge.bmp").write_bytes(bytes(2**20 + 10_000))  # more than a picture of 1,200 pixels needs
+    proc = run_cli("predict.py", "--resume", checkpoint, folder)
+    errors = sorted(ln for ln in proc.stderr.splitlines() if ln.startswith("error: "))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr and "small.png" in proc.stdout
+    assert (
+        len(errors) == 2 and "bomb.png: declares 2,500,000,000 pixels, more than the limit of 50,000,000" in errors[0]
+    )
+    assert "huge.bmp: cannot read as an image" in errors[1]  # read: a picture of 50 M pixels may be that big
+    proc = run_cli("predict.py", "--resume", checkpoint, folder, "--max_pixels", 1200)
+    errors = sorted(ln for ln in proc.stderr.splitlines() if ln.startswith("error: "))
+    assert len(errors) == 2 and "bomb.png: declares" in errors[0] and "huge.bmp: 1,058,576 bytes" in errors[1]
+    assert "small.png" in proc.stdout  # 1,200 pixels: 40x30 passes
+    with tarfile.open(tmp_path / "in.tar.xz", "w:xz") as tar:
+        tar.add(folder / "small.png", arcname="small.png")
+        tar.add(folder / "huge.bmp", arcname="noise.bmp")
+    damaged = bytearray((tmp_path / "in.tar.xz").read_bytes())
+    damaged[len(damaged) // 2 :] = bytes(len(damaged) - len(damaged) // 2)
+    (tmp_path / "damaged.tar.xz").write_bytes(bytes(damaged))
+    assert_one_line_error(
+        run_cli("predict.py", "--resume", checkpoint, tmp_path / "damaged.tar.xz"), "cannot read archive"
+    )
 
 
 def test_predictions_csv_cannot_carry_a_spreadsheet_formula(tmp_path):

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from base.base_trainer import BaseTrainer
-from conftest import REPO, assert_one_line_error, run_cli, tiny_config, write_folder
+from conftest import REPO, assert_one_line_error, bomb_png, run_cli, tiny_config, write_folder
 from parse_config import ConfigParser, load_config
 from trainer import train_one_epoch
 from utils import resolve_device
@@ -199,13 +199,22 @@ def test_ctrl_c_and_sigterm_name_the_real_run_folder_in_info_log(tmp_path, tiny_
     assert "Traceback" not in err and "<run folder>" not in out + err
 
 
-def test_unreadable_image_names_the_member_not_a_buffer(tmp_path, tiny_folder):
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"GIF89a not really", "not an image format PIL can read"),
+        (bomb_png(50000, 50000), "declares 2,500,000,000 pixels, more than the limit of 50,000,000; not decoded"),
+        (bomb_png(9000, 9000), "declares 9000x9000 = 81,000,000 pixels"),  # under Pillow's own limit, over ours
+    ],
+)
+def test_unreadable_image_names_the_member_not_a_buffer(tmp_path, tiny_folder, content, message):
     data = tmp_path / "data"
     shutil.copytree(tiny_folder, data)
-    (data / "train" / "cat" / "0013.png").write_bytes(b"GIF89a not really")
+    (data / "train" / "cat" / "0013.png").write_bytes(content)
     line = assert_one_line_error(run_cli("train.py", "-c", tiny_config(tmp_path, data)), "train/cat/0013.png")
-    assert "BytesIO" not in line and "not an image format PIL can read" in line
+    assert "BytesIO" not in line and message in line
     assert json.loads((tmp_path / "config.json").read_text())  # untouched input
+    assert not (tmp_path / "saved").exists()
 
 
 def test_a_bug_in_a_models_init_keeps_its_traceback(monkeypatch):

@@ -522,3 +522,21 @@ def test_a_class_folder_missing_is_named_not_trained_around(tmp_path):
         run_cli("train.py", "-c", config), "arch.args.num_classes: the network has 10 outputs", "9 classes (airplane"
     )
     assert not (tmp_path / "saved").exists()
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--set", "loss.args.label_smoothing=1.5"], "loss: fails when used (RuntimeError: label_smoothing must be"),
+        (["--set", 'metrics=["accuracy", {"type": "top_k_acc", "args": {"k": 20}}]'], "metrics: top_k_acc: fails when"),
+        (["--set", 'loss={"type": "Module", "args": {}}'], "loss: fails when used (NotImplementedError"),
+        (
+            ["--set", 'data_loader.args.augmentations=[{"type": "Mosaic", "args": {}}]', "--allow_spec_violation"],
+            "data_loader.args.augmentations: fails when used (ValueError: Mosaic requires",
+        ),
+    ],
+)
+def test_values_that_fail_only_when_used_are_one_line_before_the_run_folder(tmp_path, tiny_folder, flags, message):
+    proc = run_cli("train.py", "-c", tiny_config(tmp_path, tiny_folder), *flags)
+    assert_one_line_error(proc, message)
+    assert not (tmp_path / "saved").exists()

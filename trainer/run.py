@@ -15,6 +15,7 @@ from model.blocks import PatchWhitening
 from model.spec import describe, format_checks
 from model.trace import receptive_field, trace
 from trainer.optim import build_optimizer
+from trainer.probe import probe_step
 from trainer.schedulers import build_lr_scheduler, dry_run
 from trainer.trainer import Trainer
 from utils import ConfigError, SpecError, distributed, resolve_device, seed_everything
@@ -158,10 +159,12 @@ def build(config, device, allow_spec_violation=False, epoch_callbacks=()):
     model = model.to(device)
     dry_run(config, steps_per_epoch=len(data_loader))  # values a scheduler refuses only when it steps
     optimizer = build_optimizer(config, model)
+    criterion, metrics = config.init_obj("loss"), module_metric.build_metrics(config["metrics"])
+    probe_step(model, criterion, metrics, data_loader, device)  # a value that fails only when used: one line
     trainer = Trainer(
         model,
-        config.init_obj("loss"),
-        module_metric.build_metrics(config["metrics"]),
+        criterion,
+        metrics,
         optimizer,
         config=config,
         device=device,

@@ -5,11 +5,9 @@ predictor, the ONNX export, test.py, report.py, the tools) and `load_trained`, w
 from typing import NamedTuple
 
 from parse_config import ConfigParser, args_named, load_config
-from utils.checkpoint import load_checkpoint, load_model_state, read
+from utils.checkpoint import DEFAULT_IMAGE_SIZE, check_network_fits, load_checkpoint, load_model_state, read
 from utils.errors import CheckpointError, DataError
 from utils.overrides import overrides_from_args
-
-DEFAULT_IMAGE_SIZE = (32, 32)  # for checkpoints written before they recorded their image size
 
 
 class Trained(NamedTuple):
@@ -33,9 +31,10 @@ def load_network(path, config=None, require=()):
         if not getattr(saved, key):
             raise CheckpointError(f"{path}: has no {key!r}; it predates them: export it again from its run")
     config = config or ConfigParser(saved.config, run_id="eval")
+    size = tuple(saved.image_size or DEFAULT_IMAGE_SIZE)
+    check_network_fits(config, saved, size, path)  # before any memory is allocated for the network
     model = config.init_obj("arch")
     load_model_state(model, ckpt, path)
-    size = tuple(saved.image_size or DEFAULT_IMAGE_SIZE)
     return Trained(model.eval(), config, ckpt, saved.data_stats, list(saved.classes or []), size)
 
 

@@ -244,9 +244,18 @@ def test_a_bug_in_a_models_init_keeps_its_traceback(monkeypatch):
             lambda c: [c.pop("optimizer"), c.pop("rng")],
             "a weights-only checkpoint (no optimizer, rng)",
         ),
-        (lambda c: c.update(epoch="3"), "its 'epoch' is missing or of the wrong type (str)"),
-        (lambda c: c.update(config="x"), "its 'config' is not an object (str)"),
+        (lambda c: c.update(epoch="3"), "its 'epoch' is not an epoch number >= 0 (found '3')"),
+        (lambda c: c.update(epoch=-3), "its 'epoch' is not an epoch number >= 0 (found -3)"),
+        (lambda c: c.update(config="x"), "its 'config' is not an object"),
         (lambda c: c.update(format_version=2), "checkpoint format 2, which this code does not know"),
+        (lambda c: c["rng"].pop("torch"), "its 'rng' is not torch, numpy and python states"),
+        (lambda c: c["optimizer"].update(param_groups=[]), "its 'optimizer' is not an optimizer state"),
+        (lambda c: c["data_stats"].update(std=[0.2, 0.0, 0.2]), "its 'data_stats' is not {'mean'"),
+        (lambda c: c.update(state_dict=list(c["state_dict"].values())), "its 'state_dict' is not a mapping"),
+        (lambda c: c.update(history="[]"), "its 'history' is not a list of epoch logs"),
+        (lambda c: c.update(image_size=[30000, 30000]), "its 'image_size' is not [height, width], each from 1"),
+        (lambda c: c.update(classes=["cat", "dog"]), "names 2 classes, but its network has 10 outputs"),
+        (lambda c: c["config"]["arch"]["args"].update(widths=[65536] * 4), "weights do not fit the model DilatedNet"),
     ],
 )
 def test_odd_checkpoints_are_one_line_errors(run, tmp_path, edit, message):
@@ -255,7 +264,11 @@ def test_odd_checkpoints_are_one_line_errors(run, tmp_path, edit, message):
     ckpt = torch.load(run[0] / "last.pth", weights_only=True)
     edit(ckpt)
     torch.save(ckpt, tmp_path / "odd.pth")
-    assert_one_line_error(run_cli("train.py", "--resume", tmp_path / "odd.pth"), message)
+    for script in ["train.py"] if "a weights-only" in message else ["train.py", "test.py"]:
+        argv = ["--out", tmp_path / "out"] if script == "test.py" else []  # data: the checkpoint's own
+        proc = run_cli(script, "--resume", tmp_path / "odd.pth", *argv)
+        assert_one_line_error(proc, message)  # widths of 65536 would need 38 GB: none allocated
+    assert not (tmp_path / "out").exists()
 
 
 def test_resume_refuses_another_learning_rate(run, tmp_path):

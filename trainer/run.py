@@ -19,7 +19,7 @@ from trainer.probe import probe_step
 from trainer.schedulers import build_lr_scheduler, dry_run
 from trainer.trainer import Trainer
 from utils import ConfigError, SpecError, distributed, resolve_device, seed_everything
-from utils.checkpoint import load_checkpoint, require_full
+from utils.checkpoint import DEFAULT_IMAGE_SIZE, check_network_fits, load_checkpoint, read, require_full
 from utils.cli import Terminated, exit_status
 from utils.provenance import record_provenance
 
@@ -115,10 +115,13 @@ def build(config, device, allow_spec_violation=False, epoch_callbacks=()):
     """Everything that can be checked is checked (config, data, network, spec, checkpoint) before the
     run folder is made: a run that fails its checks writes nothing. Returns the Run to `train`."""
     logger = get_logger("train")
+    if config.resume:  # before the data and the network: the kind of file first, then whether its weights fit
+        ckpt = load_checkpoint(config.resume)
+        require_full(ckpt, config.resume)
+        saved = read(ckpt)
+        check_network_fits(config, saved, tuple(saved.image_size or DEFAULT_IMAGE_SIZE), config.resume)
     model = config.init_obj("arch")  # before the data: the network's own checks of its args cost nothing
-    if config.resume:
-        require_full(load_checkpoint(config.resume), config.resume)  # before the data: the kind of file first
-    else:
+    if not config.resume:
         note_short_schedule(config, logger)
     check_batch_size(config["data_loader"]["args"].get("batch_size"), distributed.world_size())
     data_loader = config.init_obj("data_loader")

@@ -262,17 +262,123 @@ def load_checkpoint(path, map_location="cpu"):
             f"{path}: checkpoint format {version!r}, which this code does not know (it reads formats 0 to "
             f"{FORMAT_VERSION}): it was written by a newer version of the project; update the code"
         )
+    check_contents(ckpt, path)
     return ckpt
 
 
-def load_model_state(model, ckpt, path):
-    """Load weights, turning an architecture mismatch (another class, or other shapes) into one
-    readable line."""
+DEFAULT_IMAGE_SIZE = (32, 32)  # for checkpoints written before they recorded their image size
+MAX_IMAGE_SIDE = 4096  # an image size beyond this in a checkpoint is damage, not a network of this project
+
+
+def _number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _stats_problem(stats):
+    if not isinstance(stats, dict) or not all(isinstance(stats.get(k), (list, tuple)) for k in ("mean", "std")):
+        return "not {'mean': [...], 'std': [...]}"
+    mean, std = stats["mean"], stats["std"]
+    if not mean or len(mean) != len(std) or not all(_number(v) and np.isfinite(v) for v in (*mean, *std)):
+        return "not two equally long lists of finite numbers"
+    if min(std) <= 0:
+        return f"a std of {min(std)} (inputs are divided by it)"
+    return None
+
+
+# entry -> (a test of its value, what it should be); None values pass (an entry the file does not need)
+CONTENTS = {
+    "epoch": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "an epoch number >= 0"),
+    "state_dict": (
+        lambda v: isinstance(v, dict) and all(isinstance(k, str) and torch.is_tensor(t) for k, t in v.items()),
+        "a mapping of names to tensors",
+    ),
+    "config": (lambda v: isinstance(v, dict), "an object"),
+    "history": (lambda v: isinstance(v, list) and all(isinstance(e, dict) for e in v), "a list of epoch logs"),
+    "data_stats": (lambda v: _stats_problem(v) is None, "{'mean': [...], 'std': [...]} with every std > 0"),
+    "classes": (
+        lambda v: isinstance(v, (list, tuple)) and v and all(isinstance(c, str) for c in v) and len(set(v)) == len(v),
+        "a list of distinct class names",
+    ),
+    "image_size": (
+        lambda v: (
+            isinstance(v, (list, tuple))
+            and len(v) == 2
+            and all(isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= MAX_IMAGE_SIDE for n in v)
+        ),
+        f"[height, width], each from 1 to {MAX_IMAGE_SIDE}",
+    ),
+    "monitor_best": (_number, "a number"),
+    "optimizer": (
+        lambda v: (
+            isinstance(v, dict)
+            and isinstance(v.get("state"), dict)
+            and isinstance(v.get("param_groups"), list)
+            and len(v["param_groups"]) > 0
+            and all(isinstance(g, dict) for g in v["param_groups"])
+        ),
+        "an optimizer state with its parameter groups",
+    ),
+    "rng": (
+        lambda v: isinstance(v, dict) and {"torch", "numpy", "python"} <= v.keys(),
+        "torch, numpy and python states",
+    ),
+    "world_size": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "a process count >= 1"),
+    "raw_state_dict": (lambda v: isinstance(v, dict), "a mapping of names to tensors"),
+    "lr_scheduler": (lambda v: isinstance(v, dict), "a scheduler state"),
+    "scaler": (lambda v: isinstance(v, dict), "a gradient scaler state"),
+    "lookahead": (lambda v: isinstance(v, dict), "the slow weights and their step count"),
+}
+
+
+def check_contents(ckpt, path):
+    """Each entry of a loaded checkpoint is of the kind this code writes (types, shapes, ranges):
+    a damaged or crafted file is one line naming the entry, not a traceback somewhere later."""
+    for key, (ok, expected) in CONTENTS.items():
+        value = ckpt.get(key)
+        if value is None or ok(value):
+            continue
+        detail = _stats_problem(value) if key == "data_stats" else None
+        shown = detail or (repr(value)[:60] if not isinstance(value, (dict, list)) else type(value).__name__)
+        raise CheckpointError(f"{path}: its {key!r} is not {expected} (found {shown}); the file is damaged")
+
+
+def check_arch_type(ckpt, model, path):
+    """The checkpoint was saved from a network of `model`'s class."""
     saved_arch = ckpt["config"].get("arch", {})
     if saved_arch.get("type") != type(model).__name__:
         raise CheckpointError(
             f"{path}: saved from arch {saved_arch.get('type')!r}, but the config builds {type(model).__name__!r}"
         )
+
+
+def check_network_fits(config, saved, size, path):
+    """Build the network on the meta device (no memory) and compare it with the saved weights and
+    classes: a config that asks for a far bigger network than the file holds (a damaged or crafted
+    checkpoint) is one line, not gigabytes allocated."""
+    with torch.device("meta"):
+        meta = config.init_obj("arch")
+        outputs = meta.eval()(torch.zeros(1, 3, *size)).shape[-1]
+    check_arch_type({"config": saved.config}, meta, path)
+    want = {k: tuple(v.shape) for k, v in meta.state_dict().items()}
+    have = {k: tuple(v.shape) for k, v in saved.state_dict.items()}
+    if want != have:
+        odd = sorted(k for k in want.keys() | have.keys() if want.get(k) != have.get(k))
+        raise CheckpointError(
+            f"{path}: weights do not fit the model {type(meta).__name__} "
+            f"({config['arch'].get('args', {})}): {odd[0]} is {have.get(odd[0])} in the file, "
+            f"{want.get(odd[0])} in the network" + (f", and {len(odd) - 1} more" if len(odd) > 1 else "")
+        )
+    if saved.classes and len(saved.classes) != outputs:
+        raise CheckpointError(
+            f"{path}: names {len(saved.classes)} classes, but its network has {outputs} outputs; the file is damaged"
+        )
+
+
+def load_model_state(model, ckpt, path):
+    """Load weights, turning an architecture mismatch (another class, or other shapes) into one
+    readable line."""
+    check_arch_type(ckpt, model, path)
+    saved_arch = ckpt["config"].get("arch", {})
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as e:

@@ -12,6 +12,7 @@ import torch
 from data_loader.transforms import normalization
 from deploy.loading import load_network
 from model.tta import tta_logits
+from utils.checkpoint import check_contents
 from utils.errors import CheckpointError
 
 ONNX_INPUT = "pixels"  # float32 (N, 3, H, W), RGB values 0..255; the graph normalises them
@@ -69,9 +70,23 @@ class OnnxPredictor:
         if "classes" not in meta:
             raise CheckpointError(f"{path}: an ONNX model without this project's metadata (classes, image_size)")
         self.path = Path(path)
-        self.classes = json.loads(meta["classes"])
-        self.image_size = tuple(json.loads(meta["image_size"]))
-        self.stats = json.loads(meta["data_stats"])
+        entries = {}
+        for key in ("classes", "image_size", "data_stats"):
+            try:
+                entries[key] = json.loads(meta[key])
+            except (KeyError, ValueError):
+                raise CheckpointError(
+                    f"{path}: its metadata {key!r} is missing or not JSON; the file is damaged"
+                ) from None
+        check_contents(entries, path)  # the same kinds as a checkpoint's entries
+        outputs = self.session.get_outputs()[0].shape[-1]
+        if isinstance(outputs, int) and outputs != len(entries["classes"]):
+            raise CheckpointError(
+                f"{path}: names {len(entries['classes'])} classes, but its network has {outputs} outputs; "
+                "the file is damaged"
+            )
+        self.classes, self.stats = entries["classes"], entries["data_stats"]
+        self.image_size = tuple(entries["image_size"])
 
     def logits(self, images, tta="none"):
         def forward(x):

@@ -133,6 +133,19 @@ def test_onnx_export_agrees_with_pytorch_and_predicts_the_same(checkpoint, pictu
     assert_one_line_error(
         run_cli("predict.py", "--checkpoint", model, folder / "cat.png", "--cam"), "Grad-CAM needs the network"
     )
+    import onnx
+
+    damaged = [
+        ("classes", "['cat'", "its metadata 'classes' is missing or not JSON"),
+        ("classes", '["cat", "dog"]', "names 2 classes, but its network has 10 outputs"),
+        ("image_size", "[30000, 30000]", "its 'image_size' is not [height, width], each from 1 to 4096"),
+        ("data_stats", '{"mean": [0, 0, 0], "std": [1, 0, 1]}', "its 'data_stats' is not {'mean'"),
+    ]
+    for key, value, message in damaged:
+        graph = onnx.load(model)
+        next(p for p in graph.metadata_props if p.key == key).value = value
+        onnx.save(graph, tmp_path / "odd.onnx")
+        assert_one_line_error(run_cli("predict.py", "--resume", tmp_path / "odd.onnx", folder / "cat.png"), message)
 
 
 def test_int8_export_reports_its_accuracy_next_to_fp32(checkpoint, tmp_path):

@@ -553,3 +553,25 @@ def test_values_that_fail_only_when_used_are_one_line_before_the_run_folder(tmp_
     proc = run_cli("train.py", "-c", tiny_config(tmp_path, tiny_folder), *flags)
     assert_one_line_error(proc, message)
     assert not (tmp_path / "saved").exists()
+
+
+@pytest.mark.parametrize(
+    "fault, status, said",
+    [
+        (OSError(28, "No space left on device", "curves.png"), 2, "error: curves.png: cannot write the report"),
+        (KeyboardInterrupt(), 130, "interrupted while writing the report: training has finished"),
+    ],
+)
+def test_a_report_that_cannot_be_written_says_training_finished(
+    tmp_path, tiny_folder, monkeypatch, fault, status, said
+):
+    def fails(*args, **kwargs):
+        raise fault
+
+    monkeypatch.setattr("logger.run_report.write_report", fails)
+    proc = run_cli("train.py", "-c", tiny_config(tmp_path, tiny_folder, report=True))
+    run_dir = next((tmp_path / "saved").glob("*/*"))
+    assert proc.returncode == status and "Traceback" not in proc.stderr, proc.stderr
+    assert said in proc.stdout + proc.stderr and "nothing was written" not in proc.stderr
+    assert f"python report.py --resume {run_dir / 'last.pth'}" in proc.stdout + proc.stderr
+    assert (run_dir / "last.pth").is_file()

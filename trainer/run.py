@@ -21,6 +21,7 @@ from trainer.trainer import Trainer
 from utils import ConfigError, SpecError, distributed, resolve_device, seed_everything
 from utils.checkpoint import DEFAULT_IMAGE_SIZE, check_network_fits, load_checkpoint, read, require_full
 from utils.cli import Terminated, exit_status
+from utils.errors import ReportError
 from utils.provenance import record_provenance
 
 
@@ -215,14 +216,34 @@ def train(config, run, mistake_cams=None):
         if main_rank:
             config.release_run_dir()
     if config["trainer"]["report"] and main_rank:
+        _report(config, run, mistake_cams, logger)
+    return run.trainer.history
+
+
+def _report(config, run, mistake_cams, logger):
+    """The end-of-run report. Training has finished by now: a stop or a full disk while the report is
+    written says so, and how to write the report later (report.py), instead of hiding it."""
+    later = f"python report.py --resume {shlex.quote(str(config.run_dir / 'last.pth'))}"
+    try:
         write_run_report(
             config.run_dir,
             config.config,
             run.trainer.history,
             run.trainer.last_val_outputs,
-            data_loader,
-            valid_data_loader,
+            run.data_loader,
+            run.valid_data_loader,
             run.summary,
-            mistake_cams=mistake_cams(run.trainer.eval_model, data_loader.stats) if mistake_cams else None,
+            mistake_cams=mistake_cams(run.trainer.eval_model, run.data_loader.stats) if mistake_cams else None,
         )
-    return run.trainer.history
+    except KeyboardInterrupt as e:
+        what = "stopped (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+        logger.warning(
+            f"{what} while writing the report: training has finished and its checkpoints are saved in "
+            f"{config.run_dir}; write the report with  {later}"
+        )
+        raise SystemExit(exit_status(e)) from None
+    except OSError as e:
+        raise ReportError(
+            f"{e.filename or config.run_dir}: cannot write the report ({e.strerror or e}); training has finished "
+            f"and its checkpoints are saved: once there is room, write the report with  {later}"
+        ) from None

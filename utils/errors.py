@@ -36,6 +36,10 @@ class DivergedError(TrainingError):
     check is all-reduced), so rank 0 alone reports it."""
 
 
+class ReportError(UserError):
+    """A report or picture could not be written (a full disk, a folder without write permission)."""
+
+
 class ArgumentError(ValueError):
     """A class of the project refuses the value of its argument `arg` (None: a combination of them).
     Not a UserError: the class does not know where the value came from. The config layer

@@ -252,3 +252,15 @@ def test_a_storage_password_is_never_printed():
     assert shown("postgresql://optuna:s3cret@db-host:5432/optuna") == "postgresql://optuna:***@db-host:5432/optuna"
     assert shown("postgresql://postgres@127.0.0.1:5432/postgres") == "postgresql://postgres@127.0.0.1:5432/postgres"
     assert shown("sqlite:///saved/study/study.db") == "sqlite:///saved/study/study.db"
+
+
+def test_ctrl_c_in_a_trial_marks_it_failed_and_says_how_the_study_goes_on(tmp_path, tiny_folder, monkeypatch):
+    def interrupted(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("trainer.run.Trainer.train", interrupted)
+    proc = run_cli(*tune_args(tmp_path, tiny_folder, SPACE, trials=2))
+    assert proc.returncode == 130 and "Traceback" not in proc.stderr, proc.stderr
+    assert "the running trial is marked failed; run the same command to go on" in proc.stderr
+    assert "python train.py --resume" not in proc.stdout + proc.stderr  # not the trainer's hint
+    assert [t.state.name for t in load(tmp_path).trials] == ["FAIL"]

@@ -93,23 +93,27 @@ def fit_whitening(model, data_loader, images=5000):
     fit(normalize(torch.from_numpy(pictures[:images]).permute(0, 3, 1, 2)))
 
 
-def main(config, allow_spec_violation=False, epoch_callbacks=(), mistake_cams=None):
+def main(config, allow_spec_violation=False, epoch_callbacks=(), mistake_cams=None, resume_hint=True):
     """Train as `config` says; returns the epoch logs. epoch_callbacks: f(epoch, log) after each epoch;
-    mistake_cams: f(model, stats) -> the report's Grad-CAM hook (deploy.cam.mistake_cams_for), or None.
+    mistake_cams: f(model, stats) -> the report's Grad-CAM hook (deploy.cam.mistake_cams_for), or None;
+    resume_hint: on Ctrl-C or SIGTERM print how to resume and exit (False: the KeyboardInterrupt goes
+    on to the caller, e.g. the tuner, which has its own way to go on).
     Under torchrun: one DDP process per GPU (or CPU worker); rank 0 logs and writes every file."""
     device = resolve_device(config["device"])
     if not distributed.launched_by_torchrun():
-        return _train(config, device, allow_spec_violation, epoch_callbacks, mistake_cams)
+        return _train(config, device, allow_spec_violation, epoch_callbacks, mistake_cams, resume_hint)
     return distributed.run_group(
-        config, device, lambda dev: _train(config, dev, allow_spec_violation, epoch_callbacks, mistake_cams)
+        config,
+        device,
+        lambda dev: _train(config, dev, allow_spec_violation, epoch_callbacks, mistake_cams, resume_hint),
     )
 
 
-def _train(config, device, allow_spec_violation, epoch_callbacks, mistake_cams):
+def _train(config, device, allow_spec_violation, epoch_callbacks, mistake_cams, resume_hint=True):
     setup_logging(None, config["trainer"]["verbosity"] if distributed.is_main() else 0)
     seed_everything(config["seed"])
     run = build(config, device, allow_spec_violation, epoch_callbacks)
-    return train(config, run, mistake_cams)
+    return train(config, run, mistake_cams, resume_hint)
 
 
 def build(config, device, allow_spec_violation=False, epoch_callbacks=()):
@@ -182,7 +186,7 @@ def build(config, device, allow_spec_violation=False, epoch_callbacks=()):
     return Run(trainer, data_loader, valid_data_loader, summary)
 
 
-def train(config, run, mistake_cams=None):
+def train(config, run, mistake_cams=None, resume_hint=True):
     """Make the run folder (a new one of its own, or the resumed run's, locked), train, write the
     report (with Grad-CAM pictures when `mistake_cams(model, stats)` gives the hook)."""
     logger, main_rank = get_logger("train"), distributed.is_main()
@@ -206,6 +210,8 @@ def train(config, run, mistake_cams=None):
     try:
         run.trainer.train()
     except KeyboardInterrupt as e:
+        if not resume_hint:
+            raise
         what = "stopped (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
         logger.warning(
             f"{what}: the last finished epoch is saved; resume with  python train.py --resume "

@@ -137,7 +137,9 @@ def make_objective(base_config, space, trials_dir, n_trials):
             log.info(f"Trial {trial.number} rejected before training: {reason}")
             raise optuna.TrialPruned(reason)
         log.info(f"Trial {trial.number} ({trial_progress(ahead, n_trials)}): {values}")
-        history = train_main(parsed, epoch_callbacks=[pruning_callback(trial, parsed["trainer"]["epochs"])])
+        # a Ctrl-C goes on to optuna (which marks the trial failed) and tune.py, which says how to go on
+        callbacks = [pruning_callback(trial, parsed["trainer"]["epochs"])]
+        history = train_main(parsed, epoch_callbacks=callbacks, resume_hint=False)
         return history[-1][OBJECTIVE]
 
     return objective

@@ -15,7 +15,7 @@ from logger import setup_logging
 from parse_config import ConfigParser, load_config
 from tuning.results import format_table, write_results
 from tuning.space import load_space
-from tuning.study import log, make_objective, open_storage, open_study, run_worker, shown, study_dir
+from tuning.study import bind_study, log, make_objective, open_storage, open_study, run_worker, shown, study_dir
 from utils.cli import run_main
 from utils.errors import ConfigError, UserError
 from utils.overrides import add_override_flags, overrides_from_args
@@ -56,6 +56,7 @@ def main(args):
     out_dir = study_dir(base["trainer"]["save_dir"], name)
     url = args.storage or f"sqlite:///{out_dir / 'study.db'}"
     study = open_study(name, open_storage(url, args.heartbeat), space)
+    bind_study(study, name, base, space)
     log.info(
         f"Study {name!r} in {shown(url)}: {len(space.params)} parameters, {args.trials} trials in all "
         f"(shared with every worker on this storage); results in {out_dir}/"

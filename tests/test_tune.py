@@ -212,7 +212,7 @@ def test_killed_worker_leaves_a_readable_study_and_the_trial_is_retried(tmp_path
     killed = load(tmp_path).trials[0]  # readable after kill -9
     assert killed.state.name == "RUNNING"
     time.sleep(2.5)  # two missed heartbeats
-    proc = run_cli(*tune_args(tmp_path, tiny_folder, SPACE, "--heartbeat", 1, trials=1))
+    proc = run_cli(*tune_args(tmp_path, tiny_folder, SPACE, "--heartbeat", 1, trials=1, epochs=40))  # the same recipe
     assert proc.returncode == 0, proc.stderr[-3000:]
     trials = load(tmp_path).trials
     assert trials[0].state.name == "FAIL"
@@ -264,3 +264,15 @@ def test_ctrl_c_in_a_trial_marks_it_failed_and_says_how_the_study_goes_on(tmp_pa
     assert "the running trial is marked failed; run the same command to go on" in proc.stderr
     assert "python train.py --resume" not in proc.stdout + proc.stderr  # not the trainer's hint
     assert [t.state.name for t in load(tmp_path).trials] == ["FAIL"]
+
+
+def test_a_worker_with_another_config_or_space_is_refused_by_the_study(tmp_path, tiny_folder):
+    assert run_cli(*tune_args(tmp_path, tiny_folder, SPACE, trials=1)).returncode == 0
+    momentum = ("--set", "optimizer.args.momentum=0.8")
+    other = run_cli(*tune_args(tmp_path, tiny_folder, SPACE, *momentum, trials=2, epochs=3))
+    changes = "trainer.epochs: 2 -> 3; optimizer.args.momentum: 0.9 -> 0.8"
+    assert_one_line_error(other, f"its trials were trained with another config ({changes})")
+    lr = {"type": "float", "low": 0.1, "high": 0.2}
+    narrower = {**SPACE, "params": {**SPACE["params"], "optimizer.args.lr": lr}}
+    assert_one_line_error(run_cli(*tune_args(tmp_path, tiny_folder, narrower, trials=2)), "optimizer.args.lr differ")
+    assert len(load(tmp_path).trials) == 1  # nothing was trained by the refused workers

@@ -86,6 +86,36 @@ def open_study(name, storage, space, attempts=5):
             raise ConfigError(f"--study {name}: {e}") from None
 
 
+def bind_study(study, name, base_config, space):
+    """A study keeps the config (command-line overrides applied) and search space its first worker
+    started it with; a later worker whose config differs in what is trained (anything but where
+    files go and how much is printed), in its epochs or in its space is refused in one line, so that
+    trials of different recipes are never ranked together."""
+    from utils.checkpoint import config_changes, show_changes
+
+    space_json = {key: optuna.distributions.distribution_to_json(d) for key, d in space.params.items()}
+    mine = {"config": base_config, "space": space_json}
+    first = study.user_attrs.get("recipe")
+    if first is None:
+        study.set_user_attr("recipe", mine)
+        return
+    changes = [c for c in config_changes(first["config"], base_config) if c[0] not in space.params]
+    was_epochs, epochs = first["config"]["trainer"]["epochs"], base_config["trainer"]["epochs"]
+    if was_epochs != epochs:
+        changes.insert(0, ("trainer.epochs", was_epochs, epochs))
+    if changes:
+        raise ConfigError(
+            f"--study {name}: its trials were trained with another config ({show_changes(changes)}); run this "
+            "worker with the same config and overrides, or start a new study (--study)"
+        )
+    if first["space"] != space_json:
+        odd = sorted(k for k in first["space"].keys() | space_json.keys() if first["space"].get(k) != space_json.get(k))
+        raise ConfigError(
+            f"--study {name}: its trials were sampled from another search space ({', '.join(odd[:3])} differ); "
+            "use the same --space, or start a new study (--study)"
+        )
+
+
 def pruning_callback(trial, epochs):
     """A Trainer epoch callback: report the epoch's validation accuracy and stop a poor trial (never
     after its last epoch, when it is as good as finished)."""

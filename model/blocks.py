@@ -3,12 +3,21 @@
 import torch
 import torch.nn as nn
 
-ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU, "gelu": nn.GELU, "hardswish": nn.Hardswish}
+ACTIVATIONS = {
+    "relu": nn.ReLU,
+    "leaky_relu": nn.LeakyReLU,  # slope 0.1 below zero: a unit pushed negative still learns its way back
+    "silu": nn.SiLU,
+    "gelu": nn.GELU,
+    "hardswish": nn.Hardswish,
+}
+LEAKY_SLOPE = 0.1
 
 
 def make_act(name):
     """The activation module called `name` (one of ACTIVATIONS); in place where the module allows it."""
     kind = ACTIVATIONS[name]
+    if kind is nn.LeakyReLU:
+        return kind(LEAKY_SLOPE, inplace=True)
     return kind(inplace=True) if kind in (nn.ReLU, nn.SiLU, nn.Hardswish) else kind()
 
 

@@ -27,7 +27,7 @@ class DilatedNet(BaseModel):
     dilations: dilation of the depthwise convolutions of C2..C4 (the first entry, C1's, is 1).
     mid_act: BN + ReLU between each depthwise and pointwise convolution.
     c1_ratio: C1's full-resolution convolutions have w1 // c1_ratio channels (at least 8).
-    act: the activation everywhere ("relu", "silu", "gelu", "hardswish").
+    act: the activation everywhere ("relu", "leaky_relu" (slope 0.1), "silu", "gelu", "hardswish").
     se: squeeze-excite reduction ratio in every block of C2..C4 (0: no squeeze-excite).
     whiten: C1's first convolution is a frozen 2x2 patch-whitening layer (blocks.PatchWhitening, set
         from the training images by `fit_whitening` before the first step) followed by the activation.

@@ -74,19 +74,19 @@ def test_mixing_probability_ramps_in_and_mixed_targets_are_soft():
 
 
 def test_activation_and_squeeze_excite_keep_the_spec_and_the_shipped_weights_keys():
-    for kwargs in ({"act": "silu"}, {"act": "gelu"}, {"se": 16, "widths": [64, 64, 128, 144]}):
+    for kwargs in ({"act": "silu"}, {"act": "gelu"}, {"act": "leaky_relu"}, {"se": 16, "widths": [64, 64, 128, 144]}):
         model = DilatedNet(**kwargs)
         _, failed = describe(model, json.loads((REPO / "config.json").read_text())["constraints"])
         assert not failed, (kwargs, failed)
     assert set(DilatedNet().state_dict()) == set(DilatedNet(act="silu").state_dict())
-    with pytest.raises(ArgumentError, match="^act: expected one of relu, silu") as err:
+    with pytest.raises(ArgumentError, match="^act: expected one of relu, leaky_relu, silu") as err:
         DilatedNet(act="tanh")  # the class names its argument; the config layer names the key
     assert err.value.arg == "act" and isinstance(err.value, ValueError)
     with pytest.raises(ArgumentError, match="^se: expected an integer >= 0"):
         DilatedNet(se=-1)
     config = json.loads((REPO / "config.json").read_text())
     config["arch"]["args"]["act"] = "tanh"
-    with pytest.raises(ConfigError, match="^arch.args.act: expected one of relu, silu"):
+    with pytest.raises(ConfigError, match="^arch.args.act: expected one of relu, leaky_relu, silu"):
         ConfigParser(config).init_obj("arch")
 
 

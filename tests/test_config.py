@@ -127,6 +127,14 @@ def test_parsing_creates_no_folders(config, tmp_path, monkeypatch):
             "lr_scheduler.args.div_factor: expected a finite number, got inf",
         ),
         (
+            lambda c: c["trainer"].update(save_dir="runs/\udcff\udcfe"),  # bytes 0xff 0xfe from a shell
+            "trainer.save_dir: expected a path that is valid UTF-8 text",
+        ),
+        (
+            lambda c: c["trainer"].update(save_dir="runs\nx"),
+            "trainer.save_dir: expected a path without control characters",
+        ),
+        (
             lambda c: c.update(name="../../x"),
             "name: expected a plain folder name (letters, digits, '.', '_', '-'), got \"../../x\"",
         ),

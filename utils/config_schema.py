@@ -37,6 +37,21 @@ def _plain_name(text):
     return text
 
 
+def _printable_path(text):
+    """A path the logs, TensorBoard and the console can all write: valid UTF-8 text (a byte string
+    that is not arrives from the command line as lone surrogates), without control characters."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("expected a path that is valid UTF-8 text") from None
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise ValueError("expected a path without control characters (newlines, tabs)")
+    return text
+
+
+PathText = Annotated[str, AfterValidator(_printable_path)]
+
+
 def _monitor_text(text):
     parse_monitor(text)
     return text
@@ -132,7 +147,7 @@ class LookaheadSection(Section):
 
 class TrainerSection(Section):
     epochs: AtLeastOne
-    save_dir: str = "saved/"
+    save_dir: PathText = "saved/"
     save_period: AtLeastOne = 10  # checkpoint-epochN.pth every this many epochs (last.pth: every epoch)
     verbosity: Literal[0, 1, 2] = 2  # 0 warnings, 1 info, 2 debug
     # "off", or "min <metric>" / "max <metric>" for model_best.pth (the metric is checked against the

@@ -276,3 +276,18 @@ def test_a_worker_with_another_config_or_space_is_refused_by_the_study(tmp_path,
     narrower = {**SPACE, "params": {**SPACE["params"], "optimizer.args.lr": lr}}
     assert_one_line_error(run_cli(*tune_args(tmp_path, tiny_folder, narrower, trials=2)), "optimizer.args.lr differ")
     assert len(load(tmp_path).trials) == 1  # nothing was trained by the refused workers
+
+
+def test_a_database_server_that_never_answers_is_one_line_not_a_hang(tmp_path, tiny_folder, monkeypatch):
+    import socket
+
+    monkeypatch.setattr("tuning.study.CONNECT_TIMEOUT", 2)
+    with socket.socket() as silent:  # accepts connections and never says a word
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"postgresql://user:secret@127.0.0.1:{silent.getsockname()[1]}/db"
+        start = time.perf_counter()
+        proc = run_cli(*tune_args(tmp_path, tiny_folder, SPACE, "--storage", url))
+    line = assert_one_line_error(proc, "--storage postgresql://user:***@127.0.0.1", "cannot open the study")
+    assert time.perf_counter() - start < 30 and "secret" not in proc.stdout + proc.stderr, line
+    assert "marked failed" not in proc.stdout + proc.stderr

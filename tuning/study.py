@@ -37,10 +37,17 @@ def shown(url):
     return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
 
 
+CONNECT_TIMEOUT = 20  # seconds for a database server to answer a new connection
+
+
 def open_storage(url, heartbeat, attempts=5):
     """An optuna RDBStorage with a heartbeat: a trial whose worker died (kill -9, power cut) is marked
     failed after 2 heartbeats without news and then retried once by another worker."""
-    engine_kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {}
+    engine_kwargs = {}
+    if url.startswith("sqlite"):
+        engine_kwargs = {"connect_args": {"timeout": 120}}
+    elif url.startswith("postgresql"):  # a server that never answers: an error after this, not a hang
+        engine_kwargs = {"connect_args": {"connect_timeout": CONNECT_TIMEOUT}}
     if url.startswith("sqlite:///"):
         Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -57,7 +64,11 @@ def open_storage(url, heartbeat, attempts=5):
             # workers creating the tables of one new database at once: the losers of the race get
             # SQLite's IntegrityError / OperationalError, PostgreSQL's ProgrammingError "relation ...
             # already exists" or IntegrityError on pg_type; a moment later the tables are there
-            racing = type(e).__name__ in ("IntegrityError", "OperationalError") or "already exists" in str(e)
+            racing = (
+                type(e).__name__ == "IntegrityError"
+                or (type(e).__name__ == "OperationalError" and url.startswith("sqlite"))
+                or "already exists" in str(e)
+            )
             if attempt + 1 < attempts and racing:
                 time.sleep(0.5 + random.random())
                 continue

@@ -431,6 +431,18 @@ def test_a_schedule_that_fails_when_stepped_is_refused_before_training(scheduler
     dry_run(ConfigParser(config), steps_per_epoch=3)  # a good one passes
 
 
+def test_the_schedule_check_of_a_huge_run_stops_at_its_step_limit(monkeypatch):
+    from trainer.schedulers import dry_run
+
+    config = load_config(REPO / "config.json")
+    config["trainer"]["epochs"] = 10_000_000  # 1.76 G steps of OneCycle: checked as far as DRY_RUN_STEPS
+    monkeypatch.setattr("trainer.schedulers.DRY_RUN_STEPS", 1000)
+    stepped = []
+    monkeypatch.setattr("torch.optim.SGD.step", lambda self, *a: stepped.append(1))
+    dry_run(ConfigParser(config), steps_per_epoch=176)
+    assert len(stepped) == 1000
+
+
 def test_resume_with_another_config_names_the_keys_that_differ(run, tmp_path):
     run_dir, config = run
     before = snapshot(run_dir)

@@ -130,10 +130,14 @@ def build_lr_scheduler(config, optimizer, steps_per_epoch):
     return config.init_obj("lr_scheduler", optimizer, **extra)
 
 
+DRY_RUN_STEPS = 50_000  # about a second; a longer schedule (hundreds of epochs) is checked this far
+
+
 def dry_run(config, steps_per_epoch):
-    """Run the whole schedule once on a one-parameter copy of the optimizer, so that a value the
-    scheduler accepts when built but fails on when stepped (StepLR step_size 0 divides by zero at
-    the end of the first epoch) is a one-line ConfigError before training, not a traceback after."""
+    """Run the schedule once on a one-parameter copy of the optimizer (its first DRY_RUN_STEPS steps:
+    all of any usual run), so that a value the scheduler accepts when built but fails on when stepped
+    (StepLR step_size 0 divides by zero at the end of the first epoch) is a one-line ConfigError
+    before training, not a traceback after."""
     import torch
 
     if config["lr_scheduler"] is None:
@@ -144,7 +148,7 @@ def dry_run(config, steps_per_epoch):
     epochs = config["trainer"]["epochs"]
     used = []  # the learning rate of every batch (or epoch) as training will use it
     try:
-        for _ in range(epochs * steps_per_epoch if per_batch else epochs):
+        for _ in range(min(DRY_RUN_STEPS, epochs * steps_per_epoch if per_batch else epochs)):
             used.append(optimizer.param_groups[0]["lr"])
             optimizer.step()
             scheduler.step(0.0) if schedule_of(config["lr_scheduler"]["type"]).steps == "metric" else scheduler.step()

@@ -1,3 +1,4 @@
+import os
 import random
 import re
 from pathlib import Path
@@ -77,9 +78,15 @@ class Arbitrary:
     """Any class: weights_only loading must refuse to build it."""
 
 
-def test_unsafe_pickle_is_refused(tmp_path):
-    torch.save({"state_dict": {}, "config": {}, "x": Arbitrary()}, tmp_path / "evil.pth")
-    with pytest.raises(CheckpointError, match=r"refused: it holds a Python object \(.*Arbitrary\)") as info:
+class RunsACommand:
+    def __reduce__(self):
+        return (os.system, ("echo never run",))
+
+
+@pytest.mark.parametrize("payload, shown", [(Arbitrary(), r".*Arbitrary"), (RunsACommand(), r"posix\.system")])
+def test_unsafe_pickle_is_refused(tmp_path, payload, shown):
+    torch.save({"state_dict": {}, "config": {}, "x": payload}, tmp_path / "evil.pth")
+    with pytest.raises(CheckpointError, match=rf"refused: it holds a Python object \({shown}\)") as info:
         load_checkpoint(tmp_path / "evil.pth")
     assert "weights_only=False" not in str(info.value)  # never advise the unsafe load
 

@@ -244,7 +244,7 @@ def load_checkpoint(path, map_location="cpu"):
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        found = re.search(r"[Uu]nsupported (?:global: )?GLOBAL ([\w.]+)", str(e))  # torch's two wordings
         if found:  # torch's advice (retry with weights_only=False) is the wrong advice for an untrusted file
             raise CheckpointError(
                 f"{path}: refused: it holds a Python object ({found.group(1)}), which a checkpoint of "

@@ -214,6 +214,12 @@ def archive_error(path, e):
 def _read_image_folder(root):
     entries = []
     for split in SPLITS:
+        for folder in sorted(p for p in (root / split).glob("*") if p.is_dir()):
+            if not any(_split_parts(f.parts) for f in folder.iterdir() if f.is_file()):
+                raise DataError(
+                    f"{folder}: an empty class folder (no {'/'.join(IMAGE_SUFFIXES)} files); "
+                    "add its images or remove the folder"
+                )
         for file in sorted((root / split).glob("*/*")):
             key = _split_parts(file.parts)
             if key is None or not file.is_file():

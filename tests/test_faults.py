@@ -547,6 +547,9 @@ def test_a_class_folder_missing_is_named_not_trained_around(tmp_path):
         run_cli("train.py", "-c", config), "arch.args.num_classes: the network has 10 outputs", "9 classes (airplane"
     )
     assert not (tmp_path / "saved").exists()
+    (root / "train" / "truck").mkdir()  # there, but empty: named as such
+    line = assert_one_line_error(run_cli("train.py", "-c", config), "train/truck: an empty class folder")
+    assert "num_classes" not in line
 
 
 @pytest.mark.parametrize(

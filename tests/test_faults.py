@@ -217,6 +217,14 @@ def test_unreadable_image_names_the_member_not_a_buffer(tmp_path, tiny_folder, c
     assert not (tmp_path / "saved").exists()
 
 
+def test_a_line_break_in_a_file_name_keeps_the_error_on_one_line(tmp_path, tiny_folder):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_folder, data)
+    (data / "train" / "cat" / "bad\nname.png").write_bytes(b"not an image")
+    line = assert_one_line_error(run_cli("train.py", "-c", tiny_config(tmp_path, data)), "bad\\nname.png")
+    assert "not an image format PIL can read" in line
+
+
 def test_a_bug_in_a_models_init_keeps_its_traceback(monkeypatch):
     import model.model
 

@@ -63,6 +63,12 @@ class NonFiniteLoss(ArithmeticError):
 
 
 def print_error(e):
-    """`error: <first line>` and any further lines of a UserError, on stderr."""
-    lines = str(e).splitlines() or [type(e).__name__]
-    print(f"error: {lines[0]}", *lines[1:], sep="\n", file=sys.stderr, flush=True)
+    """`error: <message>` on stderr, on one line: a line break inside it (a file name can hold one)
+    is shown as \\n. A SpecError keeps its further lines, one per broken rule."""
+    text = str(e) or type(e).__name__
+    if isinstance(e, SpecError):
+        lines = text.splitlines()
+        print(f"error: {lines[0]}", *lines[1:], sep="\n", file=sys.stderr, flush=True)
+        return
+    shown = text.replace("\r", "\\r").replace("\n", "\\n")
+    print(f"error: {shown}", file=sys.stderr, flush=True)

@@ -156,12 +156,12 @@ class BaseTrainer(ABC):
 
     @staticmethod
     def _save(state, path):
+        existed = path.exists()
         try:
             save_atomic(state, path)
         except OSError as e:  # full disk, read-only or vanished folder: the previous file is untouched
-            raise CheckpointError(
-                f"{path}: cannot save the checkpoint ({e.strerror or e}); the previous one is left as it was"
-            ) from None
+            kept = "the previous one is left as it was" if existed else "no file was written"
+            raise CheckpointError(f"{path}: cannot save the checkpoint ({e.strerror or e}); {kept}") from None
 
     def resume(self, path):
         """Continue from a checkpoint: weights, optimizer, scheduler, scaler, RNG, history."""

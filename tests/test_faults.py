@@ -164,6 +164,9 @@ def test_full_disk_while_saving_is_one_line_and_keeps_the_old_file(tmp_path, mon
     with pytest.raises(CheckpointError, match="last.pth: cannot save the checkpoint \\(No space left on device\\)"):
         BaseTrainer._save({}, tmp_path / "last.pth")
     assert (tmp_path / "last.pth").read_bytes() == b"the previous checkpoint"
+    with pytest.raises(CheckpointError, match="model_best.pth: cannot save the checkpoint .*; no file was written"):
+        BaseTrainer._save({}, tmp_path / "model_best.pth")  # the first one: nothing to keep
+    assert not (tmp_path / "model_best.pth").exists()
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ python export.py --resume CKPT --format onnx-int8 --out model-int8.onnx [--data_
     static int8 (QDQ) calibrated on training images; its validation accuracy printed next to fp32"""
 
 import argparse
+import copy
 import sys
 import tempfile
 from pathlib import Path
@@ -40,9 +41,24 @@ def check_out(src, dst):
     check_writable(dst)
 
 
+SHIPPED_DATA_DIR = "data/"  # config.json's: where test.py and report.py look (and download) by default
+
+
+def portable(config):
+    """The config an export carries: the training machine's data path replaced by config.json's
+    default (a path on another machine means nothing to the export's users, and test.py and
+    report.py take --data_dir anyway)."""
+    config = copy.deepcopy(config)
+    args = config.get("data_loader", {}).get("args", {})
+    if "data_dir" in args:
+        args["data_dir"] = SHIPPED_DATA_DIR
+    return config
+
+
 def export_weights(src, dst):
     ckpt = load_checkpoint(src)
     weights = weights_only(ckpt)
+    weights["config"] = portable(weights["config"])
     save_atomic(weights, dst)
     print(
         f"Wrote {dst} (epoch {weights.get('epoch')}, {sum(v.numel() for v in weights['state_dict'].values()):,} values)"

@@ -2,8 +2,11 @@
 predictor, the ONNX export, test.py, report.py, the tools) and `load_trained`, which adds the data
 (test.py, report.py)."""
 
+import copy
+from pathlib import Path
 from typing import NamedTuple
 
+from data_loader.datasets import DEFAULT_ROOT
 from parse_config import ConfigParser, args_named, load_config
 from utils.checkpoint import DEFAULT_IMAGE_SIZE, check_network_fits, load_checkpoint, load_model_state, read
 from utils.errors import CheckpointError, DataError
@@ -39,8 +42,14 @@ def load_network(path, config=None, require=()):
 
 
 def config_from_checkpoint(args, ckpt):
-    """The checkpoint's own config (or -c), with the command-line overrides applied."""
-    config = load_config(args.config) if args.config else read(ckpt).config
+    """The checkpoint's own config (or -c), with the command-line overrides applied. A data folder
+    named only by the checkpoint is never downloaded into, except config.json's default data/: a
+    checkpoint from elsewhere must not make test.py write into a folder it names."""
+    config = load_config(args.config) if args.config else copy.deepcopy(read(ckpt).config)
+    data = config.get("data_loader", {}).get("args", {}) if isinstance(config.get("data_loader"), dict) else {}
+    if not args.config and not getattr(args, "data_dir", None) and isinstance(data, dict):
+        if Path(str(data.get("data_dir", DEFAULT_ROOT))).resolve() != DEFAULT_ROOT.resolve():
+            data["download"] = False
     return ConfigParser(config, None, overrides_from_args(args), run_id="eval")
 
 

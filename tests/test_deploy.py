@@ -169,6 +169,9 @@ def test_weights_export_keeps_the_image_size_and_never_overwrites_its_source(che
     assert weights["image_size"] == [32, 32] and set(weights) < set(full)
     assert "optimizer" not in weights and "rng" not in weights  # weights only
     assert all(torch.equal(full["state_dict"][k], v) for k, v in weights["state_dict"].items())
+    assert weights["config"]["data_loader"]["args"]["data_dir"] == "data/"  # not the training machine's path
+    full["config"]["data_loader"]["args"]["data_dir"] = "data/"
+    assert weights["config"] == full["config"]
     before = checkpoint.read_bytes()
     assert_one_line_error(run_cli("export.py", "--resume", checkpoint, "--out", checkpoint), "is the checkpoint")
     assert checkpoint.read_bytes() == before
@@ -212,6 +215,16 @@ def test_an_output_folder_that_cannot_be_written_is_one_line_before_any_work(che
         proc = run_cli(script, "--resume", checkpoint, flag, tiny_folder, "--out", blocker / "out")
         assert_one_line_error(proc, "--out", "cannot write in")
     assert_one_line_error(run_cli("export.py", "--resume", checkpoint, "--out", blocker / "w.pth"), "cannot write in")
+
+
+def test_a_checkpoint_never_makes_test_py_download_into_a_folder_it_names(checkpoint, tmp_path):
+    ckpt = load_checkpoint(checkpoint)
+    (tmp_path / "elsewhere").mkdir()
+    ckpt["config"]["data_loader"]["args"].update(data_dir=str(tmp_path / "elsewhere"), download=True)
+    torch.save(ckpt, tmp_path / "from_elsewhere.pth")
+    proc = run_cli("test.py", "--resume", tmp_path / "from_elsewhere.pth", "--out", tmp_path / "out")
+    assert_one_line_error(proc, "elsewhere: no CIFAR-10 here")  # not "could not download"
+    assert list((tmp_path / "elsewhere").iterdir()) == []
 
 
 def test_an_output_of_the_wrong_kind_is_one_line_before_any_work(checkpoint, tiny_folder, tmp_path):

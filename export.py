@@ -105,7 +105,7 @@ def cli(argv=None):
     )
     parser.add_argument("--data_dir", default=None, help="onnx-int8: the data (default: the checkpoint's data_dir)")
     args = parser.parse_args(argv)
-    return run_main(export, args.resume, args.out, args.format, args.data_dir)
+    return run_main(export, args.resume, args.out, args.format, args.data_dir, single_process="export.py")
 
 
 if __name__ == "__main__":

@@ -110,14 +110,22 @@ def _parse_json(path, text):
         raise ConfigError(f"{path}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
 
 
+MAX_DEPTH = 100  # levels of nesting a YAML config may have (config.json has 5)
+
+
 def _parse_yaml(path, text):
     import yaml
 
     try:
         # anchors and aliases (&a, *a) are refused: a config needs none, and a few nested aliases can
         # stand for billions of values ("billion laughs")
-        if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, Loader=yaml.SafeLoader)):
-            raise ConfigError(f"{path}: YAML aliases (*name) are not allowed in a config; write the values out")
+        depth = 0
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent):
+                raise ConfigError(f"{path}: YAML aliases (*name) are not allowed in a config; write the values out")
+            depth += isinstance(event, yaml.CollectionStartEvent) - isinstance(event, yaml.CollectionEndEvent)
+            if depth > MAX_DEPTH:  # stopped here, before the parser spends seconds on thousands of levels
+                raise RecursionError
         return yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)

@@ -123,14 +123,12 @@ def test_a_dead_rank_stops_the_others_and_the_run_resumes_at_the_right_epoch(tmp
     assert re.findall(r"^ *epoch *: (\d+)$", resumed.stdout, re.M) == [str(e) for e in range(done + 1, 9)]
 
 
-def test_single_process_scripts_say_so_under_torchrun(tmp_path):
-    env = {**os.environ, "WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}
-    proc = subprocess.run(
-        [sys.executable, "test.py", "--resume", "x.pth"], cwd=REPO, capture_output=True, text=True, env=env
-    )
-    assert_one_line_error(
-        proc, "test.py runs in a single process"
-    )  # report.py, lr_find.py, tune.py, the benchmark: same call
+def test_single_process_scripts_say_so_under_torchrun(monkeypatch):
+    for name, value in {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}.items():  # as torchrun starts them
+        monkeypatch.setenv(name, value)
+    for script, *rest in (("test.py",), ("report.py",), ("predict.py", "cat.png"), ("export.py", "--out", "x")):
+        proc = run_cli(script, "--resume", "x.pth", *rest)  # lr_find.py, tune.py, the benchmark: the same call
+        assert_one_line_error(proc, f"{script} runs in a single process")
 
 
 def test_a_diverging_loss_stops_every_process_together(tmp_path, tiny_folder):

@@ -145,11 +145,14 @@ class Terminal(io.StringIO):
 
 def run_cli(*args, timeout=600, real_process=False, cwd=REPO, terminal=False):
     """Run `python <script> args...` from cwd (the repository unless given); return a CompletedProcess.
-    The scripts of IN_PROCESS run in this process through their `cli(argv)`, with stdout and stderr
-    captured as a subprocess's would be (an uncaught exception: its traceback on stderr, exit status 1;
+    The scripts of IN_PROCESS (and `-m benchmarks.<name>`) run in this process through their `cli(argv)`,
+    with stdout and stderr captured as a subprocess's would be (an uncaught exception: its traceback on
+    stderr, exit status 1;
     terminal=True: captured as a terminal's); real_process=True (or any other command) starts a real
     `python`."""
     args = [str(a) for a in args]
+    if not real_process and args[0] == "-m" and args[1].startswith("benchmarks."):  # python -m benchmarks.x
+        return _run_in_process(args[1], args[2:], cwd, terminal)
     if real_process or args[0] not in IN_PROCESS:
         script = [str(REPO / args[0])] if args[0] in IN_PROCESS else args[:1]
         return subprocess.run(

@@ -188,7 +188,7 @@ def test_two_workers_share_one_sqlite_study(tmp_path, tiny_folder):
 
 
 def test_killed_worker_leaves_a_readable_study_and_the_trial_is_retried(tmp_path, tiny_folder):
-    args = [sys.executable, *map(str, tune_args(tmp_path, tiny_folder, SPACE, "--heartbeat", 1, trials=1, epochs=40))]
+    args = [sys.executable, *map(str, tune_args(tmp_path, tiny_folder, SPACE, "--heartbeat", 1, trials=1, epochs=16))]
     worker = subprocess.Popen(
         args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
@@ -212,7 +212,7 @@ def test_killed_worker_leaves_a_readable_study_and_the_trial_is_retried(tmp_path
     killed = load(tmp_path).trials[0]  # readable after kill -9
     assert killed.state.name == "RUNNING"
     time.sleep(2.5)  # two missed heartbeats
-    proc = run_cli(*tune_args(tmp_path, tiny_folder, SPACE, "--heartbeat", 1, trials=1, epochs=40))  # the same recipe
+    proc = run_cli(*tune_args(tmp_path, tiny_folder, SPACE, "--heartbeat", 1, trials=1, epochs=16))  # the same recipe
     assert proc.returncode == 0, proc.stderr[-3000:]
     trials = load(tmp_path).trials
     assert trials[0].state.name == "FAIL"

@@ -84,7 +84,7 @@ def test_two_workers_started_together_share_one_study_on_a_fresh_database(server
 def test_a_worker_that_loses_the_server_mid_study_stops_with_one_line_and_a_new_one_continues(
     server, tmp_path, tiny_folder
 ):
-    args = [*tune_args(tmp_path, tiny_folder, SPACE, "--storage", server.url, "--heartbeat", 1, trials=1, epochs=40)]
+    args = [*tune_args(tmp_path, tiny_folder, SPACE, "--storage", server.url, "--heartbeat", 1, trials=1, epochs=16)]
     worker = subprocess.Popen(
         [sys.executable, *map(str, args)], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
@@ -98,8 +98,8 @@ def test_a_worker_that_loses_the_server_mid_study_stops_with_one_line_and_a_new_
     assert worker.returncode == 2 and len(lines) == 1 and "Traceback" not in stderr, stderr[-2000:]
     assert lines[0].startswith(f"error: --storage {server.url}: lost the study storage mid-study"), lines[0]
     server.start()
-    same = ("--storage", server.url, "--heartbeat", 1)  # the same recipe as the lost worker: 40 epochs
-    again = run_cli(*tune_args(tmp_path, tiny_folder, SPACE, *same, trials=1, epochs=40))
+    same = ("--storage", server.url, "--heartbeat", 1)  # the same recipe as the lost worker: 16 epochs
+    again = run_cli(*tune_args(tmp_path, tiny_folder, SPACE, *same, trials=1, epochs=16))
     assert again.returncode == 0, again.stderr
     trials = optuna.load_study(study_name="Cifar10_DilatedNet-search", storage=server.url).trials
     assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"]  # the lost trial, then its retry

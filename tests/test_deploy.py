@@ -257,3 +257,28 @@ def test_grad_cam_maps_have_the_pictures_size_and_lie_in_0_1():
     images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
     heat = grad_cam(DilatedNet().eval(), {"mean": [0.5] * 3, "std": [0.25] * 3}, images, [0, 3, 9])
     assert heat.shape == (3, 32, 32) and heat.min() >= 0 and heat.max() <= 1 + 1e-6
+
+
+def test_a_full_disk_while_writing_results_is_one_line_and_keeps_the_old_files(
+    checkpoint, tiny_folder, tmp_path, monkeypatch
+):
+    def no_space(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("utils.paths.os.fsync", no_space)  # every output fails as it is flushed to disk
+    picture = next((tiny_folder / "test").rglob("*.png"))
+    (tmp_path / "p.csv").write_text("old")
+    (tmp_path / "w.pth").write_text("old")
+    (tmp_path / "test").mkdir()
+    (tmp_path / "test" / "test_metrics.json").write_text("old")
+    runs = [
+        (("predict.py", "--resume", checkpoint, picture, "--out", tmp_path / "p.csv"), "p.csv: cannot write"),
+        (("export.py", "--resume", checkpoint, "--out", tmp_path / "w.pth"), "w.pth: cannot write"),
+        (("test.py", "--resume", checkpoint, "--data_dir", tiny_folder, "--out", tmp_path / "test"), "cannot write"),
+    ]
+    for argv, message in runs:
+        line = assert_one_line_error(run_cli(*argv), message, "No space left on device")
+        assert ".tmp" not in line  # named by the file asked for, not by its temp file
+    assert (tmp_path / "p.csv").read_text() == (tmp_path / "w.pth").read_text() == "old"
+    assert (tmp_path / "test" / "test_metrics.json").read_text() == "old"
+    assert not [p for p in tmp_path.rglob(".*tmp*")]  # no temp file left behind

@@ -1,3 +1,4 @@
+import errno
 import signal
 import sys
 import threading
@@ -11,6 +12,12 @@ class Terminated(KeyboardInterrupt):
 
 def _terminate(signum, frame):
     raise Terminated()
+
+
+# what a full disk, a quota, a read-only or forbidden folder raise while a result is written: the
+# user's machine, not the program (every output goes through utils.paths.atomic_write, so an older
+# file stays whole and no temp file is left)
+OUTPUT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 def exit_status(interrupt):
@@ -32,6 +39,12 @@ def run_main(main, *args, interrupted=None, single_process=None):
         main(*args)
     except UserError as e:
         print_error(e)
+        return 2
+    except OSError as e:
+        if e.errno not in OUTPUT_ERRNOS:  # anything else is a bug or a broken machine: its traceback
+            raise
+        where = e.filename or "an output file"
+        print_error(UserError(f"{where}: cannot write ({e.strerror}); files written before are left as they were"))
         return 2
     except KeyboardInterrupt as e:
         print(interrupted or "interrupted", file=sys.stderr)

@@ -54,6 +54,11 @@ def atomic_write(path):
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        if e.errno is None:
+            raise
+        raise OSError(e.errno, e.strerror, str(path)) from e  # named by the file the user asked for
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -173,6 +173,7 @@ def _run_in_process(module_name, argv, cwd=REPO, terminal=False):
     module = importlib.import_module(module_name)
     out, err = io.StringIO(), (Terminal if terminal else io.StringIO)()
     before, threads, handlers = os.getcwd(), torch.get_num_threads(), list(logging.getLogger().handlers)
+    signals = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}  # a script may ignore a second one
     os.chdir(cwd)
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -188,6 +189,8 @@ def _run_in_process(module_name, argv, cwd=REPO, terminal=False):
     finally:
         os.chdir(before)
         torch.set_num_threads(threads)
+        for number, handler in signals.items():
+            signal.signal(number, handler)
         root = logging.getLogger()
         for handler in [h for h in root.handlers if h not in handlers]:  # the run's console and info.log
             root.removeHandler(handler)

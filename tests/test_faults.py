@@ -601,3 +601,25 @@ def test_a_report_that_cannot_be_written_says_training_finished(
     assert said in proc.stdout + proc.stderr and "nothing was written" not in proc.stderr
     assert f"python report.py --resume {run_dir / 'last.pth'}" in proc.stdout + proc.stderr
     assert (run_dir / "last.pth").is_file()
+
+
+def test_a_second_ctrl_c_while_the_first_is_handled_changes_nothing(tmp_path, tiny_folder, monkeypatch):
+    import logging
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+
+    warn = logging.Logger.warning
+
+    def warning_with_a_second_ctrl_c(self, msg, *args, **kwargs):
+        if "resume with" in str(msg):
+            os.kill(os.getpid(), signal.SIGINT)  # the user presses Ctrl-C again while the hint is printed
+        return warn(self, msg, *args, **kwargs)
+
+    monkeypatch.setattr("trainer.run.Trainer.train", interrupted)
+    monkeypatch.setattr(logging.Logger, "warning", warning_with_a_second_ctrl_c)
+    proc = run_cli("train.py", "-c", tiny_config(tmp_path, tiny_folder))
+    assert proc.returncode == 130 and "Traceback" not in proc.stderr, proc.stderr
+    assert "interrupted: the last finished epoch is saved; resume with" in proc.stdout + proc.stderr
+    assert "nothing was written" not in proc.stderr
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # this process's Ctrl-C is back

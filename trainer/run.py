@@ -20,7 +20,7 @@ from trainer.schedulers import build_lr_scheduler, dry_run
 from trainer.trainer import Trainer
 from utils import ConfigError, SpecError, distributed, resolve_device, seed_everything
 from utils.checkpoint import DEFAULT_IMAGE_SIZE, check_network_fits, load_checkpoint, read, require_full
-from utils.cli import Terminated, exit_status
+from utils.cli import Terminated, exit_status, ignore_further_interrupts
 from utils.errors import ReportError
 from utils.provenance import record_provenance
 
@@ -212,6 +212,7 @@ def train(config, run, mistake_cams=None, resume_hint=True):
     except KeyboardInterrupt as e:
         if not resume_hint:
             raise
+        ignore_further_interrupts()  # a second Ctrl-C must not cut the hint (or the lock's release) short
         what = "stopped (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
         logger.warning(
             f"{what}: the last finished epoch is saved; resume with  python train.py --resume "
@@ -242,6 +243,7 @@ def _report(config, run, mistake_cams, logger):
             mistake_cams=mistake_cams(run.trainer.eval_model, run.data_loader.stats) if mistake_cams else None,
         )
     except KeyboardInterrupt as e:
+        ignore_further_interrupts()
         what = "stopped (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
         logger.warning(
             f"{what} while writing the report: training has finished and its checkpoints are saved in "

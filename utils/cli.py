@@ -20,6 +20,14 @@ def _terminate(signum, frame):
 OUTPUT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
+def ignore_further_interrupts():
+    """After a first Ctrl-C or SIGTERM, while the program says what it saved and exits: a second one
+    is ignored instead of cutting that short with a traceback (main thread only)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def exit_status(interrupt):
     return 143 if isinstance(interrupt, Terminated) else 130
 
@@ -47,9 +55,11 @@ def run_main(main, *args, interrupted=None, single_process=None):
         print_error(UserError(f"{where}: cannot write ({e.strerror}); files written before are left as they were"))
         return 2
     except KeyboardInterrupt as e:
+        ignore_further_interrupts()
         print(interrupted or "interrupted", file=sys.stderr)
         return exit_status(e)
     finally:
         if in_main_thread:
-            signal.signal(signal.SIGTERM, previous)
+            if signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN:  # ignored: the process is on its way out
+                signal.signal(signal.SIGTERM, previous)
     return 0

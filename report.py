@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import model.metric as module_metric
-from base.base_data_loader import pictures
+from base.base_data_loader import close_workers, pictures
 from deploy.cam import mistake_cams_for
 from deploy.loading import load_trained
 from logger import get_logger, setup_logging
@@ -50,6 +50,7 @@ def main(args):
         autocast=autocast_for(device, config["trainer"]["amp"]),
         return_outputs=True,
     )
+    close_workers(valid_loader)  # now, not at exit (base_data_loader.close_workers)
     spec_text, _ = describe(
         model,
         config["constraints"],

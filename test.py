@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import model.metric as module_metric
-from base.base_data_loader import pictures
+from base.base_data_loader import close_workers, pictures
 from deploy.cam import plot_mistake_cams
 from deploy.loading import load_trained
 from logger import get_logger, setup_logging
@@ -52,6 +52,7 @@ def main(args):
     )
     result, probs, targets = run(return_outputs=True)
     tta = run(tta=args.tta, desc=f"test, {args.tta} TTA") if args.tta != "none" else None
+    close_workers(data_loader)  # now, not at exit (base_data_loader.close_workers)
     cm = confusion_matrix(targets.numpy(), probs.numpy().argmax(1), len(data_loader.classes))
     per_class = {f"acc_{c}": float(a) for c, a in zip(data_loader.classes, per_class_accuracy(cm))}
     log = {"images": int(cm.sum()), **result, **per_class}

@@ -14,6 +14,16 @@ def _leave_ctrl_c_to_the_main_process(worker_id):
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def close_workers(loader):
+    """Stop a DataLoader's persistent worker processes now. Left to the garbage collector (or to the
+    exit of the process) their shutdown waited out a 5-second timeout per worker: 20 s at the end of
+    a run with 2 workers and a validation loader. None: nothing to do."""
+    iterator = getattr(loader, "_iterator", None)
+    if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+        loader._iterator = None
+        iterator._shutdown_workers()
+
+
 class SeededBatchSampler(Sampler):
     """Batches of `(index, epoch_seed, batch_number)`. The epoch's order and seed come from torch's
     global generator (saved in checkpoints), and the dataset seeds its augmentation per batch from

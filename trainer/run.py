@@ -8,6 +8,7 @@ from typing import NamedTuple
 import torch
 
 import model.metric as module_metric
+from base.base_data_loader import close_workers
 from base.base_model import num_params
 from logger import attach_run_log, get_logger, setup_logging
 from logger.run_report import write_run_report
@@ -222,8 +223,12 @@ def train(config, run, mistake_cams=None, resume_hint=True):
     finally:
         if main_rank:
             config.release_run_dir()
-    if config["trainer"]["report"] and main_rank:
-        _report(config, run, mistake_cams, logger)
+    try:
+        if config["trainer"]["report"] and main_rank:
+            _report(config, run, mistake_cams, logger)
+    finally:
+        for loader in (data_loader, valid_data_loader):
+            close_workers(loader)
     return run.trainer.history
 
 

@@ -98,6 +98,7 @@ def test_a_worker_that_loses_the_server_mid_study_stops_with_one_line_and_a_new_
     assert worker.returncode == 2 and len(lines) == 1 and "Traceback" not in stderr, stderr[-2000:]
     assert lines[0].startswith(f"error: --storage {server.url}: lost the study storage mid-study"), lines[0]
     server.start()
+    time.sleep(2.5)  # two missed heartbeats: the lost trial is stale, so the next worker fails and retries it
     same = ("--storage", server.url, "--heartbeat", 1)  # the same recipe as the lost worker: 16 epochs
     again = run_cli(*tune_args(tmp_path, tiny_folder, SPACE, *same, trials=1, epochs=16))
     assert again.returncode == 0, again.stderr

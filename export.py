@@ -42,16 +42,19 @@ def check_out(src, dst):
 
 
 SHIPPED_DATA_DIR = "data/"  # config.json's: where test.py and report.py look (and download) by default
+SHIPPED_SAVE_DIR = "saved/"  # config.json's: where a run trained from the export's config would write
 
 
 def portable(config):
-    """The config an export carries: the training machine's data path replaced by config.json's
-    default (a path on another machine means nothing to the export's users, and test.py and
-    report.py take --data_dir anyway)."""
+    """The config an export carries: the training machine's data and output paths replaced by
+    config.json's defaults (a path on another machine means nothing to the export's users, and
+    test.py and report.py take --data_dir anyway)."""
     config = copy.deepcopy(config)
     args = config.get("data_loader", {}).get("args", {})
     if "data_dir" in args:
         args["data_dir"] = SHIPPED_DATA_DIR
+    if "save_dir" in config.get("trainer", {}):
+        config["trainer"]["save_dir"] = SHIPPED_SAVE_DIR
     return config
 
 

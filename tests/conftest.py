@@ -3,6 +3,7 @@ to run the command-line scripts. Nothing here reads outside the repository or th
 
 import io
 import json
+import os
 import pickle
 import signal
 import subprocess
@@ -16,6 +17,12 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+# pytest.ini runs the suite in one pytest-xdist worker process per core: each worker, and every process a
+# test starts from it (torchrun, tuning workers, a real train.py), computes on one thread. Two threads per
+# process on a shared core would spin-wait for each other (OpenMP's default), many times slower.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
 
 # A shell starts a background job (`pytest &`, `nohup ... &`, some CI wrappers) with SIGINT ignored,
 # and Python then leaves it ignored: Ctrl-C tests run in this process, and their subprocesses (which
@@ -165,7 +172,6 @@ def _run_in_process(module_name, argv, cwd=REPO, terminal=False):
     import contextlib
     import importlib
     import logging
-    import os
     import traceback
 
     import torch

@@ -169,8 +169,10 @@ def test_weights_export_keeps_the_image_size_and_never_overwrites_its_source(che
     assert weights["image_size"] == [32, 32] and set(weights) < set(full)
     assert "optimizer" not in weights and "rng" not in weights  # weights only
     assert all(torch.equal(full["state_dict"][k], v) for k, v in weights["state_dict"].items())
-    assert weights["config"]["data_loader"]["args"]["data_dir"] == "data/"  # not the training machine's path
+    assert weights["config"]["data_loader"]["args"]["data_dir"] == "data/"  # not the training machine's paths
+    assert weights["config"]["trainer"]["save_dir"] == "saved/" != full["config"]["trainer"]["save_dir"]
     full["config"]["data_loader"]["args"]["data_dir"] = "data/"
+    full["config"]["trainer"]["save_dir"] = "saved/"
     assert weights["config"] == full["config"]
     before = checkpoint.read_bytes()
     assert_one_line_error(run_cli("export.py", "--resume", checkpoint, "--out", checkpoint), "is the checkpoint")

@@ -22,6 +22,7 @@ def test_pretrained_weights_load_and_meet_the_constraints():
     load_model_state(model, ckpt, PRETRAINED)
     assert [c.rule for c in check_constraints(model, config["constraints"]) if not c.ok] == []
     assert ckpt["history"][-1]["epoch"] == ckpt["epoch"] == config["trainer"]["epochs"]
+    assert ckpt["config"]["arch"] == json.loads((REPO / "config.json").read_text())["arch"]  # the shipped recipe's net
     model.eval()
     with torch.no_grad():
         out = model(torch.zeros(2, 3, 32, 32))

@@ -19,7 +19,7 @@ from utils.checkpoint import load_checkpoint
 
 @pytest.fixture
 def checkpoint(finished_run):
-    """The last.pth of the test session's finished tiny run (read-only)."""
+    """The last.pth of the suite's finished tiny run (read-only)."""
     return finished_run[0] / "last.pth"
 
 

@@ -26,7 +26,7 @@ from utils.errors import CheckpointError, ConfigError, NonFiniteLoss, TrainingEr
 
 @pytest.fixture
 def run(finished_run):
-    """The test session's finished 2-epoch tiny run: (its folder, the config path); read-only."""
+    """The suite's finished 2-epoch tiny run: (its folder, the config path); read-only."""
     return finished_run
 
 

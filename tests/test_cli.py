@@ -336,5 +336,6 @@ def test_the_readme_smoke_command_learns_on_generated_data(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     logs = epoch_logs(proc.stdout)
-    assert len(logs) == 6 and "note: 6 epochs of a recipe made for 120" in proc.stdout
+    recipe = json.loads((REPO / "config.json").read_text())["trainer"]["epochs"]
+    assert len(logs) == 6 and f"note: 6 epochs of a recipe made for {recipe}" in proc.stdout
     assert float(logs[-1]["val_accuracy"]) >= 90.0, logs[-1]  # 10 classes: chance is 10%; it reaches 100

@@ -47,6 +47,7 @@ def train_one_epoch(
     tricks=None,
     ema=None,
     lookahead=None,
+    distiller=None,
     desc="train",
     progress=None,
 ):
@@ -54,9 +55,11 @@ def train_one_epoch(
     learning rate of the last batch. tricks: a BatchTricks (resize, selective backprop, mixing)
     applied to each batch; the metrics then compare with the unmixed labels of the images trained
     on. ema: an AveragedModel updated after every step; lookahead: a Lookahead stepped after every step
-    (before the EMA sees the weights); progress: a Progress told of every batch (default: one that
-    shows a bar on a terminal and nothing in a file). Raises NonFiniteLoss at the first check (every
-    `finite_check_every(device)` batches, before that batch's step) that finds a NaN or infinite loss."""
+    (before the EMA sees the weights); distiller: a trainer.distill.Distiller whose teacher sees each
+    batch before the tricks (at full size) and whose loss replaces the criterion; progress: a Progress
+    told of every batch (default: one that shows a bar on a terminal and nothing in a file). Raises
+    NonFiniteLoss at the first check (every `finite_check_every(device)` batches, before that batch's
+    step) that finds a NaN or infinite loss."""
     model.train()
     tracker = MetricTracker("loss", *[m.__name__ for m in metric_ftns])
     lr = optimizer.param_groups[0]["lr"]
@@ -67,11 +70,15 @@ def train_one_epoch(
         lr = optimizer.param_groups[0]["lr"]
         images, target = to_device(images, target, device, channels_last)
         loss_target = target
+        teacher_logits = distiller.targets(images, autocast) if distiller is not None else None
         if tricks is not None:
             images, target, loss_target = tricks(model, images, target, autocast)
         with autocast():
             output = model(images)
-            loss = criterion(output, loss_target)
+            if distiller is None:
+                loss = criterion(output, loss_target)
+            else:
+                loss = distiller.loss(criterion, output, loss_target, teacher_logits)
         nonfinite += ~torch.isfinite(loss.detach())
         if batch % every == 0 or batch == batches:
             _check_finite(nonfinite, loss, (batch - 1) // every * every + 1, batch)

@@ -15,6 +15,7 @@ from logger.run_report import write_run_report
 from model.blocks import PatchWhitening
 from model.spec import describe, format_checks
 from model.trace import receptive_field, trace
+from trainer.distill import load_teacher
 from trainer.optim import build_optimizer
 from trainer.probe import probe_step
 from trainer.schedulers import build_lr_scheduler, dry_run
@@ -127,6 +128,7 @@ def build(config, device, allow_spec_violation=False, epoch_callbacks=()):
         saved = read(ckpt)
         check_network_fits(config, saved, tuple(saved.image_size or DEFAULT_IMAGE_SIZE), config.resume)
     model = config.init_obj("arch")  # before the data: the network's own checks of its args cost nothing
+    teacher = load_teacher(config["trainer"])  # before the data too: a missing teacher file is one line at once
     if not config.resume:
         note_short_schedule(config, logger)
     check_batch_size(config["data_loader"]["args"].get("batch_size"), distributed.world_size())
@@ -181,6 +183,7 @@ def build(config, device, allow_spec_violation=False, epoch_callbacks=()):
         valid_data_loader=valid_data_loader,
         lr_scheduler=build_lr_scheduler(config, optimizer, steps_per_epoch=len(data_loader)),
         epoch_callbacks=epoch_callbacks,
+        teacher=teacher if teacher[0] is not None else None,
     )
     if config.resume:
         trainer.resume(config.resume)

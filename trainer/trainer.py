@@ -6,6 +6,7 @@ from base import BaseTrainer
 from logger.format import format_log
 from model.tta import LABELS
 from trainer.batch_tricks import BatchTricks
+from trainer.distill import Distiller
 from trainer.ema import build_ema, ema_state, load_ema_state
 from trainer.lookahead import build_lookahead
 from trainer.loops import evaluate, train_one_epoch
@@ -32,6 +33,7 @@ class Trainer(BaseTrainer):
         valid_data_loader=None,
         lr_scheduler=None,
         epoch_callbacks=(),
+        teacher=None,
     ):
         super().__init__(model, criterion, metric_ftns, optimizer, config, epoch_callbacks)
         cfg = config["trainer"]
@@ -58,6 +60,15 @@ class Trainer(BaseTrainer):
             else "Weights evaluated and saved: the trained weights (no EMA)"
         )
         self.lookahead = build_lookahead(self.model, cfg["lookahead"], self.epochs * len(data_loader))
+        self.distiller, self.teacher_sha256 = None, None
+        if teacher is not None:  # (trained network, file sha256) from trainer.distill.load_teacher
+            trained, self.teacher_sha256 = teacher
+            self.distiller = Distiller.from_config(cfg["distill"], trained, data_loader, device, self.channels_last)
+            self.logger.info(
+                f"Distilling from {cfg['distill']['teacher']} (sha256 {self.teacher_sha256[:12]}...): alpha "
+                f"{cfg['distill']['alpha']}, temperature {cfg['distill']['temperature']}, teacher TTA "
+                f"{cfg['distill']['tta']}; the training loss logged is the distillation loss"
+            )
         self.tricks = BatchTricks.from_config(cfg, len(data_loader.classes), data_loader.image_size, self.epochs)
         # DDP: train through the wrapper (it all-reduces gradients); evaluate and save the plain model,
         # so checkpoints load in a single process and evaluation needs no collective per batch
@@ -145,6 +156,7 @@ class Trainer(BaseTrainer):
             tricks=self.tricks,
             ema=self.ema,
             lookahead=self.lookahead,
+            distiller=self.distiller,
             desc=desc,
             progress=progress,
         )
@@ -184,6 +196,7 @@ class Trainer(BaseTrainer):
             "image_size": list(self.data_loader.image_size),
             **(ema_state(self.ema, self.model) if self.ema is not None else {}),
             **({"lookahead": self.lookahead.state_dict()} if self.lookahead is not None else {}),
+            **({"teacher_sha256": self.teacher_sha256} if self.teacher_sha256 is not None else {}),
         }
 
     def _load_extra_state(self, saved):

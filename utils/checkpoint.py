@@ -36,6 +36,7 @@ WEIGHTS_ONLY = (
 RESUME_ONLY = ("optimizer", "rng", "lr_scheduler", "scaler", "world_size")
 EMA_ONLY = ("raw_state_dict", "ema_updates")
 LOOKAHEAD_ONLY = ("lookahead",)  # when trainer.lookahead is on: the slow weights and the step count
+DISTILL_ONLY = ("teacher_sha256",)  # when trainer.distill is on: the teacher file's sha256
 
 # config keys a resumed run may change: where files go and how much is printed, not what is trained
 MAY_DIFFER_ON_RESUME = {
@@ -82,6 +83,7 @@ class Saved(NamedTuple):
     raw_state_dict: dict | None = None
     ema_updates: object = None
     lookahead: dict | None = None
+    teacher_sha256: str | None = None
 
 
 def read(ckpt):
@@ -93,7 +95,8 @@ def make_checkpoint(**entries):
     """A full checkpoint: exactly the keys of the schema above (a missing or unknown one is a bug);
     format_version is filled in."""
     entries = {"format_version": FORMAT_VERSION, **entries}
-    required, allowed = {*WEIGHTS_ONLY, *RESUME_ONLY}, {*WEIGHTS_ONLY, *RESUME_ONLY, *EMA_ONLY, *LOOKAHEAD_ONLY}
+    required = {*WEIGHTS_ONLY, *RESUME_ONLY}
+    allowed = {*required, *EMA_ONLY, *LOOKAHEAD_ONLY, *DISTILL_ONLY}
     missing, unknown = required - entries.keys(), entries.keys() - allowed
     if missing or unknown:
         raise TypeError(f"checkpoint schema: missing {sorted(missing)}, unknown {sorted(unknown)}")
@@ -194,6 +197,12 @@ def check_resumable(saved, now, path):
             f"trainer.epochs: the checkpoint's {config['lr_scheduler']['type']} schedule has {was_steps} steps, "
             f"this run's {now_steps} ({epochs} epochs x {now_steps // epochs} batches); resume with the same "
             "epochs, batch size and data"
+        )
+    was_teacher, now_teacher = saved.get("teacher_sha256"), now.get("teacher_sha256")
+    if was_teacher and now_teacher and was_teacher != now_teacher:
+        raise CheckpointError(
+            f"{path}: was distilled from a teacher file with sha256 {was_teacher[:12]}..., trainer.distill.teacher "
+            f"now has {now_teacher[:12]}...; resume with the teacher file the run started with"
         )
     if saved.get("classes") and list(saved["classes"]) != list(now["classes"]):
         raise CheckpointError(f"{path}: trained on classes {saved['classes']}, the data holds {now['classes']}")

@@ -145,6 +145,17 @@ class LookaheadSection(Section):
     ramp: bool = True
 
 
+class DistillSection(Section):
+    """Knowledge distillation (trainer/distill.py): loss = (1 - alpha) x the criterion + alpha x T^2 x
+    KL(teacher || student) at temperature T; the teacher is a checkpoint of the same classes, run on
+    the same augmented images (tta "flip": the mean of its logits of each image and its mirror)."""
+
+    teacher: PathText
+    alpha: Annotated[float, Field(ge=0, le=1)] = 0.9
+    temperature: Annotated[float, Field(gt=0)] = 4.0
+    tta: Literal["none", "flip"] = "none"
+
+
 class TrainerSection(Section):
     epochs: AtLeastOne
     save_dir: PathText = "saved/"
@@ -166,6 +177,7 @@ class TrainerSection(Section):
     selective_backprop: SelectiveBackpropSection | None = None  # null: backward on every image
     norm: NormSection | None = None  # null: normalisation layers train like every other weight
     lookahead: LookaheadSection | None = None  # null: no lookahead
+    distill: DistillSection | None = None  # null: the labels alone
 
 
 class ConstraintsSection(Section):

@@ -1,0 +1,113 @@
+"""Knowledge distillation (trainer.distill): the loss, the teacher's view of each batch, and a tiny
+run distilled from another run's checkpoint, resumed, and refused when its teacher file changes."""
+
+import json
+import shutil
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from conftest import assert_one_line_error, run_cli, tiny_config
+from trainer.batch_tricks import BatchTricks
+from trainer.distill import Distiller, _input_map
+from trainer.loops import train_one_epoch
+
+
+def test_loss_mixes_the_criterion_and_the_tempered_kl_divergence():
+    torch.manual_seed(0)
+    student, teacher, target = torch.randn(6, 10, requires_grad=True), torch.randn(6, 10), torch.randint(0, 10, (6,))
+    ce = nn.CrossEntropyLoss(label_smoothing=0.1)
+    plain = Distiller(nn.Identity(), alpha=0.0, temperature=4.0)
+    assert torch.equal(plain.loss(ce, student, target, teacher), ce(student, target))
+    kd = Distiller(nn.Identity(), alpha=1.0, temperature=4.0)
+    assert kd.loss(ce, teacher, target, teacher).item() == pytest.approx(0.0, abs=1e-6)  # student == teacher
+    kd.loss(ce, student, target, teacher).backward()
+    # d/ds of T^2 x KL(p_t || p_s) at temperature T, averaged over the batch: T (p_s - p_t) / N
+    expected = 4.0 * (F.softmax(student.detach() / 4, 1) - F.softmax(teacher / 4, 1)) / 6
+    assert torch.allclose(student.grad, expected, atol=1e-6)
+    half = Distiller(nn.Identity(), alpha=0.5, temperature=1.0)
+    both = half.loss(ce, student, target, teacher)
+    kl = F.kl_div(F.log_softmax(student, 1), F.log_softmax(teacher, 1), reduction="batchmean", log_target=True)
+    assert both.item() == pytest.approx(0.5 * ce(student, target).item() + 0.5 * kl.item(), rel=1e-6)
+
+
+def test_teacher_inputs_are_renormalised_only_when_its_statistics_differ():
+    same = {"mean": [0.5, 0.4, 0.3], "std": [0.25, 0.2, 0.2]}
+    assert _input_map(same, dict(same)) is None
+    teacher = {"mean": [0.4, 0.4, 0.4], "std": [0.2, 0.3, 0.25]}
+    scale, offset = _input_map(teacher, same)
+    raw = torch.rand(2, 3, 4, 4)
+    as_student = (raw - torch.tensor(same["mean"]).view(1, 3, 1, 1)) / torch.tensor(same["std"]).view(1, 3, 1, 1)
+    as_teacher = (raw - torch.tensor(teacher["mean"]).view(1, 3, 1, 1)) / torch.tensor(teacher["std"]).view(1, 3, 1, 1)
+    assert torch.allclose(as_student * scale + offset, as_teacher, atol=1e-6)
+
+
+class Recorder(nn.Module):
+    """A teacher that records the side of each batch it sees and answers fixed logits."""
+
+    def __init__(self):
+        super().__init__()
+        self.sizes = []
+
+    def forward(self, x):
+        self.sizes.append(x.shape[-1])
+        return torch.zeros(len(x), 10)
+
+
+def test_teacher_sees_the_full_size_batch_while_progressive_resizing_shrinks_the_students():
+    torch.manual_seed(0)
+    student = nn.Sequential(nn.Conv2d(3, 10, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    teacher = Recorder()
+    distiller = Distiller(teacher, alpha=1.0, temperature=1.0, tta="flip")
+    seen = []
+    student.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape[-1]))
+    tricks = BatchTricks({"progressive_resize": {"min_size": 16, "until": 0.5}}, 10, (32, 32), epochs=4)
+    tricks.start_epoch(1)
+    loader = [(torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,)))] * 2
+    optimizer = torch.optim.SGD(student.parameters(), lr=0.1)
+    log = train_one_epoch(
+        student, nn.CrossEntropyLoss(), [], optimizer, loader, torch.device("cpu"), tricks=tricks, distiller=distiller
+    )
+    assert seen == [16, 16] and teacher.sizes == [32, 32, 32, 32]  # flip TTA: the image and its mirror
+    # uniform teacher logits and alpha 1: the loss is KL(uniform || student), never the labels'
+    assert log["loss"] > 0 and not teacher.training
+
+
+def test_a_run_distils_from_a_checkpoint_resumes_and_refuses_a_replaced_teacher(tmp_path, tiny_folder, finished_run):
+    run_dir, _ = finished_run
+    teacher = tmp_path / "teacher.pth"
+    shutil.copy(run_dir / "last.pth", teacher)
+    distill = {"teacher": str(teacher), "alpha": 0.5, "temperature": 2.0}
+    config = tiny_config(tmp_path, tiny_folder, distill=distill)
+    proc = run_cli("train.py", "-c", config)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Distilling from" in proc.stdout + proc.stderr
+    student = next((tmp_path / "saved").glob("*/*"))
+    straight = torch.load(student / "last.pth", weights_only=True)
+    assert len(straight["teacher_sha256"]) == 64 and straight["config"]["trainer"]["distill"]["alpha"] == 0.5
+    resumed = run_cli("train.py", "--resume", student / "checkpoint-epoch1.pth")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    again = torch.load(student / "last.pth", weights_only=True)
+    assert again["epoch"] == 2
+    assert all(torch.equal(t, again["state_dict"][k]) for k, t in straight["state_dict"].items())
+    shutil.copy(run_dir / "checkpoint-epoch1.pth", teacher)  # another file at the teacher's path
+    assert_one_line_error(
+        run_cli("train.py", "--resume", student / "checkpoint-epoch1.pth"),
+        "checkpoint-epoch1.pth",
+        "was distilled from a teacher file with sha256",
+    )
+
+
+def test_distill_mistakes_are_one_line(tmp_path, tiny_folder):
+    missing = tiny_config(tmp_path, tiny_folder, distill={"teacher": str(tmp_path / "nope.pth")})
+    assert_one_line_error(run_cli("train.py", "-c", missing), "nope.pth")
+    mixed = json.loads(missing.read_text())
+    mixed["trainer"]["mix"] = {"type": "CutMix"}
+    (tmp_path / "mixed.json").write_text(json.dumps(mixed))
+    assert_one_line_error(run_cli("train.py", "-c", tmp_path / "mixed.json"), "trainer.distill", "trainer.mix")
+    bad = json.loads(missing.read_text())
+    bad["trainer"]["distill"]["alpha"] = 2
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    assert_one_line_error(run_cli("train.py", "-c", tmp_path / "bad.json"), "trainer.distill.alpha")

@@ -1,0 +1,94 @@
+"""Knowledge distillation (Hinton et al., 2015) from a trained teacher (trainer.distill): the loss is
+(1 - alpha) x the criterion against the labels + alpha x T^2 x KL(teacher || student), both softmaxes
+at temperature T. The teacher sees the same augmented images as the student (a consistent view,
+Beyer et al., 2022), at full size while progressive resizing shrinks the student's; it is never
+trained, and its forward pass is the price: about a third of a training step more per batch."""
+
+import hashlib
+
+import torch
+import torch.nn.functional as F
+
+from deploy.loading import load_network
+from model.tta import tta_logits
+from utils.errors import ConfigError
+
+# trainer options that change the batch or its targets after the teacher has seen it
+EXCLUSIVE = ("mix", "selective_backprop")
+
+
+def file_sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_teacher(trainer_cfg):
+    """The teacher network of trainer.distill (eval mode, on the CPU) and its file's sha256, or
+    (None, None) when distillation is off. One line for a missing or unreadable file, or a clash."""
+    cfg = trainer_cfg.get("distill")
+    if not cfg:
+        return None, None
+    clash = [key for key in EXCLUSIVE if trainer_cfg.get(key)]
+    if clash:
+        raise ConfigError(
+            f"trainer.distill: cannot be combined with trainer.{clash[0]} (it changes the batch or its "
+            "targets after the teacher has seen it); set one of them to null"
+        )
+    trained = load_network(cfg["teacher"], require=("data_stats", "classes"))
+    return trained, file_sha256(cfg["teacher"])
+
+
+class Distiller:
+    """The teacher's logits for a batch (`targets`) and the distillation loss (`loss`)."""
+
+    def __init__(self, teacher, alpha, temperature, tta="none", input_map=None):
+        self.teacher = teacher.eval().requires_grad_(False)
+        self.alpha, self.temperature, self.tta = alpha, temperature, tta
+        self.input_map = input_map  # (scale, offset): the student's normalised inputs -> the teacher's
+
+    @classmethod
+    def from_config(cls, cfg, trained, data_loader, device, channels_last):
+        """The run's Distiller for `trained` (load_teacher's network), checked against the data."""
+        path = cfg["teacher"]
+        if list(trained.classes) != list(data_loader.classes):
+            raise ConfigError(
+                f"trainer.distill.teacher: {path} was trained on classes {trained.classes}, "
+                f"the data holds {list(data_loader.classes)}"
+            )
+        teacher = trained.model.to(device)
+        if channels_last:
+            teacher = teacher.to(memory_format=torch.channels_last)
+        return cls(teacher, cfg["alpha"], cfg["temperature"], cfg["tta"], _input_map(trained.stats, data_loader.stats))
+
+    @torch.no_grad()
+    def targets(self, images, autocast):
+        """The teacher's logits (float32) for a batch normalised as the student's."""
+        if self.input_map is not None:
+            scale, offset = (t.to(images.device) for t in self.input_map)
+            images = images * scale + offset
+        with autocast():
+            return tta_logits(self.teacher, images, self.tta).float()
+
+    def loss(self, criterion, output, target, teacher_logits):
+        t = self.temperature
+        student = F.log_softmax(output.float() / t, dim=1)
+        teacher = F.log_softmax(teacher_logits / t, dim=1)
+        kd = F.kl_div(student, teacher, reduction="batchmean", log_target=True) * (t * t)
+        return (1 - self.alpha) * criterion(output, target) + self.alpha * kd
+
+
+def _input_map(teacher_stats, student_stats):
+    """Per-channel (scale, offset) taking inputs normalised with the student's mean/std to the
+    teacher's normalisation; None when the two agree (the same training images)."""
+    t_mean, t_std, s_mean, s_std = (
+        torch.tensor(stats[key], dtype=torch.float32)
+        for stats in (teacher_stats, student_stats)
+        for key in ("mean", "std")
+    )
+    if torch.allclose(t_mean, s_mean, atol=1e-5) and torch.allclose(t_std, s_std, atol=1e-5):
+        return None
+    scale, offset = s_std / t_std, (s_mean - t_mean) / t_std
+    return scale.view(1, -1, 1, 1), offset.view(1, -1, 1, 1)

@@ -26,11 +26,11 @@ def file_sha256(path):
 
 
 def load_teacher(trainer_cfg):
-    """The teacher network of trainer.distill (eval mode, on the CPU) and its file's sha256, or
-    (None, None) when distillation is off. One line for a missing or unreadable file, or a clash."""
+    """(the teacher network of trainer.distill, in eval mode on the CPU, its file's sha256), or None
+    when distillation is off. One line for a missing or unreadable file, or a clash of options."""
     cfg = trainer_cfg.get("distill")
     if not cfg:
-        return None, None
+        return None
     clash = [key for key in EXCLUSIVE if trainer_cfg.get(key)]
     if clash:
         raise ConfigError(

@@ -183,7 +183,7 @@ def build(config, device, allow_spec_violation=False, epoch_callbacks=()):
         valid_data_loader=valid_data_loader,
         lr_scheduler=build_lr_scheduler(config, optimizer, steps_per_epoch=len(data_loader)),
         epoch_callbacks=epoch_callbacks,
-        teacher=teacher if teacher[0] is not None else None,
+        teacher=teacher,
     )
     if config.resume:
         trainer.resume(config.resume)

@@ -2,8 +2,8 @@
 
     python -m benchmarks.step_benchmark -c config.json -c other.json [--train_images 45000] [--batches 12]
 
-For each config it builds the network, optimizer, loss, weight EMA and batch tricks (progressive
-resizing, selective backprop, MixUp/CutMix) as train.py does, and times train.py's own
+For each config it builds the network, optimizer, loss, weight EMA, batch tricks (progressive
+resizing, selective backprop, MixUp/CutMix) and distillation teacher as train.py does, and times train.py's own
 train_one_epoch on synthetic batches already in memory (no loader) at every image size the
 schedule uses; the training seconds per epoch are the schedule's mean at --train_images images,
 plus one validation pass over --valid_images. The configs are timed round-robin, --rounds times, and
@@ -26,6 +26,7 @@ from torchinfo import summary
 import model.metric as module_metric
 from parse_config import ConfigParser, load_config
 from trainer.batch_tricks import BatchTricks
+from trainer.distill import Distiller, load_teacher
 from trainer.ema import build_ema
 from trainer.loops import evaluate, train_one_epoch
 from trainer.optim import build_optimizer
@@ -56,6 +57,12 @@ class Setup:
         self.optimizer = build_optimizer(config, model)
         self.criterion, self.metrics = config.init_obj("loss"), module_metric.build_metrics(config["metrics"])
         self.ema = build_ema(self.model, cfg["ema"])
+        self.distiller = None
+        teacher = load_teacher(cfg)
+        if teacher is not None:  # the teacher's forward pass on every batch, as train.py runs it
+            net, d = teacher[0].model, cfg["distill"]
+            net = net.to(memory_format=torch.channels_last) if self.channels_last else net
+            self.distiller = Distiller(net, d["alpha"], d["temperature"], d["tta"])
         self.tricks = BatchTricks.from_config(cfg, 10, (size, size), cfg["epochs"])
         self.sizes = [
             self.tricks.start_epoch(e).get("image_size", size) if self.tricks else size
@@ -71,7 +78,7 @@ class Setup:
             epoch = self.sizes.index(size) + 1
             if self.tricks:
                 self.tricks.start_epoch(epoch)
-            run = dict(tricks=self.tricks, ema=self.ema, channels_last=self.channels_last)
+            run = dict(tricks=self.tricks, ema=self.ema, distiller=self.distiller, channels_last=self.channels_last)
             train_one_epoch(self.model, self.criterion, self.metrics, self.optimizer, self.data[:1], cpu, **run)
             start = time.perf_counter()
             train_one_epoch(self.model, self.criterion, self.metrics, self.optimizer, self.data[1:], cpu, **run)

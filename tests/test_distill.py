@@ -111,3 +111,23 @@ def test_distill_mistakes_are_one_line(tmp_path, tiny_folder):
     bad["trainer"]["distill"]["alpha"] = 2
     (tmp_path / "bad.json").write_text(json.dumps(bad))
     assert_one_line_error(run_cli("train.py", "-c", tmp_path / "bad.json"), "trainer.distill.alpha")
+
+
+def test_step_benchmark_times_the_teachers_forward_pass_with_the_step(tmp_path, tiny_folder, finished_run):
+    import argparse
+
+    from benchmarks.step_benchmark import Setup, main
+
+    run_dir, _ = finished_run
+    config = tiny_config(tmp_path, tiny_folder, distill={"teacher": str(run_dir / "last.pth")})
+    args = argparse.Namespace(
+        config=[str(config)], train_images=100, valid_images=100, batches=1, rounds=1, threads=0, image_size=32
+    )
+    setup = Setup(str(config), args)
+    teacher = torch.load(run_dir / "last.pth", weights_only=True)["state_dict"]
+    assert all(torch.equal(t, teacher[k]) for k, t in setup.distiller.teacher.state_dict().items())
+    calls = []
+    setup.distiller.teacher.register_forward_hook(lambda *a: calls.append(1))
+    setup.time_once(args)
+    assert len(calls) == 2 * len(set(setup.sizes))  # a warm-up and a timed batch at every image size
+    assert main(args)[0]["epoch_s"] > 0

@@ -48,13 +48,16 @@ SHIPPED_SAVE_DIR = "saved/"  # config.json's: where a run trained from the expor
 def portable(config):
     """The config an export carries: the training machine's data and output paths replaced by
     config.json's defaults (a path on another machine means nothing to the export's users, and
-    test.py and report.py take --data_dir anyway)."""
+    test.py and report.py take --data_dir anyway), and a distillation teacher's by its file name."""
     config = copy.deepcopy(config)
     args = config.get("data_loader", {}).get("args", {})
     if "data_dir" in args:
         args["data_dir"] = SHIPPED_DATA_DIR
     if "save_dir" in config.get("trainer", {}):
         config["trainer"]["save_dir"] = SHIPPED_SAVE_DIR
+    distill = config.get("trainer", {}).get("distill")
+    if isinstance(distill, dict) and isinstance(distill.get("teacher"), str):
+        distill["teacher"] = Path(distill["teacher"]).name  # which file taught it, not where it lay
     return config
 
 

@@ -75,7 +75,7 @@ def test_teacher_sees_the_full_size_batch_while_progressive_resizing_shrinks_the
     assert log["loss"] > 0 and not teacher.training
 
 
-def test_a_run_distils_from_a_checkpoint_resumes_and_refuses_a_replaced_teacher(tmp_path, tiny_folder, finished_run):
+def test_distilled_run_resumes_exports_and_refuses_a_replaced_teacher(tmp_path, tiny_folder, finished_run):
     run_dir, _ = finished_run
     teacher = tmp_path / "teacher.pth"
     shutil.copy(run_dir / "last.pth", teacher)
@@ -92,6 +92,9 @@ def test_a_run_distils_from_a_checkpoint_resumes_and_refuses_a_replaced_teacher(
     again = torch.load(student / "last.pth", weights_only=True)
     assert again["epoch"] == 2
     assert all(torch.equal(t, again["state_dict"][k]) for k, t in straight["state_dict"].items())
+    assert run_cli("export.py", "--resume", student / "last.pth", "--out", tmp_path / "w.pth").returncode == 0
+    exported = torch.load(tmp_path / "w.pth", weights_only=True)["config"]["trainer"]["distill"]
+    assert exported == {**straight["config"]["trainer"]["distill"], "teacher": "teacher.pth"}  # no machine path
     shutil.copy(run_dir / "checkpoint-epoch1.pth", teacher)  # another file at the teacher's path
     assert_one_line_error(
         run_cli("train.py", "--resume", student / "checkpoint-epoch1.pth"),

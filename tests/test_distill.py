@@ -103,7 +103,7 @@ def test_distilled_run_resumes_exports_and_refuses_a_replaced_teacher(tmp_path, 
     )
 
 
-def test_distill_mistakes_are_one_line(tmp_path, tiny_folder):
+def test_distill_mistakes_are_one_line(tmp_path, tiny_folder, finished_run):
     missing = tiny_config(tmp_path, tiny_folder, distill={"teacher": str(tmp_path / "nope.pth")})
     assert_one_line_error(run_cli("train.py", "-c", missing), "nope.pth")
     mixed = json.loads(missing.read_text())
@@ -114,6 +114,13 @@ def test_distill_mistakes_are_one_line(tmp_path, tiny_folder):
     bad["trainer"]["distill"]["alpha"] = 2
     (tmp_path / "bad.json").write_text(json.dumps(bad))
     assert_one_line_error(run_cli("train.py", "-c", tmp_path / "bad.json"), "trainer.distill.alpha")
+    small = torch.load(finished_run[0] / "last.pth", weights_only=True)
+    small["image_size"] = [16, 16]  # a teacher trained on other images than the data's
+    torch.save(small, tmp_path / "small.pth")
+    other = json.loads(missing.read_text())
+    other["trainer"]["distill"]["teacher"] = str(tmp_path / "small.pth")
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    assert_one_line_error(run_cli("train.py", "-c", tmp_path / "other.json"), "small.pth", "16x16 images")
 
 
 def test_step_benchmark_times_the_teachers_forward_pass_with_the_step(tmp_path, tiny_folder, finished_run):

@@ -58,6 +58,11 @@ class Distiller:
                 f"trainer.distill.teacher: {path} was trained on classes {trained.classes}, "
                 f"the data holds {list(data_loader.classes)}"
             )
+        if list(trained.image_size) != list(data_loader.image_size):
+            raise ConfigError(
+                f"trainer.distill.teacher: {path} was trained on {trained.image_size[1]}x{trained.image_size[0]} "
+                f"images, the data holds {data_loader.image_size[1]}x{data_loader.image_size[0]}"
+            )
         teacher = trained.model.to(device)
         if channels_last:
             teacher = teacher.to(memory_format=torch.channels_last)

@@ -1,4 +1,4 @@
-"""Seconds per full-size training epoch on real data, for run-time settings side by side:
+"""Seconds per training epoch on real data, for run-time settings side by side:
 
     python -m benchmarks.epoch_benchmark -c config.json --data_dir D --validation_split 5000 \\
         --variant workers=1,threads=2 --variant workers=0 --variant amp=bf16 --variant flush_denormal=1 \\
@@ -6,10 +6,11 @@
 
 Each variant builds the run as train.py does (trainer.run.build: the same loader, network,
 optimizer, precision and memory format), then times the Trainer's own training step over --batches
-batches of the real loader at the full image size (after 3 untimed warm-up batches), and prints the
-mean seconds per batch and what a full epoch of the training images would take. Settings a variant
+batches of the real loader at the full image size or the variant's size (after 3 untimed warm-up
+batches), and prints the mean seconds per batch and what a full epoch of the training images would take. Settings a variant
 may change: workers (DataLoader processes), threads (torch compute threads), amp (trainer.amp),
-flush_denormal (0/1: subnormal floats computed as zero). --weights starts every variant from a
+flush_denormal (0/1: subnormal floats computed as zero), size (the image side the step trains at,
+as progressive resizing shrinks it; default the full size). --weights starts every variant from a
 checkpoint's weights (e.g. a late-training state, to see whether trained weights cost more than fresh
 ones). Variants are timed round-robin and each keeps its fastest round (noise only adds time). Nothing
 is written. Compare rows of one run of this script only, and name the CPU beside them.
@@ -31,7 +32,7 @@ from utils.checkpoint import load_checkpoint, load_model_state
 from utils.cli import run_main
 from utils.overrides import add_override_flags, base_argparser
 
-SETTINGS = {"workers": int, "threads": int, "amp": str, "flush_denormal": int}
+SETTINGS = {"workers": int, "threads": int, "amp": str, "flush_denormal": int, "size": int}
 
 
 def parse_variant(text):
@@ -62,10 +63,12 @@ class Take:
 
 
 def time_variant(base, variant, args):
-    """Mean seconds per training batch of `variant` at the full image size."""
+    """Mean seconds per training batch of `variant`, at its size (default the full image size)."""
     torch.set_num_threads(variant.get("threads", args.default_threads))
     torch.set_flush_denormal(bool(variant.get("flush_denormal", 0)))
-    changes = {("trainer", "progressive_resize"): None, ("trainer", "tensorboard"): False}
+    size = variant.get("size")  # a smaller side: progressive resizing's first epoch, at that size
+    resize = {"min_size": size, "until": 1.0} if size else None
+    changes = {("trainer", "progressive_resize"): resize, ("trainer", "tensorboard"): False}
     if "workers" in variant:
         changes[("data_loader", "args", "num_workers")] = variant["workers"]
     if "amp" in variant:
@@ -73,6 +76,8 @@ def time_variant(base, variant, args):
     config = ConfigParser(base.config, modification=changes)
     seed_everything(config["seed"])
     trainer = build(config, resolve_device(config["device"])).trainer
+    if size:
+        trainer.tricks.start_epoch(1)
     if args.weights:
         load_model_state(trainer.model, load_checkpoint(args.weights), args.weights)
     trainer.train_batches(Take(trainer.data_loader, 3), "warm-up")  # workers, thread pools, caches
@@ -93,7 +98,7 @@ def benchmark(args):
             seconds, batches = time_variant(base, variant, args)
             best[i] = min(best[i], seconds)
     print(f"{batches} batches per epoch; {args.batches} timed batches per variant; fastest of {args.rounds} rounds")
-    print("| variant | s/batch | s/epoch (training, full size) |")
+    print("| variant | s/batch | s/epoch (training, at the variant's size) |")
     print("|---|---|---|")
     for variant, seconds in zip(variants, best):
         name = ", ".join(f"{k}={v}" for k, v in variant.items()) or "the config as it is"

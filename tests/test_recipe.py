@@ -149,9 +149,10 @@ def test_epoch_benchmark_times_each_variant_on_the_real_loader(tmp_path, tiny_fo
 
     config = tiny_config(tmp_path, tiny_folder)
     argv = ["-c", str(config), "--variant", "workers=0,threads=1", "--variant", "flush_denormal=1,amp=off"]
-    assert cli([*argv, "--batches", "2", "--rounds", "1"]) in (None, 0)
+    assert cli([*argv, "--variant", "size=16", "--batches", "2", "--rounds", "1"]) in (None, 0)
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "s/batch" not in line]
-    assert [row.split(" | ")[0] for row in rows] == ["| workers=0, threads=1", "| flush_denormal=1, amp=off"]
+    names = ["| workers=0, threads=1", "| flush_denormal=1, amp=off", "| size=16"]
+    assert [row.split(" | ")[0] for row in rows] == names
     assert all(float(row.split(" | ")[2].rstrip(" |")) > 0 for row in rows)
     assert not (tmp_path / "saved").exists()  # nothing written
     assert cli([*argv[:2], "--variant", "gpus=2"]) == 2  # an unknown setting: one line

@@ -8,12 +8,13 @@ Each variant builds the run as train.py does (trainer.run.build: the same loader
 optimizer, precision and memory format), then times the Trainer's own training step over --batches
 batches of the real loader at the full image size or the variant's size (after 3 untimed warm-up
 batches), and prints the mean seconds per batch and what a full epoch of the training images would
-take. Settings a variant may change: workers (DataLoader processes), threads (torch compute threads), amp (trainer.amp),
-flush_denormal (0/1: subnormal floats computed as zero), size (the image side the step trains at,
-as progressive resizing shrinks it; default the full size). --weights starts every variant from a
-checkpoint's weights (e.g. a late-training state, to see whether trained weights cost more than fresh
-ones). Variants are timed round-robin and each keeps its fastest round (noise only adds time). Nothing
-is written. Compare rows of one run of this script only, and name the CPU beside them.
+take. Settings a variant may change: workers (DataLoader processes), threads (torch compute
+threads), amp (trainer.amp), flush_denormal (0/1: subnormal floats computed as zero), size (the
+image side the step trains at, as progressive resizing shrinks it; default the full size).
+--weights starts every variant from a checkpoint's weights (e.g. a late-training state, to see
+whether trained weights cost more than fresh ones). Variants are timed round-robin and each keeps
+its fastest round (noise only adds time). Nothing is written. Compare rows of one run of this
+script only, and name the CPU beside them.
 """
 
 import sys

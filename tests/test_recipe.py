@@ -144,15 +144,25 @@ def test_resume_with_ema_and_tricks_is_bit_exact(tricked, tmp_path):
     assert int(resumed["lookahead"]["steps"]) == int(straight["lookahead"]["steps"]) == 2 * 5
 
 
-def test_epoch_benchmark_times_each_variant_on_the_real_loader(tmp_path, tiny_folder, capsys):
+def test_epoch_benchmark_times_each_variant_on_the_real_loader(tmp_path, tiny_folder, capsys, monkeypatch):
     from benchmarks.epoch_benchmark import cli
+    from trainer.batch_tricks import BatchTricks
 
+    sizes, call = [], BatchTricks.__call__
+
+    def recording(self, model, images, target, autocast):
+        out = call(self, model, images, target, autocast)
+        sizes.append(out[0].shape[-1])
+        return out
+
+    monkeypatch.setattr(BatchTricks, "__call__", recording)
     config = tiny_config(tmp_path, tiny_folder)
     argv = ["-c", str(config), "--variant", "workers=0,threads=1", "--variant", "flush_denormal=1,amp=off"]
     assert cli([*argv, "--variant", "size=16", "--batches", "2", "--rounds", "1"]) in (None, 0)
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "s/batch" not in line]
     names = ["| workers=0, threads=1", "| flush_denormal=1, amp=off", "| size=16"]
     assert [row.split(" | ")[0] for row in rows] == names
+    assert sizes and set(sizes) == {16}  # only the size=16 variant has batch tricks, and it trains at 16 px
     assert all(float(row.split(" | ")[2].rstrip(" |")) > 0 for row in rows)
     assert not (tmp_path / "saved").exists()  # nothing written
     assert cli([*argv[:2], "--variant", "gpus=2"]) == 2  # an unknown setting: one line

@@ -48,7 +48,8 @@ SHIPPED_SAVE_DIR = "saved/"  # config.json's: where a run trained from the expor
 def portable(config):
     """The config an export carries: the training machine's data and output paths replaced by
     config.json's defaults (a path on another machine means nothing to the export's users, and
-    test.py and report.py take --data_dir anyway), and a distillation teacher's by its file name."""
+    test.py and report.py take --data_dir anyway), and a distillation teacher's and a starting point's
+    (trainer.init) by their file names."""
     config = copy.deepcopy(config)
     args = config.get("data_loader", {}).get("args", {})
     if "data_dir" in args:
@@ -58,6 +59,9 @@ def portable(config):
     distill = config.get("trainer", {}).get("distill")
     if isinstance(distill, dict) and isinstance(distill.get("teacher"), str):
         distill["teacher"] = Path(distill["teacher"]).name  # which file taught it, not where it lay
+    trainer = config.get("trainer", {})
+    if isinstance(trainer, dict) and isinstance(trainer.get("init"), str):
+        trainer["init"] = Path(trainer["init"]).name  # which weights it started from
     return config
 
 

@@ -42,14 +42,15 @@ def ema_state(ema, model):
     }
 
 
-def load_ema_state(ema, model, saved):
-    """Restore what ema_state saved, from the checkpoint's entries (utils.checkpoint.Saved); returns a
-    warning for the log when the checkpoint and the config disagree about EMA (None when they agree)."""
+def load_ema_state(ema, model, saved, key="trainer.ema"):
+    """Restore what ema_state saved, from the checkpoint's entries (utils.checkpoint.Saved), into `ema`
+    (an AveragedModel of trainer.ema or trainer.swa, named by `key`); returns a warning for the log
+    when the checkpoint and the config disagree about averaging (None when they agree)."""
     if saved.raw_state_dict is not None:
         model.load_state_dict(saved.raw_state_dict)  # training continues from the raw weights
         if ema is None:
             return (
-                "the checkpoint averaged its weights (trainer.ema) and this config does not: training "
+                "the checkpoint averaged its weights (trainer.ema or trainer.swa) and this config does not: training "
                 "continues from its raw weights without averaging"
             )
         ema.module.load_state_dict(saved.state_dict)
@@ -58,5 +59,5 @@ def load_ema_state(ema, model, saved):
     if ema is not None:
         ema.module.load_state_dict(model.state_dict())
         ema.n_averaged.zero_()
-        return "the checkpoint has no weight average: trainer.ema starts averaging from its weights"
+        return f"the checkpoint has no weight average: {key} starts averaging from its weights"
     return None

@@ -15,13 +15,21 @@ from logger.run_report import write_run_report
 from model.blocks import PatchWhitening
 from model.spec import describe, format_checks
 from model.trace import receptive_field, trace
-from trainer.distill import load_teacher
+from trainer.distill import file_sha256, load_teacher
 from trainer.optim import build_optimizer
 from trainer.probe import probe_step
 from trainer.schedulers import build_lr_scheduler, dry_run
+from trainer.swa import check_swa
 from trainer.trainer import Trainer
 from utils import ConfigError, SpecError, distributed, resolve_device, seed_everything
-from utils.checkpoint import DEFAULT_IMAGE_SIZE, check_network_fits, load_checkpoint, read, require_full
+from utils.checkpoint import (
+    DEFAULT_IMAGE_SIZE,
+    check_network_fits,
+    load_checkpoint,
+    load_model_state,
+    read,
+    require_full,
+)
 from utils.cli import Terminated, exit_status, ignore_further_interrupts
 from utils.errors import ReportError
 from utils.provenance import record_provenance
@@ -95,6 +103,26 @@ def fit_whitening(model, data_loader, images=5000):
     fit(normalize(torch.from_numpy(pictures[:images]).permute(0, 3, 1, 2)))
 
 
+def init_weights(model, config, logger):
+    """A new run with trainer.init starts from that file's weights (a full checkpoint or an export of
+    the same network); returns the classes it was trained on (None without trainer.init or on resume,
+    which loads its own weights). A missing file or one of another network is one line."""
+    path = config["trainer"].get("init")
+    if not path or config.resume:
+        return None
+    ckpt = load_checkpoint(path)
+    load_model_state(model, ckpt, path)
+    logger.info(f"Weights: start from {path} (sha256 {file_sha256(path)[:12]}..., epoch {read(ckpt).epoch} of its run)")
+    return read(ckpt).classes
+
+
+def check_init_classes(path, classes, data_loader):
+    if classes and list(classes) != list(data_loader.classes):
+        raise ConfigError(
+            f"trainer.init: {path} was trained on classes {list(classes)}, the data holds {list(data_loader.classes)}"
+        )
+
+
 def main(config, allow_spec_violation=False, epoch_callbacks=(), mistake_cams=None, resume_hint=True):
     """Train as `config` says; returns the epoch logs. epoch_callbacks: f(epoch, log) after each epoch;
     mistake_cams: f(model, stats) -> the report's Grad-CAM hook (deploy.cam.mistake_cams_for), or None;
@@ -129,6 +157,8 @@ def build(config, device, allow_spec_violation=False, epoch_callbacks=()):
         check_network_fits(config, saved, tuple(saved.image_size or DEFAULT_IMAGE_SIZE), config.resume)
     model = config.init_obj("arch")  # before the data: the network's own checks of its args cost nothing
     teacher = load_teacher(config["trainer"])  # before the data too: a missing teacher file is one line at once
+    check_swa(config["trainer"])
+    init_classes = init_weights(model, config, logger)  # and a missing or unfitting trainer.init file
     if not config.resume:
         note_short_schedule(config, logger)
     check_batch_size(config["data_loader"]["args"].get("batch_size"), distributed.world_size())
@@ -136,6 +166,7 @@ def build(config, device, allow_spec_violation=False, epoch_callbacks=()):
     valid_data_loader = data_loader.split_validation()
     check_batch_size(config["data_loader"]["args"].get("batch_size"), distributed.world_size(), data_loader)
     check_outputs(model, data_loader)
+    check_init_classes(config["trainer"].get("init"), init_classes, data_loader)
     constraints = config["constraints"]
     input_size = (1, 3, *data_loader.image_size)  # the data's size, not an assumed 32x32
     summary, failed = describe(
@@ -165,7 +196,7 @@ def build(config, device, allow_spec_violation=False, epoch_callbacks=()):
                 "(BatchNorm statistics are then averaged over the processes after every epoch)"
             )
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    if not config.resume:  # a resume loads the fitted layer with the weights
+    if not config.resume and not config["trainer"].get("init"):  # those load the fitted layer with the weights
         fit_whitening(model, data_loader)
     model = model.to(device)
     dry_run(config, steps_per_epoch=len(data_loader))  # values a scheduler refuses only when it steps

@@ -13,6 +13,7 @@ from trainer.loops import evaluate, train_one_epoch
 from trainer.precision import autocast_of, resolve_amp
 from trainer.progress import Progress
 from trainer.schedulers import SchedulerStepper
+from trainer.swa import build_swa, swa_update
 from utils import distributed
 from utils.log_keys import EPOCH_TIME, LR, training_seconds, valid
 from utils.log_keys import tta as log_tta
@@ -52,13 +53,22 @@ class Trainer(BaseTrainer):
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.ema = build_ema(self.model, cfg["ema"])
-        self.eval_model = self.ema.module if self.ema is not None else self.model
-        self.logger.info(
-            f"Weights evaluated and saved: the EMA of the weights (decay {cfg['ema']['decay']}; the raw weights "
-            "are kept in last.pth for resume)"
-            if self.ema is not None
-            else "Weights evaluated and saved: the trained weights (no EMA)"
-        )
+        self.swa, self.swa_cfg = build_swa(self.model, cfg["swa"]), cfg["swa"]
+        self.average = self.ema if self.ema is not None else self.swa  # at most one (trainer/swa.py checks)
+        if self.ema is not None:
+            what = (
+                f"the EMA of the weights (decay {cfg['ema']['decay']}; the raw weights are kept in last.pth for resume)"
+            )
+        elif self.swa is not None:
+            start = self.swa_cfg["start"]
+            what = (
+                f"{f'the trained weights until epoch {start - 1}, then ' if start > 1 else ''}the average of the "
+                f"weights at the end of each epoch from epoch {start} on (SWA; the raw weights are kept in last.pth "
+                "for resume)"
+            )
+        else:
+            what = "the trained weights (no averaging)"
+        self.logger.info(f"Weights evaluated and saved: {what}")
         self.lookahead = build_lookahead(self.model, cfg["lookahead"], self.epochs * len(data_loader))
         self.distiller, self.teacher_sha256 = None, None
         if teacher is not None:  # (trained network, file sha256) from trainer.distill.load_teacher
@@ -99,13 +109,23 @@ class Trainer(BaseTrainer):
                     f"{LABELS[kind]} test-time augmentation (its own figure; the epoch log above is the plain one):\n"
                     + format_log({valid(log_tta(k, kind)): v for k, v in tta.items()})
                 )
-            if self.ema is not None:
+            if self.averaging:
                 raw = self._validate(model=self.model, desc="raw weights")
                 self.logger.info(
-                    "The raw (not averaged) weights, for comparison with the EMA above:\n"
+                    f"The raw (not averaged) weights, for comparison with the {'EMA' if self.ema else 'SWA'} above:\n"
                     + format_log({valid(f"{k}_raw"): v for k, v in raw.items()})
                 )
         return history
+
+    @property
+    def averaging(self):
+        """Whether the evaluated weights are an average (EMA, or SWA once its first epoch is in)."""
+        return self.average is not None and int(self.average.n_averaged) > 0
+
+    @property
+    def eval_model(self):
+        """The weights validation, checkpoints and the report use: the average once there is one."""
+        return self.average.module if self.averaging else self.model
 
     def _validate(self, model=None, **options):
         """The evaluated model (the EMA when on; not the DDP wrapper) on the validation loader (under
@@ -167,8 +187,12 @@ class Trainer(BaseTrainer):
         log = self.train_batches(self.data_loader, f"epoch {epoch}/{self.epochs}", epochs_after=self.epochs - epoch)
         lr = log.pop("lr")
         distributed.average_buffers(self.model)  # DDP: one set of BatchNorm statistics for all ranks
-        if self.ema is not None:
-            distributed.average_buffers(self.ema.module)
+        if self.swa is not None and epoch >= self.swa_cfg["start"]:
+            swa_update(
+                self.swa, self.model, self.data_loader, self.device, self.channels_last, self.swa_cfg["bn_batches"]
+            )
+        if self.averaging:
+            distributed.average_buffers(self.average.module)
         middle = self._clock()
         if self.valid_data_loader is not None:
             val, *self.last_val_outputs = self._validate(return_outputs=True, desc="validation")
@@ -194,13 +218,16 @@ class Trainer(BaseTrainer):
             "classes": list(self.data_loader.classes),
             "world_size": distributed.world_size(),
             "image_size": list(self.data_loader.image_size),
-            **(ema_state(self.ema, self.model) if self.ema is not None else {}),
+            **(ema_state(self.average, self.model) if self.averaging else {}),
             **({"lookahead": self.lookahead.state_dict()} if self.lookahead is not None else {}),
             **({"teacher_sha256": self.teacher_sha256} if self.teacher_sha256 is not None else {}),
         }
 
     def _load_extra_state(self, saved):
-        warning = load_ema_state(self.ema, self.model, saved)
+        if self.swa is not None and saved.raw_state_dict is None and (saved.epoch or 0) < self.swa_cfg["start"]:
+            warning = None  # SWA has not started yet: nothing to restore
+        else:
+            warning = load_ema_state(self.average, self.model, saved, "trainer.ema" if self.ema else "trainer.swa")
         if warning:
             self.logger.warning(warning)
         if self.lookahead is not None and saved.lookahead is not None:

@@ -98,6 +98,17 @@ class EmaSection(Section):
     decay: Fraction = 0.999  # 1 / (1 - decay) steps: the averaging horizon
 
 
+class SwaSection(Section):
+    """Stochastic weight averaging (Izmailov et al., 2018; trainer/swa.py): from epoch `start` on, the
+    weights at the end of every epoch join an equal-weight average, whose BatchNorm statistics are
+    then recomputed on `bn_batches` training batches (null: all of them). Validation, checkpoints'
+    state_dict, test.py and export.py use the average once it exists; the learning rate is the
+    schedule's (a constant one, as in the paper, or any other)."""
+
+    start: AtLeastOne  # the first epoch whose weights are averaged
+    bn_batches: AtLeastOne | None = None  # training batches that recompute the average's BatchNorm statistics
+
+
 class MixSection(Section):
     """Batch-level MixUp or CutMix (torchvision.transforms.v2), after the per-image augmentations:
     each batch is mixed with probability p, ramped linearly from 0 over the first ramp_epochs."""
@@ -172,6 +183,8 @@ class TrainerSection(Section):
     sync_bn: bool = False  # DDP on CUDA: SyncBatchNorm
     dist_timeout: AtLeastOne = 600  # DDP: seconds before a silent process counts as lost
     ema: EmaSection | None = None  # null: no weight averaging
+    swa: SwaSection | None = None  # null: no stochastic weight averaging
+    init: PathText | None = None  # a checkpoint or export whose weights a new run starts from (null: random)
     mix: MixSection | None = None  # null: no MixUp / CutMix
     progressive_resize: ResizeSection | None = None  # null: every epoch at full size
     selective_backprop: SelectiveBackpropSection | None = None  # null: backward on every image

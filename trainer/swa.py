@@ -1,0 +1,54 @@
+"""Stochastic weight averaging (trainer.swa; Izmailov et al., 2018), on torch.optim.swa_utils: from
+epoch `start` on, the weights at the end of each epoch join an equal-weight average, and the average's
+BatchNorm statistics are recomputed on training batches (the average of the weights is a network whose
+activations no earlier set of statistics describes). The schedule stays the config's."""
+
+from itertools import islice
+
+import torch
+from torch.optim.swa_utils import AveragedModel, update_bn
+
+from utils.errors import ConfigError
+
+# trainer options that also say which weights are evaluated and saved
+EXCLUSIVE = ("ema",)
+
+
+def check_swa(trainer_cfg):
+    """One line for a trainer.swa the run cannot follow: combined with trainer.ema, or starting after
+    the last epoch (nothing would be averaged)."""
+    cfg = trainer_cfg.get("swa")
+    if not cfg:
+        return
+    clash = [key for key in EXCLUSIVE if trainer_cfg.get(key)]
+    if clash:
+        raise ConfigError(
+            f"trainer.swa: cannot be combined with trainer.{clash[0]} (both choose the weights that are "
+            "evaluated and saved); set one of them to null"
+        )
+    if cfg["start"] > trainer_cfg["epochs"]:
+        raise ConfigError(
+            f"trainer.swa.start: epoch {cfg['start']} is after the last epoch ({trainer_cfg['epochs']}): "
+            "nothing would be averaged; start at an epoch up to trainer.epochs"
+        )
+
+
+def build_swa(model, cfg):
+    """An empty equal-weight average of `model` (same memory format), or None when trainer.swa is
+    null; its first update copies the weights."""
+    if not cfg:
+        return None
+    return AveragedModel(model)
+
+
+def swa_update(swa, model, loader, device, channels_last=False, bn_batches=None):
+    """Add `model`'s weights to the average, then recompute the average's BatchNorm statistics on the
+    first `bn_batches` batches of `loader` (None: all), at the loader's (full) image size."""
+    swa.update_parameters(model)
+
+    def images():
+        for batch, _ in islice(loader, bn_batches):
+            batch = batch.to(device, non_blocking=True)
+            yield batch.contiguous(memory_format=torch.channels_last) if channels_last else batch
+
+    update_bn(images(), swa.module)

@@ -4,6 +4,7 @@ validated, saved, tested and exported, a resume before or after its start is bit
 mistakes are one line."""
 
 import json
+import re
 import shutil
 
 import pytest
@@ -64,6 +65,20 @@ def test_swa_is_what_is_validated_saved_tested_and_exported(swa_run, tiny_folder
     assert run_cli("export.py", "--resume", run_dir / "last.pth", "--out", tmp_path / "w.pth").returncode == 0
     shipped = torch.load(tmp_path / "w.pth", weights_only=True)
     assert all(torch.equal(shipped["state_dict"][k], v) for k, v in last["state_dict"].items())
+
+
+def test_swa_bn_benchmark_prints_the_accuracy_per_draw_of_batches(swa_run, tiny_folder):
+    _, run_dir = swa_run
+    proc = run_cli(
+        "-m", "benchmarks.swa_bn", "--resume", run_dir / "last.pth", "--data_dir", tiny_folder, "--batches", "1",
+        "--repeats", "2",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = dict(re.findall(r"^\| (.+?) \| (\d+\.\d\d)% \|$", proc.stdout, re.M))
+    assert list(rows) == ["as saved", "1 batches, draw 1", "1 batches, draw 2", "all 5 batches"]
+    final = torch.load(run_dir / "last.pth", weights_only=True)["history"][-1]["val_accuracy"]
+    assert rows["as saved"] == f"{final:.2f}"  # the statistics the run validated with
+    assert all(0 <= float(v) <= 100 for v in rows.values())
 
 
 @pytest.mark.parametrize("epoch", [1, 2])

@@ -39,7 +39,9 @@ def test_keys_left_out_get_the_schemas_defaults(config):
         "report": True,
         "sync_bn": False,
         "dist_timeout": 600,
-        **dict.fromkeys(("ema", "mix", "progressive_resize", "selective_backprop", "norm", "lookahead", "distill")),
+        **dict.fromkeys(
+            ("ema", "swa", "init", "mix", "progressive_resize", "selective_backprop", "norm", "lookahead", "distill")
+        ),
     }
     assert set(parsed["trainer"]) == set(TrainerSection.model_fields)
     assert parsed["trainer"]["epochs"] == 3 and parsed["seed"] == 0 and parsed["device"] == "auto"

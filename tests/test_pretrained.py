@@ -36,3 +36,22 @@ def test_pretrained_weights_run_through_test_py(tiny_folder, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "accuracy       :" in proc.stdout + proc.stderr
     assert json.loads((tmp_path / "test_metrics.json").read_text())["images"] == 20
+
+
+def test_the_swa_stage_starts_from_the_shipped_200_epoch_weights():
+    """config_swa.json (the second stage of the shipped recipe) is a valid config whose trainer.init
+    is a shipped file of its network, and the shipped weights are what that stage trained."""
+    swa = json.loads((REPO / "config_swa.json").read_text())
+    config = ConfigParser(swa)
+    start = REPO / config["trainer"]["init"]
+    first = load_checkpoint(start)
+    assert first["epoch"] == first["config"]["trainer"]["epochs"] == 200 and "optimizer" not in first
+    model = config.init_obj("arch")
+    load_model_state(model, first, start)
+    assert [c.rule for c in check_constraints(model, config["constraints"]) if not c.ok] == []
+    shipped = load_checkpoint(PRETRAINED)["config"]
+    for key in ("arch", "optimizer", "lr_scheduler", "loss"):
+        assert shipped[key] == swa[key], key
+    assert shipped["data_loader"]["args"]["augmentations"] == swa["data_loader"]["args"]["augmentations"]
+    for key in ("epochs", "swa", "progressive_resize"):
+        assert shipped["trainer"][key] == swa["trainer"][key], key

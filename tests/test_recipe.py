@@ -163,7 +163,8 @@ def test_epoch_benchmark_times_each_variant_on_the_real_loader(tmp_path, tiny_fo
     names = ["| workers=0, threads=1", "| flush_denormal=1, amp=off", "| size=16"]
     assert [row.split(" | ")[0] for row in rows] == names
     assert sizes and set(sizes) == {16}  # only the size=16 variant has batch tricks, and it trains at 16 px
-    assert all(float(row.split(" | ")[2].rstrip(" |")) > 0 for row in rows)
+    # s/batch, three decimals (s/epoch has one, and a tiny epoch on a fast CPU rounds to 0.0)
+    assert all(float(row.split(" | ")[1]) > 0 for row in rows)
     assert not (tmp_path / "saved").exists()  # nothing written
     assert cli([*argv[:2], "--variant", "gpus=2"]) == 2  # an unknown setting: one line
 

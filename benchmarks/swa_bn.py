@@ -77,7 +77,7 @@ def cli(argv=None):
     parser.add_argument("--batches", type=positive, default=50, help="training batches per draw (default 50)")
     parser.add_argument("--repeats", type=positive, default=5, help="draws of that many batches (default 5)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the draws (default 0)")
-    return run_main(main, parser.parse_args(argv), single_process="swa_bn")
+    return run_main(main, parser.parse_args(argv), single_process="swa_bn.py")
 
 
 if __name__ == "__main__":

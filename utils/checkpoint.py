@@ -19,9 +19,9 @@ from utils.errors import CheckpointError, ConfigError
 from utils.paths import atomic_write
 
 # What a checkpoint holds. A full checkpoint (last.pth, model_best.pth, checkpoint-epochN.pth) has
-# every key of WEIGHTS_ONLY and RESUME_ONLY, and EMA_ONLY's when trainer.ema averaged the weights
-# (its state_dict is then the average); an export (export.py) keeps WEIGHTS_ONLY: all that test.py,
-# report.py, predict.py and export.py read.
+# every key of WEIGHTS_ONLY and RESUME_ONLY, and EMA_ONLY's when trainer.ema or trainer.swa averaged the
+# weights (its state_dict is then the average; ema_updates counts the updates of either); an export
+# (export.py) keeps WEIGHTS_ONLY: all that test.py, report.py, predict.py and export.py read.
 WEIGHTS_ONLY = (
     "format_version",
     "epoch",

@@ -4,25 +4,16 @@ at temperature T. The teacher sees the same augmented images as the student (a c
 Beyer et al., 2022), at full size while progressive resizing shrinks the student's; it is never
 trained, and its forward pass is the price: about a third of a training step more per batch."""
 
-import hashlib
-
 import torch
 import torch.nn.functional as F
 
 from deploy.loading import load_network
 from model.tta import tta_logits
 from utils.errors import ConfigError
+from utils.paths import file_sha256
 
 # trainer options that change the batch or its targets after the teacher has seen it
 EXCLUSIVE = ("mix", "selective_backprop")
-
-
-def file_sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_teacher(trainer_cfg):

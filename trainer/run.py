@@ -15,7 +15,7 @@ from logger.run_report import write_run_report
 from model.blocks import PatchWhitening
 from model.spec import describe, format_checks
 from model.trace import receptive_field, trace
-from trainer.distill import file_sha256, load_teacher
+from trainer.distill import load_teacher
 from trainer.optim import build_optimizer
 from trainer.probe import probe_step
 from trainer.schedulers import build_lr_scheduler, dry_run
@@ -32,6 +32,7 @@ from utils.checkpoint import (
 )
 from utils.cli import Terminated, exit_status, ignore_further_interrupts
 from utils.errors import ReportError
+from utils.paths import file_sha256
 from utils.provenance import record_provenance
 
 

@@ -1,12 +1,22 @@
 """Output paths checked before any work (a command that cannot write its result says so at once),
-and the one way every file the project writes in place is written (`atomic_write`)."""
+the one way every file the project writes in place is written (`atomic_write`), and a file's sha256."""
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from pathlib import Path
 
 from utils.errors import ConfigError
+
+
+def file_sha256(path):
+    """The sha256 of a file's bytes, in hex (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def check_writable(path, flag="--out", folder=False):

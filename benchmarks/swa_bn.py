@@ -5,24 +5,23 @@ are recomputed on (trainer.swa.bn_batches), from a checkpoint of its run:
 
 Each of `repeats` draws of `batches` batches of the run's training loader (augmented and shuffled as
 in training), and then one whole epoch of it, gives the checkpoint's weights statistics of their own
-(torch.optim.swa_utils.update_bn); the validation accuracy of each is printed, beside the accuracy
-with the statistics the checkpoint holds."""
+(trainer.swa.recompute_bn, as a run with trainer.swa does); the validation accuracy of each is
+printed, beside the accuracy with the statistics the checkpoint holds."""
 
 import argparse
 import copy
 import sys
-from itertools import islice
 
 if not __package__:  # run as a file, the project's packages are not importable
     sys.exit("run it from the repository root as a module: python -m benchmarks.swa_bn ...")
 
 import torch
-from torch.optim.swa_utils import update_bn
 
 import model.metric as module_metric
 from base.base_data_loader import close_workers
 from deploy.loading import load_trained
 from trainer import evaluate
+from trainer.swa import recompute_bn
 from utils.cli import run_main
 from utils.errors import ConfigError
 from utils.overrides import add_override_flags, base_argparser
@@ -33,7 +32,7 @@ def accuracy_with_bn(model, train_loader, valid_loader, criterion, metrics, batc
     batches (None: the whole loader; 0: the statistics it has)."""
     model = copy.deepcopy(model)
     if batches != 0:
-        update_bn((images for images, _ in islice(train_loader, batches)), model)
+        recompute_bn(model, train_loader, torch.device("cpu"), batches=batches)
     return evaluate(model, criterion, metrics, valid_loader, torch.device("cpu"))["accuracy"]
 
 

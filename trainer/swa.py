@@ -41,14 +41,20 @@ def build_swa(model, cfg):
     return AveragedModel(model)
 
 
-def swa_update(swa, model, loader, device, channels_last=False, bn_batches=None):
-    """Add `model`'s weights to the average, then recompute the average's BatchNorm statistics on the
-    first `bn_batches` batches of `loader` (None: all), at the loader's (full) image size."""
-    swa.update_parameters(model)
+def recompute_bn(module, loader, device, channels_last=False, batches=None):
+    """Replace `module`'s BatchNorm statistics by those of its activations on the first `batches`
+    batches of `loader` (None: all), at the loader's (full) image size."""
 
     def images():
-        for batch, _ in islice(loader, bn_batches):
+        for batch, _ in islice(loader, batches):
             batch = batch.to(device, non_blocking=True)
             yield batch.contiguous(memory_format=torch.channels_last) if channels_last else batch
 
-    update_bn(images(), swa.module)
+    update_bn(images(), module)
+
+
+def swa_update(swa, model, loader, device, channels_last=False, bn_batches=None):
+    """Add `model`'s weights to the average, then recompute the average's BatchNorm statistics on the
+    first `bn_batches` batches of `loader` (None: all)."""
+    swa.update_parameters(model)
+    recompute_bn(swa.module, loader, device, channels_last, bn_batches)

@@ -80,10 +80,40 @@ def resolve(section, type_name, modules):
     raise ConfigError(f"{section}.type: {type_name!r} is not found in {names}")
 
 
-def load_config(path):
+BASE_KEY = "base"  # a config file may name another one it starts from and hold only its changes
+
+
+def merge_config(base, changes):
+    """`base` with `changes` laid over it: objects merge key by key, any other value (a list, a
+    number, null) replaces the base's, and so does an object that names another "type" than the
+    base's (the arguments of one class are no defaults for another)."""
+    merged = dict(base)
+    for key, value in changes.items():
+        old = base.get(key)
+        same_kind = isinstance(value, dict) and isinstance(old, dict) and value.get("type", old.get("type")) == old.get("type")
+        merged[key] = merge_config(old, value) if same_kind else value
+    return merged
+
+
+def load_config(path, _seen=()):
     """A config (or search space) file as a dict: JSON, or YAML for a .yaml / .yml file (the same
-    schema either way). A missing or unreadable file is a one-line ConfigError with the line."""
+    schema either way). A missing or unreadable file is a one-line ConfigError with the line.
+    A config with `"base": "other.json"` (a path relative to its own folder) is that file with this
+    one's keys laid over it (merge_config), resolved here, before any check."""
     path = Path(path)
+    loaded = _read_config(path)
+    if not isinstance(loaded, dict) or BASE_KEY not in loaded:
+        return loaded
+    base = loaded.pop(BASE_KEY)
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{path}: {BASE_KEY}: expected the path of the config this one changes, got {base!r}")
+    base_path = path.parent / base
+    if base_path.resolve() in _seen or base_path.resolve() == path.resolve():
+        raise ConfigError(f"{path}: {BASE_KEY}: {base} leads back to a config already read (a loop of bases)")
+    return merge_config(load_config(base_path, (*_seen, path.resolve())), loaded)
+
+
+def _read_config(path):
     try:
         text = path.read_text()
     except FileNotFoundError:

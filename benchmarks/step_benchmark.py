@@ -30,6 +30,7 @@ from trainer.distill import Distiller, load_teacher
 from trainer.ema import build_ema
 from trainer.loops import evaluate, train_one_epoch
 from trainer.optim import build_optimizer
+from trainer.swa import schedule_epochs
 from utils.cli import run_main
 
 
@@ -63,7 +64,7 @@ class Setup:
             net, d = teacher[0].model, cfg["distill"]
             net = net.to(memory_format=torch.channels_last) if self.channels_last else net
             self.distiller = Distiller(net, d["alpha"], d["temperature"], d["tta"])
-        self.tricks = BatchTricks.from_config(cfg, 10, (size, size), cfg["epochs"])
+        self.tricks = BatchTricks.from_config(cfg, 10, (size, size), schedule_epochs(cfg))
         self.sizes = [
             self.tricks.start_epoch(e).get("image_size", size) if self.tricks else size
             for e in range(1, cfg["epochs"] + 1)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+from torch.overrides import TorchFunctionMode
 
 from base.base_model import num_params
 from model.trace import (
@@ -45,11 +46,25 @@ def has_gap(model, layers, input_size=(1, 3, 32, 32)):
     return small == large
 
 
+class _GatesDetached(TorchFunctionMode):
+    """Global pooling (adaptive pools, a mean over the spatial dimensions) passes no gradient: a
+    squeeze-excite gate scales channels by a function of the whole image, but the receptive field
+    is the convolutions' (the spec's GAP comes after the last convolution, so it is not affected)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        name = getattr(func, "__name__", "")
+        spatial_mean = name == "mean" and args[0].dim() == 4 and (out.dim() < 4 or out.shape[-2:] == (1, 1))
+        if name.startswith(("adaptive_avg_pool", "adaptive_max_pool")) or spatial_mean:
+            return out.detach() if isinstance(out, torch.Tensor) else out
+        return out
+
+
 def empirical_receptive_field(model, channels=3, start_size=32, max_size=1024):
     """Measure the receptive field of the last convolution before pooling: the side of the square
     of input pixels whose gradient is non-zero for one central output. The model is copied and
     made linear-positive (conv weights 1/fan-in, identity BatchNorm, all-ones input) so no ReLU
-    hides a pixel; the input grows from `start_size` until the field no longer touches its border."""
+    hides a pixel, and global pools inside the network (squeeze-excite gates) pass no gradient; the input grows from `start_size` until the field no longer touches its border."""
     probe = copy.deepcopy(model).float().cpu().eval()
     for m in probe.modules():
         if isinstance(m, nn.Conv2d):
@@ -70,7 +85,8 @@ def empirical_receptive_field(model, channels=3, start_size=32, max_size=1024):
         handle = conv.register_forward_hook(lambda mod, inp, out: captured.update(out=out))
         x = torch.ones(1, channels, size, size, requires_grad=True)
         try:
-            probe(x)
+            with _GatesDetached():
+                probe(x)
         finally:
             handle.remove()
         out = captured["out"]
@@ -97,11 +113,14 @@ def check_constraints(model, constraints, input_size=(1, 3, 32, 32)):
     """One Check per rule of the config's `constraints` section."""
     layers = trace(model, input_size)
     rf = receptive_field(layers)
-    params = num_params(model)
+    params = num_params(model)  # a re-parameterisable network's training-time count: the larger one
+    counted = f"{params:,}"
+    if model.is_reparameterizable() if hasattr(model, "is_reparameterizable") else False:
+        counted += f" while training, {num_params(copy.deepcopy(model).reparameterize()):,} fused"
     dws = count_depthwise_separable(layers)
     dilated = count_dilated(layers)
     checks = [
-        Check("max_params", f"< {constraints['max_params']:,}", f"{params:,}", params < constraints["max_params"]),
+        Check("max_params", f"< {constraints['max_params']:,}", counted, params < constraints["max_params"]),
         Check(
             "min_receptive_field",
             f">= {constraints['min_receptive_field']}",

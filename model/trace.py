@@ -7,9 +7,16 @@ with its kernel, stride, dilation and groups (`trace`). From that trace:
   last convolution before global pooling; this treats the network as a chain, which holds for
   plain and residual networks (a skip adds no receptive field);
 * a depthwise-separable convolution is a depthwise kxk conv (groups == in_channels > 1, k > 1)
-  whose output goes straight into a 1x1 conv; a dilated convolution has k > 1 and dilation > 1;
-  any max-pool call, adaptive or not, counts as max-pooling.
+  whose output goes into a 1x1 conv, with at most a squeeze-excite gate between them; a dilated
+  convolution has k > 1 and dilation > 1; any max-pool call, adaptive or not, counts as max-pooling;
+* a squeeze-excite gate is no part of the spatial chain: its global pool (op "squeeze": more spatial
+  convolutions follow it) and its convolutions on the pooled 1x1 map (op "fc") add no receptive
+  field, and global average pooling ("gap") is the global pool after the last spatial convolution;
+* a network with training-time branches (BaseModel.reparameterize) is traced in its fused form,
+  the one inference and export run.
 """
+
+import copy
 
 import inspect
 from dataclasses import dataclass
@@ -72,12 +79,15 @@ class _Recorder(TorchFunctionMode):
             bound = _SIGS[kind].bind(*args, **kwargs)
             bound.apply_defaults()
             shape = tuple((out[0] if isinstance(out, tuple) else out).shape)
-            self.calls.append((kind, dict(bound.arguments), shape))
+            in_shape = tuple(bound.arguments["input"].shape)
+            self.calls.append((kind, dict(bound.arguments), shape, in_shape))
         return out
 
 
 def trace(model, input_size=(1, 3, 32, 32)):
     """Run one forward pass (eval mode, no grad) and return the recorded layers with jump and RF."""
+    if getattr(model, "is_reparameterizable", lambda: False)():
+        model = copy.deepcopy(model).reparameterize()
     weight_names = {id(p): n.rsplit(".", 1)[0] for n, p in model.named_parameters()}
     device = next(model.parameters()).device
     was_training = model.training
@@ -89,14 +99,16 @@ def trace(model, input_size=(1, 3, 32, 32)):
     finally:
         model.train(was_training)
     layers = []
-    for kind, a, shape in recorder.calls:
+    for kind, a, shape, in_shape in recorder.calls:
         if kind == "conv2d":
             w = a["weight"]
             out_ch, in_per_group, k = w.shape[0], w.shape[1], w.shape[-1]
             groups = a["groups"]
             in_ch = in_per_group * groups
             op = (
-                "depthwise"
+                "fc"
+                if in_shape[-2:] == (1, 1) and k == 1
+                else "depthwise"
                 if groups == in_ch and in_ch > 1 and k > 1
                 else "pointwise"
                 if k == 1 and groups == 1
@@ -124,9 +136,10 @@ def trace(model, input_size=(1, 3, 32, 32)):
             is_global = all(s == 1 for s in (out_size if isinstance(out_size, (tuple, list)) else (out_size,)))
             op = "gap" if kind == "adaptive_avg_pool2d" and is_global else kind.replace("_pool2d", "pool")
             layers.append(Layer(kind, op, 0, 0, 1, out_channels=shape[1] if len(shape) > 1 else 0))
+    _mark_squeezes(layers)
     jump, rf = 1, 1
     for layer in layers:
-        if layer.kernel:  # convs and fixed-size pools; adaptive pools end the spatial chain
+        if layer.kernel and layer.op != "fc":  # convs and fixed-size pools; adaptive pools end the spatial chain
             layer.jump = jump
             rf += layer.dilation * (layer.kernel - 1) * jump
             jump *= layer.stride
@@ -134,10 +147,22 @@ def trace(model, input_size=(1, 3, 32, 32)):
     return layers
 
 
+SPATIAL_CONVS = ("conv", "depthwise", "pointwise")
+
+
+def _mark_squeezes(layers):
+    """A global average pool followed by more spatial convolutions is a squeeze-excite gate's
+    ("squeeze"), not the network's global average pooling."""
+    for i, layer in enumerate(layers):
+        if layer.op == "gap" and any(l.op in SPATIAL_CONVS for l in layers[i + 1 :]):
+            layer.op = "squeeze"
+
+
 def last_conv_index(layers):
-    """Index of the last convolution before the first global/adaptive pooling (or overall)."""
-    end = next((i for i, l in enumerate(layers) if l.kernel == 0), len(layers))
-    convs = [i for i in range(end) if layers[i].op in ("conv", "depthwise", "pointwise")]
+    """Index of the last spatial convolution before the first global/adaptive pooling that is not a
+    squeeze-excite gate's (or overall)."""
+    end = next((i for i, l in enumerate(layers) if l.kernel == 0 and l.op != "squeeze"), len(layers))
+    convs = [i for i in range(end) if layers[i].op in SPATIAL_CONVS]
     if not convs:
         raise SpecError("arch: the model runs no convolution before its pooling")
     return convs[-1]
@@ -148,9 +173,12 @@ def receptive_field(layers):
 
 
 def count_depthwise_separable(layers):
+    """Depthwise convolutions whose output reaches a 1x1 convolution of the same input width next,
+    a squeeze-excite gate (its pool and 1x1 maps on the pooled vector) allowed between them."""
+    spatial = [l for l in layers if l.op not in ("fc", "squeeze")]
     return sum(
         1
-        for a, b in zip(layers, layers[1:])
+        for a, b in zip(spatial, spatial[1:])
         if a.op == "depthwise" and b.op == "pointwise" and b.in_channels == a.out_channels
     )
 

@@ -9,6 +9,7 @@ from typing import NamedTuple
 from torch.optim.lr_scheduler import LambdaLR
 
 from trainer.optim import group_lrs
+from trainer.swa import schedule_epochs
 from utils.errors import ArgumentError, ConfigError
 
 
@@ -113,7 +114,7 @@ def build_lr_scheduler(config, optimizer, steps_per_epoch):
         return None
     schedule = schedule_of(entry["type"])
     run = {
-        "epochs": config["trainer"]["epochs"],
+        "epochs": schedule_epochs(config["trainer"]),
         "steps_per_epoch": steps_per_epoch,
         "max_lr": group_lrs(optimizer, config["optimizer"]["args"].get("lr", optimizer.defaults["lr"])),
     }
@@ -145,7 +146,7 @@ def dry_run(config, steps_per_epoch):
     optimizer = config.init_obj("optimizer", [torch.nn.Parameter(torch.zeros(1))])
     scheduler = build_lr_scheduler(config, optimizer, steps_per_epoch)
     per_batch = schedule_of(config["lr_scheduler"]["type"]).steps == "batch"
-    epochs = config["trainer"]["epochs"]
+    epochs = schedule_epochs(config["trainer"])
     used = []  # the learning rate of every batch (or epoch) as training will use it
     try:
         for _ in range(min(DRY_RUN_STEPS, epochs * steps_per_epoch if per_batch else epochs)):

@@ -14,6 +14,19 @@ from utils.errors import ConfigError
 EXCLUSIVE = ("ema",)
 
 
+def schedule_epochs(trainer_cfg):
+    """The epochs the lr schedule and progressive resizing span: all of them, or with trainer.swa.lr
+    set, those before trainer.swa.start (the averaged epochs hold the learning rate at swa.lr)."""
+    swa = trainer_cfg.get("swa")
+    return swa["start"] - 1 if swa and swa.get("lr") else trainer_cfg["epochs"]
+
+
+def holds_lr(trainer_cfg, epoch):
+    """The constant learning rate of `epoch` when it is an averaged epoch of a trainer.swa with lr, else None."""
+    swa = trainer_cfg.get("swa")
+    return swa["lr"] if swa and swa.get("lr") and epoch >= swa["start"] else None
+
+
 def check_swa(trainer_cfg):
     """One line for a trainer.swa the run cannot follow: combined with trainer.ema, or starting after
     the last epoch (nothing would be averaged)."""
@@ -30,6 +43,11 @@ def check_swa(trainer_cfg):
         raise ConfigError(
             f"trainer.swa.start: epoch {cfg['start']} is after the last epoch ({trainer_cfg['epochs']}): "
             "nothing would be averaged; start at an epoch up to trainer.epochs"
+        )
+    if cfg.get("lr") and cfg["start"] == 1:
+        raise ConfigError(
+            "trainer.swa.start: with trainer.swa.lr set, the schedule spans the epochs before start, and start 1 "
+            "leaves it none; start later, or set trainer.swa.lr to null to average under the schedule"
         )
 
 

@@ -13,7 +13,7 @@ from trainer.loops import evaluate, train_one_epoch
 from trainer.precision import autocast_of, resolve_amp
 from trainer.progress import Progress
 from trainer.schedulers import SchedulerStepper
-from trainer.swa import build_swa, swa_update
+from trainer.swa import build_swa, holds_lr, schedule_epochs, swa_update
 from utils import distributed
 from utils.log_keys import EPOCH_TIME, LR, training_seconds, valid
 from utils.log_keys import tta as log_tta
@@ -79,7 +79,9 @@ class Trainer(BaseTrainer):
                 f"{cfg['distill']['alpha']}, temperature {cfg['distill']['temperature']}, teacher TTA "
                 f"{cfg['distill']['tta']}; the training loss logged is the distillation loss"
             )
-        self.tricks = BatchTricks.from_config(cfg, len(data_loader.classes), data_loader.image_size, self.epochs)
+        self.tricks = BatchTricks.from_config(
+            cfg, len(data_loader.classes), data_loader.image_size, schedule_epochs(cfg)
+        )
         # DDP: train through the wrapper (it all-reduces gradients); evaluate and save the plain model,
         # so checkpoints load in a single process and evaluation needs no collective per batch
         self.train_model = self.model
@@ -150,7 +152,7 @@ class Trainer(BaseTrainer):
             raise RuntimeError(f"DDP replicas diverged: weight checksums per rank {sums}")
         self.logger.info(f"Weights identical on all {len(sums)} processes (checksum {sums[0]:.6f})")
 
-    def train_batches(self, loader, desc, epochs_after=0):
+    def train_batches(self, loader, desc, epochs_after=0, schedule=True):
         """One pass of train_one_epoch over `loader` with everything this run steps: the model, the
         optimizer and its per-batch schedule, precision, memory format, batch tricks, EMA, Lookahead;
         progress on screen (or a line every 30 s in a log), with the time left for `epochs_after` more."""
@@ -169,7 +171,7 @@ class Trainer(BaseTrainer):
             self.optimizer,
             loader,
             self.device,
-            batch_scheduler=self.stepper.batch_scheduler,
+            batch_scheduler=self.stepper.batch_scheduler if schedule else None,
             scaler=self.scaler,
             autocast=self.autocast,
             channels_last=self.channels_last,
@@ -184,7 +186,16 @@ class Trainer(BaseTrainer):
     def _train_epoch(self, epoch):
         start = self._clock()
         schedule = self.tricks.start_epoch(epoch) if self.tricks is not None else {}
-        log = self.train_batches(self.data_loader, f"epoch {epoch}/{self.epochs}", epochs_after=self.epochs - epoch)
+        constant_lr = holds_lr(self.config["trainer"], epoch)
+        if constant_lr is not None:  # an averaged epoch of trainer.swa with lr: the schedule has ended
+            for group in self.optimizer.param_groups:
+                group["lr"] = constant_lr
+        log = self.train_batches(
+            self.data_loader,
+            f"epoch {epoch}/{self.epochs}",
+            epochs_after=self.epochs - epoch,
+            schedule=constant_lr is None,
+        )
         lr = log.pop("lr")
         distributed.average_buffers(self.model)  # DDP: one set of BatchNorm statistics for all ranks
         if self.swa is not None and epoch >= self.swa_cfg["start"]:
@@ -201,7 +212,8 @@ class Trainer(BaseTrainer):
         log[LR] = lr
         log.update(schedule)
         log[EPOCH_TIME] = round(sum(self.epoch_seconds[-1]), 1)
-        self.stepper.after_epoch(log)
+        if constant_lr is None:
+            self.stepper.after_epoch(log)
         return log
 
     def _clock(self):

@@ -102,11 +102,14 @@ class SwaSection(Section):
     """Stochastic weight averaging (Izmailov et al., 2018; trainer/swa.py): from epoch `start` on, the
     weights at the end of every epoch join an equal-weight average, whose BatchNorm statistics are
     then recomputed on `bn_batches` training batches (null: all of them). Validation, checkpoints'
-    state_dict, test.py and export.py use the average once it exists; the learning rate is the
-    schedule's (a constant one, as in the paper, or any other)."""
+    state_dict, test.py and export.py use the average once it exists. With `lr` null the learning rate
+    is the schedule's over all the epochs; with `lr` set, the schedule (lr_scheduler and progressive
+    resizing) spans the epochs before `start` and the averaged epochs hold the learning rate at `lr`
+    (the paper's constant rate): one config trains and then averages."""
 
     start: AtLeastOne  # the first epoch whose weights are averaged
     bn_batches: AtLeastOne | None = None  # training batches that recompute the average's BatchNorm statistics
+    lr: Annotated[float, Field(gt=0)] | None = None  # the constant learning rate of the averaged epochs
 
 
 class MixSection(Section):

@@ -217,11 +217,15 @@ def test_one_cycle_gets_its_schedule_from_the_run(config):
 
     from trainer import build_lr_scheduler
 
-    parsed = parse(config, trainer__epochs=3)
+    parsed = parse(config, trainer__epochs=3, trainer__swa=None)
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=parsed["optimizer"]["args"]["lr"])
     scheduler = build_lr_scheduler(parsed, optimizer, steps_per_epoch=5)
     assert scheduler.total_steps == 15
     assert scheduler.optimizer.param_groups[0]["max_lr"] == pytest.approx(config["optimizer"]["args"]["lr"])
+    # with trainer.swa.lr, the schedule spans the epochs before averaging (config.json: 200 of 240)
+    shipped = parse(config)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    assert build_lr_scheduler(shipped, optimizer, steps_per_epoch=5).total_steps == 200 * 5
 
 
 def test_one_cycle_too_short_for_its_warm_up_is_a_config_error(config):
@@ -354,3 +358,43 @@ def test_hostile_config_files_are_one_line(tmp_path, name, text, message):
     with pytest.raises(ConfigError) as info:
         load_config(tmp_path / name)
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_config_holds_only_its_changes_to_a_base(tmp_path):
+    """`"base": "file"` starts from that file: objects merge key by key, other values replace, and a
+    section naming another class replaces the base's section whole (its args are no defaults)."""
+    (tmp_path / "variants").mkdir()
+    child = tmp_path / "variants" / "wide.json"
+    child.write_text(json.dumps({
+        "base": str(REPO / "config.json"),
+        "trainer": {"epochs": 7},
+        "arch": {"args": {"widths": [48, 48, 96, 96]}},
+        "lr_scheduler": {"type": "StepLR", "args": {"step_size": 3}},
+    }))
+    shipped, merged = json.loads((REPO / "config.json").read_text()), load_config(child)
+    assert "base" not in merged and merged["trainer"]["epochs"] == 7
+    assert merged["trainer"]["swa"] == shipped["trainer"]["swa"]
+    assert merged["arch"]["args"] == {**shipped["arch"]["args"], "widths": [48, 48, 96, 96]}
+    assert merged["lr_scheduler"] == {"type": "StepLR", "args": {"step_size": 3}}
+    ConfigParser(merged)  # and the merged config passes every check
+    grandchild = tmp_path / "variants" / "short.json"
+    grandchild.write_text(json.dumps({"base": "wide.json", "trainer": {"epochs": 3}}))
+    assert load_config(grandchild)["arch"]["args"]["widths"] == [48, 48, 96, 96]
+
+
+@pytest.mark.parametrize(
+    "files, message",
+    [
+        ({"a.json": {"base": "missing.json"}}, "missing.json: config file not found"),
+        ({"a.json": {"base": "b.json"}, "b.json": {"base": "a.json"}}, "a loop of bases"),
+        ({"a.json": {"base": "a.json"}}, "a loop of bases"),
+        ({"a.json": {"base": 3}}, "base: expected the path"),
+    ],
+)
+def test_bad_bases_are_one_line_errors(tmp_path, files, message):
+    from utils.errors import ConfigError
+
+    for name, content in files.items():
+        (tmp_path / name).write_text(json.dumps(content))
+    with pytest.raises(ConfigError, match=message):
+        load_config(tmp_path / "a.json")

@@ -28,7 +28,7 @@ def lrs(scheduler, steps):
 def test_warmup_then_cosine_from_the_config():
     config = load_config(REPO / "config.json")
     config["lr_scheduler"] = {"type": "WarmupCosineLR", "args": {"warmup_epochs": 2, "start_factor": 0.1}}
-    config["trainer"]["epochs"] = 10
+    config["trainer"].update(epochs=10, swa=None)
     scheduler = build_lr_scheduler(ConfigParser(config), optimizer(0.2), steps_per_epoch=10)
     got = lrs(scheduler, 100)
     assert got[0] == pytest.approx(0.02) and got[20] == pytest.approx(0.2)  # linear warm-up over 2 epochs

@@ -131,3 +131,27 @@ def test_swa_and_init_mistakes_are_one_line(tmp_path, tiny_folder):
     other = json.loads(wrong.read_text())
     torch.save({"state_dict": {"x": torch.zeros(1)}, "config": {"arch": other["arch"]}}, tmp_path / "other.pth")
     assert_one_line_error(run_cli("train.py", "-c", wrong), "other.pth")
+
+
+def test_swa_lr_holds_a_constant_rate_once_the_schedule_has_run(tmp_path, tiny_folder):
+    """config.json's shape: the schedule spans the epochs before averaging (a fraction of the run),
+    then the averaged epochs train at trainer.swa.lr; one command trains and averages."""
+    swa = {"start": 0.5, "lr": 0.004, "bn_batches": 2}
+    proc = run_cli("train.py", "-c", tiny_config(tmp_path, tiny_folder, epochs=4, swa=swa))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "until epoch 2, then the average of the weights at the end of each epoch from epoch 3 on" in proc.stdout
+    last = torch.load(next((tmp_path / "saved").glob("*/*")) / "last.pth", weights_only=True)
+    lrs = [h["lr"] for h in last["history"]]
+    peak = json.loads((tmp_path / "config.json").read_text())["optimizer"]["args"]["lr"]
+    assert lrs[1] == pytest.approx(peak / 20 / 200)  # OneCycle ran its whole course in 2 epochs
+    assert lrs[2:] == [0.004, 0.004] and int(last["ema_updates"]) == 2
+
+
+def test_swa_start_as_a_fraction_follows_the_epochs():
+    from trainer.swa import schedule_epochs, swa_start
+
+    cfg = {"swa": {"start": 0.834, "lr": 0.015}}
+    assert [swa_start({**cfg, "epochs": e}) for e in (240, 120, 6, 1)] == [201, 101, 6, 2]
+    assert schedule_epochs({**cfg, "epochs": 240}) == 200
+    assert schedule_epochs({"swa": {"start": 5}, "epochs": 9}) == 9  # no lr: the schedule spans the run
+    assert swa_start({"swa": None, "epochs": 9}) is None

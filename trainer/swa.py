@@ -3,6 +3,7 @@ epoch `start` on, the weights at the end of each epoch join an equal-weight aver
 BatchNorm statistics are recomputed on training batches (the average of the weights is a network whose
 activations no earlier set of statistics describes). The schedule stays the config's."""
 
+import math
 from itertools import islice
 
 import torch
@@ -14,17 +15,28 @@ from utils.errors import ConfigError
 EXCLUSIVE = ("ema",)
 
 
+def swa_start(trainer_cfg):
+    """The first averaged epoch of trainer.swa: `start` itself, or for a fraction the epoch after that
+    share of trainer.epochs and after at least one trained epoch (so a 1-epoch run averages nothing);
+    None without trainer.swa."""
+    swa = trainer_cfg.get("swa")
+    if not swa:
+        return None
+    start = swa["start"]
+    return start if isinstance(start, int) else max(2, math.floor(start * trainer_cfg["epochs"]) + 1)
+
+
 def schedule_epochs(trainer_cfg):
     """The epochs the lr schedule and progressive resizing span: all of them, or with trainer.swa.lr
-    set, those before trainer.swa.start (the averaged epochs hold the learning rate at swa.lr)."""
+    set, those before the first averaged epoch (the averaged epochs hold the learning rate at swa.lr)."""
     swa = trainer_cfg.get("swa")
-    return swa["start"] - 1 if swa and swa.get("lr") else trainer_cfg["epochs"]
+    return swa_start(trainer_cfg) - 1 if swa and swa.get("lr") else trainer_cfg["epochs"]
 
 
 def holds_lr(trainer_cfg, epoch):
     """The constant learning rate of `epoch` when it is an averaged epoch of a trainer.swa with lr, else None."""
     swa = trainer_cfg.get("swa")
-    return swa["lr"] if swa and swa.get("lr") and epoch >= swa["start"] else None
+    return swa["lr"] if swa and swa.get("lr") and epoch >= swa_start(trainer_cfg) else None
 
 
 def check_swa(trainer_cfg):
@@ -39,12 +51,14 @@ def check_swa(trainer_cfg):
             f"trainer.swa: cannot be combined with trainer.{clash[0]} (both choose the weights that are "
             "evaluated and saved); set one of them to null"
         )
-    if cfg["start"] > trainer_cfg["epochs"]:
+    start = swa_start(trainer_cfg)
+    if isinstance(cfg["start"], int) and start > trainer_cfg["epochs"]:
         raise ConfigError(
-            f"trainer.swa.start: epoch {cfg['start']} is after the last epoch ({trainer_cfg['epochs']}): "
-            "nothing would be averaged; start at an epoch up to trainer.epochs"
+            f"trainer.swa.start: epoch {start} is after the last epoch ({trainer_cfg['epochs']}): "
+            "nothing would be averaged; start at an epoch up to trainer.epochs (or, for a short run, "
+            "--set trainer.swa=null)"
         )
-    if cfg.get("lr") and cfg["start"] == 1:
+    if cfg.get("lr") and start == 1:
         raise ConfigError(
             "trainer.swa.start: with trainer.swa.lr set, the schedule spans the epochs before start, and start 1 "
             "leaves it none; start later, or set trainer.swa.lr to null to average under the schedule"

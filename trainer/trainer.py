@@ -13,7 +13,7 @@ from trainer.loops import evaluate, train_one_epoch
 from trainer.precision import autocast_of, resolve_amp
 from trainer.progress import Progress
 from trainer.schedulers import SchedulerStepper
-from trainer.swa import build_swa, holds_lr, schedule_epochs, swa_update
+from trainer.swa import build_swa, holds_lr, schedule_epochs, swa_start, swa_update
 from utils import distributed
 from utils.log_keys import EPOCH_TIME, LR, training_seconds, valid
 from utils.log_keys import tta as log_tta
@@ -53,14 +53,14 @@ class Trainer(BaseTrainer):
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.ema = build_ema(self.model, cfg["ema"])
-        self.swa, self.swa_cfg = build_swa(self.model, cfg["swa"]), cfg["swa"]
+        self.swa, self.swa_cfg, self.swa_start = build_swa(self.model, cfg["swa"]), cfg["swa"], swa_start(cfg)
         self.average = self.ema if self.ema is not None else self.swa  # at most one (trainer/swa.py checks)
         if self.ema is not None:
             what = (
                 f"the EMA of the weights (decay {cfg['ema']['decay']}; the raw weights are kept in last.pth for resume)"
             )
         elif self.swa is not None:
-            start = self.swa_cfg["start"]
+            start = self.swa_start
             what = (
                 f"{f'the trained weights until epoch {start - 1}, then ' if start > 1 else ''}the average of the "
                 f"weights at the end of each epoch from epoch {start} on (SWA; the raw weights are kept in last.pth "
@@ -198,7 +198,7 @@ class Trainer(BaseTrainer):
         )
         lr = log.pop("lr")
         distributed.average_buffers(self.model)  # DDP: one set of BatchNorm statistics for all ranks
-        if self.swa is not None and epoch >= self.swa_cfg["start"]:
+        if self.swa is not None and epoch >= self.swa_start:
             swa_update(
                 self.swa, self.model, self.data_loader, self.device, self.channels_last, self.swa_cfg["bn_batches"]
             )
@@ -236,7 +236,7 @@ class Trainer(BaseTrainer):
         }
 
     def _load_extra_state(self, saved):
-        if self.swa is not None and saved.raw_state_dict is None and (saved.epoch or 0) < self.swa_cfg["start"]:
+        if self.swa is not None and saved.raw_state_dict is None and (saved.epoch or 0) < self.swa_start:
             warning = None  # SWA has not started yet: nothing to restore
         else:
             warning = load_ema_state(self.average, self.model, saved, "trainer.ema" if self.ema else "trainer.swa")

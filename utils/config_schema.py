@@ -107,7 +107,9 @@ class SwaSection(Section):
     resizing) spans the epochs before `start` and the averaged epochs hold the learning rate at `lr`
     (the paper's constant rate): one config trains and then averages."""
 
-    start: AtLeastOne  # the first epoch whose weights are averaged
+    # the first epoch whose weights are averaged, or a fraction: averaging starts after that share of
+    # trainer.epochs (0.834 of 240 epochs: from epoch 201; of 6: from epoch 6), so --epochs keeps the shape
+    start: AtLeastOne | Fraction
     bn_batches: AtLeastOne | None = None  # training batches that recompute the average's BatchNorm statistics
     lr: Annotated[float, Field(gt=0)] | None = None  # the constant learning rate of the averaged epochs
 

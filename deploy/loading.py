@@ -26,7 +26,8 @@ class Trained(NamedTuple):
 
 def load_network(path, config=None, require=()):
     """The network saved in the checkpoint at `path`, built from `config` (a ConfigParser; default:
-    the checkpoint's own config). require: entries ("data_stats", "classes") the caller cannot work
+    the checkpoint's own config), in its inference form (BaseModel.reparameterize: the checkpoint
+    keeps a re-parameterisable network's training-time branches, which are folded here). require: entries ("data_stats", "classes") the caller cannot work
     without; a checkpoint without them is one line."""
     ckpt = load_checkpoint(path)
     saved = read(ckpt)
@@ -38,6 +39,8 @@ def load_network(path, config=None, require=()):
     check_network_fits(config, saved, size, path)  # before any memory is allocated for the network
     model = config.init_obj("arch")
     load_model_state(model, ckpt, path)
+    if callable(getattr(model, "reparameterize", None)):  # training-time branches folded: what inference runs
+        model.reparameterize()
     return Trained(model.eval(), config, ckpt, saved.data_stats, list(saved.classes or []), size)
 
 

@@ -1,4 +1,4 @@
-"""The epoch log as the user's logs print it (one `    key            : value` line per key), and as
+"""The epoch-log format (one `    key            : value` line per key), and as
 a table (metrics.csv, one row per epoch)."""
 
 import csv
@@ -7,7 +7,7 @@ from utils.paths import atomic_write
 
 
 def format_value(key, value):
-    """Exactly the user's log format: accuracies with 2 decimals, losses with 4, the lr compact."""
+    """Exactly the epoch-log format: accuracies with 2 decimals, losses with 4, the lr compact."""
     if isinstance(value, (int, str)):
         return str(value)
     if "acc" in key:

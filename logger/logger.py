@@ -6,7 +6,7 @@ LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG}
 
 
 def setup_logging(run_dir=None, verbosity=2):
-    """Console (stdout, bare messages, as in the user's logs) and, with a run folder, info.log.
+    """Console (stdout, bare messages, in the epoch-log format) and, with a run folder, info.log.
     verbosity: 0, 1 or 2 (LEVELS; trainer.verbosity, checked by the config schema)."""
     root = logging.getLogger()
     for handler in list(root.handlers):

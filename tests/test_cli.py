@@ -26,7 +26,7 @@ LOG_LINE = {
 
 
 def epoch_logs(stdout):
-    """[{key: text}] for every epoch block printed in the user's `    key            : value` form."""
+    """[{key: text}] for every epoch block printed in the epoch-log `    key            : value` form."""
     logs = []
     for line in stdout.splitlines():
         m = re.fullmatch(r"    (\w+) {1,15}: (\S+)", line)

@@ -183,7 +183,7 @@ def test_ctrl_c_and_sigterm_name_the_real_run_folder_in_info_log(tmp_path, tiny_
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        # Ctrl-C as a user's shell gives it: an ignored SIGINT would be inherited (seen once in a full run)
+        # Ctrl-C as a user's shell gives it: an ignored SIGINT would be inherited by the child
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:

@@ -78,7 +78,7 @@ def test_receptive_field_of_known_chains(layers, expected):
 
 
 class ClaimsButDoesNot(nn.Module):
-    """What the user's own network did: names that promise dilation and separable convolutions,
+    """A common first attempt: names that promise dilation and separable convolutions,
     max-pooling, a flatten+linear head and a receptive field far below its claim."""
 
     def __init__(self):

@@ -55,3 +55,13 @@ def test_the_swa_stage_starts_from_the_shipped_200_epoch_weights():
     assert shipped["data_loader"]["args"]["augmentations"] == swa["data_loader"]["args"]["augmentations"]
     for key in ("epochs", "swa", "progressive_resize"):
         assert shipped["trainer"][key] == swa["trainer"][key], key
+
+
+def test_torch_hub_loads_the_shipped_network_in_one_line():
+    model = torch.hub.load(str(REPO), "dilatednet", source="local", pretrained=True)
+    assert not model.training and model.classes[:2] == ["airplane", "automobile"]
+    assert set(model.normalization) == {"mean", "std"} and len(model.normalization["mean"]) == 3
+    with torch.no_grad():
+        assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    fresh = torch.hub.load(str(REPO), "dilatednet", source="local", pretrained=False)
+    assert fresh.num_params() == model.num_params()

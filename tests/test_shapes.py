@@ -153,3 +153,31 @@ def test_inverted_residual_adds_its_input_only_when_the_shapes_allow():
 def test_stagenet_refuses_bad_arguments_by_name(args, key):
     with pytest.raises(ArgumentError, match=key):
         StageNet(**args)
+
+
+def test_a_reparameterised_run_is_tested_and_exported_in_its_fused_form(tmp_path, tiny_folder):
+    """The checkpoint keeps the branches (a resume needs them); test.py, predict and ONNX run the fused
+    network, whose outputs are the branched network's."""
+    from conftest import run_cli, tiny_config
+    from deploy.loading import load_network
+
+    path = tiny_config(tmp_path, tiny_folder, epochs=1)
+    config = json.loads(path.read_text())
+    config["lr_scheduler"] = None
+    config["arch"] = {
+        "type": "StageNet",
+        "args": {"rep": True, "stages": [[[8, 1, 1, 0], [16, 2, 1, 0]], [[16, 1, 2, 1]], [[24, 2, 1, 2]], [[24, 1, 4, 1]]]},
+    }
+    config["constraints"]["min_receptive_field"] = 1
+    path.write_text(json.dumps(config))
+    assert (proc := run_cli("train.py", "-c", path)).returncode == 0, proc.stdout + proc.stderr
+    last = next((tmp_path / "saved").glob("*/*")) / "last.pth"
+    assert any(".branches." in key for key in torch.load(last, weights_only=True)["state_dict"])
+    fused = load_network(last).model
+    assert not any(isinstance(m, RepConvBN) and m.fused is None for m in fused.modules())
+    branched = ConfigParser(config).init_obj("arch")
+    branched.load_state_dict(torch.load(last, weights_only=True)["state_dict"])
+    x = torch.randn(4, 3, 32, 32)
+    assert (fused(x) - branched.eval()(x)).abs().max() < 1e-5
+    onnx = run_cli("export.py", "--resume", last, "--format", "onnx", "--out", tmp_path / "m.onnx")
+    assert onnx.returncode == 0, onnx.stdout + onnx.stderr

@@ -291,3 +291,19 @@ def test_a_database_server_that_never_answers_is_one_line_not_a_hang(tmp_path, t
     line = assert_one_line_error(proc, "--storage postgresql://user:***@127.0.0.1", "cannot open the study")
     assert time.perf_counter() - start < 30 and "secret" not in proc.stdout + proc.stderr, line
     assert "marked failed" not in proc.stdout + proc.stderr
+
+
+def test_the_shipped_search_space_offers_only_networks_within_the_spec():
+    """A choice that always breaks the constraints would waste every trial that draws it."""
+    from model.spec import check_constraints
+
+    space = json.loads((REPO / "tune_space.json").read_text())["params"]
+    config = ConfigParser(json.loads((REPO / "config.json").read_text()))
+    for key, spec in space.items():
+        if not key.startswith("arch.args."):
+            continue
+        for choice in spec["choices"]:
+            args = {**config["arch"]["args"], key.rsplit(".", 1)[1]: choice}
+            model = config.obj_type("arch")(**args)
+            failed = [c.rule for c in check_constraints(model, config["constraints"]) if not c.ok]
+            assert failed == [], (key, choice, failed)

@@ -155,7 +155,7 @@ def run_group(config, device, body):
         result = body(device)
         # every rank has finished its collectives before any tears the group down: a rank that destroys
         # the group while gloo still talks to it can abort the other at exit ("terminate called without
-        # an active exception", seen once under load in test_a_dead_rank_stops_the_others...)
+        # an active exception")
         dist.barrier()
         return result
     except DivergedError as e:

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.checkpoint import is_full, load_checkpoint, save_atomic, weights_only
+from utils.checkpoint import is_full, load_checkpoint, weights_only
 from utils.cli import run_main
 from utils.errors import CheckpointError, ConfigError
-from utils.paths import check_writable
+from utils.paths import check_writable, save_atomic
 
 INT8_TOLERANCE = 0.5  # points of validation accuracy int8 may lose before the export says so
 

@@ -90,7 +90,9 @@ def merge_config(base, changes):
     merged = dict(base)
     for key, value in changes.items():
         old = base.get(key)
-        same_kind = isinstance(value, dict) and isinstance(old, dict) and value.get("type", old.get("type")) == old.get("type")
+        same_kind = (
+            isinstance(value, dict) and isinstance(old, dict) and value.get("type", old.get("type")) == old.get("type")
+        )
         merged[key] = merge_config(old, value) if same_kind else value
     return merged
 
@@ -165,10 +167,12 @@ def _parse_yaml(path, text):
 
 
 class ConfigParser:
-    def __init__(self, config, resume=None, modification=None, run_id=None):
+    def __init__(self, config, resume=None, modification=None, run_id=None, checkpoint=None):
         """
         config: dict as read from config.json.
         resume: path of a checkpoint to continue from, or None.
+        checkpoint: that file, already loaded (utils.checkpoint.load_checkpoint), or None to load it
+            when first asked for (`resume_checkpoint`): a command reads it once.
         modification: {path tuple: value} applied before validation (None sets null: `--set trainer.ema=null`).
         run_id: name of the run folder (default: a timestamp).
         """
@@ -189,6 +193,7 @@ class ConfigParser:
         self.monitor = parse_monitor(self._config["trainer"]["monitor"])  # the one parse of trainer.monitor
         self._check_objects()
         self.resume = Path(resume) if resume else None
+        self._resume_checkpoint = checkpoint
         if self.resume is not None and (self.resume.parent / "config.json").is_file():
             self.run_dir = self.resume.parent  # continue a run in its own folder
         else:
@@ -220,18 +225,30 @@ class ConfigParser:
     def from_args(cls, args):
         """Build from parsed command-line arguments: `args.config` and/or `args.resume`, plus the
         override flags of OVERRIDES present on `args`."""
-        if args.config:
-            config = load_config(args.config)
-        elif getattr(args, "resume", None):
+        resume, checkpoint = getattr(args, "resume", None), None
+        if not args.config and not resume:
+            raise ConfigError("no config: give -c config.json, or --resume a checkpoint")
+        if resume:
             from utils.checkpoint import load_checkpoint
 
-            config = load_checkpoint(args.resume)["config"]
-            if not isinstance(config, dict):
-                raise CheckpointError(f"{args.resume}: its 'config' is not an object ({type(config).__name__})")
-            config = _edited_run_config(Path(args.resume), config)
+            checkpoint = load_checkpoint(resume)
+        if args.config:
+            config = load_config(args.config)
         else:
-            raise ConfigError("no config: give -c config.json, or --resume a checkpoint")
-        return cls(config, getattr(args, "resume", None), overrides_from_args(args))
+            config = checkpoint["config"]
+            if not isinstance(config, dict):
+                raise CheckpointError(f"{resume}: its 'config' is not an object ({type(config).__name__})")
+            config = _edited_run_config(Path(resume), config)
+        return cls(config, resume, overrides_from_args(args), checkpoint=checkpoint)
+
+    @property
+    def resume_checkpoint(self):
+        """The loaded checkpoint of `resume` (None without one), read from the file once."""
+        if self._resume_checkpoint is None and self.resume is not None:
+            from utils.checkpoint import load_checkpoint
+
+            self._resume_checkpoint = load_checkpoint(self.resume)
+        return self._resume_checkpoint
 
     def obj_type(self, name):
         """The class or function `config[name]["type"]` names."""
@@ -273,7 +290,7 @@ def _edited_run_config(resume, saved):
     """The config a resume without -c uses: the checkpoint's, or the run folder's config.json when
     the user edited it there and only keys a resume may change differ (epochs, verbosity, ...). Any
     other edit is refused before the resume would overwrite the file with the checkpoint's config."""
-    from utils.checkpoint import config_changes, show_changes
+    from utils.resume_policy import config_changes, show_changes
 
     path = resume.parent / "config.json"
     if not path.is_file():

@@ -5,19 +5,11 @@ from pathlib import Path
 from logger import TensorboardWriter, get_logger
 from logger.format import format_log, write_csv
 from utils import distributed
-from utils.checkpoint import (
-    check_resumable,
-    get_rng_state,
-    interrupts_deferred,
-    load_checkpoint,
-    load_model_state,
-    make_checkpoint,
-    read,
-    save_atomic,
-    set_rng_state,
-)
+from utils.checkpoint import get_rng_state, load_checkpoint, load_model_state, make_checkpoint, read, set_rng_state
 from utils.errors import CheckpointError, DivergedError, NonFiniteLoss
 from utils.log_keys import EPOCH, LOSS, TIMING_KEYS, valid
+from utils.paths import interrupts_deferred, save_atomic
+from utils.resume_policy import check_resumable
 
 
 class BaseTrainer(ABC):
@@ -163,15 +155,15 @@ class BaseTrainer(ABC):
             kept = "the previous one is left as it was" if existed else "no file was written"
             raise CheckpointError(f"{path}: cannot save the checkpoint ({e.strerror or e}); {kept}") from None
 
-    def resume(self, path):
-        """Continue from a checkpoint: weights, optimizer, scheduler, scaler, RNG, history."""
-        ckpt = load_checkpoint(path)
+    def resume(self, ckpt, path):
+        """Continue from the checkpoint loaded from `path` (load_checkpoint): weights, optimizer,
+        scheduler, scaler, RNG, history."""
         for warning in check_resumable(ckpt, self._state(self.start_epoch - 1), path):
             self.logger.warning(warning)
         saved = read(ckpt)
         last = Path(path).parent / "last.pth"
         if Path(path).name != "last.pth" and last.is_file():
-            later = read(load_checkpoint(last)).epoch or 0
+            later = read(load_checkpoint(last)).epoch or 0  # another file: the run's newest epoch
             if later > saved.epoch:
                 self.logger.warning(
                     f"resuming epoch {saved.epoch} of this run: its last.pth (epoch {later}) and the checkpoints "

@@ -55,10 +55,14 @@ def main(args):
         for setup, fastest in zip(setups, best):
             for size, s in time_sizes(setup, loader, args.batches).items():
                 fastest[size] = min(fastest.get(size, float("inf")), s)
-    print(f"{per_epoch} batches per epoch; {args.batches} timed batches per size; fastest of {args.rounds} rounds; "
-          f"torch threads {torch.get_num_threads()}, loader workers {loader.num_workers}")
-    print("| config | params | MACs (M) | s/epoch at smallest size | s/epoch at 32 px | epochs | recipe CPU min | "
-          "equal-time epochs |")
+    print(
+        f"{per_epoch} batches per epoch; {args.batches} timed batches per size; fastest of {args.rounds} rounds; "
+        f"torch threads {torch.get_num_threads()}, loader workers {loader.num_workers}"
+    )
+    print(
+        "| config | params | MACs (M) | s/epoch at smallest size | s/epoch at 32 px | epochs | recipe CPU min | "
+        "equal-time epochs |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     rows = []
     for setup, fastest in zip(setups, best):
@@ -68,7 +72,8 @@ def main(args):
     for setup, fastest, minutes in rows:
         small = min(fastest)
         print(
-            f"| {setup.name} | {setup.params:,} | {setup.macs / 1e6:.1f} | {fastest[small] * per_epoch:.1f} ({small} px) | "
+            f"| {setup.name} | {setup.params:,} | {setup.macs / 1e6:.1f} | "
+            f"{fastest[small] * per_epoch:.1f} ({small} px) | "
             f"{fastest[max(fastest)] * per_epoch:.1f} | {len(setup.sizes)} | {minutes:.0f} | "
             f"{len(setup.sizes) * base_minutes / minutes:.0f} |"
         )

@@ -24,12 +24,13 @@ class Trained(NamedTuple):
     image_size: tuple
 
 
-def load_network(path, config=None, require=()):
+def load_network(path, config=None, require=(), ckpt=None):
     """The network saved in the checkpoint at `path`, built from `config` (a ConfigParser; default:
     the checkpoint's own config), in its inference form (BaseModel.reparameterize: the checkpoint
-    keeps a re-parameterisable network's training-time branches, which are folded here). require: entries ("data_stats", "classes") the caller cannot work
-    without; a checkpoint without them is one line."""
-    ckpt = load_checkpoint(path)
+    keeps a re-parameterisable network's training-time branches, which are folded here).
+    require: entries ("data_stats", "classes") the caller cannot work
+    without; a checkpoint without them is one line. ckpt: the file already loaded (load_checkpoint)."""
+    ckpt = ckpt if ckpt is not None else load_checkpoint(path)
     saved = read(ckpt)
     for key in require:
         if not getattr(saved, key):
@@ -48,7 +49,7 @@ def config_from_checkpoint(args, ckpt):
     """The checkpoint's own config (or -c), with the command-line overrides applied. A data folder
     named only by the checkpoint is never downloaded into, except config.json's default data/: a
     checkpoint from elsewhere must not make test.py write into a folder it names."""
-    config = load_config(args.config) if args.config else copy.deepcopy(read(ckpt).config)
+    config = load_config(args.config) if args.config else copy.deepcopy(ckpt["config"])
     data = config.get("data_loader", {}).get("args", {}) if isinstance(config.get("data_loader"), dict) else {}
     if not args.config and not getattr(args, "data_dir", None) and isinstance(data, dict):
         if Path(str(data.get("data_dir", DEFAULT_ROOT))).resolve() != DEFAULT_ROOT.resolve():
@@ -56,14 +57,15 @@ def config_from_checkpoint(args, ckpt):
     return ConfigParser(config, None, overrides_from_args(args), run_id="eval")
 
 
-def load_trained(args, split):
+def load_trained(args, split, ckpt=None):
     """(config, checkpoint, model on CPU with weights, data loader), through the data-loader contract
     of base.BaseDataLoader only. split "test": `Loader.for_test` (the test split, normalised with
     the checkpoint's statistics); "run": `Loader(**args)`, the run's own train/validation split."""
     if not args.resume:
         raise CheckpointError("no checkpoint given: use --resume <checkpoint.pth>")
-    config = config_from_checkpoint(args, load_checkpoint(args.resume))
-    model, config, ckpt, *_ = load_network(args.resume, config)
+    ckpt = ckpt if ckpt is not None else load_checkpoint(args.resume)
+    config = config_from_checkpoint(args, ckpt)
+    model, config, ckpt, *_ = load_network(args.resume, config, ckpt=ckpt)
     if split == "run":
         data_loader = config.init_obj("data_loader")
     else:

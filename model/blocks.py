@@ -175,7 +175,9 @@ class RepConvBN(nn.Module):
         self.kernel_size, self.dilation, self.stride, self.groups = k, dilation, stride, groups
         self.in_channels, self.out_channels = in_channels, out_channels
         self.branches = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(in_channels, out_channels, size, padding=padding, **shape), nn.BatchNorm2d(out_channels))
+            nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, size, padding=padding, **shape), nn.BatchNorm2d(out_channels)
+            )
             for size, padding in (((k, k), pad), ((1, k), (0, pad)), ((k, 1), (pad, 0)), ((1, 1), 0))
         )
         self.identity = nn.BatchNorm2d(out_channels) if in_channels == out_channels and stride == 1 else None

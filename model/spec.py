@@ -64,7 +64,8 @@ def empirical_receptive_field(model, channels=3, start_size=32, max_size=1024):
     """Measure the receptive field of the last convolution before pooling: the side of the square
     of input pixels whose gradient is non-zero for one central output. The model is copied and
     made linear-positive (conv weights 1/fan-in, identity BatchNorm, all-ones input) so no ReLU
-    hides a pixel, and global pools inside the network (squeeze-excite gates) pass no gradient; the input grows from `start_size` until the field no longer touches its border."""
+    hides a pixel, and global pools inside the network (squeeze-excite gates) pass no gradient; the
+    input grows from `start_size` until the field no longer touches its border."""
     probe = copy.deepcopy(model).float().cpu().eval()
     for m in probe.modules():
         if isinstance(m, nn.Conv2d):

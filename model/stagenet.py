@@ -56,9 +56,14 @@ class StageNet(BaseModel):
         for s, blocks in enumerate(stages):
             layers = []
             for b, block in enumerate(blocks):
-                if not (isinstance(block, (list, tuple)) and len(block) == 4 and all(isinstance(v, (int, float)) for v in block)):
+                if not (
+                    isinstance(block, (list, tuple))
+                    and len(block) == 4
+                    and all(isinstance(v, (int, float)) for v in block)
+                ):
                     raise ArgumentError(
-                        "stages", f"C{s + 1} block {b + 1}: expected [out_channels, stride, dilation, expand], got {block!r}"
+                        "stages",
+                        f"C{s + 1} block {b + 1}: expected [out_channels, stride, dilation, expand], got {block!r}",
                     )
                 out, stride, dilation, expand = block
                 if out < 1 or stride not in (1, 2) or dilation < 1 or expand < 0 or (width == 3 and expand):

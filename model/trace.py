@@ -17,7 +17,6 @@ with its kernel, stride, dilation and groups (`trace`). From that trace:
 """
 
 import copy
-
 import inspect
 from dataclasses import dataclass
 

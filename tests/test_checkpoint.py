@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from utils.checkpoint import get_rng_state, load_checkpoint, load_model_state, save_atomic, set_rng_state
+from utils.checkpoint import get_rng_state, load_checkpoint, load_model_state, set_rng_state
 from utils.errors import CheckpointError
+from utils.paths import save_atomic
 
 
 def test_save_is_atomic(tmp_path, monkeypatch):

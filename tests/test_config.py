@@ -365,12 +365,16 @@ def test_a_config_holds_only_its_changes_to_a_base(tmp_path):
     section naming another class replaces the base's section whole (its args are no defaults)."""
     (tmp_path / "variants").mkdir()
     child = tmp_path / "variants" / "wide.json"
-    child.write_text(json.dumps({
-        "base": str(REPO / "config.json"),
-        "trainer": {"epochs": 7},
-        "arch": {"args": {"widths": [48, 48, 96, 96]}},
-        "lr_scheduler": {"type": "StepLR", "args": {"step_size": 3}},
-    }))
+    child.write_text(
+        json.dumps(
+            {
+                "base": str(REPO / "config.json"),
+                "trainer": {"epochs": 7},
+                "arch": {"args": {"widths": [48, 48, 96, 96]}},
+                "lr_scheduler": {"type": "StepLR", "args": {"step_size": 3}},
+            }
+        )
+    )
     shipped, merged = json.loads((REPO / "config.json").read_text()), load_config(child)
     assert "base" not in merged and merged["trainer"]["epochs"] == 7
     assert merged["trainer"]["swa"] == shipped["trainer"]["swa"]

@@ -397,7 +397,7 @@ def test_only_rank_0_saves_and_a_ctrl_c_waits_for_the_saves(tmp_path, monkeypatc
     import signal as sig
 
     from utils import distributed
-    from utils.checkpoint import interrupts_deferred
+    from utils.paths import interrupts_deferred
 
     class Stub(BaseTrainer):
         def __init__(self):

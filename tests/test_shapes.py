@@ -97,7 +97,8 @@ class TimmStyleSE(nn.Module):
 
 
 class MobileNetV2SE(nn.Module):
-    """stem 3x3 -> 3 x (expand 1x1 -> depthwise 3x3 (stride 2, then dilation 2) -> SE -> project 1x1) -> GAP -> linear."""
+    """stem 3x3 -> 3 x (expand 1x1 -> depthwise 3x3 (stride 2, then dilation 2) -> SE -> project 1x1)
+    -> GAP -> linear."""
 
     def __init__(self):
         super().__init__()
@@ -166,7 +167,10 @@ def test_a_reparameterised_run_is_tested_and_exported_in_its_fused_form(tmp_path
     config["lr_scheduler"] = None
     config["arch"] = {
         "type": "StageNet",
-        "args": {"rep": True, "stages": [[[8, 1, 1, 0], [16, 2, 1, 0]], [[16, 1, 2, 1]], [[24, 2, 1, 2]], [[24, 1, 4, 1]]]},
+        "args": {
+            "rep": True,
+            "stages": [[[8, 1, 1, 0], [16, 2, 1, 0]], [[16, 1, 2, 1]], [[24, 2, 1, 2]], [[24, 1, 4, 1]]],
+        },
     }
     config["constraints"]["min_receptive_field"] = 1
     path.write_text(json.dumps(config))

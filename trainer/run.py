@@ -28,12 +28,12 @@ from utils.checkpoint import (
     load_checkpoint,
     load_model_state,
     read,
-    require_full,
 )
 from utils.cli import Terminated, exit_status, ignore_further_interrupts
 from utils.errors import ReportError
 from utils.paths import file_sha256
 from utils.provenance import record_provenance
+from utils.resume_policy import require_full
 
 
 class Run(NamedTuple):
@@ -152,7 +152,7 @@ def build(config, device, allow_spec_violation=False, epoch_callbacks=()):
     run folder is made: a run that fails its checks writes nothing. Returns the Run to `train`."""
     logger = get_logger("train")
     if config.resume:  # before the data and the network: the kind of file first, then whether its weights fit
-        ckpt = load_checkpoint(config.resume)
+        ckpt = config.resume_checkpoint
         require_full(ckpt, config.resume)
         saved = read(ckpt)
         check_network_fits(config, saved, tuple(saved.image_size or DEFAULT_IMAGE_SIZE), config.resume)
@@ -218,7 +218,7 @@ def build(config, device, allow_spec_violation=False, epoch_callbacks=()):
         teacher=teacher,
     )
     if config.resume:
-        trainer.resume(config.resume)
+        trainer.resume(config.resume_checkpoint, config.resume)
     return Run(trainer, data_loader, valid_data_loader, summary)
 
 

@@ -102,7 +102,7 @@ def bind_study(study, name, base_config, space):
     started it with; a later worker whose config differs in what is trained (anything but where
     files go and how much is printed), in its epochs or in its space is refused in one line, so that
     trials of different recipes are never ranked together."""
-    from utils.checkpoint import config_changes, show_changes
+    from utils.resume_policy import config_changes, show_changes
 
     space_json = {key: optuna.distributions.distribution_to_json(d) for key, d in space.params.items()}
     mine = {"config": base_config, "space": space_json}

@@ -1,10 +1,13 @@
 """Output paths checked before any work (a command that cannot write its result says so at once),
-the one way every file the project writes in place is written (`atomic_write`), and a file's sha256."""
+the one way every file the project writes in place is written (`atomic_write`; `save_atomic` for
+torch.save, with `interrupts_deferred` so that Ctrl-C never cuts a save in half), and a file's sha256."""
 
 import contextlib
 import hashlib
 import os
+import signal
 import tempfile
+import threading
 from pathlib import Path
 
 from utils.errors import ConfigError
@@ -72,3 +75,32 @@ def atomic_write(path):
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def save_atomic(obj, path):
+    """torch.save to a temp file beside `path`, fsync, then rename over `path`: a reader never sees
+    half a file, and a run killed while saving leaves the previous checkpoint intact."""
+    import torch
+
+    with atomic_write(path) as tmp:
+        torch.save(obj, tmp)
+
+
+@contextlib.contextmanager
+def interrupts_deferred():
+    """Hold back Ctrl-C (SIGINT) and SIGTERM for the duration of the block and deliver them at the
+    end, to the handlers that were in place: a save is never cut off half-way (in the main
+    thread; elsewhere signals cannot be handled anyway)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, lambda signum, frame: received.append(signum)) for s in held}
+    try:
+        yield
+    finally:
+        for s in held:
+            signal.signal(s, previous[s])
+        for s in dict.fromkeys(received):
+            signal.raise_signal(s)

@@ -1,0 +1,124 @@
+"""Resume policy: what a resumed run may change, and every check of a checkpoint before a resume
+loads it (the checkpoint's schema is utils/checkpoint.py's)."""
+
+from utils.checkpoint import is_full, keys_of
+from utils.errors import CheckpointError, ConfigError
+
+# config keys a resumed run may change: where files go and how much is printed, not what is trained
+MAY_DIFFER_ON_RESUME = {
+    "name",
+    "device",
+    "trainer.save_dir",
+    "trainer.save_period",
+    "trainer.verbosity",
+    "trainer.tensorboard",
+    "trainer.report",
+    "trainer.epochs",
+    "trainer.early_stop",
+    "trainer.dist_timeout",
+    "data_loader.args.data_dir",
+    "data_loader.args.num_workers",
+    "data_loader.args.pin_memory",
+    "data_loader.args.download",
+}
+
+
+def _flatten(tree, prefix=""):
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    flat = {}
+    for key, value in tree.items():
+        flat.update(_flatten(value, f"{prefix}.{key}" if prefix else key))
+    return flat
+
+
+def config_changes(saved, now):
+    """[(key path, saved value, new value)] of the keys a resumed run may not change."""
+    was, new = _flatten(saved), _flatten(now)
+    keys = sorted(k for k in was.keys() | new.keys() if was.get(k) != new.get(k) and k not in MAY_DIFFER_ON_RESUME)
+    return [(k, was.get(k), new.get(k)) for k in keys]
+
+
+def show_changes(changes, first=3):
+    """config_changes' list, for a one-line message: `key: was -> new; ...` (the first few, then a count)."""
+    shown = "; ".join(f"{k}: {was!r} -> {new!r}" for k, was, new in changes[:first])
+    return shown + (f" and {len(changes) - first} more" if len(changes) > first else "")
+
+
+def require_full(saved, path):
+    """A resume needs a full checkpoint: said first, before the data is read (train.py --resume)."""
+    if not is_full(saved):
+        missing = ", ".join(key for key in keys_of("resume") if key not in saved)
+        raise CheckpointError(
+            f"{path}: a weights-only checkpoint (no {missing}) cannot be resumed; "
+            "evaluate it with test.py, or resume from the run's last.pth"
+        )
+
+
+def check_resumable(saved, now, path):
+    """Every check of a resume, before anything is loaded: `saved` is the checkpoint, `now` the one
+    this run would write (make_checkpoint's entries). One line per problem; returns the warnings."""
+    require_full(saved, path)
+    expected = {"epoch": int, "optimizer": dict, "rng": dict, "monitor_best": (int, float), "config": dict}
+    for key, kind in expected.items():
+        if key not in saved or not isinstance(saved[key], kind) or isinstance(saved[key], bool):
+            raise CheckpointError(
+                f"{path}: its {key!r} is missing or of the wrong type ({type(saved.get(key)).__name__})"
+            )
+    was_config, config = saved["config"], now["config"]
+    for section in ("optimizer", "lr_scheduler"):
+        was, new = (was_config.get(section) or {}).get("type"), (config[section] or {}).get("type")
+        if was != new:
+            raise CheckpointError(
+                f"{path}: trained with {section} {was}, the config says {new}; a resumed run "
+                "continues its own optimizer and schedule: start a new run to change them"
+            )
+    was_lr, now_lr = (
+        (was_config.get("optimizer") or {}).get("args", {}).get("lr"),
+        config["optimizer"]["args"].get("lr"),
+    )
+    if was_lr != now_lr:
+        raise ConfigError(
+            f"optimizer.args.lr (--lr): {now_lr} differs from the checkpoint's {was_lr}; a resumed "
+            "run continues its schedule as saved: start a new run to change the learning rate"
+        )
+    changes = config_changes(was_config, config)
+    if changes:
+        raise ConfigError(
+            f"{path}: the config differs from the one this run was trained with ({show_changes(changes)}); a resumed "
+            "run continues as it was trained: resume without -c, or start a new run with the new config"
+        )
+    was, world = saved.get("world_size", 1), now["world_size"]
+    if was != world:
+        how = (
+            "python train.py"
+            if was == 1
+            else f"torchrun --nproc_per_node={was} train.py (or as many processes over several machines)"
+        )
+        raise CheckpointError(
+            f"{path}: trained with {was} process(es), this run has {world}; the data order "
+            f"and the batch split depend on it: resume with {how}"
+        )
+    was_steps = (saved.get("lr_scheduler") or {}).get("total_steps")
+    now_steps = (now["lr_scheduler"] or {}).get("total_steps")
+    if was_steps is not None and now_steps is not None and was_steps != now_steps:
+        epochs = config["trainer"]["epochs"]  # a per-batch schedule with other steps is another schedule
+        raise ConfigError(
+            f"trainer.epochs: the checkpoint's {config['lr_scheduler']['type']} schedule has {was_steps} steps, "
+            f"this run's {now_steps} ({epochs} epochs x {now_steps // epochs} batches); resume with the same "
+            "epochs, batch size and data"
+        )
+    was_teacher, now_teacher = saved.get("teacher_sha256"), now.get("teacher_sha256")
+    if was_teacher and now_teacher and was_teacher != now_teacher:
+        raise CheckpointError(
+            f"{path}: was distilled from a teacher file with sha256 {was_teacher[:12]}..., trainer.distill.teacher "
+            f"now has {now_teacher[:12]}...; resume with the teacher file the run started with"
+        )
+    if saved.get("classes") and list(saved["classes"]) != list(now["classes"]):
+        raise CheckpointError(f"{path}: trained on classes {saved['classes']}, the data holds {now['classes']}")
+    warnings = []
+    if saved.get("data_stats") and saved["data_stats"] != now["data_stats"]:
+        warnings.append(
+            "the data's mean/std differ from the checkpoint's: was the data or the validation split changed?"
+        )
+    return warnings

@@ -17,7 +17,7 @@ import numpy as np
 from utils.checkpoint import is_full, load_checkpoint, weights_only
 from utils.cli import run_main
 from utils.errors import CheckpointError, ConfigError
-from utils.paths import check_writable, save_atomic
+from utils.paths import DATA_DIR, SAVE_DIR, check_writable, save_atomic
 
 INT8_TOLERANCE = 0.5  # points of validation accuracy int8 may lose before the export says so
 
@@ -41,10 +41,6 @@ def check_out(src, dst):
     check_writable(dst)
 
 
-SHIPPED_DATA_DIR = "data/"  # config.json's: where test.py and report.py look (and download) by default
-SHIPPED_SAVE_DIR = "saved/"  # config.json's: where a run trained from the export's config would write
-
-
 def portable(config):
     """The config an export carries: the training machine's data and output paths replaced by
     config.json's defaults (a path on another machine means nothing to the export's users, and
@@ -53,9 +49,9 @@ def portable(config):
     config = copy.deepcopy(config)
     args = config.get("data_loader", {}).get("args", {})
     if "data_dir" in args:
-        args["data_dir"] = SHIPPED_DATA_DIR
+        args["data_dir"] = DATA_DIR
     if "save_dir" in config.get("trainer", {}):
-        config["trainer"]["save_dir"] = SHIPPED_SAVE_DIR
+        config["trainer"]["save_dir"] = SAVE_DIR
     distill = config.get("trainer", {}).get("distill")
     if isinstance(distill, dict) and isinstance(distill.get("teacher"), str):
         distill["teacher"] = Path(distill["teacher"]).name  # which file taught it, not where it lay

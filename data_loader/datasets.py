@@ -22,11 +22,12 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from utils.errors import DataError
+from utils.paths import DATA_DIR
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz")
 SPLITS = ("train", "test")
-DEFAULT_ROOT = Path("data")  # config.json's data_dir: the one folder a download may create
+DEFAULT_ROOT = Path(DATA_DIR)  # the one folder a download may create
 LOCAL_COPY_HINT = (
     "point --data_dir at a local copy: a folder holding train/<class>/*.jpg (and test/<class>/*.jpg), "
     "or a .tar/.tar.gz/.tar.xz of that layout"

@@ -8,7 +8,14 @@ from typing import NamedTuple
 
 from data_loader.datasets import DEFAULT_ROOT
 from parse_config import ConfigParser, args_named, load_config
-from utils.checkpoint import DEFAULT_IMAGE_SIZE, check_network_fits, load_checkpoint, load_model_state, read
+from utils.checkpoint import (
+    DEFAULT_IMAGE_SIZE,
+    check_network_fits,
+    data_mismatch,
+    load_checkpoint,
+    load_model_state,
+    read,
+)
 from utils.errors import CheckpointError, DataError
 from utils.overrides import overrides_from_args
 
@@ -71,15 +78,8 @@ def load_trained(args, split, ckpt=None):
     else:
         with args_named("data_loader"):
             data_loader = config.obj_type("data_loader").for_test(config["data_loader"]["args"], read(ckpt).data_stats)
-    size, saved = list(data_loader.image_size), read(ckpt)
-    if saved.image_size and list(saved.image_size) != size:
-        raise DataError(
-            f"{config['data_loader']['args']['data_dir']}: holds {size[1]}x{size[0]} images, the "
-            f"checkpoint was trained on {saved.image_size[1]}x{saved.image_size[0]}"
-        )
-    if saved.classes and list(saved.classes) != list(data_loader.classes):
-        raise DataError(
-            f"{config['data_loader']['args']['data_dir']}: holds classes {data_loader.classes}, "
-            f"the checkpoint was trained on {saved.classes}"
-        )
+    saved = read(ckpt)
+    problem = data_mismatch(saved.classes, saved.image_size, data_loader.classes, data_loader.image_size)
+    if problem:
+        raise DataError(f"{config['data_loader']['args']['data_dir']}: the checkpoint was {problem}")
     return config, ckpt, model, data_loader

@@ -299,7 +299,7 @@ def test_test_py_refuses_images_of_another_size(run, tmp_path):
         (tmp_path / "big" / "test" / name).mkdir(parents=True)
         Image.new("RGB", (64, 64), (k * 100, 0, 0)).save(tmp_path / "big" / "test" / name / "0.png")
     proc = run_cli("test.py", "--resume", run[0] / "last.pth", "--data_dir", tmp_path / "big", cwd=tmp_path)
-    assert_one_line_error(proc, "holds 64x64 images, the checkpoint was trained on 32x32")
+    assert_one_line_error(proc, "the checkpoint was trained on 32x32 images, the data holds 64x64")
 
 
 def _tar(path, names):

@@ -9,11 +9,10 @@ import torch.nn.functional as F
 
 from deploy.loading import load_network
 from model.tta import tta_logits
+from utils.checkpoint import data_mismatch
+from utils.config_schema import refuse_combined
 from utils.errors import ConfigError
 from utils.paths import file_sha256
-
-# trainer options that change the batch or its targets after the teacher has seen it
-EXCLUSIVE = ("mix", "selective_backprop")
 
 
 def load_teacher(trainer_cfg):
@@ -22,12 +21,12 @@ def load_teacher(trainer_cfg):
     cfg = trainer_cfg.get("distill")
     if not cfg:
         return None
-    clash = [key for key in EXCLUSIVE if trainer_cfg.get(key)]
-    if clash:
-        raise ConfigError(
-            f"trainer.distill: cannot be combined with trainer.{clash[0]} (it changes the batch or its "
-            "targets after the teacher has seen it); set one of them to null"
-        )
+    refuse_combined(
+        trainer_cfg,
+        "distill",
+        ("mix", "selective_backprop"),
+        "it changes the batch or its targets after the teacher has seen it",
+    )
     trained = load_network(cfg["teacher"], require=("data_stats", "classes"))
     return trained, file_sha256(cfg["teacher"])
 
@@ -44,16 +43,9 @@ class Distiller:
     def from_config(cls, cfg, trained, data_loader, device, channels_last):
         """The run's Distiller for `trained` (load_teacher's network), checked against the data."""
         path = cfg["teacher"]
-        if list(trained.classes) != list(data_loader.classes):
-            raise ConfigError(
-                f"trainer.distill.teacher: {path} was trained on classes {trained.classes}, "
-                f"the data holds {list(data_loader.classes)}"
-            )
-        if list(trained.image_size) != list(data_loader.image_size):
-            raise ConfigError(
-                f"trainer.distill.teacher: {path} was trained on {trained.image_size[1]}x{trained.image_size[0]} "
-                f"images, the data holds {data_loader.image_size[1]}x{data_loader.image_size[0]}"
-            )
+        problem = data_mismatch(trained.classes, trained.image_size, data_loader.classes, data_loader.image_size)
+        if problem:
+            raise ConfigError(f"trainer.distill.teacher: {path} was {problem}")
         teacher = trained.model.to(device)
         if channels_last:
             teacher = teacher.to(memory_format=torch.channels_last)

@@ -25,6 +25,7 @@ from utils import ConfigError, SpecError, distributed, resolve_device, seed_ever
 from utils.checkpoint import (
     DEFAULT_IMAGE_SIZE,
     check_network_fits,
+    data_mismatch,
     load_checkpoint,
     load_model_state,
     read,
@@ -118,10 +119,9 @@ def init_weights(model, config, logger):
 
 
 def check_init_classes(path, classes, data_loader):
-    if classes and list(classes) != list(data_loader.classes):
-        raise ConfigError(
-            f"trainer.init: {path} was trained on classes {list(classes)}, the data holds {list(data_loader.classes)}"
-        )
+    problem = data_mismatch(classes, None, data_loader.classes, None)
+    if problem:
+        raise ConfigError(f"trainer.init: {path} was {problem}")
 
 
 def main(config, allow_spec_violation=False, epoch_callbacks=(), mistake_cams=None, resume_hint=True):

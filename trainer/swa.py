@@ -9,10 +9,8 @@ from itertools import islice
 import torch
 from torch.optim.swa_utils import AveragedModel, update_bn
 
+from utils.config_schema import refuse_combined
 from utils.errors import ConfigError
-
-# trainer options that also say which weights are evaluated and saved
-EXCLUSIVE = ("ema",)
 
 
 def swa_start(trainer_cfg):
@@ -45,12 +43,7 @@ def check_swa(trainer_cfg):
     cfg = trainer_cfg.get("swa")
     if not cfg:
         return
-    clash = [key for key in EXCLUSIVE if trainer_cfg.get(key)]
-    if clash:
-        raise ConfigError(
-            f"trainer.swa: cannot be combined with trainer.{clash[0]} (both choose the weights that are "
-            "evaluated and saved); set one of them to null"
-        )
+    refuse_combined(trainer_cfg, "swa", ("ema",), "both choose the weights that are evaluated and saved")
     start = swa_start(trainer_cfg)
     if isinstance(cfg["start"], int) and start > trainer_cfg["epochs"]:
         raise ConfigError(

@@ -209,6 +209,17 @@ def check_contents(ckpt, path):
         raise CheckpointError(f"{path}: its {key!r} is not {expected} (found {shown}); the file is damaged")
 
 
+def data_mismatch(classes, image_size, data_classes, data_size):
+    """Why weights trained on `classes` at `image_size` do not fit data of `data_classes` at
+    `data_size` ("trained on classes [...], the data holds [...]", or the sizes), or None when they
+    fit; an entry the checkpoint lacks (None) fits anything. Each caller names the file or key."""
+    if image_size and data_size is not None and list(image_size) != list(data_size):
+        return f"trained on {image_size[1]}x{image_size[0]} images, the data holds {data_size[1]}x{data_size[0]}"
+    if classes and data_classes is not None and list(classes) != list(data_classes):
+        return f"trained on classes {list(classes)}, the data holds {list(data_classes)}"
+    return None
+
+
 def check_arch_type(ckpt, model, path):
     """The checkpoint was saved from a network of `model`'s class."""
     saved_arch = ckpt["config"].get("arch", {})

@@ -12,6 +12,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from pydantic_core import PydanticCustomError
 
 from utils.errors import ConfigError
+from utils.paths import SAVE_DIR
 
 
 class Monitor(NamedTuple):
@@ -174,7 +175,7 @@ class DistillSection(Section):
 
 class TrainerSection(Section):
     epochs: AtLeastOne
-    save_dir: PathText = "saved/"
+    save_dir: PathText = SAVE_DIR
     save_period: AtLeastOne = 10  # checkpoint-epochN.pth every this many epochs (last.pth: every epoch)
     verbosity: Literal[0, 1, 2] = 2  # 0 warnings, 1 info, 2 debug
     # "off", or "min <metric>" / "max <metric>" for model_best.pth (the metric is checked against the
@@ -278,3 +279,11 @@ def _section(loc):
         annotation = model.model_fields[key].annotation
         model = next(a for a in (annotation, *getattr(annotation, "__args__", ())) if isinstance(a, type))
     return model
+
+
+def refuse_combined(trainer_cfg, key, others, why):
+    """One line when trainer.`key` is on together with any of trainer.`others` (options that cannot
+    be combined); `why` says what the two would do to each other."""
+    clash = [other for other in others if trainer_cfg.get(other)]
+    if trainer_cfg.get(key) and clash:
+        raise ConfigError(f"trainer.{key}: cannot be combined with trainer.{clash[0]} ({why}); set one of them to null")

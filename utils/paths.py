@@ -12,6 +12,9 @@ from pathlib import Path
 
 from utils.errors import ConfigError
 
+DATA_DIR = "data/"  # config.json's data_dir: where data is read (and the one folder a download may create)
+SAVE_DIR = "saved/"  # config.json's trainer.save_dir: where runs are written
+
 
 def file_sha256(path):
     """The sha256 of a file's bytes, in hex (read in 1 MiB blocks)."""

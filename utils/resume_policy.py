@@ -1,7 +1,7 @@
 """Resume policy: what a resumed run may change, and every check of a checkpoint before a resume
 loads it (the checkpoint's schema is utils/checkpoint.py's)."""
 
-from utils.checkpoint import is_full, keys_of
+from utils.checkpoint import data_mismatch, is_full, keys_of
 from utils.errors import CheckpointError, ConfigError
 
 # config keys a resumed run may change: where files go and how much is printed, not what is trained
@@ -114,8 +114,9 @@ def check_resumable(saved, now, path):
             f"{path}: was distilled from a teacher file with sha256 {was_teacher[:12]}..., trainer.distill.teacher "
             f"now has {now_teacher[:12]}...; resume with the teacher file the run started with"
         )
-    if saved.get("classes") and list(saved["classes"]) != list(now["classes"]):
-        raise CheckpointError(f"{path}: trained on classes {saved['classes']}, the data holds {now['classes']}")
+    problem = data_mismatch(saved.get("classes"), None, now["classes"], None)
+    if problem:
+        raise CheckpointError(f"{path}: {problem}")
     warnings = []
     if saved.get("data_stats") and saved["data_stats"] != now["data_stats"]:
         warnings.append(

@@ -97,6 +97,19 @@ def merge_config(base, changes):
     return merged
 
 
+def config_diff(base, changed):
+    """The smallest `changes` with merge_config(base, changes) == changed: objects of the same class
+    compare key by key, anything else that differs is taken whole (a key `changed` lacks is kept)."""
+    diff = {}
+    for key, value in changed.items():
+        old = base.get(key)
+        if value == old and key in base:
+            continue
+        same_kind = isinstance(value, dict) and isinstance(old, dict) and value.get("type") == old.get("type")
+        diff[key] = config_diff(old, value) if same_kind else value
+    return diff
+
+
 def load_config(path, _seen=()):
     """A config (or search space) file as a dict: JSON, or YAML for a .yaml / .yml file (the same
     schema either way). A missing or unreadable file is a one-line ConfigError with the line.

@@ -63,12 +63,16 @@ def main(args):
     )
     run_worker(study, make_objective(base, space, out_dir / "trials", args.trials), args.trials, url)
     setup_logging(None, 1)
-    rows, best, plots = write_results(study, space, user_config, out_dir)
+    rows, found, plots = write_results(study, space, user_config, out_dir, args.config, base)
     log.info(format_table(rows, space))
-    if best is not None:
+    if found is not None:
+        best, config = found
+        data = config["data_loader"]["args"]
         log.info(
             f"Best: trial {best.number}, val_accuracy {best.value:.2f} "
-            f"-> {out_dir / 'best_config.json'} (python train.py -c {out_dir / 'best_config.json'})"
+            f"-> {out_dir / 'best_config.json'} (python train.py -c {out_dir / 'best_config.json'}: "
+            f"{config['trainer']['epochs']} epochs on all the training images of {data.get('data_dir')} less "
+            f"validation_split {data.get('validation_split')}; the trials ran {base['trainer']['epochs']})"
         )
         chance = 100.0 / base["arch"]["args"].get("num_classes", 10)
         if best.value <= chance + 2.0:

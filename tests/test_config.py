@@ -402,3 +402,18 @@ def test_bad_bases_are_one_line_errors(tmp_path, files, message):
         (tmp_path / name).write_text(json.dumps(content))
     with pytest.raises(ConfigError, match=message):
         load_config(tmp_path / "a.json")
+
+
+def test_config_diff_is_what_merge_needs():
+    from parse_config import config_diff, merge_config
+
+    base = load_config(REPO / "config.json")
+    changed = json.loads(json.dumps(base))
+    changed["optimizer"]["args"]["lr"] = 0.3
+    changed["data_loader"]["args"]["augmentations"][0]["args"]["p"] = 0.1
+    changed["arch"] = {"type": "StageNet", "args": {"se": 4}}
+    diff = config_diff(base, changed)
+    assert diff["optimizer"] == {"args": {"lr": 0.3}} and diff["arch"] == changed["arch"]
+    assert diff["data_loader"]["args"]["augmentations"] == changed["data_loader"]["args"]["augmentations"]
+    assert set(diff) == {"optimizer", "data_loader", "arch"}
+    assert merge_config(base, diff) == changed and config_diff(base, base) == {}

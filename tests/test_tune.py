@@ -140,8 +140,11 @@ def test_tune_end_to_end(tmp_path, tiny_folder):
         if trial.state == optuna.trial.TrialState.COMPLETE:  # objective = final-epoch plain val accuracy
             history = trial.intermediate_values
             assert trial.value == history[max(history)] and max(history) == 2
+    written = json.loads((out / "best_config.json").read_text())  # the study's config as its base, and the changes
+    assert (out / written["base"]).resolve() == (tmp_path / "config.json").resolve() and "trainer" not in written
     best = load_config(out / "best_config.json")
     assert best["trainer"]["epochs"] == 2 and best["trainer"]["save_dir"] == str(tmp_path / "saved")  # the user's file
+    assert "epochs on all the training images of" in proc.stdout
     assert best["optimizer"]["args"]["lr"] == study.best_trial.params["optimizer.args.lr"]
     ConfigParser(best)
     for name in ("history.png", "importances.png", "slice.png"):

@@ -4,12 +4,14 @@ import csv
 import io
 import json
 import logging
+import os
 import warnings
 from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
 
+from parse_config import config_diff
 from tuning.space import apply_values
 from tuning.study import OBJECTIVE
 from utils.paths import atomic_write
@@ -63,13 +65,24 @@ def write_csv(rows, path):
     _write_atomic(path, out.getvalue())
 
 
-def write_best_config(study, space, user_config, path):
-    """The user's config file (as read, before command-line overrides) with the best trial's values:
-    ready for  python train.py -c <path>  at full length."""
+STUDY_DATA_KEYS = ("data_dir", "validation_split", "split_seed")  # the study's data, kept by best_config.json
+
+
+def write_best_config(study, space, user_config, path, config_path, study_config):
+    """best_config.json: the config file the study started from (`config_path`, as read, before
+    command-line overrides) as its "base", with the best trial's values and the study's data
+    (data_dir, validation split) as its changes: ready for  python train.py -c <path>  at the
+    file's full length, on all the training images. Returns (the best trial, the merged config)."""
     best = study.best_trial
     config = apply_values(user_config, space.decode_params(best.params))
-    _write_atomic(path, json.dumps(config, indent=4) + "\n")
-    return best
+    data = config["data_loader"].setdefault("args", {})
+    data.update(
+        {k: study_config["data_loader"]["args"][k] for k in STUDY_DATA_KEYS if k in study_config["data_loader"]["args"]}
+    )
+    data.pop("train_subset", None)
+    base = os.path.relpath(Path(config_path).resolve(), Path(path).resolve().parent)
+    _write_atomic(path, json.dumps({"base": base, **config_diff(user_config, config)}, indent=4) + "\n")
+    return best, config
 
 
 def plot_accuracy_per_param(study, space):
@@ -164,13 +177,19 @@ def write_plots(study, space, out_dir):
     return written
 
 
-def write_results(study, space, user_config, out_dir):
+def write_results(study, space, user_config, out_dir, config_path, study_config):
+    """trials.csv, best_config.json (write_best_config) and the plots; returns (rows, (best trial,
+    its merged config) or None, plot names)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = trial_rows(study, space)
     write_csv(rows, out_dir / "trials.csv")
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    best = write_best_config(study, space, user_config, out_dir / "best_config.json") if complete else None
+    best = (
+        write_best_config(study, space, user_config, out_dir / "best_config.json", config_path, study_config)
+        if complete
+        else None
+    )
     plots = write_plots(study, space, out_dir) if complete else []
     return rows, best, plots
 

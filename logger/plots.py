@@ -50,14 +50,14 @@ def plot_curves(history, path):
     for ax in axes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     for ax, key in zip(axes, keys):
-        ax.plot(epochs, [h[key] for h in history], label="train")
+        ax.plot(epochs, [h[key] for h in history], label="train", marker=".")
         if all(valid(key) in h for h in history):
-            ax.plot(epochs, [h[valid(key)] for h in history], label="validation")
+            ax.plot(epochs, [h[valid(key)] for h in history], label="validation", marker=".")
         ax.set(title=f"{key} (%)" if "acc" in key else key, xlabel="epoch")
         ax.grid(alpha=0.3)
         ax.legend()
     if all(LR in h for h in history):
-        axes[-1].plot(epochs, [h[LR] for h in history], color="tab:green")
+        axes[-1].plot(epochs, [h[LR] for h in history], color="tab:green", marker=".")
     axes[-1].set(title="learning rate (last batch of the epoch)", xlabel="epoch")
     axes[-1].grid(alpha=0.3)
     return _save(fig, path)

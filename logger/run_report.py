@@ -17,7 +17,7 @@ from logger.plots import (
     plot_misclassified,
     read_rgb,
 )
-from utils.log_keys import training_seconds
+from utils.log_keys import describe_duration, training_seconds
 from utils.paths import atomic_write
 
 
@@ -86,9 +86,7 @@ def write_report(
         f"{100.0 * np.trace(cm) / cm.sum():.2f}% "
         f"of {cm.sum()} images.",
         "",
-        f"Training time: {seconds / 60:.1f} min over {timed} epochs (training and validation, as logged)."
-        if timed
-        else "",
+        f"Training time: {describe_duration(seconds, timed)} (training and validation, as logged)." if timed else "",
         "",
         f"## Per-class {split_name} accuracy",
         "",

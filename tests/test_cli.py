@@ -92,7 +92,7 @@ def test_train_writes_checkpoints_logs_and_report(trained):
     rows = re.findall(r"^\| (\w+) \| (\d+) \| (\d+) \| ([\d.]+) \|$", report, re.M)
     assert len(rows) == 10 and sum(int(r[1]) for r in rows) == 20  # the confusion matrix counts every image
     assert "[PASS] max_params" in report
-    assert re.search(r"^Training time: \d+\.\d min over 2 epochs", report, re.M)
+    assert re.search(r"^Training time: \d+\.\d (s|min) over 2 epochs", report, re.M)
 
 
 def test_the_run_folder_says_how_it_was_made_and_holds_the_epochs_as_csv(trained):
@@ -107,7 +107,7 @@ def test_the_run_folder_says_how_it_was_made_and_holds_the_epochs_as_csv(trained
     assert "train.py -c" in made["command"] and made["torch"] == torch.__version__
     assert made["device"] == "cpu" and made["cpu"] and made["python"].count(".") == 2
     assert made["git_dirty"] in (True, False, None) and (made["git_commit"] is None or len(made["git_commit"]) == 40)
-    assert re.search(r"^Training time: \d+\.\d min over 2 epochs \(\d+\.\d s per epoch", proc.stdout, re.M)
+    assert re.search(r"^Training time: \d+\.\d (s|min) over 2 epochs \(\d+\.\d s per epoch", proc.stdout, re.M)
 
 
 def test_tensorboard_has_the_epoch_scalars_and_report_images(trained):
@@ -231,7 +231,7 @@ def test_spec_violation_stops_training_unless_allowed(tiny_folder, tmp_path):
     proc = run_cli("train.py", "-c", path)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
-    assert lines[0] == "error: the network breaks the spec:" and len(lines) == 2
+    assert lines[0].startswith("error: the network breaks the spec (--allow_spec_violation") and len(lines) == 2
     assert lines[1].startswith("[FAIL] max_params")
     allowed = run_cli("train.py", "-c", path, "--allow_spec_violation")
     assert allowed.returncode == 0, allowed.stderr
@@ -339,3 +339,10 @@ def test_the_readme_smoke_command_learns_on_generated_data(tmp_path):
     recipe = json.loads((REPO / "config.json").read_text())["trainer"]["epochs"]
     assert len(logs) == 6 and f"note: 6 epochs of a recipe made for {recipe}" in proc.stdout
     assert float(logs[-1]["val_accuracy"]) >= 90.0, logs[-1]  # 10 classes: chance is 10%; it reaches 100
+
+
+def test_durations_read_as_a_person_would_say_them():
+    from utils.log_keys import describe_duration
+
+    assert describe_duration(12.34, 1) == "12.3 s over 1 epoch"
+    assert describe_duration(252.0, 30) == "4.2 min over 30 epochs"

@@ -187,7 +187,10 @@ def build(config, device, allow_spec_violation=False, epoch_callbacks=()):
     )
     if failed:
         if constraints["enforce"] and not allow_spec_violation:
-            raise SpecError("the network breaks the spec:\n" + format_checks(failed))
+            raise SpecError(
+                "the network breaks the spec (--allow_spec_violation, or constraints.enforce false, trains it "
+                "anyway):\n" + format_checks(failed)
+            )
         logger.warning("the network breaks the spec; training anyway as asked")
 
     if config["trainer"]["sync_bn"] and distributed.is_distributed():

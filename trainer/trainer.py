@@ -15,7 +15,7 @@ from trainer.progress import Progress
 from trainer.schedulers import SchedulerStepper
 from trainer.swa import build_swa, holds_lr, schedule_epochs, swa_start, swa_update
 from utils import distributed
-from utils.log_keys import EPOCH_TIME, LR, training_seconds, valid
+from utils.log_keys import EPOCH_TIME, LR, describe_duration, training_seconds, valid
 from utils.log_keys import tta as log_tta
 
 
@@ -100,7 +100,7 @@ class Trainer(BaseTrainer):
         total, timed = training_seconds(history)
         if timed:
             self.logger.info(
-                f"Training time: {total / 60:.1f} min over {timed} epochs "
+                f"Training time: {describe_duration(total, timed)} "
                 f"({total / timed:.1f} s per epoch, validation included)"
             )
         self._check_replicas()

@@ -18,6 +18,12 @@ def training_seconds(history):
     return sum(timed), len(timed)
 
 
+def describe_duration(seconds, epochs):
+    """ "12.3 s over 1 epoch", "4.2 min over 30 epochs": seconds under a minute, the epoch count's number."""
+    took = f"{seconds:.1f} s" if seconds < 60 else f"{seconds / 60:.1f} min"
+    return f"{took} over {epochs} epoch{'s' if epochs != 1 else ''}"
+
+
 def valid(key):
     """The key of `key` measured on the validation split: loss -> val_loss."""
     return VALID_PREFIX + key

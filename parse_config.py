@@ -200,7 +200,7 @@ class ConfigParser:
             (config.get("trainer") or {}).get("epochs") if isinstance(config.get("trainer"), dict) else None
         )
         for path, value in (modification or {}).items():
-            _set_by_path(config, path, value)
+            set_key_path(config, path, value)
         _check_finite(config)
         self._config = validate(config)
         self.monitor = parse_monitor(self._config["trainer"]["monitor"])  # the one parse of trainer.monitor
@@ -322,13 +322,49 @@ def _edited_run_config(resume, saved):
     return edited
 
 
-def _set_by_path(tree, path, value):
-    node = tree
-    for key in path[:-1]:
-        node = node.setdefault(key, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"{'.'.join(path)}: cannot override, {key} is not an object")
-    node[path[-1]] = value
+def set_key_path(config, parts, value, create=True):
+    """Set `value` at a key path (a tuple of parts) of a config dict, in place: the one path syntax of
+    --set and of a search space. In a list, a part is an index (`augmentations.2.args.p`) or the
+    `type` of one entry, which stands for that entry's args (`augmentations.CoarseDropout.p`).
+    create: missing objects on the way are made (--set: the schema checks the keys after); else
+    every part must exist but a new argument in an `args` object (checked against the signature)."""
+    node, in_args = config, False
+    for i, part in enumerate(parts):
+        where, last = ".".join(map(str, parts[: i + 1])), i == len(parts) - 1
+        if isinstance(node, list):
+            node, in_args = _list_entry(node, part, where, last)
+        elif isinstance(node, dict):
+            if last:
+                if part not in node and not (create or in_args):
+                    raise ConfigError(f"{where}: no such key in the config")
+                node[part] = value
+                return
+            if part not in node and not create:
+                raise ConfigError(f"{where}: no such key in the config")
+            node, in_args = node.setdefault(part, {}), part == "args"
+        else:
+            raise ConfigError(f"{where}: cannot go into {json.dumps(node)} (not an object or a list)")
+    raise ConfigError("an empty key path")
+
+
+def _list_entry(entries, part, where, last):
+    """(the node a path part selects in a list, whether it is an args object): by index or by type."""
+    if part.isdigit():
+        if int(part) >= len(entries):
+            raise ConfigError(f"{where}: no entry {part} in this list of {len(entries)}")
+        if last:
+            raise ConfigError(f"{where}: names a whole list entry; name the key to set in it, e.g. {where}.args.p")
+        return entries[int(part)], False
+    matches = [e for e in entries if isinstance(e, dict) and e.get("type") == part]
+    if len(matches) != 1:
+        names = ", ".join(str(e.get("type")) for e in entries if isinstance(e, dict))
+        raise ConfigError(
+            f"{where}: {'no' if not matches else 'more than one'} entry of type {part!r} in this list "
+            f"(entries: {names}; or give its index)"
+        )
+    if last:
+        raise ConfigError(f"{where}: names a whole list entry; add the argument to set, e.g. {where}.p")
+    return matches[0].setdefault("args", {}), True
 
 
 def _check_finite(tree, path=()):

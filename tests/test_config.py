@@ -417,3 +417,20 @@ def test_config_diff_is_what_merge_needs():
     assert diff["data_loader"]["args"]["augmentations"] == changed["data_loader"]["args"]["augmentations"]
     assert set(diff) == {"optimizer", "data_loader", "arch"}
     assert merge_config(base, diff) == changed and config_diff(base, base) == {}
+
+
+def test_set_reaches_into_lists_by_index_and_by_type(config, tmp_path):
+    """--set and a search space share one path syntax: a list entry by index or by its type name."""
+    from utils.overrides import parse_set
+
+    by_index = parse(config, **{"data_loader__args__augmentations__2__args__p": 0.8})
+    by_type = ConfigParser(config, modification=dict([parse_set("data_loader.args.augmentations.CoarseDropout.p=0.7")]))
+    assert by_index["data_loader"]["args"]["augmentations"][2]["args"]["p"] == 0.8
+    assert by_type["data_loader"]["args"]["augmentations"][2]["args"]["p"] == 0.7
+    for key, message in [
+        ("data_loader.args.augmentations.9.args.p", "no entry 9 in this list of 4"),
+        ("data_loader.args.augmentations.Blur.p", "no entry of type 'Blur'"),
+        ("data_loader.args.augmentations.2", "names a whole list entry"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            ConfigParser(config, modification=dict([parse_set(f"{key}=0.5")]))

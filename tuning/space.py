@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import optuna
 
+import parse_config
 from parse_config import ConfigParser, load_config
 from utils.errors import ConfigError
 from utils.signature import check_call_args
@@ -84,34 +85,9 @@ def _build(module, entry):
 
 
 def set_key_path(config, path, value):
-    """Set `value` at a dotted key path of a config dict (in place). The last part may be a new key
-    of an `args` object (checked later against the signature); every other part must exist."""
-    parts = path.split(".")
-    node, in_args = config, False
-    for i, part in enumerate(parts):
-        where = ".".join(parts[: i + 1])
-        if isinstance(node, list):
-            matches = [e for e in node if isinstance(e, dict) and e.get("type") == part]
-            if len(matches) != 1:
-                names = ", ".join(str(e.get("type")) for e in node if isinstance(e, dict))
-                raise ConfigError(
-                    f"{where}: {'no' if not matches else 'more than one'} entry of type {part!r} "
-                    f"in this list (entries: {names})"
-                )
-            if i == len(parts) - 1:
-                raise ConfigError(f"{where}: names a whole list entry; add the argument to set, e.g. {where}.p")
-            node, in_args = matches[0].setdefault("args", {}), True
-        elif isinstance(node, dict):
-            if i == len(parts) - 1:
-                if part not in node and not in_args:
-                    raise ConfigError(f"{where}: no such key in the config")
-                node[part] = value
-                return
-            if part not in node:
-                raise ConfigError(f"{where}: no such key in the config")
-            node, in_args = node[part], part == "args"
-        else:
-            raise ConfigError(f"{where}: cannot go into {json.dumps(node)}")
+    """Set `value` at a dotted key path of a config dict (in place), as --set does
+    (parse_config.set_key_path), but every part must exist except a new argument of an `args` object."""
+    parse_config.set_key_path(config, tuple(path.split(".")), value, create=False)
 
 
 def apply_values(base_config, values):

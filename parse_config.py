@@ -158,6 +158,37 @@ def _parse_json(path, text):
 MAX_DEPTH = 100  # levels of nesting a YAML config may have (config.json has 5)
 
 
+def _yaml_loader():
+    """PyYAML's SafeLoader, with two changes for configs: `1e-3` is a number (YAML 1.2; YAML 1.1 needs
+    `1.0e-3` and PyYAML reads `1e-3` as a string), and a key repeated in one mapping is an error (the
+    last would win unseen; JSON configs refuse it too)."""
+    import re
+
+    import yaml
+
+    class ConfigLoader(yaml.SafeLoader):
+        pass
+
+    ConfigLoader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+    number = re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
+    ConfigLoader.add_implicit_resolver("tag:yaml.org,2002:float", number, list("-+0123456789"))
+
+    def mapping(loader, node):
+        seen = set()
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            if key in seen:
+                raise ConfigError(
+                    f"the key {key!r} appears twice in one mapping (again at line {key_node.start_mark.line + 1}; "
+                    "the last would win unseen)"
+                )
+            seen.add(key)
+        return loader.construct_mapping(node, deep=True)
+
+    ConfigLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    return ConfigLoader
+
+
 def _parse_yaml(path, text):
     import yaml
 
@@ -171,7 +202,9 @@ def _parse_yaml(path, text):
             depth += isinstance(event, yaml.CollectionStartEvent) - isinstance(event, yaml.CollectionEndEvent)
             if depth > MAX_DEPTH:  # stopped here, before the parser spends seconds on thousands of levels
                 raise RecursionError
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_yaml_loader())  # noqa: S506 (a SafeLoader subclass)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""

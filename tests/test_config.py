@@ -256,7 +256,7 @@ def test_a_yaml_config_is_the_json_config(config, tmp_path):
             "config.yaml: not valid YAML (expected ',' or ']', but got '<stream end>' at line 3",
         ),
         ("- just\n- a list\n", "config: expected a JSON object {...} (or a YAML mapping), got list"),
-        ("name: x\nseed: 1e-3\n", 'seed: expected an integer, got "1e-3"'),  # YAML 1.1: 1e-3 is a string
+        ("name: x\nseed: 1e-3\n", "seed: expected an integer, got 0.001"),  # a number (YAML 1.2), not an integer
     ],
 )
 def test_a_bad_yaml_config_is_one_line_naming_the_file_and_line(tmp_path, capsys, text, message):
@@ -434,3 +434,14 @@ def test_set_reaches_into_lists_by_index_and_by_type(config, tmp_path):
     ]:
         with pytest.raises(ConfigError, match=message):
             ConfigParser(config, modification=dict([parse_set(f"{key}=0.5")]))
+
+
+def test_yaml_reads_exponent_numbers_and_refuses_repeated_keys(tmp_path):
+    """`lr: 1e-1` is a number (PyYAML alone reads a string), and a repeated key is an error, as in JSON."""
+    path = tmp_path / "c.yaml"
+    path.write_text("optimizer:\n  args:\n    lr: 1e-1\n    weight_decay: 5E-4\nname: '1e-1'\n")
+    loaded = load_config(path)
+    assert loaded["optimizer"]["args"] == {"lr": 0.1, "weight_decay": 0.0005} and loaded["name"] == "1e-1"
+    path.write_text("seed: 1\nname: x\nseed: 5\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: the key 'seed' appears twice in one mapping \(again at line 3"):
+        load_config(path)

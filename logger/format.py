@@ -20,6 +20,9 @@ def format_value(key, value):
 
 
 def format_log(log, width=15):
+    """One `    key            : value` line per key; a block with a longer key (the TTA figures) widens
+    its own column, so its colons still line up."""
+    width = max([width, *(len(str(key)) for key in log)])
     return "\n".join(f"    {str(key):{width}s}: {format_value(key, value)}" for key, value in log.items())
 
 

@@ -173,7 +173,8 @@ def build(config, device, allow_spec_violation=False, epoch_callbacks=()):
     summary, failed = describe(
         model, constraints, input_size=input_size, augmentations=config["data_loader"]["args"].get("augmentations")
     )
-    logger.debug(summary)  # the layer summary and the tables: verbosity 2; one line below from verbosity 1
+    if not config.resume:  # the layer summary and the tables: verbosity 2, once per run; one line below always
+        logger.debug(summary)
     verdict = (
         "no constraints section"
         if not constraints

@@ -150,7 +150,7 @@ def plot_augmentations(images, augment, path, versions=6, labels=None):
         axes[r, 0].set_title(caption, fontsize=8)
         for c in range(1, versions + 1):
             axes[r, c].imshow(augment(image=image)["image"], interpolation="nearest")
-            axes[r, c].set_title("augmented" if r == 0 and c == 1 else "", fontsize=8)
+            axes[r, c].set_title(f"augmented {c}" if r == 0 else "", fontsize=8)
     for ax in axes.flat:
         ax.axis("off")
     return _save(fig, path)

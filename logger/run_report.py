@@ -27,6 +27,17 @@ def _table(header, rows):
     return "\n".join(lines)
 
 
+def augmentation_rows(images, labels, rows=8):
+    """Indices of the training images the augmentation picture shows: the first of each class when
+    the labels are known (every class once), else `rows` spread over the set."""
+    if images is None:
+        return []
+    if labels is None:
+        return np.linspace(0, len(images) - 1, rows).astype(int)
+    labels = np.asarray(labels)
+    return np.array([int(np.flatnonzero(labels == c)[0]) for c in np.unique(labels)])
+
+
 def write_report(
     out_dir,
     *,
@@ -49,7 +60,7 @@ def write_report(
     confident mistakes (deploy.cam.plot_mistake_cams with the network bound), or None."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    shown = np.linspace(0, len(train_images) - 1, 8).astype(int) if train_images is not None else []
+    shown = augmentation_rows(train_images, train_labels)
     shown_labels = [f"original: {classes[int(train_labels[i])]}" for i in shown] if train_labels is not None else None
     targets = np.asarray(targets)
     probs = np.asarray(probs)

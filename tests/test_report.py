@@ -68,3 +68,14 @@ def test_write_report_makes_every_file_and_closes_its_figures(tmp_path):
     right = int((probs.argmax(1) == targets).sum())
     assert f"{100 * right / len(targets):.2f}% of {len(targets)} images" in report  # recomputed from the predictions
     assert "| val_accuracy | 84.00 |" in report  # the last epoch, formatted as the epoch log
+
+
+def test_the_augmentation_picture_shows_every_class_once():
+    import numpy as np
+
+    from logger.run_report import augmentation_rows
+
+    labels = np.array([3, 3, 0, 1, 2, 0, 9, 4, 5, 6, 7, 8, 1])
+    rows = augmentation_rows(np.zeros((len(labels), 4, 4, 3)), labels)
+    assert sorted(labels[rows]) == list(range(10)) and len(rows) == 10
+    assert len(augmentation_rows(np.zeros((20, 4, 4, 3)), None)) == 8 and augmentation_rows(None, labels) == []

@@ -199,6 +199,11 @@ class BaseDataLoader(DataLoader):
             if not 0.0 <= validation_split < 1.0:
                 raise ArgumentError("validation_split", f"a fraction must be in [0, 1), got {validation_split}")
             n_valid = int(round(n * validation_split))
+            if validation_split > 0 and n_valid == 0:  # 0 would quietly validate on the test split instead
+                raise ArgumentError(
+                    "validation_split",
+                    f"{validation_split} of {n} images is less than one image; ask for a count or a larger fraction",
+                )
         else:
             n_valid = validation_split
         if not 0 <= n_valid < n:

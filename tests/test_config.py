@@ -445,3 +445,17 @@ def test_yaml_reads_exponent_numbers_and_refuses_repeated_keys(tmp_path):
     path.write_text("seed: 1\nname: x\nseed: 5\n")
     with pytest.raises(ConfigError, match=r"c.yaml: the key 'seed' appears twice in one mapping \(again at line 3"):
         load_config(path)
+
+
+def test_values_a_class_accepts_but_no_run_means(tmp_path, tiny_folder):
+    """A fraction of validation images that rounds to none, a label smoothing outside [0, 1]: one
+    line each; a learning rate of 0: a note."""
+    from conftest import assert_one_line_error, run_cli, tiny_config
+
+    path = tiny_config(tmp_path, tiny_folder, epochs=1)
+    proc = run_cli("train.py", "-c", path, "--validation_split", "0.001")
+    assert_one_line_error(proc, "validation_split", "less than one image")
+    proc = run_cli("train.py", "-c", path, "--set", "loss.args.label_smoothing=-0.5")
+    assert_one_line_error(proc, "loss.args.label_smoothing", "-0.5")
+    proc = run_cli("train.py", "-c", path, "--lr", "0", "--set", "lr_scheduler=null")
+    assert proc.returncode == 0 and "note: optimizer.args.lr is 0" in proc.stdout + proc.stderr

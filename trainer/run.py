@@ -75,6 +75,17 @@ def note_short_schedule(config, logger):
         )
 
 
+def check_loss_and_lr(config, logger):
+    """Values the classes accept but that cannot be meant: a label smoothing outside [0, 1] (an
+    anti-smoothed or inverted target) is one line; a learning rate of 0 trains nothing, said in a note."""
+    smoothing = config["loss"]["args"].get("label_smoothing")
+    if smoothing is not None and not 0 <= smoothing <= 1:
+        raise ConfigError(f"loss.args.label_smoothing: expected a fraction from 0 to 1, got {smoothing}")
+    lr = config["optimizer"]["args"].get("lr")
+    if lr is not None and lr == 0:
+        logger.warning("note: optimizer.args.lr is 0: the weights will not move (the schedule scales the lr, from 0)")
+
+
 def check_outputs(model, data_loader):
     """The network needs an output per class of the data."""
     model.eval()
@@ -160,6 +171,7 @@ def build(config, device, allow_spec_violation=False, epoch_callbacks=()):
     teacher = load_teacher(config["trainer"])  # before the data too: a missing teacher file is one line at once
     check_swa(config["trainer"])
     init_classes = init_weights(model, config, logger)  # and a missing or unfitting trainer.init file
+    check_loss_and_lr(config, logger)
     if not config.resume:
         note_short_schedule(config, logger)
     check_batch_size(config["data_loader"]["args"].get("batch_size"), distributed.world_size())

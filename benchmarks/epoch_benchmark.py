@@ -27,6 +27,7 @@ import torch
 
 from logger import setup_logging
 from parse_config import ConfigParser
+from trainer.loops import Limited
 from trainer.run import build
 from utils import UserError, resolve_device, seed_everything
 from utils.checkpoint import load_checkpoint, load_model_state
@@ -47,22 +48,6 @@ def parse_variant(text):
     return variant
 
 
-class Take:
-    """The first `n` batches of a loader, with a length (train_one_epoch asks for one)."""
-
-    def __init__(self, loader, n):
-        self.loader, self.n = loader, n
-
-    def __len__(self):
-        return self.n
-
-    def __iter__(self):
-        for i, batch in enumerate(self.loader):
-            if i == self.n:
-                return
-            yield batch
-
-
 def time_variant(base, variant, args):
     """Mean seconds per training batch of `variant`, at its size (default the full image size)."""
     torch.set_num_threads(variant.get("threads", args.default_threads))
@@ -81,9 +66,9 @@ def time_variant(base, variant, args):
         trainer.tricks.start_epoch(1)
     if args.weights:
         load_model_state(trainer.model, load_checkpoint(args.weights), args.weights)
-    trainer.train_batches(Take(trainer.data_loader, 3), "warm-up")  # workers, thread pools, caches
+    trainer.train_batches(Limited(trainer.data_loader, 3), "warm-up")  # workers, thread pools, caches
     start = time.perf_counter()
-    trainer.train_batches(Take(trainer.data_loader, args.batches), "timed")
+    trainer.train_batches(Limited(trainer.data_loader, args.batches), "timed")
     seconds = (time.perf_counter() - start) / args.batches
     return seconds, len(trainer.data_loader)
 

@@ -23,10 +23,9 @@ if not __package__:  # run as a file, the project's packages are not importable
 
 import torch
 
-from benchmarks.epoch_benchmark import Take
 from benchmarks.step_benchmark import Setup
 from parse_config import ConfigParser, load_config
-from trainer.loops import train_one_epoch
+from trainer.loops import Limited, train_one_epoch
 from utils.cli import run_main
 
 
@@ -37,9 +36,11 @@ def time_sizes(setup, loader, batches):
         if setup.tricks:
             setup.tricks.start_epoch(setup.sizes.index(size) + 1)
         run = dict(tricks=setup.tricks, ema=setup.ema, distiller=None, channels_last=setup.channels_last)
-        train_one_epoch(setup.model, setup.criterion, setup.metrics, setup.optimizer, Take(loader, 1), cpu, **run)
+        train_one_epoch(setup.model, setup.criterion, setup.metrics, setup.optimizer, Limited(loader, 1), cpu, **run)
         start = time.perf_counter()
-        train_one_epoch(setup.model, setup.criterion, setup.metrics, setup.optimizer, Take(loader, batches), cpu, **run)
+        train_one_epoch(
+            setup.model, setup.criterion, setup.metrics, setup.optimizer, Limited(loader, batches), cpu, **run
+        )
         seconds[size] = (time.perf_counter() - start) / batches
     return seconds
 

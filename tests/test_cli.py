@@ -346,3 +346,14 @@ def test_durations_read_as_a_person_would_say_them():
 
     assert describe_duration(12.34, 1) == "12.3 s over 1 epoch"
     assert describe_duration(252.0, 30) == "4.2 min over 30 epochs"
+
+
+def test_fast_dev_run_checks_the_whole_pipeline_and_leaves_nothing(tmp_path, tiny_folder):
+    from conftest import tiny_config
+
+    config = tiny_config(tmp_path, tiny_folder, epochs=50, report=True)
+    proc = run_cli("train.py", "-c", config, "--fast_dev_run", "--bs", "4")  # a schedule of 10 steps
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "fast_dev_run: config, data, network and spec checks, 1 epoch of 2 training" in proc.stdout
+    assert len(epoch_logs(proc.stdout)) == 1 and "Report (" in proc.stdout + proc.stderr
+    assert not (tmp_path / "saved").exists()  # nothing written where the config says

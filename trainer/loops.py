@@ -12,6 +12,23 @@ from utils import MetricTracker, distributed
 from utils.errors import NonFiniteLoss, TrainingError
 
 
+class Limited:
+    """The first `n` batches of a loader (all of them when n is None), with a length."""
+
+    def __init__(self, loader, n):
+        self.loader, self.n = loader, n
+        self.dataset = getattr(loader, "dataset", None)
+
+    def __len__(self):
+        return len(self.loader) if self.n is None else min(self.n, len(self.loader))
+
+    def __iter__(self):
+        for i, batch in enumerate(self.loader):
+            if i == len(self):
+                return
+            yield batch
+
+
 def to_device(images, target, device, channels_last):
     images = images.to(device, non_blocking=True)
     if channels_last:

@@ -9,7 +9,7 @@ from trainer.batch_tricks import BatchTricks
 from trainer.distill import Distiller
 from trainer.ema import build_ema, ema_state, load_ema_state
 from trainer.lookahead import build_lookahead
-from trainer.loops import evaluate, train_one_epoch
+from trainer.loops import Limited, evaluate, train_one_epoch
 from trainer.precision import autocast_of, resolve_amp
 from trainer.progress import Progress
 from trainer.schedulers import SchedulerStepper
@@ -136,7 +136,7 @@ class Trainer(BaseTrainer):
             model if model is not None else self.eval_model,
             self.criterion,
             self.metric_ftns,
-            self.valid_data_loader,
+            Limited(self.valid_data_loader, self.config["trainer"]["limit_batches"]),
             self.device,
             autocast=self.autocast,
             channels_last=self.channels_last,
@@ -158,7 +158,7 @@ class Trainer(BaseTrainer):
         progress on screen (or a line every 30 s in a log), with the time left for `epochs_after` more."""
         seconds = [a + b for a, b in self.epoch_seconds]
         progress = Progress(
-            len(loader),
+            len(Limited(loader, self.config["trainer"]["limit_batches"])),
             desc,
             epochs_after=epochs_after,
             epoch_seconds=sum(seconds) / len(seconds) if seconds else None,
@@ -169,7 +169,7 @@ class Trainer(BaseTrainer):
             self.criterion,
             self.metric_ftns,
             self.optimizer,
-            loader,
+            Limited(loader, self.config["trainer"]["limit_batches"]),
             self.device,
             batch_scheduler=self.stepper.batch_scheduler if schedule else None,
             scaler=self.scaler,

@@ -69,7 +69,8 @@ def note_short_schedule(config, logger):
     epochs, recipe = config["trainer"]["epochs"], getattr(config, "recipe_epochs", None)
     if isinstance(recipe, int) and epochs * 4 <= recipe and config["trainer"]["limit_batches"] is None:
         logger.warning(
-            f"note: {epochs} epoch{'s' if epochs != 1 else ''} of a recipe made for {recipe}: its schedule (warm-up, learning-rate peak, "
+            f"note: {epochs} epoch{'s' if epochs != 1 else ''} of a recipe made for {recipe}: its schedule "
+            "(warm-up, learning-rate peak, "
             "image resizing) is sized for that length, so expect far less than its accuracy (the README's "
             "smoke run shows what a short run reaches)"
         )

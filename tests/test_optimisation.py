@@ -146,3 +146,18 @@ def test_lookahead_pulls_the_weights_back_every_k_steps_and_ends_on_the_slow_one
     assert ramped.fraction() == 1.0  # no pull at the start
     ramped.steps = 100
     assert ramped.fraction() == pytest.approx(0.2)
+
+
+def test_clip_grad_norm_bounds_the_step():
+    """With clip_grad_norm, SGD (no momentum) moves the weights by at most lr x the clip norm."""
+    from trainer.loops import train_one_epoch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
+    batches = [(torch.randn(8, 3, 2, 2) * 100, torch.randint(0, 3, (8,)))]
+    for clip, bounded in ((None, False), (0.01, True)):
+        before = [p.detach().clone() for p in model.parameters()]
+        optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+        train_one_epoch(model, nn.CrossEntropyLoss(), [], optimizer, batches, torch.device("cpu"), clip_grad_norm=clip)
+        moved = torch.cat([(p.detach() - b).flatten() for p, b in zip(model.parameters(), before)]).norm()
+        assert (moved <= 0.01 + 1e-6) == bounded, (clip, moved)

@@ -65,6 +65,7 @@ def train_one_epoch(
     ema=None,
     lookahead=None,
     distiller=None,
+    clip_grad_norm=None,
     desc="train",
     progress=None,
 ):
@@ -73,7 +74,8 @@ def train_one_epoch(
     applied to each batch; the metrics then compare with the unmixed labels of the images trained
     on. ema: an AveragedModel updated after every step; lookahead: a Lookahead stepped after every step
     (before the EMA sees the weights); distiller: a trainer.distill.Distiller whose teacher sees each
-    batch before the tricks (at full size) and whose loss replaces the criterion; progress: a Progress
+    batch before the tricks (at full size) and whose loss replaces the criterion; clip_grad_norm: the
+    gradients' total L2 norm is clipped to it before each step (None: not clipped); progress: a Progress
     told of every batch (default: one that shows a bar on a terminal and nothing in a file). Raises
     NonFiniteLoss at the first check (every `finite_check_every(device)` batches, before that batch's
     step) that finds a NaN or infinite loss."""
@@ -102,10 +104,15 @@ def train_one_epoch(
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
+            if clip_grad_norm is not None:
+                scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
             scaler.step(optimizer)
             scaler.update()
         else:
             loss.backward()
+            if clip_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
             optimizer.step()
         if lookahead is not None:
             lookahead.step()

@@ -179,6 +179,7 @@ class Trainer(BaseTrainer):
             ema=self.ema,
             lookahead=self.lookahead,
             distiller=self.distiller,
+            clip_grad_norm=self.config["trainer"]["clip_grad_norm"],
             desc=desc,
             progress=progress,
         )

@@ -29,19 +29,7 @@ class ConvBNReLU(nn.Sequential):
     """kxk convolution (optionally strided/dilated) -> BatchNorm -> ReLU (or the activation `act`)."""
 
     def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, dilation=1, act="relu"):
-        super().__init__(
-            nn.Conv2d(
-                in_channels,
-                out_channels,
-                kernel_size,
-                stride,
-                same_padding(kernel_size, dilation),
-                dilation,
-                bias=False,
-            ),
-            nn.BatchNorm2d(out_channels),
-            make_act(act),
-        )
+        super().__init__(*conv_bn(in_channels, out_channels, kernel_size, stride, dilation), make_act(act))
 
 
 class PatchWhitening(nn.Conv2d):

@@ -1,22 +1,15 @@
 """Train a network as the config says:  python train.py -c config.json   (or -c config.yaml)
 Continue a run:                          python train.py --resume saved/<name>/<run>/last.pth
-The training itself is trainer/run.py; this is its command line."""
+The training itself is pipeline/training.py; this is its command line."""
 
 import shutil
 import sys
 import tempfile
 
-from deploy.cam import mistake_cams_for
 from parse_config import ConfigParser
-from trainer.run import main as train_main
+from pipeline.training import main
 from utils.cli import run_main
 from utils.overrides import add_override_flags, base_argparser
-
-
-def main(config, allow_spec_violation=False, epoch_callbacks=()):
-    """trainer.run.main with the report's Grad-CAM pictures (deploy/ sits above trainer/)."""
-    return train_main(config, allow_spec_violation, epoch_callbacks, mistake_cams=mistake_cams_for)
-
 
 # --fast_dev_run: one epoch of two training and two validation batches through every step of a run
 FAST_DEV_RUN = {("trainer", "epochs"): 1, ("trainer", "limit_batches"): 2, ("trainer", "swa"): None}

@@ -4,7 +4,7 @@
         --variant workers=1,threads=2 --variant workers=0 --variant amp=bf16 --variant flush_denormal=1 \\
         [--weights pretrained/cifar10_dilatednet.pth] [--batches 30] [--rounds 2]
 
-Each variant builds the run as train.py does (trainer.run.build: the same loader, network,
+Each variant builds the run as train.py does (pipeline.training.build: the same loader, network,
 optimizer, precision and memory format), then times the Trainer's own training step over --batches
 batches of the real loader at the full image size or the variant's size (after 3 untimed warm-up
 batches), and prints the mean seconds per batch and what a full epoch of the training images would
@@ -27,8 +27,8 @@ import torch
 
 from logger import setup_logging
 from parse_config import ConfigParser
+from pipeline.training import build
 from trainer.loops import Limited
-from trainer.run import build
 from utils import UserError, resolve_device, seed_everything
 from utils.checkpoint import load_checkpoint, load_model_state
 from utils.cli import run_main

@@ -25,8 +25,9 @@ from torchinfo import summary
 
 import model.metric as module_metric
 from parse_config import ConfigParser, load_config
+from pipeline.training import load_teacher
 from trainer.batch_tricks import BatchTricks
-from trainer.distill import Distiller, load_teacher
+from trainer.distill import Distiller
 from trainer.ema import build_ema
 from trainer.loops import evaluate, train_one_epoch
 from trainer.optim import build_optimizer

@@ -2,7 +2,7 @@
 
     python -m benchmarks.train_benchmark -c config.json --data_dir D --validation_split 5000 [--seeds 1 2 3]
 
-For each seed it trains with the config's recipe through train.py's own code (trainer.run.build and
+For each seed it trains with the config's recipe through train.py's own code (pipeline.training.build and
 train: the same Trainer, epoch loop, precision and scheduler stepping) and prints, in
 `key : value` lines: device, parameters, receptive field, the data loader's throughput alone
 (one pass over the training loader, no model), the model's forward+backward throughput alone
@@ -31,7 +31,7 @@ from logger.format import format_log
 from model.spec import empirical_receptive_field
 from model.trace import receptive_field, trace
 from parse_config import ConfigParser
-from trainer.run import build, train
+from pipeline.training import build, train
 from utils import UserError, resolve_device, seed_everything
 from utils.checkpoint import get_rng_state, set_rng_state
 from utils.cli import run_main
@@ -78,7 +78,7 @@ def model_throughput(trainer, batch_size, steps=30):
 
 
 def run(config, target):
-    """Train as train.py does (trainer.run.build + train: the same Trainer, checkpoints in a
+    """Train as train.py does (pipeline.training.build + train: the same Trainer, checkpoints in a
     temporary folder that is deleted afterwards), timing each epoch."""
     seed_everything(config["seed"])
     device = resolve_device(config["device"])

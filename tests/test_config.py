@@ -28,6 +28,8 @@ def test_keys_left_out_get_the_schemas_defaults(config):
     parsed = parse(minimal)
     assert parsed["trainer"] == {  # the defaults the README documents, written out
         "epochs": 3,
+        "limit_batches": None,
+        "clip_grad_norm": None,
         "save_dir": "saved/",
         "save_period": 10,
         "verbosity": 2,

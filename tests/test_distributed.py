@@ -13,7 +13,7 @@ import torch
 
 from base.base_data_loader import SeededBatchSampler
 from conftest import REPO, assert_one_line_error, run_cli, tiny_config
-from trainer.run import check_batch_size
+from pipeline.training import check_batch_size
 from utils.checkpoint import load_checkpoint
 from utils.errors import ConfigError
 

@@ -568,7 +568,7 @@ def test_a_class_folder_missing_is_named_not_trained_around(tmp_path):
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--set", "loss.args.label_smoothing=1.5"], "loss: fails when used (RuntimeError: label_smoothing must be"),
+        (["--set", "loss.args.label_smoothing=1.5"], "loss.args.label_smoothing: expected a fraction from 0 to 1"),
         (["--set", 'metrics=["accuracy", {"type": "top_k_acc", "args": {"k": 20}}]'], "metrics: top_k_acc: fails when"),
         (["--set", 'loss={"type": "Module", "args": {}}'], "loss: fails when used (NotImplementedError"),
         (
@@ -619,7 +619,7 @@ def test_a_second_ctrl_c_while_the_first_is_handled_changes_nothing(tmp_path, ti
             os.kill(os.getpid(), signal.SIGINT)  # the user presses Ctrl-C again while the hint is printed
         return warn(self, msg, *args, **kwargs)
 
-    monkeypatch.setattr("trainer.run.Trainer.train", interrupted)
+    monkeypatch.setattr("pipeline.training.Trainer.train", interrupted)
     monkeypatch.setattr(logging.Logger, "warning", warning_with_a_second_ctrl_c)
     proc = run_cli("train.py", "-c", tiny_config(tmp_path, tiny_folder))
     assert proc.returncode == 130 and "Traceback" not in proc.stderr, proc.stderr

@@ -261,7 +261,7 @@ def test_ctrl_c_in_a_trial_marks_it_failed_and_says_how_the_study_goes_on(tmp_pa
     def interrupted(self):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("trainer.run.Trainer.train", interrupted)
+    monkeypatch.setattr("pipeline.training.Trainer.train", interrupted)
     proc = run_cli(*tune_args(tmp_path, tiny_folder, SPACE, trials=2))
     assert proc.returncode == 130 and "Traceback" not in proc.stderr, proc.stderr
     assert "the running trial is marked failed; run the same command to go on" in proc.stderr

@@ -7,28 +7,9 @@ trained, and its forward pass is the price: about a third of a training step mor
 import torch
 import torch.nn.functional as F
 
-from deploy.loading import load_network
 from model.tta import tta_logits
 from utils.checkpoint import data_mismatch
-from utils.config_schema import refuse_combined
 from utils.errors import ConfigError
-from utils.paths import file_sha256
-
-
-def load_teacher(trainer_cfg):
-    """(the teacher network of trainer.distill, in eval mode on the CPU, its file's sha256), or None
-    when distillation is off. One line for a missing or unreadable file, or a clash of options."""
-    cfg = trainer_cfg.get("distill")
-    if not cfg:
-        return None
-    refuse_combined(
-        trainer_cfg,
-        "distill",
-        ("mix", "selective_backprop"),
-        "it changes the batch or its targets after the teacher has seen it",
-    )
-    trained = load_network(cfg["teacher"], require=("data_stats", "classes"))
-    return trained, file_sha256(cfg["teacher"])
 
 
 class Distiller:

@@ -71,7 +71,7 @@ class Trainer(BaseTrainer):
         self.logger.info(f"Weights evaluated and saved: {what}")
         self.lookahead = build_lookahead(self.model, cfg["lookahead"], self.epochs * len(data_loader))
         self.distiller, self.teacher_sha256 = None, None
-        if teacher is not None:  # (trained network, file sha256) from trainer.distill.load_teacher
+        if teacher is not None:  # (trained network, file sha256) from pipeline.training.load_teacher
             trained, self.teacher_sha256 = teacher
             self.distiller = Distiller.from_config(cfg["distill"], trained, data_loader, device, self.channels_last)
             self.logger.info(

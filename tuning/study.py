@@ -1,6 +1,6 @@
 """Optuna studies: where they are stored, what a trial does, and one worker's loop.
 
-A trial is the base config with sampled values, trained by `trainer.run.main` (the same Trainer as
+A trial is the base config with sampled values, trained by `pipeline.training.main` (the same Trainer as
 train.py) in its own run folder `<study dir>/trials/<name>/trialNNNN/`. Its objective is the
 final-epoch plain validation accuracy; every epoch's accuracy is reported to the pruner. A sampled
 network that breaks the `constraints` section is rejected before any data is loaded.
@@ -152,7 +152,7 @@ def make_objective(base_config, space, trials_dir, n_trials):
     """base_config: the validated config dict (command-line overrides applied)."""
     from model.spec import describe, format_checks
     from parse_config import ConfigParser
-    from trainer.run import main as train_main
+    from pipeline.training import main as train_main
 
     def objective(trial):
         # Trial numbers are handed out atomically by the storage: a trial with n_trials counted ones

@@ -81,7 +81,7 @@ def _arg_error(key, expected, value):
 class DataLoaderSection(TypeArgs):
     """The data_loader section. `args.batch_size`, for a loader that takes one, is the global batch:
     an integer >= 1 (whether it fits the data and the processes of the run is checked when those are
-    known, in trainer/run.py)."""
+    known, in pipeline/training.py)."""
 
     @model_validator(mode="after")
     def _batch_size(self):

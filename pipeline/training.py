@@ -1,4 +1,6 @@
-"""Training as train.py runs it, as a library (the tuner and the benchmarks use it too):
+"""Training as train.py runs it, as a library (the tuner and the benchmarks use it too). It sits
+above trainer/ and deploy/ and puts them together (the data, the network, a distillation teacher
+loaded by deploy/, the Trainer, the report with its Grad-CAM pictures):
 `build` checks everything and builds the Trainer before any file is written, `train` makes the run
 folder, trains and writes the report, `main` does both, alone or as one process of torchrun's group."""
 
@@ -10,12 +12,13 @@ import torch
 import model.metric as module_metric
 from base.base_data_loader import close_workers
 from base.base_model import num_params
+from deploy.cam import mistake_cams_for
+from deploy.loading import load_network
 from logger import attach_run_log, get_logger, setup_logging
 from logger.run_report import write_run_report
 from model.blocks import PatchWhitening
 from model.spec import describe, format_checks
 from model.trace import receptive_field, trace
-from trainer.distill import load_teacher
 from trainer.optim import build_optimizer
 from trainer.probe import probe_step
 from trainer.schedulers import build_lr_scheduler, dry_run
@@ -31,10 +34,27 @@ from utils.checkpoint import (
     read,
 )
 from utils.cli import Terminated, exit_status, ignore_further_interrupts
+from utils.config_schema import refuse_combined
 from utils.errors import ReportError
 from utils.paths import file_sha256
 from utils.provenance import record_provenance
 from utils.resume_policy import require_full
+
+
+def load_teacher(trainer_cfg):
+    """(the teacher network of trainer.distill, in eval mode on the CPU, its file's sha256), or None
+    when distillation is off. One line for a missing or unreadable file, or a clash of options."""
+    cfg = trainer_cfg.get("distill")
+    if not cfg:
+        return None
+    refuse_combined(
+        trainer_cfg,
+        "distill",
+        ("mix", "selective_backprop"),
+        "it changes the batch or its targets after the teacher has seen it",
+    )
+    trained = load_network(cfg["teacher"], require=("data_stats", "classes"))
+    return trained, file_sha256(cfg["teacher"])
 
 
 class Run(NamedTuple):
@@ -136,27 +156,26 @@ def check_init_classes(path, classes, data_loader):
         raise ConfigError(f"trainer.init: {path} was {problem}")
 
 
-def main(config, allow_spec_violation=False, epoch_callbacks=(), mistake_cams=None, resume_hint=True):
+def main(config, allow_spec_violation=False, epoch_callbacks=(), resume_hint=True):
     """Train as `config` says; returns the epoch logs. epoch_callbacks: f(epoch, log) after each epoch;
-    mistake_cams: f(model, stats) -> the report's Grad-CAM hook (deploy.cam.mistake_cams_for), or None;
     resume_hint: on Ctrl-C or SIGTERM print how to resume and exit (False: the KeyboardInterrupt goes
     on to the caller, e.g. the tuner, which has its own way to go on).
     Under torchrun: one DDP process per GPU (or CPU worker); rank 0 logs and writes every file."""
     device = resolve_device(config["device"])
     if not distributed.launched_by_torchrun():
-        return _train(config, device, allow_spec_violation, epoch_callbacks, mistake_cams, resume_hint)
+        return _train(config, device, allow_spec_violation, epoch_callbacks, resume_hint)
     return distributed.run_group(
         config,
         device,
-        lambda dev: _train(config, dev, allow_spec_violation, epoch_callbacks, mistake_cams, resume_hint),
+        lambda dev: _train(config, dev, allow_spec_violation, epoch_callbacks, resume_hint),
     )
 
 
-def _train(config, device, allow_spec_violation, epoch_callbacks, mistake_cams, resume_hint=True):
+def _train(config, device, allow_spec_violation, epoch_callbacks, resume_hint=True):
     setup_logging(None, config["trainer"]["verbosity"] if distributed.is_main() else 0)
     seed_everything(config["seed"])
     run = build(config, device, allow_spec_violation, epoch_callbacks)
-    return train(config, run, mistake_cams, resume_hint)
+    return train(config, run, resume_hint)
 
 
 def build(config, device, allow_spec_violation=False, epoch_callbacks=()):
@@ -239,9 +258,9 @@ def build(config, device, allow_spec_violation=False, epoch_callbacks=()):
     return Run(trainer, data_loader, valid_data_loader, summary)
 
 
-def train(config, run, mistake_cams=None, resume_hint=True):
+def train(config, run, resume_hint=True):
     """Make the run folder (a new one of its own, or the resumed run's, locked), train, write the
-    report (with Grad-CAM pictures when `mistake_cams(model, stats)` gives the hook)."""
+    report, with the Grad-CAM pictures of the most confident mistakes."""
     logger, main_rank = get_logger("train"), distributed.is_main()
     data_loader, valid_data_loader = run.data_loader, run.valid_data_loader
     if run.trainer.start_epoch > run.trainer.epochs:  # a finished checkpoint: no run folder, no report
@@ -277,14 +296,14 @@ def train(config, run, mistake_cams=None, resume_hint=True):
             config.release_run_dir()
     try:
         if config["trainer"]["report"] and main_rank:
-            _report(config, run, mistake_cams, logger)
+            _report(config, run, logger)
     finally:
         for loader in (data_loader, valid_data_loader):
             close_workers(loader)
     return run.trainer.history
 
 
-def _report(config, run, mistake_cams, logger):
+def _report(config, run, logger):
     """The end-of-run report. Training has finished by now: a stop or a full disk while the report is
     written says so, and how to write the report later (report.py), instead of hiding it."""
     later = f"python report.py --resume {shlex.quote(str(config.run_dir / 'last.pth'))}"
@@ -297,7 +316,7 @@ def _report(config, run, mistake_cams, logger):
             run.data_loader,
             run.valid_data_loader,
             run.summary,
-            mistake_cams=mistake_cams(run.trainer.eval_model, run.data_loader.stats) if mistake_cams else None,
+            mistake_cams=mistake_cams_for(run.trainer.eval_model, run.data_loader.stats),
         )
     except KeyboardInterrupt as e:
         ignore_further_interrupts()

@@ -57,8 +57,6 @@ class BaseTrainer(ABC):
             self.writer.close()
 
     def _train(self):
-        if self.start_epoch > self.epochs:
-            self.logger.info(f"Nothing to train: the checkpoint has finished all {self.epochs} epochs.")
         not_improved = 0
         for epoch in range(self.start_epoch, self.epochs + 1):
             try:

@@ -57,15 +57,31 @@ def require_full(saved, path):
 
 def check_resumable(saved, now, path):
     """Every check of a resume, before anything is loaded: `saved` is the checkpoint, `now` the one
-    this run would write (make_checkpoint's entries). One line per problem; returns the warnings."""
+    this run would write (make_checkpoint's entries). One line per problem; returns the warnings.
+    The kinds of the entries were checked when the file was loaded (utils.checkpoint.check_contents)."""
     require_full(saved, path)
-    expected = {"epoch": int, "optimizer": dict, "rng": dict, "monitor_best": (int, float), "config": dict}
-    for key, kind in expected.items():
-        if key not in saved or not isinstance(saved[key], kind) or isinstance(saved[key], bool):
-            raise CheckpointError(
-                f"{path}: its {key!r} is missing or of the wrong type ({type(saved.get(key)).__name__})"
-            )
-    was_config, config = saved["config"], now["config"]
+    for key in ("epoch", "monitor_best"):
+        if saved.get(key) is None:
+            raise CheckpointError(f"{path}: its {key!r} is missing or of the wrong type (NoneType)")
+    _check_recipe(saved["config"], now["config"], path)
+    _check_processes(saved.get("world_size", 1), now["world_size"], path)
+    _check_schedule_length(saved, now)
+    was_teacher, now_teacher = saved.get("teacher_sha256"), now.get("teacher_sha256")
+    if was_teacher and now_teacher and was_teacher != now_teacher:
+        raise CheckpointError(
+            f"{path}: was distilled from a teacher file with sha256 {was_teacher[:12]}..., trainer.distill.teacher "
+            f"now has {now_teacher[:12]}...; resume with the teacher file the run started with"
+        )
+    problem = data_mismatch(saved.get("classes"), None, now["classes"], None)
+    if problem:
+        raise CheckpointError(f"{path}: {problem}")
+    if saved.get("data_stats") and saved["data_stats"] != now["data_stats"]:
+        return ["the data's mean/std differ from the checkpoint's: was the data or the validation split changed?"]
+    return []
+
+
+def _check_recipe(was_config, config, path):
+    """The same optimizer, schedule, learning rate and every key a resume may not change."""
     for section in ("optimizer", "lr_scheduler"):
         was, new = (was_config.get(section) or {}).get("type"), (config[section] or {}).get("type")
         if was != new:
@@ -88,7 +104,10 @@ def check_resumable(saved, now, path):
             f"{path}: the config differs from the one this run was trained with ({show_changes(changes)}); a resumed "
             "run continues as it was trained: resume without -c, or start a new run with the new config"
         )
-    was, world = saved.get("world_size", 1), now["world_size"]
+
+
+def _check_processes(was, world, path):
+    """The same number of processes: the data order and the batch split depend on it."""
     if was != world:
         how = (
             "python train.py"
@@ -99,27 +118,17 @@ def check_resumable(saved, now, path):
             f"{path}: trained with {was} process(es), this run has {world}; the data order "
             f"and the batch split depend on it: resume with {how}"
         )
+
+
+def _check_schedule_length(saved, now):
+    """A per-batch schedule of another length is another schedule (other epochs, batch size or data)."""
     was_steps = (saved.get("lr_scheduler") or {}).get("total_steps")
     now_steps = (now["lr_scheduler"] or {}).get("total_steps")
     if was_steps is not None and now_steps is not None and was_steps != now_steps:
-        epochs = config["trainer"]["epochs"]  # a per-batch schedule with other steps is another schedule
+        config = now["config"]
+        epochs = config["trainer"]["epochs"]
         raise ConfigError(
             f"trainer.epochs: the checkpoint's {config['lr_scheduler']['type']} schedule has {was_steps} steps, "
             f"this run's {now_steps} ({epochs} epochs x {now_steps // epochs} batches); resume with the same "
             "epochs, batch size and data"
         )
-    was_teacher, now_teacher = saved.get("teacher_sha256"), now.get("teacher_sha256")
-    if was_teacher and now_teacher and was_teacher != now_teacher:
-        raise CheckpointError(
-            f"{path}: was distilled from a teacher file with sha256 {was_teacher[:12]}..., trainer.distill.teacher "
-            f"now has {now_teacher[:12]}...; resume with the teacher file the run started with"
-        )
-    problem = data_mismatch(saved.get("classes"), None, now["classes"], None)
-    if problem:
-        raise CheckpointError(f"{path}: {problem}")
-    warnings = []
-    if saved.get("data_stats") and saved["data_stats"] != now["data_stats"]:
-        warnings.append(
-            "the data's mean/std differ from the checkpoint's: was the data or the validation split changed?"
-        )
-    return warnings

@@ -49,6 +49,25 @@ def _check_finite(nonfinite, loss, first, last):
         raise NonFiniteLoss(first, last, loss.item())
 
 
+def backward_and_step(model, loss, optimizer, scaler=None, clip_grad_norm=None):
+    """The gradients of `loss` (scaled under fp16), clipped to a total L2 norm of `clip_grad_norm` (of
+    the true gradients) when given, and one optimizer step."""
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        if clip_grad_norm is not None:
+            scaler.unscale_(optimizer)
+    else:
+        loss.backward()
+    if clip_grad_norm is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+
+
 def train_one_epoch(
     model,
     criterion,
@@ -101,19 +120,7 @@ def train_one_epoch(
         nonfinite += ~torch.isfinite(loss.detach())
         if batch % every == 0 or batch == batches:
             _check_finite(nonfinite, loss, (batch - 1) // every * every + 1, batch)
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            if clip_grad_norm is not None:
-                scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
-                torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            if clip_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
-            optimizer.step()
+        backward_and_step(model, loss, optimizer, scaler, clip_grad_norm)
         if lookahead is not None:
             lookahead.step()
         if ema is not None:

@@ -51,40 +51,34 @@ class StageNet(BaseModel):
             raise ArgumentError("se", f"expected an integer >= 0 (0: no squeeze-excite), got {se!r}")
         if not isinstance(stages, (list, tuple)) or len(stages) != 4 or not all(stages):
             raise ArgumentError("stages", "expected four non-empty lists of blocks (C1..C4)")
-        width = 3
-        built = []
+        width, built, options = 3, [], dict(act=act, se=se, post_act=post_act, rep=rep)
         for s, blocks in enumerate(stages):
             layers = []
             for b, block in enumerate(blocks):
-                if not (
-                    isinstance(block, (list, tuple))
-                    and len(block) == 4
-                    and all(isinstance(v, (int, float)) for v in block)
-                ):
-                    raise ArgumentError(
-                        "stages",
-                        f"C{s + 1} block {b + 1}: expected [out_channels, stride, dilation, expand], got {block!r}",
-                    )
-                out, stride, dilation, expand = block
-                if out < 1 or stride not in (1, 2) or dilation < 1 or expand < 0 or (width == 3 and expand):
-                    raise ArgumentError(
-                        "stages",
-                        f"C{s + 1} block {b + 1}: needs out_channels >= 1, stride 1 or 2, dilation >= 1, expand >= 0 "
-                        f"(and expand 0, a dense convolution, for the block that reads the image), got {block!r}",
-                    )
-                if expand == 0:
-                    layers.append(
-                        nn.Sequential(
-                            conv_bn(width, out, 3, stride, 1 if stride > 1 else dilation, rep=rep), make_act(act)
-                        )
-                    )
-                else:
-                    layers.append(InvertedResidual(width, out, expand, stride, dilation, se, act, post_act, rep))
-                width = out
+                layers.append(self._block(width, block, f"C{s + 1} block {b + 1}", **options))
+                width = block[0]
             built.append(nn.Sequential(*layers))
         self.c1, self.c2, self.c3, self.c4 = built
         self.gap = nn.AdaptiveAvgPool2d(1)
         self.output = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(width, num_classes))
+
+    @staticmethod
+    def _block(width, block, where, act, se, post_act, rep):
+        """One block [out_channels, stride, dilation, expand] reading `width` channels."""
+        if not (
+            isinstance(block, (list, tuple)) and len(block) == 4 and all(isinstance(v, (int, float)) for v in block)
+        ):
+            raise ArgumentError("stages", f"{where}: expected [out_channels, stride, dilation, expand], got {block!r}")
+        out, stride, dilation, expand = block
+        if out < 1 or stride not in (1, 2) or dilation < 1 or expand < 0 or (width == 3 and expand):
+            raise ArgumentError(
+                "stages",
+                f"{where}: needs out_channels >= 1, stride 1 or 2, dilation >= 1, expand >= 0 "
+                f"(and expand 0, a dense convolution, for the block that reads the image), got {block!r}",
+            )
+        if expand == 0:  # a strided convolution is not dilated
+            return nn.Sequential(conv_bn(width, out, 3, stride, 1 if stride > 1 else dilation, rep=rep), make_act(act))
+        return InvertedResidual(width, out, expand, stride, dilation, se, act, post_act, rep)
 
     def forward(self, x):
         for stage in (self.c1, self.c2, self.c3, self.c4):

@@ -97,44 +97,7 @@ def trace(model, input_size=(1, 3, 32, 32)):
             model(torch.zeros(input_size, device=device))
     finally:
         model.train(was_training)
-    layers = []
-    for kind, a, shape, in_shape in recorder.calls:
-        if kind == "conv2d":
-            w = a["weight"]
-            out_ch, in_per_group, k = w.shape[0], w.shape[1], w.shape[-1]
-            groups = a["groups"]
-            in_ch = in_per_group * groups
-            op = (
-                "fc"
-                if in_shape[-2:] == (1, 1) and k == 1
-                else "depthwise"
-                if groups == in_ch and in_ch > 1 and k > 1
-                else "pointwise"
-                if k == 1 and groups == 1
-                else "conv"
-            )
-            layers.append(
-                Layer(
-                    weight_names.get(id(w), "conv2d"),
-                    op,
-                    k,
-                    _first(a["stride"]),
-                    _first(a["dilation"]),
-                    groups,
-                    in_ch,
-                    out_ch,
-                )
-            )
-        elif kind in ("max_pool2d", "avg_pool2d"):
-            k = _first(a["kernel_size"])
-            stride = _first(a["stride"]) or k
-            dilation = _first(a.get("dilation", 1))
-            layers.append(Layer(kind, "maxpool" if kind == "max_pool2d" else "avgpool", k, stride, dilation))
-        else:
-            out_size = a["output_size"]
-            is_global = all(s == 1 for s in (out_size if isinstance(out_size, (tuple, list)) else (out_size,)))
-            op = "gap" if kind == "adaptive_avg_pool2d" and is_global else kind.replace("_pool2d", "pool")
-            layers.append(Layer(kind, op, 0, 0, 1, out_channels=shape[1] if len(shape) > 1 else 0))
+    layers = [_layer(kind, a, shape, in_shape, weight_names) for kind, a, shape, in_shape in recorder.calls]
     _mark_squeezes(layers)
     jump, rf = 1, 1
     for layer in layers:
@@ -144,6 +107,31 @@ def trace(model, input_size=(1, 3, 32, 32)):
             jump *= layer.stride
         layer.rf = rf
     return layers
+
+
+def _layer(kind, a, shape, in_shape, weight_names):
+    """The Layer of one recorded call (its bound arguments `a`, output and input shapes)."""
+    if kind == "conv2d":
+        w = a["weight"]
+        out_ch, in_per_group, k = w.shape[0], w.shape[1], w.shape[-1]
+        groups = a["groups"]
+        in_ch = in_per_group * groups
+        if in_shape[-2:] == (1, 1) and k == 1:
+            op = "fc"  # a channel map on a pooled vector (a squeeze-excite gate's)
+        elif groups == in_ch and in_ch > 1 and k > 1:
+            op = "depthwise"
+        else:
+            op = "pointwise" if k == 1 and groups == 1 else "conv"
+        name = weight_names.get(id(w), "conv2d")
+        return Layer(name, op, k, _first(a["stride"]), _first(a["dilation"]), groups, in_ch, out_ch)
+    if kind in ("max_pool2d", "avg_pool2d"):
+        k = _first(a["kernel_size"])
+        stride = _first(a["stride"]) or k
+        return Layer(kind, "maxpool" if kind == "max_pool2d" else "avgpool", k, stride, _first(a.get("dilation", 1)))
+    out_size = a["output_size"]
+    is_global = all(s == 1 for s in (out_size if isinstance(out_size, (tuple, list)) else (out_size,)))
+    op = "gap" if kind == "adaptive_avg_pool2d" and is_global else kind.replace("_pool2d", "pool")
+    return Layer(kind, op, 0, 0, 1, out_channels=shape[1] if len(shape) > 1 else 0)
 
 
 SPATIAL_CONVS = ("conv", "depthwise", "pointwise")

@@ -46,6 +46,7 @@ class Trainer(BaseTrainer):
         self.last_val_outputs = None  # (probabilities, targets) of the latest validation
         self.epoch_seconds = []  # (training, validation) wall seconds of each epoch this process ran
         self.channels_last = cfg["channels_last"]
+        self.limit_batches = cfg["limit_batches"]  # None: every batch of each epoch
         dtype, why = resolve_amp(device, cfg["amp"])
         self.autocast = autocast_of(device, dtype)
         self.scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
@@ -136,7 +137,7 @@ class Trainer(BaseTrainer):
             model if model is not None else self.eval_model,
             self.criterion,
             self.metric_ftns,
-            Limited(self.valid_data_loader, self.config["trainer"]["limit_batches"]),
+            Limited(self.valid_data_loader, self.limit_batches),
             self.device,
             autocast=self.autocast,
             channels_last=self.channels_last,
@@ -156,9 +157,10 @@ class Trainer(BaseTrainer):
         """One pass of train_one_epoch over `loader` with everything this run steps: the model, the
         optimizer and its per-batch schedule, precision, memory format, batch tricks, EMA, Lookahead;
         progress on screen (or a line every 30 s in a log), with the time left for `epochs_after` more."""
+        loader = Limited(loader, self.limit_batches)
         seconds = [a + b for a, b in self.epoch_seconds]
         progress = Progress(
-            len(Limited(loader, self.config["trainer"]["limit_batches"])),
+            len(loader),
             desc,
             epochs_after=epochs_after,
             epoch_seconds=sum(seconds) / len(seconds) if seconds else None,
@@ -169,7 +171,7 @@ class Trainer(BaseTrainer):
             self.criterion,
             self.metric_ftns,
             self.optimizer,
-            Limited(loader, self.config["trainer"]["limit_batches"]),
+            loader,
             self.device,
             batch_scheduler=self.stepper.batch_scheduler if schedule else None,
             scaler=self.scaler,

@@ -110,9 +110,29 @@ def open_image(data, name, max_pixels=MAX_PIXELS):
     return img
 
 
-def _decode(data, name):
+MAX_DATASET_PIXELS = 1_000_000_000  # a data set decodes to at most ~3 GB of RGB (CIFAR-10: 61 M pixels)
+
+
+class PixelBudget:
+    """What one data set may decode in all, counted from each image's header before its pixels are
+    decoded: a small archive of many large (each allowed) pictures is one line, not gigabytes."""
+
+    def __init__(self, where, limit=None):
+        self.where, self.limit, self.used = where, limit or MAX_DATASET_PIXELS, 0
+
+    def take(self, pixels, name):
+        self.used += pixels
+        if self.used > self.limit:
+            raise DataError(
+                f"{self.where}: its images declare over {self.limit:,} pixels in all (reached at {name}); "
+                "not decoded: a data set of this project holds small pictures (CIFAR-10: 61 million pixels)"
+            )
+
+
+def _decode(data, name, budget):
     try:
         with open_image(data, name) as img:
+            budget.take(img.width * img.height, name)
             return to_rgb(img)
     except UnidentifiedImageError:
         raise DataError(f"{name}: cannot decode image (not an image format PIL can read)") from None
@@ -171,7 +191,7 @@ def _split_parts(parts):
 
 @functools.lru_cache(maxsize=2)
 def _read_tar(path, mtime_ns, size):  # mtime and size key the cache
-    entries, seen, roots = [], {}, set()
+    entries, seen, roots, budget = [], {}, set(), PixelBudget(path)
     try:
         with tarfile.open(path) as tar:
             for member in tar:
@@ -193,7 +213,7 @@ def _read_tar(path, mtime_ns, size):  # mtime and size key the cache
                     raise DataError(f"{path}: images under two roots ({shown}); expected one train/ and test/ layout")
                 check_file_size(member.size, f"{path}:{member.name}")
                 data = tar.extractfile(member).read()
-                entries.append((*key, _decode(data, f"{path}:{member.name}")))
+                entries.append((*key, _decode(data, f"{path}:{member.name}", budget)))
     except ARCHIVE_ERRORS as e:
         raise archive_error(path, e) from None
     return _assemble(entries, path)
@@ -213,7 +233,7 @@ def archive_error(path, e):
 
 
 def _read_image_folder(root):
-    entries = []
+    entries, budget = [], PixelBudget(root)
     for split in SPLITS:
         for folder in sorted(p for p in (root / split).glob("*") if p.is_dir()):
             if not any(_split_parts(f.parts) for f in folder.iterdir() if f.is_file()):
@@ -226,7 +246,7 @@ def _read_image_folder(root):
             if key is None or not file.is_file():
                 continue
             check_file_size(file.stat().st_size, str(file))
-            entries.append((*key, _decode(file.read_bytes(), str(file))))
+            entries.append((*key, _decode(file.read_bytes(), str(file), budget)))
     return _assemble(entries, str(root))
 
 

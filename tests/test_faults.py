@@ -626,3 +626,17 @@ def test_a_second_ctrl_c_while_the_first_is_handled_changes_nothing(tmp_path, ti
     assert "interrupted: the last finished epoch is saved; resume with" in proc.stdout + proc.stderr
     assert "nothing was written" not in proc.stderr
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # this process's Ctrl-C is back
+
+
+def test_a_data_set_may_decode_only_so_many_pixels_in_all(tmp_path, tiny_folder, monkeypatch):
+    """Each picture under the per-image limit, but all of them together over the data set's: one line
+    from the headers, before the pixels that would take the memory are decoded."""
+    import numpy as np
+
+    import data_loader.datasets as datasets
+
+    monkeypatch.setattr(datasets, "MAX_DATASET_PIXELS", 30 * 32 * 32)  # 30 of the tiny folder's 60 pictures
+    decoded = []
+    monkeypatch.setattr(datasets, "to_rgb", lambda img: decoded.append(1) or np.zeros((32, 32, 3), np.uint8))
+    line = assert_one_line_error(run_cli("train.py", "-c", tiny_config(tmp_path, tiny_folder)), "pixels in all")
+    assert str(tiny_folder) in line and "not decoded" in line and len(decoded) == 30

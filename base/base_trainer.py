@@ -69,8 +69,6 @@ class BaseTrainer(ABC):
             self.history.append(log)
             self.logger.info(format_log(log))
             self.writer.add_scalars(log, epoch)
-            if distributed.is_main():
-                self._write_csv()
 
             best = False
             if self.mnt_mode != "off":
@@ -86,6 +84,8 @@ class BaseTrainer(ABC):
                         not_improved += 1
             stop = not_improved > self.early_stop
             self._save_checkpoint(epoch, best, periodic=epoch % self.save_period == 0 or epoch == self.epochs or stop)
+            if distributed.is_main():  # after the checkpoint: metrics.csv never lists an epoch last.pth lacks
+                self._write_csv()
             for callback in self.epoch_callbacks:  # e.g. a tuning trial's pruner, which may raise to stop
                 callback(epoch, log)
             if stop:

@@ -83,10 +83,17 @@ def atomic_write(path):
 def save_atomic(obj, path):
     """torch.save to a temp file beside `path`, fsync, then rename over `path`: a reader never sees
     half a file, and a run killed while saving leaves the previous checkpoint intact."""
+    import errno
+
     import torch
 
     with atomic_write(path) as tmp:
-        torch.save(obj, tmp)
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as e:  # torch's zip writer reports a full or failing disk this way
+            if "PytorchStreamWriter" not in str(e) and "inline_container" not in str(e):
+                raise
+            raise OSError(errno.ENOSPC, "the file could not be written (is the disk full?)") from None
 
 
 @contextlib.contextmanager

@@ -24,8 +24,26 @@ def setup_logging(run_dir=None, verbosity=2):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+class RunLogHandler(logging.FileHandler):
+    """info.log. A record it cannot write (a full disk) is one warning line on stderr, once, and the
+    file is closed for the rest of the run: the console keeps everything, and no logging traceback
+    (Python's default, one per record) buries the error that follows."""
+
+    def handleError(self, record):
+        if self.stream is None:
+            return
+        error = sys.exc_info()[1]
+        sys.stderr.write(
+            f"warning: {self.baseFilename}: cannot write the log ({getattr(error, 'strerror', None) or error}); "
+            "it stops here, the console goes on\n"
+        )
+        self.close()
+        self.stream = None
+        self.emit = lambda record: None
+
+
 def _file_handler(run_dir):
-    file = logging.FileHandler(run_dir / "info.log")
+    file = RunLogHandler(run_dir / "info.log")
     file.setFormatter(logging.Formatter("%(asctime)s - %(name)s - %(levelname)s - %(message)s"))
     return file
 

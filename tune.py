@@ -7,6 +7,7 @@ the same `--storage postgresql://...` and `--study` to search together. Results 
 `<save_dir>/<study>/`: trials.csv, best_config.json, history.png, importances.png, slice.png."""
 
 import logging
+import os
 import sys
 
 import optuna
@@ -91,7 +92,10 @@ def cli(argv=None):
     parser.add_argument("--space", required=True, help="search space JSON (key paths -> distributions)")
     parser.add_argument("--trials", type=int, default=20, help="trials in all, across every worker of the study")
     parser.add_argument(
-        "--storage", default=None, help="optuna storage URL (default: sqlite:///<save_dir>/<study>/study.db)"
+        "--storage",
+        default=os.environ.get("TUNE_STORAGE"),
+        help="optuna storage URL (default: $TUNE_STORAGE, else sqlite:///<save_dir>/<study>/study.db); a "
+        "PostgreSQL password can stay out of it (libpq's PGPASSWORD or ~/.pgpass)",
     )
     parser.add_argument("--study", default=None, help="study name (default: <config name>-search)")
     parser.add_argument(

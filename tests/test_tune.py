@@ -310,3 +310,18 @@ def test_the_shipped_search_space_offers_only_networks_within_the_spec():
             model = config.obj_type("arch")(**args)
             failed = [c.rule for c in check_constraints(model, config["constraints"]) if not c.ok]
             assert failed == [], (key, choice, failed)
+
+
+def test_passwords_stay_out_of_what_the_project_prints_and_writes(monkeypatch):
+    import torch
+
+    from utils.provenance import hide_passwords, provenance
+
+    for url, shown_as in [
+        ("postgresql://optuna:S3cretPW@127.0.0.1:55432/optuna", "postgresql://optuna:***@127.0.0.1:55432/optuna"),
+        ("postgresql://u:p@ss@db-host/x", "postgresql://u:***@db-host/x"),  # an @ in the password
+        ("sqlite:///saved/study.db", "sqlite:///saved/study.db"),
+    ]:
+        assert hide_passwords(url) == shown_as
+    monkeypatch.setattr(sys, "argv", ["tune.py", "--storage", "postgresql://optuna:S3cretPW@h/db"])
+    assert "S3cretPW" not in json.dumps(provenance(torch.device("cpu")))

@@ -20,6 +20,7 @@ from optuna.trial import TrialState
 from tuning.space import apply_values
 from utils.errors import ConfigError
 from utils.log_keys import valid
+from utils.provenance import hide_passwords
 
 OBJECTIVE = valid("accuracy")
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
@@ -34,7 +35,7 @@ def study_dir(save_dir, study_name):
 
 def shown(url):
     """The storage URL as it may be printed: a password in it is replaced by ***."""
-    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+    return hide_passwords(url)
 
 
 CONNECT_TIMEOUT = 20  # seconds for a database server to answer a new connection

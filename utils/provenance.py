@@ -7,6 +7,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import re
 import shlex
 import subprocess
 import sys
@@ -16,6 +17,12 @@ from utils.paths import atomic_write
 
 PACKAGES = ("torch", "torchvision", "albumentations", "numpy")
 REPO = Path(__file__).resolve().parents[1]
+
+
+def hide_passwords(text):
+    """`text` with the password of every URL in it (scheme://user:password@host) replaced by ***, an
+    `@` inside the password included: what the project prints or writes never holds one."""
+    return re.sub(r"(://[^:/@\s]*:)[^/\s]*@", r"\1***@", text)
 
 
 def _git(*args):
@@ -52,7 +59,7 @@ def provenance(device):
     status = _git("status", "--porcelain", "--untracked-files=no")
     return {
         "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "command": shlex.join([Path(sys.executable).name, *sys.argv]),
+        "command": hide_passwords(shlex.join([Path(sys.executable).name, *sys.argv])),
         "cwd": os.getcwd(),
         "git_commit": _git("rev-parse", "HEAD"),
         "git_dirty": None if status is None else bool(status),

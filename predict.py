@@ -27,6 +27,7 @@ from model.tta import CHOICES
 from utils.cli import run_main
 from utils.errors import ConfigError, DataError
 from utils.paths import atomic_write, check_writable
+from utils.safe_text import for_console, for_csv
 
 BATCH = 256
 
@@ -45,15 +46,6 @@ def top_k(probs, classes, k):
     return [[(classes[j], float(p[j])) for j in row] for p, row in zip(probs, order)]
 
 
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def csv_cell(text):
-    """A file name as a CSV cell a spreadsheet shows as text: one that starts like a formula gets a
-    leading apostrophe (OWASP's advice against CSV injection)."""
-    return "'" + text if text.startswith(FORMULA_START) else text
-
-
 def write_rows(path, rows, k):
     path = Path(path)
     if path.suffix.lower() == ".json":
@@ -67,7 +59,7 @@ def write_rows(path, rows, k):
         writer = csv.writer(f)
         writer.writerow(["image", *[h for i in range(1, k + 1) for h in (f"class_{i}", f"probability_{i}")]])
         for name, top in rows:
-            writer.writerow([csv_cell(name), *[v for c, p in top for v in (c, f"{p:.6f}")]])
+            writer.writerow([for_csv(name), *[v for c, p in top for v in (for_csv(c), f"{p:.6f}")]])
 
 
 def _wrapped(name, width=26):
@@ -120,11 +112,12 @@ def main(args):
     good = [p for p in pictures if p.image is not None]
     for p in pictures:
         if p.image is None:
-            print(f"error: {p.error}", file=sys.stderr)
+            print(f"error: {for_console(p.error)}", file=sys.stderr)
     resized = [p for p in good if p.original_size != (w, h)]
     if resized:
         ow, oh = resized[0].original_size
-        print(f"note: resized {len(resized)} of {len(good)} images to {w}x{h} (e.g. {resized[0].name}: {ow}x{oh})")
+        example = for_console(resized[0].name)
+        print(f"note: resized {len(resized)} of {len(good)} images to {w}x{h} (e.g. {example}: {ow}x{oh})")
     probs = np.zeros((0, len(predictor.classes)))
     if good:
         images = np.stack([p.image for p in good])
@@ -138,7 +131,7 @@ def main(args):
     k = min(args.topk, len(predictor.classes))
     rows = list(zip([p.name for p in good], top_k(probs, predictor.classes, k)))
     for name, top in rows:
-        print(f"{name}\t" + "\t".join(f"{c} {p:.3f}" for c, p in top))
+        print(f"{for_console(name)}\t" + "\t".join(f"{for_console(c)} {p:.3f}" for c, p in top))
     if args.out:
         write_rows(args.out, rows, k)
         print(f"Wrote {args.out} ({len(rows)} rows)")

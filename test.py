@@ -26,6 +26,7 @@ from utils.cli import run_main
 from utils.log_keys import tta as log_tta
 from utils.overrides import add_override_flags, base_argparser
 from utils.paths import atomic_write, check_writable, default_out
+from utils.safe_text import for_console
 
 
 def main(args):
@@ -54,7 +55,8 @@ def main(args):
     tta = run(tta=args.tta, desc=f"test, {args.tta} TTA") if args.tta != "none" else None
     close_workers(data_loader)  # now, not at exit (base_data_loader.close_workers)
     cm = confusion_matrix(targets.numpy(), probs.numpy().argmax(1), len(data_loader.classes))
-    per_class = {f"acc_{c}": float(a) for c, a in zip(data_loader.classes, per_class_accuracy(cm))}
+    classes = [for_console(c) for c in data_loader.classes]  # names from data: printable, drawable, JSON-safe
+    per_class = {f"acc_{c}": float(a) for c, a in zip(classes, per_class_accuracy(cm))}
     log = {"images": int(cm.sum()), **result, **per_class}
     logger.info(format_log(log))
     if tta is not None:
@@ -65,17 +67,17 @@ def main(args):
         )
         log.update(tta)
 
-    plot_confusion(cm, data_loader.classes, out / "test_confusion_matrix.png", "test confusion matrix")
+    plot_confusion(cm, classes, out / "test_confusion_matrix.png", "test confusion matrix")
     images = pictures(data_loader)  # uint8 pictures, for datasets that keep them
     if images is not None:
-        plot_misclassified(images, targets.numpy(), probs.numpy(), data_loader.classes, out / "test_misclassified.png")
+        plot_misclassified(images, targets.numpy(), probs.numpy(), classes, out / "test_misclassified.png")
         plot_mistake_cams(
             model,
             data_loader.stats,
             images,
             targets.numpy(),
             probs.numpy(),
-            data_loader.classes,
+            classes,
             out / "test_gradcam_mistakes.png",
         )
     with atomic_write(out / "test_metrics.json") as tmp:

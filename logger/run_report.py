@@ -19,6 +19,7 @@ from logger.plots import (
 )
 from utils.log_keys import describe_duration, training_seconds
 from utils.paths import atomic_write
+from utils.safe_text import for_console, for_markdown
 
 
 def _table(header, rows):
@@ -58,6 +59,7 @@ def write_report(
     """Write the pictures and report.md into `out_dir`; return their paths. mistake_cams: a function
     (images, targets, probs, classes, path) -> path drawing the Grad-CAM heat maps of the most
     confident mistakes (deploy.cam.plot_mistake_cams with the network bound), or None."""
+    classes = [for_console(c) for c in classes]  # names from data: no control characters in the pictures
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     shown = augmentation_rows(train_images, train_labels)
@@ -103,7 +105,7 @@ def write_report(
         "",
         _table(
             ["class", "images", "correct", "accuracy (%)"],
-            [[c, int(cm[i].sum()), int(cm[i, i]), f"{acc[i]:.2f}"] for i, c in enumerate(classes)],
+            [[for_markdown(c), int(cm[i].sum()), int(cm[i, i]), f"{acc[i]:.2f}"] for i, c in enumerate(classes)],
         ),
         "",
         "## Pictures",

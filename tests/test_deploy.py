@@ -284,3 +284,39 @@ def test_a_full_disk_while_writing_results_is_one_line_and_keeps_the_old_files(
     assert (tmp_path / "p.csv").read_text() == (tmp_path / "w.pth").read_text() == "old"
     assert (tmp_path / "test" / "test_metrics.json").read_text() == "old"
     assert not [p for p in tmp_path.rglob(".*tmp*")]  # no temp file left behind
+
+
+def test_names_from_data_are_data_in_the_console_the_csv_and_report_md(checkpoint, tmp_path):
+    """Class names and file names reach every output made safe for it: no terminal escapes, no CSV
+    formulas, no Markdown or HTML markup, and a Latin-1 name does not crash a writer."""
+    from utils.safe_text import for_console, for_csv, for_markdown
+
+    hostile = "ok\x1b[2J\x1b]0;OWNED\x07"
+    assert "\x1b" not in for_console(hostile) and "\\x1b[2J" in for_console(hostile)
+    assert for_console("a\nb") == "a\\nb"
+    assert [for_csv(n) for n in ("=1+2", "+cmd", "-2+3", "@SUM(A1)", "cat")] == [
+        "'=1+2",
+        "'+cmd",
+        "'-2+3",
+        "'@SUM(A1)",
+        "cat",
+    ]
+    assert for_markdown("a|b <img src=x onerror=alert(1)> [x](javascript:y)") == (
+        "a\\|b \\<img src=x onerror=alert\\(1\\)\\> \\[x\\]\\(javascript:y\\)"
+    )
+    latin1 = b"caf\xe9".decode("utf-8", "surrogateescape")  # a folder name that is not UTF-8
+    assert for_console(latin1) == "caf\\xe9" and for_console(latin1).encode("utf-8")
+    # predict: a class list and a file name from a crafted checkpoint and folder
+    ckpt = torch.load(checkpoint, weights_only=True)
+    ckpt["classes"] = ["=1+2", "+cmd", "-2+3", "@SUM(A1)", "a|b", "line\nbreak", hostile, "cat", "dog", "frog"]
+    torch.save(ckpt, tmp_path / "odd.pth")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(folder / f"{hostile}.png")
+    out = tmp_path / "p.csv"
+    proc = run_cli("predict.py", "--resume", tmp_path / "odd.pth", folder, "--topk", "10", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    assert "\x1b" not in proc.stdout + proc.stderr and "\\x1b[2J" in proc.stdout
+    rows = list(csv.reader(out.open()))
+    assert len(rows) == 2 and not any(cell.startswith(("=", "+", "-", "@")) for cell in rows[1])
+    assert "\x1b" not in out.read_text() and "\n" not in "".join(rows[1])

@@ -70,5 +70,6 @@ def print_error(e):
         lines = text.splitlines()
         print(f"error: {lines[0]}", *lines[1:], sep="\n", file=sys.stderr, flush=True)
         return
-    shown = text.replace("\r", "\\r").replace("\n", "\\n")
-    print(f"error: {shown}", file=sys.stderr, flush=True)
+    from utils.safe_text import for_console
+
+    print(f"error: {for_console(text)}", file=sys.stderr, flush=True)

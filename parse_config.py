@@ -70,12 +70,39 @@ def _registry():
     }
 
 
+def expected_kinds():
+    """What each `"type"` section must name: a class, a subclass of these (and not the base itself)."""
+    import torch
+
+    from base import BaseDataLoader, BaseModel
+
+    schedulers = (torch.optim.lr_scheduler.LRScheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+    return {
+        "arch": (BaseModel,),
+        "data_loader": (BaseDataLoader,),
+        "optimizer": (torch.optim.Optimizer,),
+        "lr_scheduler": schedulers,
+        "loss": (torch.nn.Module,),
+    }
+
+
+BASES_NOT_USABLE = ("Optimizer", "LRScheduler", "_LRScheduler", "Module", "BaseModel", "BaseDataLoader")
+
+
 def resolve(section, type_name, modules):
-    """Find `type_name` in the first module of `modules` that has it."""
+    """Find `type_name` in the first module of `modules` that has it: a class of the kind the section
+    needs (a helper, an exception or a base class that lives in the same module is not one)."""
+    kinds = expected_kinds().get(section)
     for module in modules:
         obj = getattr(module, type_name, None)
-        if obj is not None and callable(obj) and not type_name.startswith("_"):
-            return obj
+        if obj is None or not callable(obj) or type_name.startswith("_"):
+            continue
+        if kinds is not None and not (
+            isinstance(obj, type) and issubclass(obj, kinds) and obj.__name__ not in BASES_NOT_USABLE
+        ):
+            wanted = " or ".join(k.__name__ for k in kinds)
+            raise ConfigError(f"{section}.type: {type_name!r} is not a {wanted} class that can be used here")
+        return obj
     names = ", ".join(m.__name__ for m in modules)
     raise ConfigError(f"{section}.type: {type_name!r} is not found in {names}")
 

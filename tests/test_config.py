@@ -461,3 +461,23 @@ def test_values_a_class_accepts_but_no_run_means(tmp_path, tiny_folder):
     assert_one_line_error(proc, "loss.args.label_smoothing", "-0.5")
     proc = run_cli("train.py", "-c", path, "--lr", "0", "--set", "lr_scheduler=null")
     assert proc.returncode == 0 and "note: optimizer.args.lr is 0" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize(
+    "section, name",
+    [
+        ("lr_scheduler", "Counter"),
+        ("lr_scheduler", "NamedTuple"),
+        ("lr_scheduler", "ConfigError"),
+        ("optimizer", "Optimizer"),
+        ("loss", "Module"),
+        ("lr_scheduler", "LRScheduler"),
+    ],
+)
+def test_a_type_that_is_not_a_usable_class_of_its_kind_is_one_line(config, section, name):
+    """Names that live in the looked-up modules but are helpers, exceptions or bases are refused by
+    name before anything is built (they passed the lookup and crashed later)."""
+    edited = json.loads(json.dumps(config))
+    edited[section] = {"type": name, "args": {}}
+    with pytest.raises(ConfigError, match=rf"{section}.type: '{name}' is not a"):
+        ConfigParser(edited)

@@ -5,6 +5,7 @@ import io
 import json
 import logging
 import os
+import textwrap
 import warnings
 from pathlib import Path
 
@@ -90,6 +91,7 @@ def plot_accuracy_per_param(study, space):
     accuracy of each pruned one (hollow) against the parameter's value."""
     import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib import ticker
 
     names = list(space.params)
     cols = min(3, len(names))
@@ -104,6 +106,8 @@ def plot_accuracy_per_param(study, space):
             trials = [
                 t for t in study.get_trials(deepcopy=False, states=(state,)) if name in t.params and t.value is not None
             ]
+            if not trials:  # no empty legend entry for a state no trial is in
+                continue
             xs = [t.params[name] for t in trials]
             if isinstance(dist, optuna.distributions.CategoricalDistribution):
                 xs = [dist.choices.index(x) for x in xs]
@@ -111,13 +115,17 @@ def plot_accuracy_per_param(study, space):
         if isinstance(dist, optuna.distributions.CategoricalDistribution):
             ax.set_xticks(np.arange(len(dist.choices)), [str(c) for c in dist.choices], rotation=20, fontsize=7)
         elif getattr(dist, "log", False):
-            ax.set_xscale("log")
+            ax.set_xscale("log")  # labels at 1, 2, 3 and 5 of each decade: a short range's minor labels ran together
+            ax.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 3.0, 5.0)))
+            ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(ticker.NullFormatter())
         ax.set_xlabel(name, fontsize=8)
         ax.set_ylabel(OBJECTIVE)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(names) :]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=7)
+    if axes.flat[0].get_legend_handles_labels()[0]:
+        axes.flat[0].legend(fontsize=7)
     return axes
 
 
@@ -136,8 +144,11 @@ def plot_importances(study, ovm):
     """optuna's parameter-importance plot, its title carrying the few-trials caveat when it applies."""
     ax = ovm.plot_param_importances(study, target_name=OBJECTIVE)
     caveat = importance_caveat(study)
-    if caveat:
-        ax.set_title(f"{ax.get_title()}\n({caveat})", fontsize=9)
+    if caveat:  # the title and the caveat as one wrapped figure title: nothing cut, nothing overlapping
+        title = ax.get_title(loc="left") or ax.get_title()
+        ax.set_title("", loc="left")
+        ax.set_title("")
+        ax.figure.suptitle(f"{title}\n" + textwrap.fill(f"({caveat})", 90), fontsize=10)
         log.info(f"importances.png: {caveat}")
     return ax
 
@@ -169,7 +180,7 @@ def write_plots(study, space, out_dir):
             fig.set_size_inches(8, 4.8)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # optuna's axes are not all tight_layout-compatible
-            fig.tight_layout()
+            fig.tight_layout(rect=(0, 0, 1, 0.9) if fig._suptitle is not None else None)
         with atomic_write(Path(out_dir) / name) as tmp:
             fig.savefig(tmp, dpi=100)
         plt.close(fig)

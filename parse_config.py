@@ -271,7 +271,7 @@ class ConfigParser:
             self.run_dir = self.resume.parent  # continue a run in its own folder
         else:
             run_id = run_id or datetime.now().strftime("%m%d_%H%M%S")
-            self.run_dir = Path(self["trainer"]["save_dir"]) / self["name"] / run_id
+            self.run_dir = Path(self["trainer"]["save_dir"]).expanduser() / self["name"] / run_id
 
     def _check_objects(self):
         registry = _registry()

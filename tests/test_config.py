@@ -481,3 +481,10 @@ def test_a_type_that_is_not_a_usable_class_of_its_kind_is_one_line(config, secti
     edited[section] = {"type": name, "args": {}}
     with pytest.raises(ConfigError, match=rf"{section}.type: '{name}' is not a"):
         ConfigParser(edited)
+
+
+def test_a_save_dir_with_a_tilde_is_the_home_folder(config, monkeypatch, tmp_path):
+    """`--save_dir ~/runs` writes under the home folder (as data_dir reads from it), not into ./~."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    parsed = parse(config, trainer__save_dir="~/runs")
+    assert str(parsed.run_dir).startswith(str(tmp_path / "runs" / config["name"]))

@@ -30,7 +30,7 @@ log = logging.getLogger("tune")
 def study_dir(save_dir, study_name):
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", study_name):
         raise ConfigError(f"--study: {study_name!r} is not a plain folder name (letters, digits, '.', '_', '-')")
-    return Path(save_dir) / study_name
+    return Path(save_dir).expanduser() / study_name
 
 
 def shown(url):

@@ -98,3 +98,12 @@ def test_weights_of_another_architecture():
     with pytest.raises(CheckpointError, match="weights do not fit the model Linear") as info:
         load_model_state(small, ckpt, "big.pth")
     assert "\n" not in str(info.value)
+
+
+def test_a_folder_or_a_device_is_not_a_missing_checkpoint(tmp_path):
+    with pytest.raises(CheckpointError, match="is a folder; give a checkpoint file in it"):
+        load_checkpoint(tmp_path)
+    with pytest.raises(CheckpointError, match="is not a regular file"):
+        load_checkpoint("/dev/null")
+    with pytest.raises(CheckpointError, match="checkpoint file not found"):
+        load_checkpoint(tmp_path / "none.pth")

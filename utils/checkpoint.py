@@ -80,6 +80,10 @@ def load_checkpoint(path, map_location="cpu"):
     writes; `read` gives them as attributes); any failure is a one-line CheckpointError naming the
     file. A command reads a file once and passes the dict on."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder; give a checkpoint file in it (e.g. {path / 'last.pth'})")
+    if path.exists() and not path.is_file():
+        raise CheckpointError(f"{path}: is not a regular file (a device or a pipe), so not a checkpoint")
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
     with open(path, "rb") as f:

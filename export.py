@@ -71,7 +71,20 @@ def export_weights(src, dst):
     )
 
 
+SUFFIXES = {"weights": (".pth", ".pt"), "onnx": (".onnx",), "onnx-int8": (".onnx",)}
+
+
+def check_suffix(dst, fmt):
+    """The file name says what it holds: predict.py and the README go by it (.onnx: an ONNX graph)."""
+    if Path(dst).suffix.lower() not in SUFFIXES[fmt]:
+        raise ConfigError(
+            f"--out {dst}: --format {fmt} writes a {' or '.join(SUFFIXES[fmt])} file (predict.py reads a file by "
+            "its name); name it so, or pick the --format that matches"
+        )
+
+
 def export(src, dst, fmt="weights", data_dir=None):
+    check_suffix(dst, fmt)
     check_out(src, dst)
     if fmt == "weights":
         return export_weights(src, dst)

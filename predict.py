@@ -132,9 +132,11 @@ def main(args):
     rows = list(zip([p.name for p in good], top_k(probs, predictor.classes, k)))
     for name, top in rows:
         print(f"{for_console(name)}\t" + "\t".join(f"{for_console(c)} {p:.3f}" for c, p in top))
-    if args.out:
+    if args.out and rows:
         write_rows(args.out, rows, k)
         print(f"Wrote {args.out} ({len(rows)} rows)")
+    elif args.out:  # nothing to write: an existing file from an earlier run is left as it was
+        print(f"{args.out}: not written (no image could be read)", file=sys.stderr)
     if args.cam and good:
         folder = Path(args.cam_dir or Path("saved") / "predict" / datetime.now().strftime("%m%d_%H%M%S"))
         paths = draw_cams(predictor, good, probs, folder)

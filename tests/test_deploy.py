@@ -320,3 +320,16 @@ def test_names_from_data_are_data_in_the_console_the_csv_and_report_md(checkpoin
     rows = list(csv.reader(out.open()))
     assert len(rows) == 2 and not any(cell.startswith(("=", "+", "-", "@")) for cell in rows[1])
     assert "\x1b" not in out.read_text() and "\n" not in "".join(rows[1])
+
+
+def test_an_export_is_named_for_what_it_holds_and_a_failed_predict_keeps_the_old_csv(checkpoint, tmp_path):
+    proc = run_cli("export.py", "--resume", checkpoint, "--format", "onnx", "--out", tmp_path / "m.pth")
+    assert_one_line_error(proc, "m.pth: --format onnx writes a .onnx file")
+    proc = run_cli("export.py", "--resume", checkpoint, "--out", tmp_path / "w.onnx")
+    assert_one_line_error(proc, "w.onnx: --format weights writes a .pth or .pt file")
+    out = tmp_path / "good.csv"
+    out.write_text("image,class_1,probability_1\nold.png,cat,0.9\n")
+    (tmp_path / "bad.png").write_text("not a picture")
+    proc = run_cli("predict.py", "--resume", checkpoint, tmp_path / "bad.png", "--out", out)
+    assert proc.returncode != 0 and "not written" in proc.stderr
+    assert out.read_text() == "image,class_1,probability_1\nold.png,cat,0.9\n"

@@ -325,3 +325,9 @@ def test_passwords_stay_out_of_what_the_project_prints_and_writes(monkeypatch):
         assert hide_passwords(url) == shown_as
     monkeypatch.setattr(sys, "argv", ["tune.py", "--storage", "postgresql://optuna:S3cretPW@h/db"])
     assert "S3cretPW" not in json.dumps(provenance(torch.device("cpu")))
+
+
+def test_suggest_lr_works_at_the_documented_minimum_of_10_steps():
+    lrs = list(np.geomspace(1e-4, 1, 10))
+    losses = [2.3, 2.2, 2.0, 1.8, 1.5, 1.3, 1.2, 1.4, 2.0, 3.0]
+    assert suggest_lr(lrs, losses)["minimum"] == pytest.approx(lrs[6])

@@ -59,6 +59,7 @@ def suggest_lr(lrs, losses, skip_start=5, skip_end=3):
     which the loss still falls"), not fastai's minimum / 10: on the JPEG CIFAR-10 data the test found
     its minimum at 0.085 while 65-epoch OneCycle runs train well at 0.15 and 5-epoch searches
     preferred 0.3 (docs/guide.md, "Tuning"); a tenth would be far too low. `steepest` is the cautious choice."""
+    skip_start, skip_end = min(skip_start, len(lrs) // 4), min(skip_end, len(lrs) // 8)  # a short test skips less
     if len(lrs) < skip_start + skip_end + 3:
         raise ValueError(f"only {len(lrs)} steps recorded; run more steps (--steps) or start lower (--start_lr)")
     lr = np.array(lrs[skip_start : len(lrs) - skip_end])

@@ -686,3 +686,16 @@ def test_a_log_file_that_cannot_be_written_is_one_warning_not_a_traceback_per_re
         logger.removeHandler(handler)
     err = capsys.readouterr().err
     assert err.count("cannot write the log (No space left on device)") == 1 and "Traceback" not in err
+
+
+def test_a_run_folder_that_cannot_be_written_at_the_start_is_left_nowhere(tmp_path, monkeypatch):
+    """A full disk when the config copy is written: one line, and no empty run folder with a stale lock."""
+    import utils.run_folder as run_folder
+
+    def full(path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(run_folder, "atomic_write", full)
+    with pytest.raises(ConfigError, match=r"cannot write the run folder .* \(No space left on device\)"):
+        run_folder.make_run_dir(tmp_path / "saved" / "name" / "0101_000000", None, {"name": "x"})
+    assert list((tmp_path / "saved" / "name").iterdir()) == []

@@ -12,18 +12,22 @@ def make_run_dir(run_dir, resume, config):
     """Create the run folder and write `config` (the effective config) into it; return (the folder,
     its lock file). A new run claims a folder of its own (two runs started in the same second get
     `<id>` and `<id>_2`); a resumed run's folder is locked against a second process resuming it,
-    and temp files of a save that was killed half-way are removed."""
+    and temp files of a checkpoint save that was killed half-way are removed (only those: a report.py
+    writing into the folder at the same time keeps its own). A new run that cannot write its folder
+    leaves none behind."""
+    made, lock = None, None
     try:
         if resume is not None and run_dir == resume.parent:
             lock = _lock(run_dir)
-            # utils.paths.atomic_write's temp files (".last.<random>.tmp.pth"), and the older "last.pth.<random>.tmp"
-            for tmp in [*run_dir.glob(".*.tmp.*"), *run_dir.glob("*.pth.*.tmp")]:
+            # utils.paths.atomic_write's checkpoint temp files (".last.<random>.tmp.pth"), and the older ones
+            for tmp in [*run_dir.glob(".*.tmp.pth"), *run_dir.glob("*.pth.*.tmp")]:
                 tmp.unlink()
         else:
             base = run_dir
             for n in itertools.count(2):
                 try:
                     run_dir.mkdir(parents=True, exist_ok=False)
+                    made = run_dir
                     break
                 except FileExistsError:
                     run_dir = base.with_name(f"{base.name}_{n}")
@@ -31,6 +35,11 @@ def make_run_dir(run_dir, resume, config):
         with atomic_write(run_dir / "config.json") as tmp:
             tmp.write_text(json.dumps(config, indent=4) + "\n")
     except OSError as e:
+        if made is not None:  # a full disk at the start: no empty folder and no stale lock left behind
+            release(lock)
+            for leftover in made.glob(".*"):
+                leftover.unlink(missing_ok=True)
+            made.rmdir()
         raise ConfigError(f"trainer.save_dir: cannot write the run folder {run_dir} ({e.strerror or e})") from None
     return run_dir, lock
 

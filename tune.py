@@ -23,10 +23,13 @@ from utils.overrides import add_override_flags, overrides_from_args
 
 
 def hide_user_error_tracebacks(record):
-    """Optuna logs a failed trial's exception with its traceback; for a mistake in the user's input
-    (a UserError, printed as one line when tune.py stops) the traceback is left out."""
+    """Optuna logs a failed trial's exception with its traceback; for a mistake in the input (a
+    UserError, printed as one line when tune.py stops) and for Ctrl-C or SIGTERM (a KeyboardInterrupt:
+    the stop is said once, on stderr) the traceback is left out, and a stop is not reported twice."""
     if record.exc_info and isinstance(record.exc_info[1], UserError):
         record.exc_info, record.exc_text = None, None
+    elif record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
+        return False
     return True
 
 

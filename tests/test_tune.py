@@ -332,3 +332,13 @@ def test_suggest_lr_works_at_the_documented_minimum_of_10_steps():
     lrs = list(np.geomspace(1e-4, 1, 10))
     losses = [2.3, 2.2, 2.0, 1.8, 1.5, 1.3, 1.2, 1.4, 2.0, 3.0]
     assert suggest_lr(lrs, losses)["minimum"] == pytest.approx(lrs[6])
+
+
+def test_best_config_writes_a_key_the_users_file_leaves_to_the_defaults():
+    """A searched key the config file does not hold (trainer.ema: the schema's default null) is written
+    into best_config.json's values instead of failing after every trial has trained."""
+    user = load_config(REPO / "config.json")
+    assert "ema" not in user["trainer"]
+    with pytest.raises(ConfigError, match="trainer.ema: no such key"):
+        apply_values(user, {"trainer.ema": {"decay": 0.9}})
+    assert apply_values(user, {"trainer.ema": {"decay": 0.9}}, create=True)["trainer"]["ema"] == {"decay": 0.9}

@@ -75,7 +75,7 @@ def write_best_config(study, space, user_config, path, config_path, study_config
     (data_dir, validation split) as its changes: ready for  python train.py -c <path>  at the
     file's full length, on all the training images. Returns (the best trial, the merged config)."""
     best = study.best_trial
-    config = apply_values(user_config, space.decode_params(best.params))
+    config = apply_values(user_config, space.decode_params(best.params), create=True)
     data = config["data_loader"].setdefault("args", {})
     data.update(
         {k: study_config["data_loader"]["args"][k] for k in STUDY_DATA_KEYS if k in study_config["data_loader"]["args"]}

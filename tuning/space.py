@@ -84,17 +84,19 @@ def _build(module, entry):
     return getattr(module, entry["type"])(**entry["args"])
 
 
-def set_key_path(config, path, value):
+def set_key_path(config, path, value, create=False):
     """Set `value` at a dotted key path of a config dict (in place), as --set does
-    (parse_config.set_key_path), but every part must exist except a new argument of an `args` object."""
-    parse_config.set_key_path(config, tuple(path.split(".")), value, create=False)
+    (parse_config.set_key_path); unless `create`, every part must exist except a new argument of an
+    `args` object."""
+    parse_config.set_key_path(config, tuple(path.split(".")), value, create=create)
 
 
-def apply_values(base_config, values):
-    """A copy of `base_config` with each {key path: value} set."""
+def apply_values(base_config, values, create=False):
+    """A copy of `base_config` with each {key path: value} set (create: keys the file leaves to the
+    schema's defaults, such as trainer.swa, are written in)."""
     config = copy.deepcopy(base_config)
     for path, value in values.items():
-        set_key_path(config, path, value)
+        set_key_path(config, path, value, create=create)
     return config
 
 

@@ -339,8 +339,10 @@ class ConfigParser:
                 return fn(*args, **{**entry["args"], **kwargs})
         try:
             return fn(*args, **{**entry["args"], **kwargs})
-        except ValueError as e:  # torch's own checks of values, e.g. "Invalid learning rate: -1"
-            raise ConfigError(f"{name}.args: {entry['type']} refused a value: {e}") from None
+        except (ValueError, TypeError, AttributeError) as e:  # torch's checks of values ("Invalid learning
+            # rate: -1"), or a value of the wrong kind it used at once (scheduler names where SequentialLR
+            # wants schedulers): the config's values are all a torch class is given here
+            raise ConfigError(f"{name}.args: {entry['type']} refused a value ({type(e).__name__}: {e})") from None
 
     def make_run_dir(self):
         """Create the run folder (see utils.run_folder.make_run_dir) and write the effective config."""

@@ -488,3 +488,22 @@ def test_a_save_dir_with_a_tilde_is_the_home_folder(config, monkeypatch, tmp_pat
     monkeypatch.setenv("HOME", str(tmp_path))
     parsed = parse(config, trainer__save_dir="~/runs")
     assert str(parsed.run_dir).startswith(str(tmp_path / "runs" / config["name"]))
+
+
+@pytest.mark.parametrize(
+    "scheduler",
+    [
+        {"type": "SequentialLR", "args": {"schedulers": ["StepLR", "StepLR"], "milestones": [2]}},
+        {"type": "ChainedScheduler", "args": {"schedulers": ["StepLR"]}},
+        {"type": "LambdaLR", "args": {"lr_lambda": "x"}},
+    ],
+)
+def test_a_scheduler_value_of_the_wrong_kind_is_one_line(config, tmp_path, tiny_folder, scheduler):
+    from conftest import assert_one_line_error, run_cli, tiny_config
+
+    path = tiny_config(tmp_path, tiny_folder, epochs=1)
+    edited = json.loads(path.read_text())
+    edited["lr_scheduler"] = scheduler
+    path.write_text(json.dumps(edited))
+    assert_one_line_error(run_cli("train.py", "-c", path), "lr_scheduler")
+    assert not (tmp_path / "saved").exists()

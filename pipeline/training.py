@@ -108,11 +108,19 @@ def check_loss_and_lr(config, logger):
 
 
 def check_outputs(model, data_loader):
-    """The network needs an output per class of the data."""
+    """The network returns one tensor of logits, (batch, one per class of the data), for a batch of
+    two (a batch of one is refused by BatchNorm in training mode; the probe step runs it)."""
     model.eval()
     with torch.no_grad():
-        outputs = model(torch.zeros(1, 3, *data_loader.image_size)).shape[-1]
+        out = model(torch.zeros(2, 3, *data_loader.image_size))
     model.train()
+    if not torch.is_tensor(out) or out.dim() != 2 or out.shape[0] != 2:
+        what = f"a tensor of shape {tuple(out.shape)}" if torch.is_tensor(out) else f"a {type(out).__name__}"
+        raise ConfigError(
+            f"arch.type: {type(model).__name__}.forward returns {what}; the trainer expects one tensor of "
+            "logits, (batch, classes)"
+        )
+    outputs = out.shape[-1]
     classes = list(data_loader.classes)
     if len(classes) != outputs:  # fewer: a class folder is missing, and its outputs would never be trained
         shown = ", ".join(classes) if len(classes) <= 12 else ", ".join(classes[:12]) + ", ..."

@@ -110,3 +110,32 @@ def test_test_py_on_a_dataset_without_a_test_split_is_one_line(tmp_path, monkeyp
     assert test_script.cli(["--resume", str(run_dir / "last.pth"), "--out", str(tmp_path / "test")]) != 0
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "StripesDataLoader has no test split" in err, err
+
+
+def test_a_network_that_returns_no_logits_tensor_is_one_line(tmp_path, tiny_folder, monkeypatch):
+    """A model under model/ whose forward returns a tuple (or a dict, or a 4-D map) is named in one
+    line saying what the trainer expects, before any run folder."""
+    import model
+    from conftest import assert_one_line_error, run_cli, tiny_config
+
+    extra = tmp_path / "extra_models"
+    extra.mkdir()
+    (extra / "tuple_net.py").write_text(
+        "import torch.nn as nn\n\nfrom base import BaseModel\n\n\n"
+        "class TupleNet(BaseModel):\n"
+        "    def __init__(self, num_classes: int = 10):\n"
+        "        super().__init__()\n"
+        "        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, num_classes))\n\n"
+        "    def forward(self, x):\n"
+        "        return self.head(x), x\n"
+    )
+    sys.modules.pop("model.tuple_net", None)
+    monkeypatch.setattr(model, "__path__", [*model.__path__, str(extra)])  # as if in model/
+    path = tiny_config(tmp_path, tiny_folder, epochs=1)
+    edited = json.loads(path.read_text())
+    edited["arch"] = {"type": "TupleNet", "args": {}}
+    edited["constraints"]["enforce"] = False
+    path.write_text(json.dumps(edited))
+    proc = run_cli("train.py", "-c", path)
+    assert_one_line_error(proc, "TupleNet.forward returns a tuple; the trainer expects one tensor of logits")
+    assert not (tmp_path / "saved").exists()

@@ -186,6 +186,38 @@ def _train(config, device, allow_spec_violation, epoch_callbacks, resume_hint=Tr
     return train(config, run, resume_hint)
 
 
+def check_spec(config, model, data_loader, allow_spec_violation, logger):
+    """The C1C2C3C4 rules (`constraints`) judged on what the network computes at the data's image size:
+    the layer summary and tables once per run (verbosity 2), one line always, and a SpecError for a
+    broken rule unless allowed. Returns the summary (the report shows it)."""
+    constraints = config["constraints"]
+    input_size = (1, 3, *data_loader.image_size)  # the data's size, not an assumed 32x32
+    summary, failed = describe(
+        model, constraints, input_size=input_size, augmentations=config["data_loader"]["args"].get("augmentations")
+    )
+    if not config.resume:
+        logger.debug(summary)
+    verdict = (
+        "no constraints section"
+        if not constraints
+        else "every rule passes"
+        if not failed
+        else "breaks " + ", ".join(c.rule for c in failed)
+    )
+    logger.info(
+        f"Network: {type(model).__name__}, {num_params(model):,} parameters, receptive field "
+        f"{receptive_field(trace(model, input_size))} at {input_size[3]}x{input_size[2]}; constraints: {verdict}"
+    )
+    if failed:
+        if constraints["enforce"] and not allow_spec_violation:
+            raise SpecError(
+                "the network breaks the spec (--allow_spec_violation, or constraints.enforce false, trains it "
+                "anyway):\n" + format_checks(failed)
+            )
+        logger.warning("the network breaks the spec; training anyway as asked")
+    return summary
+
+
 def build(config, device, allow_spec_violation=False, epoch_callbacks=()):
     """Everything that can be checked is checked (config, data, network, spec, checkpoint) before the
     run folder is made: a run that fails its checks writes nothing. Returns the Run to `train`."""
@@ -208,32 +240,7 @@ def build(config, device, allow_spec_violation=False, epoch_callbacks=()):
     check_batch_size(config["data_loader"]["args"].get("batch_size"), distributed.world_size(), data_loader)
     check_outputs(model, data_loader)
     check_init_classes(config["trainer"].get("init"), init_classes, data_loader)
-    constraints = config["constraints"]
-    input_size = (1, 3, *data_loader.image_size)  # the data's size, not an assumed 32x32
-    summary, failed = describe(
-        model, constraints, input_size=input_size, augmentations=config["data_loader"]["args"].get("augmentations")
-    )
-    if not config.resume:  # the layer summary and the tables: verbosity 2, once per run; one line below always
-        logger.debug(summary)
-    verdict = (
-        "no constraints section"
-        if not constraints
-        else "every rule passes"
-        if not failed
-        else "breaks " + ", ".join(c.rule for c in failed)
-    )
-    logger.info(
-        f"Network: {type(model).__name__}, {num_params(model):,} parameters, receptive field "
-        f"{receptive_field(trace(model, input_size))} at {input_size[3]}x{input_size[2]}; constraints: {verdict}"
-    )
-    if failed:
-        if constraints["enforce"] and not allow_spec_violation:
-            raise SpecError(
-                "the network breaks the spec (--allow_spec_violation, or constraints.enforce false, trains it "
-                "anyway):\n" + format_checks(failed)
-            )
-        logger.warning("the network breaks the spec; training anyway as asked")
-
+    summary = check_spec(config, model, data_loader, allow_spec_violation, logger)
     if config["trainer"]["sync_bn"] and distributed.is_distributed():
         if device.type != "cuda":
             raise ConfigError(

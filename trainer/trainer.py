@@ -56,20 +56,7 @@ class Trainer(BaseTrainer):
         self.ema = build_ema(self.model, cfg["ema"])
         self.swa, self.swa_cfg, self.swa_start = build_swa(self.model, cfg["swa"]), cfg["swa"], swa_start(cfg)
         self.average = self.ema if self.ema is not None else self.swa  # at most one (trainer/swa.py checks)
-        if self.ema is not None:
-            what = (
-                f"the EMA of the weights (decay {cfg['ema']['decay']}; the raw weights are kept in last.pth for resume)"
-            )
-        elif self.swa is not None:
-            start = self.swa_start
-            what = (
-                f"{f'the trained weights until epoch {start - 1}, then ' if start > 1 else ''}the average of the "
-                f"weights at the end of each epoch from epoch {start} on (SWA; the raw weights are kept in last.pth "
-                "for resume)"
-            )
-        else:
-            what = "the trained weights (no averaging)"
-        self.logger.info(f"Weights evaluated and saved: {what}")
+        self.logger.info(f"Weights evaluated and saved: {self._evaluated_weights(cfg)}")
         self.lookahead = build_lookahead(self.model, cfg["lookahead"], self.epochs * len(data_loader))
         self.distiller, self.teacher_sha256 = None, None
         if teacher is not None:  # (trained network, file sha256) from pipeline.training.load_teacher
@@ -95,6 +82,21 @@ class Trainer(BaseTrainer):
                 f"({torch.distributed.get_backend()}); global batch {data_loader.batch_sampler.batch_size}, "
                 f"{data_loader.batch_sampler.batch_size // distributed.world_size()} per process"
             )
+
+    def _evaluated_weights(self, cfg):
+        """Which weights validation, checkpoints and the scripts use, as a sentence for the log."""
+        if self.ema is not None:
+            return (
+                f"the EMA of the weights (decay {cfg['ema']['decay']}; the raw weights are kept in last.pth for resume)"
+            )
+        if self.swa is not None:
+            start = self.swa_start
+            return (
+                f"{f'the trained weights until epoch {start - 1}, then ' if start > 1 else ''}the average of the "
+                f"weights at the end of each epoch from epoch {start} on (SWA; the raw weights are kept in last.pth "
+                "for resume)"
+            )
+        return "the trained weights (no averaging)"
 
     def train(self):
         history = super().train()

@@ -67,6 +67,7 @@ def main(args):
         history=read(ckpt).history or [],
         classes=data_loader.classes,
         valid_images=pictures(valid_loader),
+        valid_names=getattr(valid_loader.dataset, "names", None),
         targets=targets.numpy(),
         probs=probs.numpy(),
         augment=data_loader.augment,

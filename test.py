@@ -70,7 +70,15 @@ def main(args):
     plot_confusion(cm, classes, out / "test_confusion_matrix.png", "test confusion matrix")
     images = pictures(data_loader)  # uint8 pictures, for datasets that keep them
     if images is not None:
-        plot_misclassified(images, targets.numpy(), probs.numpy(), classes, out / "test_misclassified.png")
+        names = getattr(data_loader.dataset, "names", None)
+        plot_misclassified(
+            images,
+            targets.numpy(),
+            probs.numpy(),
+            classes,
+            out / "test_misclassified.png",
+            names=[for_console(n) for n in names] if names is not None else None,
+        )
         plot_mistake_cams(
             model,
             data_loader.stats,

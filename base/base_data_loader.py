@@ -222,8 +222,9 @@ def pictures(loader):
 class ArrayDataset(Dataset):
     """uint8 HWC images in memory + an albumentations transform -> (CHW tensor, label)."""
 
-    def __init__(self, images, labels, transform, reseed=None):
+    def __init__(self, images, labels, transform, reseed=None, names=None):
         self.images, self.labels, self.transform, self._reseed = images, labels, transform, reseed
+        self.names = names  # each image's file name, where the data has them (the pictures use them)
 
     def __len__(self):
         return len(self.labels)

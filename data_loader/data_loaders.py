@@ -86,15 +86,17 @@ class Cifar10DataLoader(BaseDataLoader):
                     train.labels[valid_idx],
                     "validation",
                 )
+                valid_names = train.names[valid_idx] if train.names is not None else None
             elif "test" in splits:
                 test = splits["test"]
                 valid_images, valid_labels, self.valid_name = test.images, test.labels, "test"
+                valid_names = test.names
             else:
                 raise DataError(
                     f"{data_dir}: validation_split is 0 and there is no test/ split to validate on; "
                     "set --validation_split (e.g. 5000 or 0.1)"
                 )
-            valid = ArrayDataset(valid_images, valid_labels, build_eval_transform())
+            valid = ArrayDataset(valid_images, valid_labels, build_eval_transform(), names=valid_names)
         else:
             if "test" not in splits:
                 raise DataError(
@@ -103,7 +105,7 @@ class Cifar10DataLoader(BaseDataLoader):
             test = splits["test"]
             self.stats = stats or channel_stats(splits["train"].images if "train" in splits else test.images)
             self.classes = test.classes
-            dataset = ArrayDataset(test.images, test.labels, build_eval_transform())
+            dataset = ArrayDataset(test.images, test.labels, build_eval_transform(), names=test.names)
             valid, self.valid_name, shuffle = None, "test", False
         # the random part of the training pipeline, for previews (augmentations.png)
         self.augment = build_augment(augmentations, [255.0 * m for m in self.stats["mean"]])

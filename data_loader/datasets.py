@@ -39,6 +39,7 @@ class Split:
     images: np.ndarray  # (N, H, W, 3) uint8
     labels: np.ndarray  # (N,) int64
     classes: list
+    names: np.ndarray | None = None  # (N,) each image's file as class/file name (None: a CIFAR-10 batch file)
 
 
 def load_splits(data_dir, download=False):
@@ -159,7 +160,8 @@ def _assemble(entries, where):
         rows = [e for e in entries if e[0] == split]
         images = np.stack([e[3] for e in rows])
         labels = np.array([index[e[1]] for e in rows], dtype=np.int64)
-        out[split] = Split(images, labels, classes)
+        names = np.array([f"{e[1]}/{e[2]}" for e in rows], dtype=object)
+        out[split] = Split(images, labels, classes, names)
     return out
 
 

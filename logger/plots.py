@@ -115,9 +115,10 @@ def _image_grid(rows, cols, cell_width, cell_height, top=0.0, title_lines=2):
     return fig, axes
 
 
-def plot_misclassified(images, targets, probs, classes, path, count=36):
+def plot_misclassified(images, targets, probs, classes, path, count=36, names=None):
     """A grid of wrongly classified images (un-normalised), the most confident mistakes first, each
-    with its index in the evaluated split (the order of its loader) to find it again."""
+    with its file name (`names`, where the data has them) or its index in the evaluated split (the
+    order of its loader) to find it again."""
     probs = np.asarray(probs)
     predictions = probs.argmax(1)
     wrong = np.flatnonzero(predictions != np.asarray(targets))
@@ -130,7 +131,8 @@ def plot_misclassified(images, targets, probs, classes, path, count=36):
     for ax, i in zip(axes.flat, wrong):
         ax.imshow(images[i], interpolation="nearest")
         ax.set_title(
-            f"#{i}: true {classes[targets[i]]}\npred {classes[predictions[i]]} {probs[i, predictions[i]]:.0%}",
+            f"{names[i] if names is not None else f'#{i}'}: true {classes[targets[i]]}\n"
+            f"pred {classes[predictions[i]]} {probs[i, predictions[i]]:.0%}",
             fontsize=8,
         )
     fig.suptitle(

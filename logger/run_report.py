@@ -55,6 +55,7 @@ def write_report(
     split_name="validation",
     writer=None,
     mistake_cams=None,
+    valid_names=None,
 ):
     """Write the pictures and report.md into `out_dir`; return their paths. mistake_cams: a function
     (images, targets, probs, classes, path) -> path drawing the Grad-CAM heat maps of the most
@@ -73,7 +74,14 @@ def write_report(
             cm, classes, out_dir / "confusion_matrix.png", f"{split_name} confusion matrix"
         ),
         # the image grids need the images as uint8 arrays (datasets that keep them: `.images`)
-        "misclassified": plot_misclassified(valid_images, targets, probs, classes, out_dir / "misclassified.png")
+        "misclassified": plot_misclassified(
+            valid_images,
+            targets,
+            probs,
+            classes,
+            out_dir / "misclassified.png",
+            names=[for_console(n) for n in valid_names] if valid_names is not None else None,
+        )
         if valid_images is not None
         else None,
         "augmentations": plot_augmentations(
@@ -161,6 +169,7 @@ def write_run_report(
             history=history,
             classes=data_loader.classes,
             valid_images=getattr(valid_data_loader.dataset, "images", None),
+            valid_names=getattr(valid_data_loader.dataset, "names", None),
             targets=targets.numpy(),
             probs=probs.numpy(),
             augment=data_loader.augment,

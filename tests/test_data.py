@@ -202,3 +202,18 @@ def test_float_images_are_refused_by_name():
 
     with pytest.raises(ValueError, match="32-bit float"):
         to_rgb(Image.fromarray(np.zeros((4, 4), np.float32)))
+
+
+def test_the_validation_split_of_an_image_folder_knows_its_file_names(tiny_folder, tmp_path):
+    """The pictures of mistakes name an image by its file where the data has files."""
+    from data_loader.data_loaders import Cifar10DataLoader
+    from logger.plots import plot_misclassified
+
+    loader = Cifar10DataLoader(str(tiny_folder), batch_size=4, num_workers=0, validation_split=8, download=False)
+    valid = loader.split_validation().dataset
+    assert len(valid.names) == 8 and all(n.count("/") == 1 and n.endswith(".png") for n in valid.names)
+    assert valid.names[0].split("/")[0] in loader.classes
+    probs = np.full((8, 10), 0.01)
+    probs[:, 0] = 0.91  # everything "airplane": the non-airplanes are mistakes
+    path = plot_misclassified(valid.images, valid.labels, probs, loader.classes, tmp_path / "m.png", names=valid.names)
+    assert path.is_file() and path.stat().st_size > 1000

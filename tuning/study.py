@@ -165,6 +165,8 @@ def make_objective(base_config, space, trials_dir, n_trials):
         values = space.suggest(trial)
         config = apply_values(base_config, values)
         config["trainer"].update(save_dir=str(trials_dir), report=False)
+        if ahead:  # the layer summary (verbosity 2) once per study; each trial keeps its one-line verdict
+            config["trainer"]["verbosity"] = min(1, config["trainer"]["verbosity"])
         parsed = ConfigParser(config, run_id=f"trial{trial.number:04d}")
         trial.set_user_attr("run_dir", str(parsed.run_dir))
         trial.set_user_attr("values", values)  # as written into the config (lists stay lists)

@@ -39,6 +39,20 @@ def augmentation_rows(images, labels, rows=8):
     return np.array([int(np.flatnonzero(labels == c)[0]) for c in np.unique(labels)])
 
 
+def tta_lines(tta):
+    """report.md's test-time augmentation table: {"flip": {metric: value}, ...}, its own figures."""
+    metrics = list(next(iter(tta.values())))
+    return [
+        "Test-time augmentation of the final weights (their own figures; the plain figure above is the headline):",
+        "",
+        _table(
+            ["views", *metrics],
+            [[kind, *(format_value(m, values[m]) for m in metrics)] for kind, values in tta.items()],
+        ),
+        "",
+    ]
+
+
 def write_report(
     out_dir,
     *,
@@ -56,6 +70,7 @@ def write_report(
     writer=None,
     mistake_cams=None,
     valid_names=None,
+    tta=None,
 ):
     """Write the pictures and report.md into `out_dir`; return their paths. mistake_cams: a function
     (images, targets, probs, classes, path) -> path drawing the Grad-CAM heat maps of the most
@@ -109,6 +124,7 @@ def write_report(
         "",
         f"Training time: {describe_duration(seconds, timed)} (training and validation, as logged)." if timed else "",
         "",
+        *(tta_lines(tta) if tta else []),
         f"## Per-class {split_name} accuracy",
         "",
         _table(
@@ -145,7 +161,7 @@ def write_report(
 
 
 def write_run_report(
-    run_dir, config, history, val_outputs, data_loader, valid_data_loader, spec_text, mistake_cams=None
+    run_dir, config, history, val_outputs, data_loader, valid_data_loader, spec_text, mistake_cams=None, tta=None
 ):
     """End of train.py: the report of the final-epoch model on the validation split (mistake_cams: see
     write_report).
@@ -178,6 +194,7 @@ def write_run_report(
             split_name=data_loader.valid_name,
             writer=writer,
             mistake_cams=mistake_cams,
+            tta=tta,
         )
     finally:
         writer.close()

@@ -332,6 +332,7 @@ def _report(config, run, logger):
             run.valid_data_loader,
             run.summary,
             mistake_cams=mistake_cams_for(run.trainer.eval_model, run.data_loader.stats),
+            tta=getattr(run.trainer, "tta_results", None),
         )
     except KeyboardInterrupt as e:
         ignore_further_interrupts()

@@ -93,6 +93,8 @@ def test_train_writes_checkpoints_logs_and_report(trained):
     assert len(rows) == 10 and sum(int(r[1]) for r in rows) == 20  # the confusion matrix counts every image
     assert "[PASS] max_params" in report
     assert re.search(r"^Training time: \d+\.\d (s|min) over 2 epochs", report, re.M)
+    assert re.search(r"^\| flip \| [\d.]+ \| [\d.]+ \|$", report, re.M)  # TTA figures, a table of their own
+    assert re.search(r"^\| multicrop \| [\d.]+ \| [\d.]+ \|$", report, re.M)
 
 
 def test_the_run_folder_says_how_it_was_made_and_holds_the_epochs_as_csv(trained):

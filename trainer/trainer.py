@@ -107,9 +107,10 @@ class Trainer(BaseTrainer):
                 f"({total / timed:.1f} s per epoch, validation included)"
             )
         self._check_replicas()
+        self.tta_results = {}  # {"flip": {metric: value}, ...}, for the report
         if self.valid_data_loader is not None and history:
             for kind in ("flip", "multicrop"):
-                tta = self._validate(tta=kind, desc=f"{kind} TTA")
+                tta = self.tta_results[kind] = self._validate(tta=kind, desc=f"{kind} TTA")
                 self.logger.info(
                     f"{LABELS[kind]} test-time augmentation (its own figure; the epoch log above is the plain one):\n"
                     + format_log({valid(log_tta(k, kind)): v for k, v in tta.items()})

@@ -29,7 +29,13 @@ from utils.errors import ConfigError, DataError
 from utils.paths import atomic_write, check_writable
 from utils.safe_text import for_console, for_csv
 
-BATCH = 256
+BATCH = 256  # pictures per forward pass at 32x32; fewer at larger sizes (batch_for)
+BATCH_PIXELS = BATCH * 32 * 32  # what one forward pass may hold, whatever the network's input size
+
+
+def batch_for(size):
+    """Pictures per forward pass for inputs of `size` (h, w): the memory of a 32-px batch of BATCH."""
+    return max(1, BATCH_PIXELS // (size[0] * size[1]))
 
 
 def check_out(path):
@@ -121,10 +127,11 @@ def main(args):
     probs = np.zeros((0, len(predictor.classes)))
     if good:
         images = np.stack([p.image for p in good])
-        batches = range(0, len(images), BATCH)
+        batch = batch_for((h, w))
+        batches = range(0, len(images), batch)
         probs = np.concatenate(
             [
-                predictor.predict(images[i : i + BATCH], tta=args.tta)
+                predictor.predict(images[i : i + batch], tta=args.tta)
                 for i in tqdm(batches, desc="predict", unit=" batches", leave=False, disable=None)
             ]
         )

@@ -138,7 +138,7 @@ def test_onnx_export_agrees_with_pytorch_and_predicts_the_same(checkpoint, pictu
     damaged = [
         ("classes", "['cat'", "its metadata 'classes' is missing or not JSON"),
         ("classes", '["cat", "dog"]', "names 2 classes, but its network has 10 outputs"),
-        ("image_size", "[30000, 30000]", "its 'image_size' is not [height, width], each from 1 to 4096"),
+        ("image_size", "[30000, 30000]", "its 'image_size' is not [height, width], each from 1 to 1024"),
         ("data_stats", '{"mean": [0, 0, 0], "std": [1, 0, 1]}', "its 'data_stats' is not {'mean'"),
     ]
     for key, value, message in damaged:
@@ -333,3 +333,10 @@ def test_an_export_is_named_for_what_it_holds_and_a_failed_predict_keeps_the_old
     proc = run_cli("predict.py", "--resume", checkpoint, tmp_path / "bad.png", "--out", out)
     assert proc.returncode != 0 and "not written" in proc.stderr
     assert out.read_text() == "image,class_1,probability_1\nold.png,cat,0.9\n"
+
+
+def test_a_large_input_size_is_predicted_in_smaller_batches():
+    """The memory of one forward pass stays that of 256 pictures of 32x32, whatever the input size."""
+    from predict import BATCH, batch_for
+
+    assert batch_for((32, 32)) == BATCH and batch_for((64, 64)) == BATCH // 4 and batch_for((1024, 1024)) == 1

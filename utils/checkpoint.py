@@ -116,7 +116,9 @@ def load_checkpoint(path, map_location="cpu"):
 
 
 DEFAULT_IMAGE_SIZE = (32, 32)  # for checkpoints written before they recorded their image size
-MAX_IMAGE_SIDE = 4096  # an image size beyond this in a checkpoint is damage, not a network of this project
+# an image size beyond this in a checkpoint is damage, not a network of this project: one 1024x1024
+# picture already asks the shipped network for about a gigabyte of activations
+MAX_IMAGE_SIDE = 1024
 
 
 def _number(value):

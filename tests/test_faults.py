@@ -699,3 +699,19 @@ def test_a_run_folder_that_cannot_be_written_at_the_start_is_left_nowhere(tmp_pa
     with pytest.raises(ConfigError, match=r"cannot write the run folder .* \(No space left on device\)"):
         run_folder.make_run_dir(tmp_path / "saved" / "name" / "0101_000000", None, {"name": "x"})
     assert list((tmp_path / "saved" / "name").iterdir()) == []
+
+
+def test_a_class_folder_name_that_is_not_utf8_trains_tests_and_predicts(tmp_path):
+    """A Latin-1 folder name (caf\\xe9) is shown escaped in the console, the report's pictures and the
+    CSV; no writer crashes on it."""
+    folder = write_folder(tmp_path / "data")
+    for split in ("train", "test"):
+        os.rename(os.fsencode(folder / split / "cat"), os.fsencode(folder / split) + b"/caf\xe9")
+    proc = run_cli("train.py", "-c", tiny_config(tmp_path, folder, report=True))
+    assert proc.returncode == 0, proc.stderr
+    run_dir = next((tmp_path / "saved").glob("*/*"))
+    assert "caf\\\\xe9" in (run_dir / "report.md").read_text()  # escaped for Markdown too
+    tested = run_cli("test.py", "--resume", run_dir / "last.pth", "--data_dir", folder, "--out", tmp_path / "t")
+    assert tested.returncode == 0 and "acc_caf\\xe9" in tested.stdout, tested.stderr
+    predicted = run_cli("predict.py", "--resume", run_dir / "last.pth", folder / "test", "--out", tmp_path / "p.csv")
+    assert predicted.returncode == 0 and "caf\\xe9" in (tmp_path / "p.csv").read_text(), predicted.stderr

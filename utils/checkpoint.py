@@ -117,7 +117,7 @@ def load_checkpoint(path, map_location="cpu"):
 
 DEFAULT_IMAGE_SIZE = (32, 32)  # for checkpoints written before they recorded their image size
 # an image size beyond this in a checkpoint is damage, not a network of this project: one 1024x1024
-# picture already asks the shipped network for about a gigabyte of activations
+# picture already asks the shipped network for hundreds of megabytes of activations
 MAX_IMAGE_SIDE = 1024
 
 

@@ -130,10 +130,13 @@ class PixelBudget:
             )
 
 
-def _decode(data, name, budget):
+def _decode(data, name, budget=None):
+    """One image file's bytes as RGB uint8 (HWC); its declared pixels are taken from `budget` (the
+    data set's PixelBudget) before they are decoded."""
     try:
         with open_image(data, name) as img:
-            budget.take(img.width * img.height, name)
+            if budget is not None:
+                budget.take(img.width * img.height, name)
             return to_rgb(img)
     except UnidentifiedImageError:
         raise DataError(f"{name}: cannot decode image (not an image format PIL can read)") from None

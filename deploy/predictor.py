@@ -87,6 +87,12 @@ class OnnxPredictor:
             )
         self.classes, self.stats = entries["classes"], entries["data_stats"]
         self.image_size = tuple(entries["image_size"])
+        graph = tuple(self.session.get_inputs()[0].shape[-2:])  # (H, W): numbers, or names where dynamic
+        if all(isinstance(n, int) for n in graph) and graph != self.image_size:
+            raise CheckpointError(
+                f"{path}: its metadata says {self.image_size[1]}x{self.image_size[0]} images, its graph takes "
+                f"{graph[1]}x{graph[0]}; the file is damaged"
+            )
 
     def logits(self, images, tta="none"):
         def forward(x):

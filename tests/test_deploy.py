@@ -139,6 +139,7 @@ def test_onnx_export_agrees_with_pytorch_and_predicts_the_same(checkpoint, pictu
         ("classes", "['cat'", "its metadata 'classes' is missing or not JSON"),
         ("classes", '["cat", "dog"]', "names 2 classes, but its network has 10 outputs"),
         ("image_size", "[30000, 30000]", "its 'image_size' is not [height, width], each from 1 to 1024"),
+        ("image_size", "[64, 64]", "its metadata says 64x64 images, its graph takes 32x32"),
         ("data_stats", '{"mean": [0, 0, 0], "std": [1, 0, 1]}', "its 'data_stats' is not {'mean'"),
     ]
     for key, value, message in damaged:

@@ -43,8 +43,15 @@ class Split:
 
 
 def load_splits(data_dir, download=False):
-    """{'train': Split, 'test': Split} with whichever splits `data_dir` holds."""
-    path = Path(data_dir).expanduser()
+    """{'train': Split, 'test': Split} with whichever splits `data_dir` holds. A file or folder the
+    process may not read is one line that says so (not the output errors' "cannot write")."""
+    try:
+        return _load_splits(Path(data_dir).expanduser(), download)
+    except PermissionError as e:
+        raise DataError(f"{e.filename or data_dir}: cannot read ({e.strerror}); check its permissions") from None
+
+
+def _load_splits(path, download):
     if path.is_file():
         if not path.name.lower().endswith(TAR_SUFFIXES):
             raise DataError(f"{path}: expected a folder or a {'/'.join(TAR_SUFFIXES)} archive")

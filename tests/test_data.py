@@ -217,3 +217,21 @@ def test_the_validation_split_of_an_image_folder_knows_its_file_names(tiny_folde
     probs[:, 0] = 0.91  # everything "airplane": the non-airplanes are mistakes
     path = plot_misclassified(valid.images, valid.labels, probs, loader.classes, tmp_path / "m.png", names=valid.names)
     assert path.is_file() and path.stat().st_size > 1000
+
+
+def test_an_unreadable_image_says_it_could_not_be_read(tmp_path, monkeypatch):
+    """A file the process may not read (chmod 000 without root's override) is a read error, not the
+    output errors' "cannot write"."""
+    import pathlib
+
+    folder = write_folder(tmp_path / "data")
+    real = pathlib.Path.read_bytes
+
+    def denied(self):
+        if self.name == "0001.png":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    monkeypatch.setattr(pathlib.Path, "read_bytes", denied)
+    with pytest.raises(DataError, match=r"0001.png: cannot read \(Permission denied\)"):
+        Cifar10DataLoader(str(folder), num_workers=0, validation_split=4, download=False)

@@ -11,6 +11,7 @@ from data_loader.transforms import (
     build_augment,
     build_eval_transform,
     build_train_transform,
+    check_augment,
     reseed_batch,
 )
 from utils.errors import ArgumentError, DataError
@@ -79,6 +80,8 @@ class Cifar10DataLoader(BaseDataLoader):
             self.stats = channel_stats(train_images)
             self.classes = train.classes
             transform = build_train_transform(augmentations, self.stats["mean"])
+            if len(train_images):
+                check_augment(augmentations, [255.0 * m for m in self.stats["mean"]], train_images[0])
             dataset = ArrayDataset(train_images, train.labels[train_idx], transform, reseed=reseed_batch)
             if len(valid_idx):
                 valid_images, valid_labels, self.valid_name = (

@@ -65,6 +65,26 @@ def build_augment(entries, mean_colour, where="data_loader.args.augmentations"):
     return augment
 
 
+def check_augment(entries, mean_colour, image, where="data_loader.args.augmentations"):
+    """Apply a fresh copy of the augmentation to one training `image` (uint8 HWC): a transform that
+    cannot run on pictures of this size (a crop larger than they are) or that changes their size is
+    one line naming the list, before any run folder, instead of a traceback in a loader worker."""
+    augment = build_augment(entries, mean_colour, where)
+    for _ in range(4):  # a few draws, so that a transform with p < 1 most likely runs at least once
+        try:
+            out = augment(image=image)["image"]
+        except Exception as e:  # albumentations' own error classes (CropSizeError, ValueError, ...)
+            raise ConfigError(
+                f"{where}: fails on a {image.shape[1]}x{image.shape[0]} training image "
+                f"({type(e).__name__}: {str(e).splitlines()[0][:160]})"
+            ) from None
+        if out.shape != image.shape:
+            raise ConfigError(
+                f"{where}: turns a {image.shape[1]}x{image.shape[0]} image into {out.shape[1]}x{out.shape[0]}; "
+                "the training images must keep the data's size (the network and the batches expect it)"
+            )
+
+
 def build_train_transform(entries, mean):
     """augmentations -> uint8 CHW tensor; `mean` (the data's, in [0, 1] units) gives the "mean" fill."""
     mean_colour = [255.0 * m for m in mean]

@@ -112,3 +112,21 @@ def test_last_batch_of_one_image_is_dropped():
         num_workers=0,
     )
     assert len(loader) == 2 and [len(b[0]) for b in loader] == [4, 4]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ({"type": "RandomCrop", "args": {"height": 64, "width": 64}}, "fails on a 32x32 training image (CropSizeError"),
+        ({"type": "Resize", "args": {"height": 40, "width": 40}}, "turns a 32x32 image into 40x40"),
+    ],
+)
+def test_an_augmentation_that_cannot_run_on_the_data_is_one_line(tmp_path, tiny_folder, extra, message):
+    from conftest import assert_one_line_error, run_cli, tiny_config
+
+    path = tiny_config(tmp_path, tiny_folder, epochs=1)
+    config = json.loads(path.read_text())
+    config["data_loader"]["args"]["augmentations"].append(extra)
+    path.write_text(json.dumps(config))
+    assert_one_line_error(run_cli("train.py", "-c", path), "data_loader.args.augmentations", message)
+    assert not (tmp_path / "saved").exists()

@@ -254,7 +254,8 @@ def build(config, device, allow_spec_violation=False, epoch_callbacks=()):
     dry_run(config, steps_per_epoch=len(data_loader))  # values a scheduler refuses only when it steps
     optimizer = build_optimizer(config, model)
     criterion, metrics = config.init_obj("loss"), module_metric.build_metrics(config["metrics"])
-    probe_step(model, criterion, metrics, data_loader, device)  # a value that fails only when used: one line
+    # a value that fails only when used is one line, before the run folder exists
+    probe_step(model, criterion, metrics, data_loader, device, make_optimizer=lambda net: build_optimizer(config, net))
     trainer = Trainer(
         model,
         criterion,

@@ -571,10 +571,11 @@ def test_a_class_folder_missing_is_named_not_trained_around(tmp_path):
         (["--set", "loss.args.label_smoothing=1.5"], "loss.args.label_smoothing: expected a fraction from 0 to 1"),
         (["--set", 'metrics=["accuracy", {"type": "top_k_acc", "args": {"k": 20}}]'], "metrics: top_k_acc: fails when"),
         (["--set", 'loss={"type": "Module", "args": {}}'], "loss.type: 'Module' is not a Module class"),
+        (["--set", 'optimizer={"type": "SparseAdam", "args": {"lr": 0.001}}'], "optimizer: fails when used"),
         (
             # p 1: at its default 0.5 the probe's 4 images all skip it one time in 16
             ["--set", 'data_loader.args.augmentations=[{"type":"Mosaic","args":{"p":1}}]', "--allow_spec_violation"],
-            "data_loader.args.augmentations: fails when used (ValueError: Mosaic requires",
+            "data_loader.args.augmentations: fails on a 32x32 training image (ValueError: Mosaic requires",
         ),
     ],
 )

@@ -3,8 +3,9 @@ but fail only when used (a label smoothing of 1.5, top-k with k above the class 
 cannot be called, an augmentation that needs inputs it is not given) stop the run in one line naming
 their key, instead of a traceback at the first batch after files were written.
 
-The probe changes nothing: it steps no optimizer, trains a deep copy of the network (BatchNorm
-statistics included) and restores every random generator it may draw from."""
+The probe changes nothing: it trains a deep copy of the network (BatchNorm statistics included),
+steps a fresh optimizer of that copy only (an optimizer that cannot take these gradients, such as
+SparseAdam, is one line) and restores every random generator it may draw from."""
 
 import contextlib
 import copy
@@ -40,10 +41,11 @@ def _named(key):
         raise ConfigError(f"{key}: fails when used ({type(e).__name__}: {reason})") from None
 
 
-def probe_step(model, criterion, metrics, data_loader, device, images=4):
+def probe_step(model, criterion, metrics, data_loader, device, images=4, make_optimizer=None):
     """Augment `images` training pictures, collate them, and run the network's forward and backward,
     the loss and every metric on them (on a copy of the network); a ConfigError naming the config
-    key whose value failed. A loader without a dataset of its own (or an empty one) is not probed."""
+    key whose value failed. make_optimizer(network): the run's optimizer for a network, stepped once
+    on the copy. A loader without a dataset of its own (or an empty one) is not probed."""
     dataset, collate = getattr(data_loader, "dataset", None), getattr(data_loader, "collate_fn", None)
     if dataset is None or collate is None or len(dataset) == 0:
         return
@@ -58,6 +60,9 @@ def probe_step(model, criterion, metrics, data_loader, device, images=4):
             if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
                 raise TypeError(f"expected a single-number tensor, got {type(loss).__name__}")
         loss.backward()
+        if make_optimizer is not None:
+            with _named("optimizer"):
+                make_optimizer(network).step()
         for metric in metrics:
             with _named(f"metrics: {metric.__name__}"), torch.no_grad():
                 float(metric(output.detach(), target))

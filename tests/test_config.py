@@ -507,3 +507,8 @@ def test_a_scheduler_value_of_the_wrong_kind_is_one_line(config, tmp_path, tiny_
     path.write_text(json.dumps(edited))
     assert_one_line_error(run_cli("train.py", "-c", path), "lr_scheduler")
     assert not (tmp_path / "saved").exists()
+
+
+def test_a_dist_timeout_too_large_for_a_timedelta_is_a_config_error(config):
+    with pytest.raises(ConfigError, match="trainer.dist_timeout"):
+        parse(config, trainer__dist_timeout=10**14)

@@ -189,7 +189,8 @@ class TrainerSection(Section):
     channels_last: bool = False
     report: bool = True  # plots and report.md in the run folder at the end
     sync_bn: bool = False  # DDP on CUDA: SyncBatchNorm
-    dist_timeout: AtLeastOne = 600  # DDP: seconds before a silent process counts as lost
+    # DDP: seconds before a silent process counts as lost (at most a week: larger ones overflow a timedelta)
+    dist_timeout: Annotated[int, Field(ge=1, le=7 * 24 * 3600)] = 600
     ema: EmaSection | None = None  # null: no weight averaging
     swa: SwaSection | None = None  # null: no stochastic weight averaging
     init: PathText | None = None  # a checkpoint or export whose weights a new run starts from (null: random)

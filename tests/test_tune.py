@@ -342,3 +342,10 @@ def test_best_config_writes_a_key_the_users_file_leaves_to_the_defaults():
     with pytest.raises(ConfigError, match="trainer.ema: no such key"):
         apply_values(user, {"trainer.ema": {"decay": 0.9}})
     assert apply_values(user, {"trainer.ema": {"decay": 0.9}}, create=True)["trainer"]["ema"] == {"decay": 0.9}
+
+
+def test_an_enumerating_sampler_over_a_continuous_float_is_one_line_before_the_study(tmp_path, tiny_folder):
+    space = {**SPACE, "sampler": {"type": "BruteForceSampler", "args": {}}}
+    proc = run_cli(*tune_args(tmp_path, tiny_folder, space, trials=1))
+    assert_one_line_error(proc, "BruteForceSampler enumerates every value, so a float needs a step")
+    assert not list(tmp_path.glob("saved/*/study.db"))

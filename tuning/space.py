@@ -91,6 +91,19 @@ def set_key_path(config, path, value, create=False):
     parse_config.set_key_path(config, tuple(path.split(".")), value, create=create)
 
 
+def check_sampler_fits(space):
+    """A sampler that can only enumerate (BruteForceSampler, GridSampler) needs every distribution
+    finite: a float without `step` is one line naming the parameter, before any study exists."""
+    if space.sampler.get("type") not in ("BruteForceSampler", "GridSampler"):
+        return
+    for key, dist in space.params.items():
+        if isinstance(dist, optuna.distributions.FloatDistribution) and dist.step is None:
+            raise ConfigError(
+                f"params.{key}: {space.sampler['type']} enumerates every value, so a float needs a step "
+                '(e.g. "step": 0.05)'
+            )
+
+
 def apply_values(base_config, values, create=False):
     """A copy of `base_config` with each {key path: value} set (create: keys the file leaves to the
     schema's defaults, such as trainer.swa, are written in)."""
@@ -204,6 +217,7 @@ def load_space(path, base_config):
             result.params[key] = dist
             if decode:
                 result.decode[key] = decode
+        check_sampler_fits(result)
         return result
     except ConfigError as e:
         message = str(e)

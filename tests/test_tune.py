@@ -349,3 +349,16 @@ def test_an_enumerating_sampler_over_a_continuous_float_is_one_line_before_the_s
     proc = run_cli(*tune_args(tmp_path, tiny_folder, space, trials=1))
     assert_one_line_error(proc, "BruteForceSampler enumerates every value, so a float needs a step")
     assert not list(tmp_path.glob("saved/*/study.db"))
+
+
+def test_a_trial_records_the_folder_it_really_trained_in(tmp_path, tiny_folder):
+    """A trial folder that already exists (its study's database was removed and the study started
+    anew) makes the run claim trial0000_2; trials.csv names that folder, not the old one."""
+    first = run_cli(*tune_args(tmp_path, tiny_folder, SPACE, trials=1))
+    assert first.returncode == 0, first.stderr
+    (study_folder,) = (tmp_path / "saved").glob("*-search")
+    (study_folder / "study.db").unlink()
+    again = run_cli(*tune_args(tmp_path, tiny_folder, SPACE, trials=1))
+    assert again.returncode == 0, again.stderr
+    rows = list(csv.DictReader((study_folder / "trials.csv").open()))
+    assert rows[0]["run_dir"].endswith("trial0000_2") and (REPO / rows[0]["run_dir"]).is_dir()

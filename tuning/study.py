@@ -181,8 +181,13 @@ def make_objective(base_config, space, trials_dir, n_trials):
             log.info(f"Trial {trial.number} rejected before training: {reason}")
             raise optuna.TrialPruned(reason)
         log.info(f"Trial {trial.number} ({trial_progress(ahead, n_trials)}): {values}")
+
         # a Ctrl-C goes on to optuna (which marks the trial failed) and tune.py, which says how to go on
-        callbacks = [pruning_callback(trial, parsed["trainer"]["epochs"])]
+        def record_folder(epoch, log):  # the folder the run claimed: trial0000_2 where trial0000 was taken
+            if epoch == 1 and str(parsed.run_dir) != trial.user_attrs.get("run_dir"):
+                trial.set_user_attr("run_dir", str(parsed.run_dir))
+
+        callbacks = [record_folder, pruning_callback(trial, parsed["trainer"]["epochs"])]
         history = train_main(parsed, epoch_callbacks=callbacks, resume_hint=False)
         return history[-1][OBJECTIVE]
 

@@ -496,6 +496,7 @@ def test_a_save_dir_with_a_tilde_is_the_home_folder(config, monkeypatch, tmp_pat
         {"type": "SequentialLR", "args": {"schedulers": ["StepLR", "StepLR"], "milestones": [2]}},
         {"type": "ChainedScheduler", "args": {"schedulers": ["StepLR"]}},
         {"type": "LambdaLR", "args": {"lr_lambda": "x"}},
+        {"type": "CyclicLR", "args": {"base_lr": 0.01, "max_lr": 0.1, "step_size_up": 2, "scale_fn": "x"}},
     ],
 )
 def test_a_scheduler_value_of_the_wrong_kind_is_one_line(config, tmp_path, tiny_folder, scheduler):

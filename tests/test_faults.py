@@ -716,3 +716,18 @@ def test_a_class_folder_name_that_is_not_utf8_trains_tests_and_predicts(tmp_path
     assert tested.returncode == 0 and "acc_caf\\xe9" in tested.stdout, tested.stderr
     predicted = run_cli("predict.py", "--resume", run_dir / "last.pth", folder / "test", "--out", tmp_path / "p.csv")
     assert predicted.returncode == 0 and "caf\\xe9" in (tmp_path / "p.csv").read_text(), predicted.stderr
+
+
+def test_a_resume_removes_only_the_temp_files_of_checkpoint_saves(tmp_path):
+    """A save killed half-way leaves `.last.<random>.tmp.pth`, which a resume removes; a report.py
+    writing into the same folder meanwhile keeps its own temp files."""
+    import utils.run_folder as run_folder
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "last.pth").write_bytes(b"x")
+    (run_dir / ".last.abc123.tmp.pth").write_bytes(b"half")
+    (run_dir / ".report.def456.tmp.md").write_text("being written")
+    _, lock = run_folder.make_run_dir(run_dir, run_dir / "last.pth", {"name": "x"})
+    run_folder.release(lock)
+    assert not (run_dir / ".last.abc123.tmp.pth").exists() and (run_dir / ".report.def456.tmp.md").exists()

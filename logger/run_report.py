@@ -78,53 +78,82 @@ def write_report(
     classes = [for_console(c) for c in classes]  # names from data: no control characters in the pictures
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    shown = augmentation_rows(train_images, train_labels)
-    shown_labels = [f"original: {classes[int(train_labels[i])]}" for i in shown] if train_labels is not None else None
-    targets = np.asarray(targets)
-    probs = np.asarray(probs)
+    targets, probs = np.asarray(targets), np.asarray(probs)
     cm = confusion_matrix(targets, probs.argmax(1), len(classes))
     paths = {
         "curves": plot_curves(history, out_dir / "curves.png") if history else None,
         "confusion_matrix": plot_confusion(
             cm, classes, out_dir / "confusion_matrix.png", f"{split_name} confusion matrix"
         ),
-        # the image grids need the images as uint8 arrays (datasets that keep them: `.images`)
-        "misclassified": plot_misclassified(
-            valid_images,
-            targets,
-            probs,
-            classes,
-            out_dir / "misclassified.png",
-            names=[for_console(n) for n in valid_names] if valid_names is not None else None,
-        )
-        if valid_images is not None
-        else None,
-        "augmentations": plot_augmentations(
-            train_images[shown], augment, out_dir / "augmentations.png", labels=shown_labels
-        )
-        if train_images is not None and augment is not None
-        else None,
-        "gradcam_mistakes": mistake_cams(valid_images, targets, probs, classes, out_dir / "gradcam_mistakes.png")
-        if mistake_cams is not None and valid_images is not None
-        else None,
+        **_image_grids(out_dir, classes, valid_images, valid_names, targets, probs, mistake_cams),
+        "augmentations": _augmentation_picture(out_dir, classes, train_images, train_labels, augment),
     }
     final = history[-1] if history else {}
-    seconds, timed = training_seconds(history)
-    acc = per_class_accuracy(cm)
     lines = [
         f"# Run report: {config['name']}",
         "",
+        *_metric_lines(final, history, cm, split_name, tta),
+        *_per_class_lines(cm, classes, split_name),
+        "## Pictures",
+        "",
+        *[f"![{name}]({p.name})" for name, p in paths.items() if p is not None],
+        "",
+        *["## Network", "", "```", spec_text, "```", ""],
+        *["## Config", "", "```json", json.dumps(config, indent=2), "```", ""],
+    ]
+    paths["report"] = out_dir / "report.md"
+    with atomic_write(paths["report"]) as tmp:
+        tmp.write_text("\n".join(lines))
+    if writer is not None:
+        for name in ("curves", "confusion_matrix", "misclassified", "augmentations", "gradcam_mistakes"):
+            if paths[name] is not None:
+                writer.add_image(f"report/{name}", read_rgb(paths[name]), final.get("epoch", 0))
+    return paths
+
+
+def _image_grids(out_dir, classes, valid_images, valid_names, targets, probs, mistake_cams):
+    """misclassified.png and gradcam_mistakes.png: they need the validation pictures as uint8 arrays
+    (datasets that keep them: `.images`); None where they cannot be drawn."""
+    if valid_images is None:
+        return {"misclassified": None, "gradcam_mistakes": None}
+    names = [for_console(n) for n in valid_names] if valid_names is not None else None
+    return {
+        "misclassified": plot_misclassified(
+            valid_images, targets, probs, classes, out_dir / "misclassified.png", names=names
+        ),
+        "gradcam_mistakes": mistake_cams(valid_images, targets, probs, classes, out_dir / "gradcam_mistakes.png")
+        if mistake_cams is not None
+        else None,
+    }
+
+
+def _augmentation_picture(out_dir, classes, train_images, train_labels, augment):
+    if train_images is None or augment is None:
+        return None
+    shown = augmentation_rows(train_images, train_labels)
+    labels = [f"original: {classes[int(train_labels[i])]}" for i in shown] if train_labels is not None else None
+    return plot_augmentations(train_images[shown], augment, out_dir / "augmentations.png", labels=labels)
+
+
+def _metric_lines(final, history, cm, split_name, tta):
+    seconds, timed = training_seconds(history)
+    return [
         "## Final metrics (last epoch, not the best one)",
         "",
         _table(["metric", "value"], [[k, format_value(k, v)] for k, v in final.items()]) if final else "(no history)",
         "",
         f"{split_name.capitalize()} accuracy recomputed from the saved predictions: "
-        f"{100.0 * np.trace(cm) / cm.sum():.2f}% "
-        f"of {cm.sum()} images.",
+        f"{100.0 * np.trace(cm) / cm.sum():.2f}% of {cm.sum()} images.",
         "",
         f"Training time: {describe_duration(seconds, timed)} (training and validation, as logged)." if timed else "",
         "",
         *(tta_lines(tta) if tta else []),
+    ]
+
+
+def _per_class_lines(cm, classes, split_name):
+    acc = per_class_accuracy(cm)
+    return [
         f"## Per-class {split_name} accuracy",
         "",
         _table(
@@ -132,32 +161,7 @@ def write_report(
             [[for_markdown(c), int(cm[i].sum()), int(cm[i, i]), f"{acc[i]:.2f}"] for i, c in enumerate(classes)],
         ),
         "",
-        "## Pictures",
-        "",
-        *[f"![{name}]({p.name})" for name, p in paths.items() if p is not None],
-        "",
-        "## Network",
-        "",
-        "```",
-        spec_text,
-        "```",
-        "",
-        "## Config",
-        "",
-        "```json",
-        json.dumps(config, indent=2),
-        "```",
-        "",
     ]
-    paths["report"] = out_dir / "report.md"
-    with atomic_write(paths["report"]) as tmp:
-        tmp.write_text("\n".join(lines))
-    if writer is not None:
-        step = final.get("epoch", 0)
-        for name in ("curves", "confusion_matrix", "misclassified", "augmentations", "gradcam_mistakes"):
-            if paths[name] is not None:
-                writer.add_image(f"report/{name}", read_rgb(paths[name]), step)
-    return paths
 
 
 def write_run_report(

@@ -71,45 +71,9 @@ class Cifar10DataLoader(BaseDataLoader):
         workers = auto_workers(num_workers)
         self.data_dir = data_dir
         if training:
-            if "train" not in splits:
-                raise DataError(f"{data_dir}: no train/ split to train on")
-            train = splits["train"]
-            pool = self.subset_indices(len(train.labels), train_subset, split_seed)
-            train_idx, valid_idx = (pool[i] for i in self.split_indices(len(pool), validation_split, split_seed))
-            train_images = train.images[train_idx]
-            self.stats = channel_stats(train_images)
-            self.classes = train.classes
-            transform = build_train_transform(augmentations, self.stats["mean"])
-            if len(train_images):
-                check_augment(augmentations, [255.0 * m for m in self.stats["mean"]], train_images[0])
-            dataset = ArrayDataset(train_images, train.labels[train_idx], transform, reseed=reseed_batch)
-            if len(valid_idx):
-                valid_images, valid_labels, self.valid_name = (
-                    train.images[valid_idx],
-                    train.labels[valid_idx],
-                    "validation",
-                )
-                valid_names = train.names[valid_idx] if train.names is not None else None
-            elif "test" in splits:
-                test = splits["test"]
-                valid_images, valid_labels, self.valid_name = test.images, test.labels, "test"
-                valid_names = test.names
-            else:
-                raise DataError(
-                    f"{data_dir}: validation_split is 0 and there is no test/ split to validate on; "
-                    "set --validation_split (e.g. 5000 or 0.1)"
-                )
-            valid = ArrayDataset(valid_images, valid_labels, build_eval_transform(), names=valid_names)
+            dataset, valid = self._training_sets(splits, validation_split, split_seed, train_subset, augmentations)
         else:
-            if "test" not in splits:
-                raise DataError(
-                    f"{data_dir}: no test/ split to evaluate (expected test/<class>/*.jpg or a CIFAR-10 root)"
-                )
-            test = splits["test"]
-            self.stats = stats or channel_stats(splits["train"].images if "train" in splits else test.images)
-            self.classes = test.classes
-            dataset = ArrayDataset(test.images, test.labels, build_eval_transform(), names=test.names)
-            valid, self.valid_name, shuffle = None, "test", False
+            dataset, valid, shuffle = self._test_set(splits, stats), None, False
         # the random part of the training pipeline, for previews (augmentations.png)
         self.augment = build_augment(augmentations, [255.0 * m for m in self.stats["mean"]])
         super().__init__(
@@ -121,6 +85,45 @@ class Cifar10DataLoader(BaseDataLoader):
             pin_memory=pin_memory,
             collate_fn=NormalizeCollate(self.stats["mean"], self.stats["std"]),
         )
+
+    def _training_sets(self, splits, validation_split, split_seed, train_subset, augmentations):
+        """(the augmented training set, the validation set): a seeded validation subset of the train
+        split, or the test split when validation_split is 0. Sets stats, classes and valid_name."""
+        if "train" not in splits:
+            raise DataError(f"{self.data_dir}: no train/ split to train on")
+        train = splits["train"]
+        pool = self.subset_indices(len(train.labels), train_subset, split_seed)
+        train_idx, valid_idx = (pool[i] for i in self.split_indices(len(pool), validation_split, split_seed))
+        train_images = train.images[train_idx]
+        self.stats, self.classes = channel_stats(train_images), train.classes
+        if len(train_images):
+            check_augment(augmentations, [255.0 * m for m in self.stats["mean"]], train_images[0])
+        transform = build_train_transform(augmentations, self.stats["mean"])
+        dataset = ArrayDataset(train_images, train.labels[train_idx], transform, reseed=reseed_batch)
+        if len(valid_idx):
+            self.valid_name = "validation"
+            names = train.names[valid_idx] if train.names is not None else None
+            valid = ArrayDataset(train.images[valid_idx], train.labels[valid_idx], build_eval_transform(), names=names)
+        elif "test" in splits:
+            self.valid_name, test = "test", splits["test"]
+            valid = ArrayDataset(test.images, test.labels, build_eval_transform(), names=test.names)
+        else:
+            raise DataError(
+                f"{self.data_dir}: validation_split is 0 and there is no test/ split to validate on; "
+                "set --validation_split (e.g. 5000 or 0.1)"
+            )
+        return dataset, valid
+
+    def _test_set(self, splits, stats):
+        """The test split, normalised with `stats` (the checkpoint's; else the data's own)."""
+        if "test" not in splits:
+            raise DataError(
+                f"{self.data_dir}: no test/ split to evaluate (expected test/<class>/*.jpg or a CIFAR-10 root)"
+            )
+        test = splits["test"]
+        self.stats = stats or channel_stats(splits["train"].images if "train" in splits else test.images)
+        self.classes, self.valid_name = test.classes, "test"
+        return ArrayDataset(test.images, test.labels, build_eval_transform(), names=test.names)
 
     @classmethod
     def for_test(cls, args, stats):

@@ -67,27 +67,7 @@ def main(args):
         )
         log.update(tta)
 
-    plot_confusion(cm, classes, out / "test_confusion_matrix.png", "test confusion matrix")
-    images = pictures(data_loader)  # uint8 pictures, for datasets that keep them
-    if images is not None:
-        names = getattr(data_loader.dataset, "names", None)
-        plot_misclassified(
-            images,
-            targets.numpy(),
-            probs.numpy(),
-            classes,
-            out / "test_misclassified.png",
-            names=[for_console(n) for n in names] if names is not None else None,
-        )
-        plot_mistake_cams(
-            model,
-            data_loader.stats,
-            images,
-            targets.numpy(),
-            probs.numpy(),
-            classes,
-            out / "test_gradcam_mistakes.png",
-        )
+    draw_pictures(out, model, data_loader, classes, cm, targets.numpy(), probs.numpy())
     with atomic_write(out / "test_metrics.json") as tmp:
         tmp.write_text(
             json.dumps(
@@ -98,6 +78,19 @@ def main(args):
         )
     logger.info(f"Wrote {', '.join(sorted(p.name for p in out.glob('test_*')))} in {out}")
     return log
+
+
+def draw_pictures(out, model, data_loader, classes, cm, targets, probs):
+    """The confusion matrix, and for data that keeps its pictures the most confident mistakes (named
+    by file where the data has files) and their Grad-CAM maps."""
+    plot_confusion(cm, classes, out / "test_confusion_matrix.png", "test confusion matrix")
+    images = pictures(data_loader)  # uint8 pictures, for datasets that keep them
+    if images is None:
+        return
+    names = getattr(data_loader.dataset, "names", None)
+    names = [for_console(n) for n in names] if names is not None else None
+    plot_misclassified(images, targets, probs, classes, out / "test_misclassified.png", names=names)
+    plot_mistake_cams(model, data_loader.stats, images, targets, probs, classes, out / "test_gradcam_mistakes.png")
 
 
 def cli(argv=None):

@@ -58,30 +58,40 @@ class Trainer(BaseTrainer):
         self.average = self.ema if self.ema is not None else self.swa  # at most one (trainer/swa.py checks)
         self.logger.info(f"Weights evaluated and saved: {self._evaluated_weights(cfg)}")
         self.lookahead = build_lookahead(self.model, cfg["lookahead"], self.epochs * len(data_loader))
-        self.distiller, self.teacher_sha256 = None, None
-        if teacher is not None:  # (trained network, file sha256) from pipeline.training.load_teacher
-            trained, self.teacher_sha256 = teacher
-            self.distiller = Distiller.from_config(cfg["distill"], trained, data_loader, device, self.channels_last)
-            self.logger.info(
-                f"Distilling from {cfg['distill']['teacher']} (sha256 {self.teacher_sha256[:12]}...): alpha "
-                f"{cfg['distill']['alpha']}, temperature {cfg['distill']['temperature']}, teacher TTA "
-                f"{cfg['distill']['tta']}; the training loss logged is the distillation loss"
-            )
+        self.distiller, self.teacher_sha256 = self._distiller(cfg, teacher, data_loader, device)
         self.tricks = BatchTricks.from_config(
             cfg, len(data_loader.classes), data_loader.image_size, schedule_epochs(cfg)
         )
-        # DDP: train through the wrapper (it all-reduces gradients); evaluate and save the plain model,
-        # so checkpoints load in a single process and evaluation needs no collective per batch
-        self.train_model = self.model
-        if distributed.is_distributed():
-            self.train_model = torch.nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[device.index] if device.type == "cuda" else None
-            )
-            self.logger.info(
-                f"DistributedDataParallel over {distributed.world_size()} processes "
-                f"({torch.distributed.get_backend()}); global batch {data_loader.batch_sampler.batch_size}, "
-                f"{data_loader.batch_sampler.batch_size // distributed.world_size()} per process"
-            )
+        self.train_model = self._training_model(device, data_loader)
+
+    def _distiller(self, cfg, teacher, data_loader, device):
+        """(the Distiller of trainer.distill, the teacher file's sha256), or (None, None).
+        teacher: (trained network, file sha256) from pipeline.training.load_teacher, or None."""
+        if teacher is None:
+            return None, None
+        trained, sha256 = teacher
+        distiller = Distiller.from_config(cfg["distill"], trained, data_loader, device, self.channels_last)
+        self.logger.info(
+            f"Distilling from {cfg['distill']['teacher']} (sha256 {sha256[:12]}...): alpha "
+            f"{cfg['distill']['alpha']}, temperature {cfg['distill']['temperature']}, teacher TTA "
+            f"{cfg['distill']['tta']}; the training loss logged is the distillation loss"
+        )
+        return distiller, sha256
+
+    def _training_model(self, device, data_loader):
+        """The model that trains: under DDP the wrapper (it all-reduces gradients); validation and the
+        checkpoints use the plain model, so checkpoints load in a single process and evaluation needs
+        no collective per batch."""
+        if not distributed.is_distributed():
+            return self.model
+        self.logger.info(
+            f"DistributedDataParallel over {distributed.world_size()} processes "
+            f"({torch.distributed.get_backend()}); global batch {data_loader.batch_sampler.batch_size}, "
+            f"{data_loader.batch_sampler.batch_size // distributed.world_size()} per process"
+        )
+        return torch.nn.parallel.DistributedDataParallel(
+            self.model, device_ids=[device.index] if device.type == "cuda" else None
+        )
 
     def _evaluated_weights(self, cfg):
         """Which weights validation, checkpoints and the scripts use, as a sentence for the log."""

@@ -49,6 +49,20 @@ def _check_finite(nonfinite, loss, first, last):
         raise NonFiniteLoss(first, last, loss.item())
 
 
+def forward_loss(model, criterion, images, target, autocast, tricks=None, distiller=None):
+    """(output, the labels the metrics compare with, loss) of one batch: the teacher sees it first
+    (at full size), then the batch tricks (resize, selective backprop, mixing) change it."""
+    loss_target = target
+    teacher_logits = distiller.targets(images, autocast) if distiller is not None else None
+    if tricks is not None:
+        images, target, loss_target = tricks(model, images, target, autocast)
+    with autocast():
+        output = model(images)
+        if distiller is None:
+            return output, target, criterion(output, loss_target)
+        return output, target, distiller.loss(criterion, output, loss_target, teacher_logits)
+
+
 def backward_and_step(model, loss, optimizer, scaler=None, clip_grad_norm=None):
     """The gradients of `loss` (scaled under fp16), clipped to a total L2 norm of `clip_grad_norm` (of
     the true gradients) when given, and one optimizer step."""
@@ -107,16 +121,7 @@ def train_one_epoch(
     for batch, (images, target) in enumerate(loader, 1):
         lr = optimizer.param_groups[0]["lr"]
         images, target = to_device(images, target, device, channels_last)
-        loss_target = target
-        teacher_logits = distiller.targets(images, autocast) if distiller is not None else None
-        if tricks is not None:
-            images, target, loss_target = tricks(model, images, target, autocast)
-        with autocast():
-            output = model(images)
-            if distiller is None:
-                loss = criterion(output, loss_target)
-            else:
-                loss = distiller.loss(criterion, output, loss_target, teacher_logits)
+        output, target, loss = forward_loss(model, criterion, images, target, autocast, tricks, distiller)
         nonfinite += ~torch.isfinite(loss.detach())
         if batch % every == 0 or batch == batches:
             _check_finite(nonfinite, loss, (batch - 1) // every * every + 1, batch)

@@ -94,7 +94,8 @@ def draw_cams(predictor, pictures, probs, folder, per_picture=30):
     return paths
 
 
-def main(args):
+def check_args(args):
+    """Every flag checked before any work: one line naming it."""
     if args.topk < 1:
         raise ConfigError(f"--topk: expected an integer >= 1, got {args.topk}")
     for item in args.inputs:
@@ -107,6 +108,26 @@ def main(args):
         raise ConfigError(f"--threads: expected an integer >= 0 (0: onnxruntime's default), got {args.threads}")
     if args.cam and args.cam_dir:
         check_writable(args.cam_dir, "--cam_dir", folder=True)
+
+
+def predict_all(predictor, good, tta):
+    """Probabilities (N, classes) of the pictures read, in batches whose memory does not grow with the
+    network's input size (batch_for)."""
+    if not good:
+        return np.zeros((0, len(predictor.classes)))
+    images = np.stack([p.image for p in good])
+    batch = batch_for(predictor.image_size)
+    batches = range(0, len(images), batch)
+    return np.concatenate(
+        [
+            predictor.predict(images[i : i + batch], tta=tta)
+            for i in tqdm(batches, desc="predict", unit=" batches", leave=False, disable=None)
+        ]
+    )
+
+
+def main(args):
+    check_args(args)
     predictor = load_predictor(args.checkpoint, args.threads)
     if args.cam and not hasattr(predictor, "network"):
         raise ConfigError("--cam: Grad-CAM needs the network's gradients: give a .pth checkpoint, not an ONNX file")
@@ -124,17 +145,7 @@ def main(args):
         ow, oh = resized[0].original_size
         example = for_console(resized[0].name)
         print(f"note: resized {len(resized)} of {len(good)} images to {w}x{h} (e.g. {example}: {ow}x{oh})")
-    probs = np.zeros((0, len(predictor.classes)))
-    if good:
-        images = np.stack([p.image for p in good])
-        batch = batch_for((h, w))
-        batches = range(0, len(images), batch)
-        probs = np.concatenate(
-            [
-                predictor.predict(images[i : i + batch], tta=args.tta)
-                for i in tqdm(batches, desc="predict", unit=" batches", leave=False, disable=None)
-            ]
-        )
+    probs = predict_all(predictor, good, args.tta)
     k = min(args.topk, len(predictor.classes))
     rows = list(zip([p.name for p in good], top_k(probs, predictor.classes, k)))
     for name, top in rows:

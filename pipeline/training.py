@@ -19,6 +19,7 @@ from logger.run_report import write_run_report
 from model.blocks import PatchWhitening
 from model.spec import describe, format_checks
 from model.trace import receptive_field, trace
+from trainer.loops import optimizer_steps
 from trainer.optim import build_optimizer
 from trainer.probe import probe_step
 from trainer.schedulers import build_lr_scheduler, dry_run
@@ -64,6 +65,20 @@ class Run(NamedTuple):
     data_loader: object
     valid_data_loader: object
     summary: str
+
+
+def micro_batch(config):
+    """The loader's batch size under trainer.accumulate ({} without it): batch_size / accumulate, so
+    that the global batch of one optimizer step stays batch_size."""
+    k, batch_size = config["trainer"]["accumulate"], config["data_loader"]["args"].get("batch_size")
+    if k == 1 or batch_size is None:
+        return {}
+    if batch_size % k:
+        raise ConfigError(
+            f"trainer.accumulate: {k} does not divide data_loader.args.batch_size {batch_size} (each optimizer step "
+            "sums the gradients of batch_size / accumulate images k times)"
+        )
+    return {"batch_size": batch_size // k}
 
 
 def check_batch_size(batch_size, world, data_loader=None):
@@ -235,7 +250,7 @@ def build(config, device, allow_spec_violation=False, epoch_callbacks=()):
     if not config.resume:
         note_short_schedule(config, logger)
     check_batch_size(config["data_loader"]["args"].get("batch_size"), distributed.world_size())
-    data_loader = config.init_obj("data_loader")
+    data_loader = config.init_obj("data_loader", **micro_batch(config))
     valid_data_loader = data_loader.split_validation()
     check_batch_size(config["data_loader"]["args"].get("batch_size"), distributed.world_size(), data_loader)
     check_outputs(model, data_loader)
@@ -251,7 +266,8 @@ def build(config, device, allow_spec_violation=False, epoch_callbacks=()):
     if not config.resume and not config["trainer"].get("init"):  # those load the fitted layer with the weights
         fit_whitening(model, data_loader)
     model = model.to(device)
-    dry_run(config, steps_per_epoch=len(data_loader))  # values a scheduler refuses only when it steps
+    steps = optimizer_steps(data_loader, config["trainer"])  # per epoch: one per trainer.accumulate batches
+    dry_run(config, steps_per_epoch=steps)  # values a scheduler refuses only when it steps
     optimizer = build_optimizer(config, model)
     criterion, metrics = config.init_obj("loss"), module_metric.build_metrics(config["metrics"])
     # a value that fails only when used is one line, before the run folder exists
@@ -265,7 +281,7 @@ def build(config, device, allow_spec_violation=False, epoch_callbacks=()):
         device=device,
         data_loader=data_loader,
         valid_data_loader=valid_data_loader,
-        lr_scheduler=build_lr_scheduler(config, optimizer, steps_per_epoch=len(data_loader)),
+        lr_scheduler=build_lr_scheduler(config, optimizer, steps_per_epoch=steps),
         epoch_callbacks=epoch_callbacks,
         teacher=teacher,
     )

@@ -30,6 +30,7 @@ def test_keys_left_out_get_the_schemas_defaults(config):
         "epochs": 3,
         "limit_batches": None,
         "clip_grad_norm": None,
+        "accumulate": 1,
         "save_dir": "saved/",
         "save_period": 10,
         "verbosity": 2,

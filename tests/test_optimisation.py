@@ -161,3 +161,39 @@ def test_clip_grad_norm_bounds_the_step():
         train_one_epoch(model, nn.CrossEntropyLoss(), [], optimizer, batches, torch.device("cpu"), clip_grad_norm=clip)
         moved = torch.cat([(p.detach() - b).flatten() for p, b in zip(model.parameters(), before)]).norm()
         assert (moved <= 0.01 + 1e-6) == bounded, (clip, moved)
+
+
+def test_accumulating_two_half_batches_is_one_step_over_the_whole_batch():
+    """trainer.accumulate: the gradients of k micro-batches, each loss divided by k, summed into one
+    step: the same weights as one step over the k-times larger batch (a network without BatchNorm)."""
+    from trainer.loops import train_one_epoch
+
+    torch.manual_seed(0)
+    batch = (torch.randn(8, 3, 2, 2), torch.randint(0, 3, (8,)))
+    halves = [(batch[0][:4], batch[1][:4]), (batch[0][4:], batch[1][4:])]
+    results = []
+    for loader, k in (([batch], 1), (halves, 2)):
+        torch.manual_seed(1)
+        model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+        log = train_one_epoch(model, nn.CrossEntropyLoss(), [], optimizer, loader, torch.device("cpu"), accumulate=k)
+        results.append((torch.cat([p.detach().flatten() for p in model.parameters()]), log["loss"]))
+    assert torch.allclose(results[0][0], results[1][0], atol=1e-6) and results[0][1] == pytest.approx(results[1][1])
+
+
+def test_an_accumulating_run_keeps_the_global_batch_and_the_schedule(tmp_path, tiny_folder):
+    from conftest import run_cli, tiny_config
+
+    path = tiny_config(tmp_path, tiny_folder, epochs=2, accumulate=2)
+    proc = run_cli("train.py", "-c", path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    last = torch.load(next((tmp_path / "saved").glob("*/*")) / "last.pth", weights_only=True)
+    assert last["lr_scheduler"]["total_steps"] == 2 * 5  # 40 images, batch 8: 5 steps an epoch, as without it
+    assert last["lr_scheduler"]["last_epoch"] == 10
+
+
+def test_an_accumulation_that_does_not_divide_the_batch_is_one_line(tmp_path, tiny_folder):
+    from conftest import assert_one_line_error, run_cli, tiny_config
+
+    proc = run_cli("train.py", "-c", tiny_config(tmp_path, tiny_folder, accumulate=3))
+    assert_one_line_error(proc, "trainer.accumulate: 3 does not divide data_loader.args.batch_size 8")

@@ -2,6 +2,7 @@
 scripts): the Trainer, the benchmark, report.py and test.py all run these."""
 
 import contextlib
+import math
 
 import torch
 from tqdm import tqdm
@@ -63,16 +64,23 @@ def forward_loss(model, criterion, images, target, autocast, tricks=None, distil
         return output, target, distiller.loss(criterion, output, loss_target, teacher_logits)
 
 
-def backward_and_step(model, loss, optimizer, scaler=None, clip_grad_norm=None):
-    """The gradients of `loss` (scaled under fp16), clipped to a total L2 norm of `clip_grad_norm` (of
-    the true gradients) when given, and one optimizer step."""
-    optimizer.zero_grad(set_to_none=True)
-    if scaler is not None:
-        scaler.scale(loss).backward()
-        if clip_grad_norm is not None:
-            scaler.unscale_(optimizer)
-    else:
-        loss.backward()
+def optimizer_steps(loader, trainer_cfg):
+    """Optimizer steps per epoch over `loader`: one per trainer.accumulate batches."""
+    return math.ceil(len(loader) / trainer_cfg.get("accumulate", 1))
+
+
+def backward(loss, optimizer, scaler=None, first=True):
+    """Add the gradients of `loss` (scaled under fp16); the first micro-batch of a step clears the old."""
+    if first:
+        optimizer.zero_grad(set_to_none=True)
+    (scaler.scale(loss) if scaler is not None else loss).backward()
+
+
+def step(model, optimizer, scaler=None, clip_grad_norm=None):
+    """One optimizer step on the gradients gathered, clipped to a total L2 norm of `clip_grad_norm`
+    (of the true gradients: unscaled first under fp16) when given."""
+    if scaler is not None and clip_grad_norm is not None:
+        scaler.unscale_(optimizer)
     if clip_grad_norm is not None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
     if scaler is not None:
@@ -99,6 +107,7 @@ def train_one_epoch(
     lookahead=None,
     distiller=None,
     clip_grad_norm=None,
+    accumulate=1,
     desc="train",
     progress=None,
 ):
@@ -108,7 +117,9 @@ def train_one_epoch(
     on. ema: an AveragedModel updated after every step; lookahead: a Lookahead stepped after every step
     (before the EMA sees the weights); distiller: a trainer.distill.Distiller whose teacher sees each
     batch before the tricks (at full size) and whose loss replaces the criterion; clip_grad_norm: the
-    gradients' total L2 norm is clipped to it before each step (None: not clipped); progress: a Progress
+    gradients' total L2 norm is clipped to it before each step (None: not clipped); accumulate: one
+    optimizer step (and scheduler, Lookahead and EMA step) per this many batches, their gradients
+    summed with each loss divided by the group's size; progress: a Progress
     told of every batch (default: one that shows a bar on a terminal and nothing in a file). Raises
     NonFiniteLoss at the first check (every `finite_check_every(device)` batches, before that batch's
     step) that finds a NaN or infinite loss."""
@@ -125,13 +136,17 @@ def train_one_epoch(
         nonfinite += ~torch.isfinite(loss.detach())
         if batch % every == 0 or batch == batches:
             _check_finite(nonfinite, loss, (batch - 1) // every * every + 1, batch)
-        backward_and_step(model, loss, optimizer, scaler, clip_grad_norm)
-        if lookahead is not None:
-            lookahead.step()
-        if ema is not None:
-            ema.update_parameters(getattr(model, "module", model))  # the plain model under DDP
-        if batch_scheduler is not None:
-            batch_scheduler.step()
+        start = (batch - 1) // accumulate * accumulate  # batches before this step's group
+        group = min(accumulate, batches - start)
+        backward(loss / group if group > 1 else loss, optimizer, scaler, first=batch - 1 == start)
+        if batch - start == group:  # the group's last batch: one optimizer step
+            step(model, optimizer, scaler, clip_grad_norm)
+            if lookahead is not None:
+                lookahead.step()
+            if ema is not None:
+                ema.update_parameters(getattr(model, "module", model))  # the plain model under DDP
+            if batch_scheduler is not None:
+                batch_scheduler.step()
         n = target.size(0)
         tracker.update("loss", loss.detach().float() * n, n)
         output = output.detach().float()

@@ -9,7 +9,7 @@ from trainer.batch_tricks import BatchTricks
 from trainer.distill import Distiller
 from trainer.ema import build_ema, ema_state, load_ema_state
 from trainer.lookahead import build_lookahead
-from trainer.loops import Limited, evaluate, train_one_epoch
+from trainer.loops import Limited, evaluate, optimizer_steps, train_one_epoch
 from trainer.precision import autocast_of, resolve_amp
 from trainer.progress import Progress
 from trainer.schedulers import SchedulerStepper
@@ -57,7 +57,7 @@ class Trainer(BaseTrainer):
         self.swa, self.swa_cfg, self.swa_start = build_swa(self.model, cfg["swa"]), cfg["swa"], swa_start(cfg)
         self.average = self.ema if self.ema is not None else self.swa  # at most one (trainer/swa.py checks)
         self.logger.info(f"Weights evaluated and saved: {self._evaluated_weights(cfg)}")
-        self.lookahead = build_lookahead(self.model, cfg["lookahead"], self.epochs * len(data_loader))
+        self.lookahead = build_lookahead(self.model, cfg["lookahead"], self.epochs * optimizer_steps(data_loader, cfg))
         self.distiller, self.teacher_sha256 = self._distiller(cfg, teacher, data_loader, device)
         self.tricks = BatchTricks.from_config(
             cfg, len(data_loader.classes), data_loader.image_size, schedule_epochs(cfg)
@@ -195,6 +195,7 @@ class Trainer(BaseTrainer):
             lookahead=self.lookahead,
             distiller=self.distiller,
             clip_grad_norm=self.config["trainer"]["clip_grad_norm"],
+            accumulate=self.config["trainer"]["accumulate"],
             desc=desc,
             progress=progress,
         )

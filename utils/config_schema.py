@@ -177,6 +177,9 @@ class TrainerSection(Section):
     epochs: AtLeastOne
     limit_batches: AtLeastOne | None = None  # train and validate on the first N batches of each epoch (a check)
     clip_grad_norm: Annotated[float, Field(gt=0)] | None = None  # clip the gradients' total L2 norm to this
+    # gradient accumulation: batches of batch_size / accumulate, one step per `accumulate` of them (the
+    # global batch and the schedule's steps stay those of batch_size; it saves memory, not time)
+    accumulate: AtLeastOne = 1
     save_dir: PathText = SAVE_DIR
     save_period: AtLeastOne = 10  # checkpoint-epochN.pth every this many epochs (last.pth: every epoch)
     verbosity: Literal[0, 1, 2] = 2  # 0 warnings, 1 info, 2 debug

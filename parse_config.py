@@ -19,7 +19,7 @@ from pathlib import Path
 
 from utils.config_schema import parse_monitor, validate
 from utils.errors import ArgumentError, CheckpointError, ConfigError
-from utils.log_keys import LOSS, valid
+from utils.log_keys import LOSS, val_key
 from utils.overrides import overrides_from_args
 from utils.run_folder import make_run_dir, release
 from utils.signature import check_call_args
@@ -288,7 +288,7 @@ class ConfigParser:
         from trainer.schedulers import check_monitor
 
         check_monitor(self._config["lr_scheduler"], self.monitor)
-        logged = [LOSS, valid(LOSS), *names, *(valid(m) for m in names)]
+        logged = [LOSS, val_key(LOSS), *names, *(val_key(m) for m in names)]
         if self.monitor.mode != "off" and self.monitor.metric not in logged:
             raise ConfigError(
                 f"trainer.monitor: {self.monitor.metric!r} is not logged (expected one of: {', '.join(logged)})"

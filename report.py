@@ -17,7 +17,7 @@ from model.spec import describe
 from trainer import evaluate
 from trainer.precision import autocast_for
 from utils import resolve_device
-from utils.checkpoint import load_checkpoint, read
+from utils.checkpoint import load_checkpoint, saved_entries
 from utils.cli import run_main
 from utils.errors import ConfigError
 from utils.overrides import add_override_flags, base_argparser
@@ -64,7 +64,7 @@ def main(args):
         out,
         config=config.config,
         spec_text=spec_text,
-        history=read(ckpt).history or [],
+        history=saved_entries(ckpt).history or [],
         classes=data_loader.classes,
         valid_images=pictures(valid_loader),
         valid_names=getattr(valid_loader.dataset, "names", None),

@@ -21,7 +21,7 @@ from model.tta import CHOICES, LABELS
 from trainer import evaluate
 from trainer.precision import autocast_for
 from utils import resolve_device
-from utils.checkpoint import read
+from utils.checkpoint import saved_entries
 from utils.cli import run_main
 from utils.log_keys import tta as log_tta
 from utils.overrides import add_override_flags, base_argparser
@@ -71,7 +71,12 @@ def main(args):
     with atomic_write(out / "test_metrics.json") as tmp:
         tmp.write_text(
             json.dumps(
-                {"checkpoint": str(args.resume), "epoch": read(ckpt).epoch, **log, "confusion_matrix": cm.tolist()},
+                {
+                    "checkpoint": str(args.resume),
+                    "epoch": saved_entries(ckpt).epoch,
+                    **log,
+                    "confusion_matrix": cm.tolist(),
+                },
                 indent=2,
             )
             + "\n"

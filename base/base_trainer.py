@@ -5,9 +5,16 @@ from pathlib import Path
 from logger import TensorboardWriter, get_logger
 from logger.format import format_log, write_csv
 from utils import distributed
-from utils.checkpoint import get_rng_state, load_checkpoint, load_model_state, make_checkpoint, read, set_rng_state
+from utils.checkpoint import (
+    get_rng_state,
+    load_checkpoint,
+    load_model_state,
+    make_checkpoint,
+    saved_entries,
+    set_rng_state,
+)
 from utils.errors import CheckpointError, DivergedError, NonFiniteLoss
-from utils.log_keys import EPOCH, LOSS, TIMING_KEYS, valid
+from utils.log_keys import EPOCH, LOSS, TIMING_KEYS, val_key
 from utils.paths import interrupts_deferred, save_atomic
 from utils.resume_policy import check_resumable
 
@@ -63,7 +70,7 @@ class BaseTrainer(ABC):
                 log = {EPOCH: epoch, **self._train_epoch(epoch)}
             except NonFiniteLoss as e:
                 self._stop_diverged(f"epoch {epoch}, {e.where}", "loss", e.value, epoch)
-            bad = [k for k in (LOSS, valid(LOSS)) if k in log and not math.isfinite(log[k])]
+            bad = [k for k in (LOSS, val_key(LOSS)) if k in log and not math.isfinite(log[k])]
             if bad:  # stop before saving: last.pth keeps the last good epoch
                 self._stop_diverged(f"epoch {epoch}", bad[0].replace("_", " "), log[bad[0]], epoch)
             self.history.append(log)
@@ -158,10 +165,10 @@ class BaseTrainer(ABC):
         scheduler, scaler, RNG, history."""
         for warning in check_resumable(ckpt, self._state(self.start_epoch - 1), path):
             self.logger.warning(warning)
-        saved = read(ckpt)
+        saved = saved_entries(ckpt)
         last = Path(path).parent / "last.pth"
         if Path(path).name != "last.pth" and last.is_file():
-            later = read(load_checkpoint(last)).epoch or 0  # another file: the run's newest epoch
+            later = saved_entries(load_checkpoint(last)).epoch or 0  # another file: the run's newest epoch
             if later > saved.epoch:
                 self.logger.warning(
                     f"resuming epoch {saved.epoch} of this run: its last.pth (epoch {later}) and the checkpoints "

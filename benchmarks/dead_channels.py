@@ -1,4 +1,4 @@
-"""Dead channels of a trained network, per BatchNorm (model/health.py):
+"""Dead channels of a trained network, per BatchNorm (model/dead_channels.py):
 
     python -m benchmarks.dead_channels --resume pretrained/cifar10_dilatednet.pth
 
@@ -12,7 +12,7 @@ if not __package__:  # run as a file, the project's packages are not importable
     sys.exit("run it from the repository root as a module: python -m benchmarks.dead_channels ...")
 
 from deploy.loading import load_network
-from model.health import dead_channels, format_dead_channels
+from model.dead_channels import dead_channels, format_dead_channels
 from utils.cli import run_main
 
 

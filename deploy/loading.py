@@ -14,7 +14,7 @@ from utils.checkpoint import (
     data_mismatch,
     load_checkpoint,
     load_model_state,
-    read,
+    saved_entries,
 )
 from utils.errors import CheckpointError, DataError
 from utils.overrides import overrides_from_args
@@ -38,7 +38,7 @@ def load_network(path, config=None, require=(), ckpt=None):
     require: entries ("data_stats", "classes") the caller cannot work
     without; a checkpoint without them is one line. ckpt: the file already loaded (load_checkpoint)."""
     ckpt = ckpt if ckpt is not None else load_checkpoint(path)
-    saved = read(ckpt)
+    saved = saved_entries(ckpt)
     for key in require:
         if not getattr(saved, key):
             raise CheckpointError(f"{path}: has no {key!r}; it predates them: export it again from its run")
@@ -77,8 +77,10 @@ def load_trained(args, split, ckpt=None):
         data_loader = config.init_obj("data_loader")
     else:
         with args_named("data_loader"):
-            data_loader = config.obj_type("data_loader").for_test(config["data_loader"]["args"], read(ckpt).data_stats)
-    saved = read(ckpt)
+            data_loader = config.obj_type("data_loader").for_test(
+                config["data_loader"]["args"], saved_entries(ckpt).data_stats
+            )
+    saved = saved_entries(ckpt)
     problem = data_mismatch(saved.classes, saved.image_size, data_loader.classes, data_loader.image_size)
     if problem:
         raise DataError(f"{config['data_loader']['args']['data_dir']}: the checkpoint was {problem}")

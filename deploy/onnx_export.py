@@ -12,7 +12,7 @@ import torch
 
 from base.base_data_loader import pictures
 from deploy.predictor import ONNX_INPUT, OnnxPredictor, to_pixels
-from utils.checkpoint import read
+from utils.checkpoint import saved_entries
 from utils.errors import CheckpointError, ConfigError
 from utils.paths import atomic_write
 
@@ -117,7 +117,7 @@ def run_images(predictor, data_dir):
     from parse_config import ConfigParser
 
     overrides = {("data_loader", "args", "data_dir"): data_dir} if data_dir else None
-    config = ConfigParser(read(predictor.ckpt).config, None, overrides, run_id="export")
+    config = ConfigParser(saved_entries(predictor.ckpt).config, None, overrides, run_id="export")
     loader = config.init_obj("data_loader")
     valid = loader.split_validation()
     if valid is None:

@@ -3,7 +3,7 @@ samples. matplotlib with the Agg backend; every figure is closed."""
 
 import numpy as np
 
-from utils.log_keys import EPOCH, LR, TIMING_KEYS, is_valid, valid
+from utils.log_keys import EPOCH, LR, TIMING_KEYS, is_val_key, val_key
 from utils.paths import atomic_write
 
 
@@ -41,7 +41,7 @@ def plot_curves(history, path):
     from matplotlib.ticker import MaxNLocator
 
     epochs = [h[EPOCH] for h in history]
-    keys = [k for k in history[0] if k not in (EPOCH, LR, *TIMING_KEYS) and not is_valid(k)]
+    keys = [k for k in history[0] if k not in (EPOCH, LR, *TIMING_KEYS) and not is_val_key(k)]
     rows = (len(keys) + 2) // 2
     fig, grid = plt.subplots(rows, 2, figsize=(11, 3.6 * rows), constrained_layout=True, squeeze=False)
     for ax in grid.flat[len(keys) + 1 :]:
@@ -51,8 +51,8 @@ def plot_curves(history, path):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     for ax, key in zip(axes, keys):
         ax.plot(epochs, [h[key] for h in history], label="train", marker=".")
-        if all(valid(key) in h for h in history):
-            ax.plot(epochs, [h[valid(key)] for h in history], label="validation", marker=".")
+        if all(val_key(key) in h for h in history):
+            ax.plot(epochs, [h[val_key(key)] for h in history], label="validation", marker=".")
         ax.set(title=f"{key} (%)" if "acc" in key else key, xlabel="epoch")
         ax.grid(alpha=0.3)
         ax.legend()

@@ -1,4 +1,4 @@
-from utils.log_keys import EPOCH, LR, is_valid, train_key
+from utils.log_keys import EPOCH, LR, is_val_key, train_key
 
 
 class TensorboardWriter:
@@ -24,7 +24,7 @@ class TensorboardWriter:
         for key, value in values.items():
             if key == EPOCH:
                 continue
-            tag = f"{train_key(key)}/val" if is_valid(key) else (LR if key == LR else f"{key}/train")
+            tag = f"{train_key(key)}/val" if is_val_key(key) else (LR if key == LR else f"{key}/train")
             self.writer.add_scalar(tag, value, step)
 
     def add_hparams(self, config, metrics):

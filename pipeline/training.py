@@ -32,7 +32,7 @@ from utils.checkpoint import (
     data_mismatch,
     load_checkpoint,
     load_model_state,
-    read,
+    saved_entries,
 )
 from utils.cli import Terminated, exit_status, ignore_further_interrupts
 from utils.config_schema import refuse_combined
@@ -122,7 +122,7 @@ def check_loss_and_lr(config, logger):
         logger.warning("note: optimizer.args.lr is 0: the weights will not move (the schedule scales the lr, from 0)")
 
 
-def check_outputs(model, data_loader):
+def check_logits(model, data_loader):
     """The network returns one tensor of logits, (batch, one per class of the data), for a batch of
     two (a batch of one is refused by BatchNorm in training mode; the probe step runs it)."""
     model.eval()
@@ -169,8 +169,10 @@ def init_weights(model, config, logger):
         return None
     ckpt = load_checkpoint(path)
     load_model_state(model, ckpt, path)
-    logger.info(f"Weights: start from {path} (sha256 {file_sha256(path)[:12]}..., epoch {read(ckpt).epoch} of its run)")
-    return read(ckpt).classes
+    logger.info(
+        f"Weights: start from {path} (sha256 {file_sha256(path)[:12]}..., epoch {saved_entries(ckpt).epoch} of its run)"
+    )
+    return saved_entries(ckpt).classes
 
 
 def check_init_classes(path, classes, data_loader):
@@ -240,7 +242,7 @@ def build(config, device, allow_spec_violation=False, epoch_callbacks=()):
     if config.resume:  # before the data and the network: the kind of file first, then whether its weights fit
         ckpt = config.resume_checkpoint
         require_full(ckpt, config.resume)
-        saved = read(ckpt)
+        saved = saved_entries(ckpt)
         check_network_fits(config, saved, tuple(saved.image_size or DEFAULT_IMAGE_SIZE), config.resume)
     model = config.init_obj("arch")  # before the data: the network's own checks of its args cost nothing
     teacher = load_teacher(config["trainer"])  # before the data too: a missing teacher file is one line at once
@@ -253,7 +255,7 @@ def build(config, device, allow_spec_violation=False, epoch_callbacks=()):
     data_loader = config.init_obj("data_loader", **micro_batch(config))
     valid_data_loader = data_loader.split_validation()
     check_batch_size(config["data_loader"]["args"].get("batch_size"), distributed.world_size(), data_loader)
-    check_outputs(model, data_loader)
+    check_logits(model, data_loader)
     check_init_classes(config["trainer"].get("init"), init_classes, data_loader)
     summary = check_spec(config, model, data_loader, allow_spec_violation, logger)
     if config["trainer"]["sync_bn"] and distributed.is_distributed():

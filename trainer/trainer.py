@@ -15,7 +15,7 @@ from trainer.progress import Progress
 from trainer.schedulers import SchedulerStepper
 from trainer.swa import build_swa, holds_lr, schedule_epochs, swa_start, swa_update
 from utils import distributed
-from utils.log_keys import EPOCH_TIME, LR, describe_duration, training_seconds, valid
+from utils.log_keys import EPOCH_TIME, LR, describe_duration, training_seconds, val_key
 from utils.log_keys import tta as log_tta
 
 
@@ -123,13 +123,13 @@ class Trainer(BaseTrainer):
                 tta = self.tta_results[kind] = self._validate(tta=kind, desc=f"{kind} TTA")
                 self.logger.info(
                     f"{LABELS[kind]} test-time augmentation (its own figure; the epoch log above is the plain one):\n"
-                    + format_log({valid(log_tta(k, kind)): v for k, v in tta.items()})
+                    + format_log({val_key(log_tta(k, kind)): v for k, v in tta.items()})
                 )
             if self.averaging:
                 raw = self._validate(model=self.model, desc="raw weights")
                 self.logger.info(
                     f"The raw (not averaged) weights, for comparison with the {'EMA' if self.ema else 'SWA'} above:\n"
-                    + format_log({valid(f"{k}_raw"): v for k, v in raw.items()})
+                    + format_log({val_key(f"{k}_raw"): v for k, v in raw.items()})
                 )
         return history
 
@@ -224,7 +224,7 @@ class Trainer(BaseTrainer):
         middle = self._clock()
         if self.valid_data_loader is not None:
             val, *self.last_val_outputs = self._validate(return_outputs=True, desc="validation")
-            log.update({valid(k): v for k, v in val.items()})
+            log.update({val_key(k): v for k, v in val.items()})
         self.epoch_seconds.append((middle - start, self._clock() - middle))
         log[LR] = lr
         log.update(schedule)

@@ -19,10 +19,10 @@ from optuna.trial import TrialState
 
 from tuning.space import apply_values
 from utils.errors import ConfigError
-from utils.log_keys import valid
+from utils.log_keys import val_key
 from utils.provenance import hide_passwords
 
-OBJECTIVE = valid("accuracy")
+OBJECTIVE = val_key("accuracy")
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 log = logging.getLogger("tune")
 

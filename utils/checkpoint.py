@@ -39,7 +39,7 @@ class Saved:
         return self._entries.get(key, 0 if key == "format_version" else None)
 
 
-def read(ckpt):
+def saved_entries(ckpt):
     """The entries of a loaded checkpoint (load_checkpoint) as attributes (Saved)."""
     return Saved(ckpt)
 
@@ -77,7 +77,7 @@ def is_full(ckpt):
 
 def load_checkpoint(path, map_location="cpu"):
     """Load a checkpoint safely (a plain dict of the entries of ENTRIES, each of the kind this code
-    writes; `read` gives them as attributes); any failure is a one-line CheckpointError naming the
+    writes; `saved_entries` gives them as attributes); any failure is a one-line CheckpointError naming the
     file. A command reads a file once and passes the dict on."""
     path = Path(path)
     if path.is_dir():

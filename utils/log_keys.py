@@ -24,18 +24,18 @@ def describe_duration(seconds, epochs):
     return f"{took} over {epochs} epoch{'s' if epochs != 1 else ''}"
 
 
-def valid(key):
+def val_key(key):
     """The key of `key` measured on the validation split: loss -> val_loss."""
     return VALID_PREFIX + key
 
 
-def is_valid(key):
+def is_val_key(key):
     return key.startswith(VALID_PREFIX)
 
 
 def train_key(key):
     """val_loss -> loss; a training key unchanged."""
-    return key[len(VALID_PREFIX) :] if is_valid(key) else key
+    return key[len(VALID_PREFIX) :] if is_val_key(key) else key
 
 
 def tta(key, kind):
@@ -47,6 +47,6 @@ def reserved_reason(name):
     """Why a metric may not be logged as `name`, or None when it may."""
     if name in TRAINER_KEYS:
         return f"the trainer logs {name!r} itself"
-    if is_valid(name):
+    if is_val_key(name):
         return f"names starting with {VALID_PREFIX!r} are the validation figures of the metrics"
     return None

@@ -9,9 +9,9 @@ from typing import NamedTuple
 from data_loader.datasets import DEFAULT_ROOT
 from parse_config import ConfigParser, args_named, load_config
 from utils.checkpoint import (
-    DEFAULT_IMAGE_SIZE,
     check_network_fits,
     data_mismatch,
+    image_size_of,
     load_checkpoint,
     load_model_state,
     saved_entries,
@@ -43,8 +43,8 @@ def load_network(path, config=None, require=(), ckpt=None):
         if not getattr(saved, key):
             raise CheckpointError(f"{path}: has no {key!r}; it predates them: export it again from its run")
     config = config or ConfigParser(saved.config, run_id="eval")
-    size = tuple(saved.image_size or DEFAULT_IMAGE_SIZE)
-    check_network_fits(config, saved, size, path)  # before any memory is allocated for the network
+    size = image_size_of(saved)
+    check_network_fits(config, saved, path)  # before any memory is allocated for the network
     model = config.init_obj("arch")
     load_model_state(model, ckpt, path)
     if callable(getattr(model, "reparameterize", None)):  # training-time branches folded: what inference runs

@@ -27,7 +27,6 @@ from trainer.swa import check_swa
 from trainer.trainer import Trainer
 from utils import ConfigError, SpecError, distributed, resolve_device, seed_everything
 from utils.checkpoint import (
-    DEFAULT_IMAGE_SIZE,
     check_network_fits,
     data_mismatch,
     load_checkpoint,
@@ -243,7 +242,7 @@ def build(config, device, allow_spec_violation=False, epoch_callbacks=()):
         ckpt = config.resume_checkpoint
         require_full(ckpt, config.resume)
         saved = saved_entries(ckpt)
-        check_network_fits(config, saved, tuple(saved.image_size or DEFAULT_IMAGE_SIZE), config.resume)
+        check_network_fits(config, saved, config.resume)
     model = config.init_obj("arch")  # before the data: the network's own checks of its args cost nothing
     teacher = load_teacher(config["trainer"])  # before the data too: a missing teacher file is one line at once
     check_swa(config["trainer"])

@@ -235,10 +235,16 @@ def check_arch_type(ckpt, model, path):
         )
 
 
-def check_network_fits(config, saved, size, path):
+def image_size_of(saved):
+    """(height, width) the checkpoint's network was trained on (32x32 for files from before it was kept)."""
+    return tuple(saved.image_size or DEFAULT_IMAGE_SIZE)
+
+
+def check_network_fits(config, saved, path):
     """Build the network on the meta device (no memory) and compare it with the saved weights and
     classes: a config that asks for a far bigger network than the file holds (a damaged or crafted
     checkpoint) is one line, not gigabytes allocated."""
+    size = image_size_of(saved)
     with torch.device("meta"):
         meta = config.init_obj("arch")
         outputs = meta.eval()(torch.zeros(1, 3, *size)).shape[-1]

@@ -1,10 +1,12 @@
 """tune.py (Optuna search) and lr_find.py on tiny generated data."""
 
+import contextlib
 import csv
 import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -52,6 +54,12 @@ def tune_args(tmp_path, data_dir, space, *extra, trials=2, epochs=2):
         10,
         *extra,
     ]
+
+
+def heartbeats(tmp_path, study="Cifar10_DilatedNet-search"):
+    """How many trials have a heartbeat on record: optuna fails only those as stale."""
+    with contextlib.closing(sqlite3.connect(tmp_path / "saved" / study / "study.db")) as db:
+        return db.execute("SELECT COUNT(*) FROM trial_heartbeats").fetchone()[0]
 
 
 def load(tmp_path, study="Cifar10_DilatedNet-search"):
@@ -203,7 +211,7 @@ def test_killed_worker_leaves_a_readable_study_and_the_trial_is_retried(tmp_path
                 running = [t for t in load(tmp_path).trials if t.state.name == "RUNNING" and "run_dir" in t.user_attrs]
             except Exception:  # the first worker may not have created the study (or its tables) yet
                 continue
-            if running and (REPO / running[0].user_attrs["run_dir"] / "last.pth").exists():
+            if running and (REPO / running[0].user_attrs["run_dir"] / "last.pth").exists() and heartbeats(tmp_path):
                 break
         else:
             pytest.fail("the first worker never got mid-trial")
@@ -214,7 +222,7 @@ def test_killed_worker_leaves_a_readable_study_and_the_trial_is_retried(tmp_path
             os.killpg(worker.pid, signal.SIGKILL)
     killed = load(tmp_path).trials[0]  # readable after kill -9
     assert killed.state.name == "RUNNING"
-    time.sleep(2.5)  # two missed heartbeats
+    time.sleep(3.5)  # two missed heartbeats, stored to the second
     proc = run_cli(*tune_args(tmp_path, tiny_folder, SPACE, "--heartbeat", 1, trials=1, epochs=16))  # the same recipe
     assert proc.returncode == 0, proc.stderr[-3000:]
     trials = load(tmp_path).trials

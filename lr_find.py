@@ -21,14 +21,7 @@ from utils.paths import atomic_write, check_writable
 def main(config, args):
     setup_logging(None, 1)
     logger = get_logger("lr_find")
-    if not 0 < args.start_lr < args.end_lr:
-        raise ConfigError(f"--start_lr/--end_lr: expected 0 < start < end, got {args.start_lr} and {args.end_lr}")
-    if args.steps < 10:
-        raise ConfigError(f"--steps: expected at least 10, got {args.steps}")
-    out = Path(args.out) if args.out else Path(config["trainer"]["save_dir"]) / config["name"] / "lr_find.png"
-    if out.suffix.lower() != ".png":
-        raise ConfigError(f"--out {args.out}: expected a .png file name")
-    check_writable(args.out or out)  # before the training steps, not after them
+    out = checked_out(config, args)
     seed_everything(config["seed"])
     device = resolve_device(config["device"])
     data_loader = config.init_obj("data_loader")
@@ -68,9 +61,21 @@ def main(config, args):
     )
     logger.info(
         f"Suggested OneCycle peak (optimizer.args.lr): {suggestion['peak']:.3g}, or {suggestion['steepest']:.3g} "
-        f"to be cautious "
-        f"(config has {config['optimizer']['args'].get('lr')}); plot: {out}"
+        f"to be cautious (config has {config['optimizer']['args'].get('lr')}); plot: {out}"
     )
+
+
+def checked_out(config, args):
+    """The picture's path, once the flags are checked and its folder is writable (before any step)."""
+    if not 0 < args.start_lr < args.end_lr:
+        raise ConfigError(f"--start_lr/--end_lr: expected 0 < start < end, got {args.start_lr} and {args.end_lr}")
+    if args.steps < 10:
+        raise ConfigError(f"--steps: expected at least 10, got {args.steps}")
+    out = Path(args.out) if args.out else Path(config["trainer"]["save_dir"]) / config["name"] / "lr_find.png"
+    if out.suffix.lower() != ".png":
+        raise ConfigError(f"--out {args.out}: expected a .png file name")
+    check_writable(args.out or out)
+    return out
 
 
 def cli(argv=None):

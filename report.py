@@ -24,11 +24,8 @@ from utils.overrides import add_override_flags, base_argparser
 from utils.paths import check_writable, default_out
 
 
-def main(args):
-    setup_logging(None, 1)
-    out = Path(args.out) if args.out else default_out(args.resume, "report")
-    ckpt = load_checkpoint(args.resume)  # read once: the split check below, then the network and data
-    saved = ckpt["config"]["data_loader"]["args"]
+def check_same_split(args, saved):
+    """--validation_split / --train_subset, when given, must be the run's own (`saved`: its data_loader args)."""
     for flag, key in (("--validation_split", "validation_split"), ("--train_subset", "train_subset")):
         given = getattr(args, key, None)
         if given is not None and given != saved.get(key, 0):
@@ -36,9 +33,14 @@ def main(args):
                 f"{flag}: {given} is not the run's {saved.get(key, 0)}: the report evaluates the run's own "
                 "validation split, and another split would count images it trained on; use test.py for other data"
             )
-    config, ckpt, model, data_loader = load_trained(
-        args, split="run", ckpt=ckpt
-    )  # a bad checkpoint or data: nothing made
+
+
+def main(args):
+    setup_logging(None, 1)
+    out = Path(args.out) if args.out else default_out(args.resume, "report")
+    ckpt = load_checkpoint(args.resume)  # read once: the split check below, then the network and data
+    check_same_split(args, ckpt["config"]["data_loader"]["args"])
+    config, ckpt, model, data_loader = load_trained(args, split="run", ckpt=ckpt)  # bad file or data: nothing made
     check_writable(out, folder=True)  # before the evaluation, not after it
     valid_loader = data_loader.split_validation()
     device = resolve_device(config["device"])

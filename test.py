@@ -68,21 +68,16 @@ def main(args):
         log.update(tta)
 
     draw_pictures(out, model, data_loader, classes, cm, targets.numpy(), probs.numpy())
-    with atomic_write(out / "test_metrics.json") as tmp:
-        tmp.write_text(
-            json.dumps(
-                {
-                    "checkpoint": str(args.resume),
-                    "epoch": saved_entries(ckpt).epoch,
-                    **log,
-                    "confusion_matrix": cm.tolist(),
-                },
-                indent=2,
-            )
-            + "\n"
-        )
+    write_metrics(out / "test_metrics.json", args.resume, saved_entries(ckpt).epoch, log, cm)
     logger.info(f"Wrote {', '.join(sorted(p.name for p in out.glob('test_*')))} in {out}")
     return log
+
+
+def write_metrics(path, checkpoint, epoch, log, cm):
+    """test_metrics.json: the checkpoint, its epoch, every figure printed and the confusion matrix."""
+    record = {"checkpoint": str(checkpoint), "epoch": epoch, **log, "confusion_matrix": cm.tolist()}
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(record, indent=2) + "\n")
 
 
 def draw_pictures(out, model, data_loader, classes, cm, targets, probs):

@@ -35,10 +35,7 @@ def hide_user_error_tracebacks(record):
 
 def main(args):
     setup_logging(None, 1)
-    optuna.logging.disable_default_handler()  # optuna's lines go through our logging, to stdout
-    optuna.logging.enable_propagation()
-    for name in [n for n in logging.root.manager.loggerDict if n.startswith("optuna")]:
-        logging.getLogger(name).addFilter(hide_user_error_tracebacks)  # a logger's filter misses its children
+    route_optuna_logs()
     user_config = load_config(args.config)
     if not isinstance(user_config, dict):
         raise ConfigError(f"{args.config}: expected a JSON object")
@@ -70,21 +67,33 @@ def main(args):
     rows, found, plots = write_results(study, space, user_config, out_dir, args.config, base)
     log.info(format_table(rows, space))
     if found is not None:
-        best, config = found
-        data = config["data_loader"]["args"]
-        log.info(
-            f"Best: trial {best.number}, val_accuracy {best.value:.2f} "
-            f"-> {out_dir / 'best_config.json'} (python train.py -c {out_dir / 'best_config.json'}: "
-            f"{config['trainer']['epochs']} epochs on all the training images of {data.get('data_dir')} less "
-            f"validation_split {data.get('validation_split')}; the trials ran {base['trainer']['epochs']})"
-        )
-        chance = 100.0 / base["arch"]["args"].get("num_classes", 10)
-        if best.value <= chance + 2.0:
-            log.warning(
-                f"note: the best trial ({best.value:.2f}%) is no better than chance ({chance:.2f}%): the trials "
-                "learnt nothing yet; lengthen them (--epochs, --train_subset) before trusting best_config.json"
-            )
+        say_best(*found, base, out_dir)
     log.info(f"Wrote {out_dir / 'trials.csv'}" + (f" and {', '.join(plots)}" if plots else ""))
+
+
+def route_optuna_logs():
+    """Optuna's lines go through this project's logging (to stdout), without tracebacks of user errors."""
+    optuna.logging.disable_default_handler()
+    optuna.logging.enable_propagation()
+    for name in [n for n in logging.root.manager.loggerDict if n.startswith("optuna")]:
+        logging.getLogger(name).addFilter(hide_user_error_tracebacks)  # a logger's filter misses its children
+
+
+def say_best(best, config, base, out_dir):
+    """The best trial, the command that trains its config, and a warning when it learnt nothing."""
+    data = config["data_loader"]["args"]
+    log.info(
+        f"Best: trial {best.number}, val_accuracy {best.value:.2f} "
+        f"-> {out_dir / 'best_config.json'} (python train.py -c {out_dir / 'best_config.json'}: "
+        f"{config['trainer']['epochs']} epochs on all the training images of {data.get('data_dir')} less "
+        f"validation_split {data.get('validation_split')}; the trials ran {base['trainer']['epochs']})"
+    )
+    chance = 100.0 / base["arch"]["args"].get("num_classes", 10)
+    if best.value <= chance + 2.0:
+        log.warning(
+            f"note: the best trial ({best.value:.2f}%) is no better than chance ({chance:.2f}%): the trials "
+            "learnt nothing yet; lengthen them (--epochs, --train_subset) before trusting best_config.json"
+        )
 
 
 def cli(argv=None):

@@ -88,18 +88,7 @@ def run(config, target):
         raise UserError("the benchmark needs a validation split: set --validation_split")
     if "accuracy" not in [m.__name__ for m in trainer.metric_ftns]:
         trainer.metric_ftns.append(module_metric.Metric("accuracy", module_metric.accuracy, {}))
-    figures = {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "seed": config["seed"],
-        "parameters": num_params(trainer.model),
-        "receptive_field": receptive_field(trace(trainer.model, (1, 3, *data_loader.image_size))),
-        "receptive_field_empirical": empirical_receptive_field(trainer.model),
-        "loader_workers": data_loader.num_workers,
-    }
-    rng = get_rng_state()  # the throughput probes draw random numbers; training must not notice
-    figures["loader_img_per_s"] = loader_throughput(data_loader)
-    figures["model_fwd_bwd_img_per_s"] = model_throughput(trainer, data_loader.batch_sampler.batch_size)
-    set_rng_state(rng)  # so the run below is exactly train.py's with this config and seed
+    figures = {"seed": config["seed"], **network_figures(trainer, data_loader, device)}
     reached = []
 
     def after_epoch(epoch, log):
@@ -116,19 +105,34 @@ def run(config, target):
     history = train(config, run)
     train_times, eval_times = zip(*trainer.epoch_seconds)
     steady = train_times[1:] or train_times  # the first epoch includes worker start-up and warm-up
-    figures.update(
-        {
-            "epochs": len(history),
-            "train_s_per_epoch": statistics.mean(steady),
-            "eval_s_per_epoch": statistics.mean(eval_times),
-            "train_img_per_s": len(data_loader.dataset) / statistics.mean(steady),
-            "total_wall_s": sum(train_times) + sum(eval_times),
-            f"time_to_{target:g}_s": reached[0][1] if reached else float("nan"),
-            f"epoch_to_{target:g}": reached[0][0] if reached else -1,
-            "final_val_accuracy": history[-1]["val_accuracy"],
-            "final_val_loss": history[-1]["val_loss"],
-        }
-    )
+    return {
+        **figures,
+        "epochs": len(history),
+        "train_s_per_epoch": statistics.mean(steady),
+        "eval_s_per_epoch": statistics.mean(eval_times),
+        "train_img_per_s": len(data_loader.dataset) / statistics.mean(steady),
+        "total_wall_s": sum(train_times) + sum(eval_times),
+        f"time_to_{target:g}_s": reached[0][1] if reached else float("nan"),
+        f"epoch_to_{target:g}": reached[0][0] if reached else -1,
+        "final_val_accuracy": history[-1]["val_accuracy"],
+        "final_val_loss": history[-1]["val_loss"],
+    }
+
+
+def network_figures(trainer, data_loader, device):
+    """The device, the network's size and receptive field, and the loader's and network's throughput,
+    measured without moving the random state the training run draws from."""
+    figures = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "parameters": num_params(trainer.model),
+        "receptive_field": receptive_field(trace(trainer.model, (1, 3, *data_loader.image_size))),
+        "receptive_field_empirical": empirical_receptive_field(trainer.model),
+        "loader_workers": data_loader.num_workers,
+    }
+    rng = get_rng_state()  # the throughput probes draw random numbers; training must not notice
+    figures["loader_img_per_s"] = loader_throughput(data_loader)
+    figures["model_fwd_bwd_img_per_s"] = model_throughput(trainer, data_loader.batch_sampler.batch_size)
+    set_rng_state(rng)  # so the run below is exactly train.py's with this config and seed
     return figures
 
 

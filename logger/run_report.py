@@ -88,27 +88,36 @@ def write_report(
         **_image_grids(out_dir, classes, valid_images, valid_names, targets, probs, mistake_cams),
         "augmentations": _augmentation_picture(out_dir, classes, train_images, train_labels, augment),
     }
+    report = out_dir / "report.md"
+    with atomic_write(report) as tmp:
+        tmp.write_text("\n".join(_markdown(config, spec_text, history, cm, classes, split_name, tta, paths)))
+    if writer is not None:
+        _to_tensorboard(writer, paths, (history[-1] if history else {}).get("epoch", 0))
+    return {**paths, "report": report}
+
+
+def _markdown(config, spec_text, history, cm, classes, split_name, tta, pictures):
+    """The lines of report.md: the figures, each class, the pictures, the network and the config."""
     final = history[-1] if history else {}
-    lines = [
+    return [
         f"# Run report: {config['name']}",
         "",
         *_metric_lines(final, history, cm, split_name, tta),
         *_per_class_lines(cm, classes, split_name),
         "## Pictures",
         "",
-        *[f"![{name}]({p.name})" for name, p in paths.items() if p is not None],
+        *[f"![{name}]({p.name})" for name, p in pictures.items() if p is not None],
         "",
         *["## Network", "", "```", spec_text, "```", ""],
         *["## Config", "", "```json", json.dumps(config, indent=2), "```", ""],
     ]
-    paths["report"] = out_dir / "report.md"
-    with atomic_write(paths["report"]) as tmp:
-        tmp.write_text("\n".join(lines))
-    if writer is not None:
-        for name in ("curves", "confusion_matrix", "misclassified", "augmentations", "gradcam_mistakes"):
-            if paths[name] is not None:
-                writer.add_image(f"report/{name}", read_rgb(paths[name]), final.get("epoch", 0))
-    return paths
+
+
+def _to_tensorboard(writer, pictures, epoch):
+    """The report's pictures as TensorBoard images, under report/."""
+    for name in ("curves", "confusion_matrix", "misclassified", "augmentations", "gradcam_mistakes"):
+        if pictures.get(name) is not None:
+            writer.add_image(f"report/{name}", read_rgb(pictures[name]), epoch)
 
 
 def _image_grids(out_dir, classes, valid_images, valid_names, targets, probs, mistake_cams):

@@ -234,15 +234,28 @@ def check_spec(config, model, data_loader, allow_spec_violation, logger):
     return summary
 
 
+def place_network(model, config, device, data_loader):
+    """The checked network made ready to train: SyncBatchNorm if asked, its whitening layer fitted to
+    the data (unless weights come from a checkpoint), on `device`."""
+    if config["trainer"]["sync_bn"] and distributed.is_distributed():
+        if device.type != "cuda":
+            raise ConfigError(
+                "trainer.sync_bn: SyncBatchNorm works on CUDA only; on the CPU leave it false "
+                "(BatchNorm statistics are then averaged over the processes after every epoch)"
+            )
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if not config.resume and not config["trainer"].get("init"):  # those load the fitted layer with the weights
+        fit_whitening(model, data_loader)
+    return model.to(device)
+
+
 def build(config, device, allow_spec_violation=False, epoch_callbacks=()):
     """Everything that can be checked is checked (config, data, network, spec, checkpoint) before the
     run folder is made: a run that fails its checks writes nothing. Returns the Run to `train`."""
     logger = get_logger("train")
     if config.resume:  # before the data and the network: the kind of file first, then whether its weights fit
-        ckpt = config.resume_checkpoint
-        require_full(ckpt, config.resume)
-        saved = saved_entries(ckpt)
-        check_network_fits(config, saved, config.resume)
+        require_full(config.resume_checkpoint, config.resume)
+        check_network_fits(config, saved_entries(config.resume_checkpoint), config.resume)
     model = config.init_obj("arch")  # before the data: the network's own checks of its args cost nothing
     teacher = load_teacher(config["trainer"])  # before the data too: a missing teacher file is one line at once
     check_swa(config["trainer"])
@@ -257,16 +270,7 @@ def build(config, device, allow_spec_violation=False, epoch_callbacks=()):
     check_logits(model, data_loader)
     check_init_classes(config["trainer"].get("init"), init_classes, data_loader)
     summary = check_spec(config, model, data_loader, allow_spec_violation, logger)
-    if config["trainer"]["sync_bn"] and distributed.is_distributed():
-        if device.type != "cuda":
-            raise ConfigError(
-                "trainer.sync_bn: SyncBatchNorm works on CUDA only; on the CPU leave it false "
-                "(BatchNorm statistics are then averaged over the processes after every epoch)"
-            )
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    if not config.resume and not config["trainer"].get("init"):  # those load the fitted layer with the weights
-        fit_whitening(model, data_loader)
-    model = model.to(device)
+    model = place_network(model, config, device, data_loader)
     steps = optimizer_steps(data_loader, config["trainer"])  # per epoch: one per trainer.accumulate batches
     dry_run(config, steps_per_epoch=steps)  # values a scheduler refuses only when it steps
     optimizer = build_optimizer(config, model)

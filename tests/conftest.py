@@ -119,6 +119,11 @@ def finished_run(tmp_path_factory, tiny_folder):
     return next((tmp / "saved").glob("*/*")), config
 
 
+def snapshot(folder):
+    """Every file of `folder` (not its subfolders) and its bytes: to show that a failed command changed nothing."""
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
 def without_timing(log):
     """An epoch log without its wall-clock entries, which differ between two runs of one recipe."""
     from utils.log_keys import TIMING_KEYS

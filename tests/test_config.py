@@ -1,9 +1,11 @@
 import json
 
 import pytest
+import torch
 
-from conftest import REPO
+from conftest import REPO, assert_one_line_error, run_cli, tiny_config
 from parse_config import ConfigParser, load_config
+from utils import resolve_device
 from utils.errors import ConfigError
 from utils.overrides import add_override_flags, base_argparser
 
@@ -216,7 +218,6 @@ def test_missing_and_broken_config_files(tmp_path):
 
 
 def test_one_cycle_gets_its_schedule_from_the_run(config):
-    import torch
 
     from trainer import build_lr_scheduler
 
@@ -232,7 +233,6 @@ def test_one_cycle_gets_its_schedule_from_the_run(config):
 
 
 def test_one_cycle_too_short_for_its_warm_up_is_a_config_error(config):
-    import torch
 
     from trainer import build_lr_scheduler
 
@@ -310,7 +310,6 @@ def test_set_overrides_any_key_and_the_schema_checks_its_type(config, tmp_path, 
 )
 def test_a_value_a_class_refuses_is_named_by_its_config_key(config, tiny_folder, section, edit, message):
     """The classes name only their argument (ArgumentError); the config layer adds the key path."""
-    import torch
 
     from trainer.schedulers import build_lr_scheduler
 
@@ -514,3 +513,53 @@ def test_a_scheduler_value_of_the_wrong_kind_is_one_line(config, tmp_path, tiny_
 def test_a_dist_timeout_too_large_for_a_timedelta_is_a_config_error(config):
     with pytest.raises(ConfigError, match="trainer.dist_timeout"):
         parse(config, trainer__dist_timeout=10**14)
+
+
+def test_config_that_is_not_an_object(tmp_path):
+    (tmp_path / "c.json").write_text("[1, 2]")
+    assert_one_line_error(run_cli("train.py", "-c", tmp_path / "c.json"), "config: expected a JSON object")
+
+
+@pytest.mark.parametrize("device", ["meta", "mps", "xla"])
+def test_unsupported_devices(device):
+    with pytest.raises(ConfigError, match="device: .* (not supported here|is not a device)"):
+        resolve_device(device)
+
+
+def test_nan_in_a_config_file_is_one_line_and_creates_nothing(tmp_path, tiny_folder):
+    """Python's JSON reads NaN, and torch's `lr < 0` check lets it through."""
+    config = tiny_config(tmp_path, tiny_folder)
+    config.write_text(config.read_text().replace('"lr": 0.15', '"lr": NaN'))
+    assert_one_line_error(run_cli("train.py", "-c", config), "optimizer.args.lr: expected a finite number, got nan")
+    assert not (tmp_path / "saved").exists()
+
+
+def test_a_config_without_constraints_trains_without_them_and_says_so(tmp_path, tiny_folder):
+    config = json.loads(tiny_config(tmp_path, tiny_folder).read_text())
+    del config["constraints"]
+    config["arch"]["args"]["widths"] = [64, 64, 160, 160]  # 115,578 parameters: over the spec's limit
+    (tmp_path / "free.json").write_text(json.dumps(config))
+    assert ConfigParser(config)["constraints"] is None
+    proc = run_cli("train.py", "-c", tmp_path / "free.json", "--epochs", 2)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("Constraints: none (the config has no constraints section") == 1
+
+
+def test_a_bug_in_a_models_init_keeps_its_traceback(monkeypatch):
+    import model.model
+
+    class Buggy(model.model.DilatedNet):
+        def __init__(self, num_classes: int = 10):
+            super().__init__(num_classes=num_classes)
+            len(None)  # a bug: TypeError
+
+    Buggy.__module__ = "model.model"  # as if written in model/model.py, where the registry finds it
+    monkeypatch.setattr(model.model, "Buggy", Buggy, raising=False)
+    config = load_config(REPO / "config.json")
+    config["arch"] = {"type": "Buggy", "args": {"num_classes": 10}}
+    with pytest.raises(TypeError, match="has no len"):  # not a ConfigError hiding it
+        ConfigParser(config).init_obj("arch")
+    config["optimizer"]["args"]["lr"] = -1.0  # torch's own value checks stay one-line errors
+    parsed = ConfigParser(config)
+    with pytest.raises(ConfigError, match=r"optimizer.args: SGD refused a value \(ValueError: Invalid learning rate"):
+        parsed.init_obj("optimizer", [__import__("torch").nn.Parameter(__import__("torch").zeros(1))])

@@ -1,14 +1,28 @@
 import io
+import json
 import shutil
 import tarfile
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from base import BaseDataLoader
-from conftest import CLASSES, N_TEST, N_TRAIN, make_images, write_folder, write_tar, write_torchvision_root
+from conftest import (
+    CLASSES,
+    N_TEST,
+    N_TRAIN,
+    assert_one_line_error,
+    bomb_png,
+    make_images,
+    run_cli,
+    tiny_config,
+    write_folder,
+    write_tar,
+    write_torchvision_root,
+)
 from data_loader.data_loaders import Cifar10DataLoader, channel_stats
 from data_loader.datasets import load_splits
 from utils.errors import ArgumentError, DataError
@@ -71,7 +85,7 @@ def test_missing_folder_without_download(tmp_path):
 )
 def test_corrupt_image_is_named(tmp_path, content, reason):
     """Every corrupt image, whatever PIL makes of it, is named with why (train.py prints this line:
-    tests/test_faults.py's test_unreadable_image_names_the_member_not_a_buffer)."""
+    test_unreadable_image_names_the_member_not_a_buffer below)."""
     root = write_folder(tmp_path)
     image = root / "train" / "cat" / "0013.png"
     image.write_bytes(image.read_bytes()[: image.stat().st_size // 2] if content == "half" else content)
@@ -235,3 +249,129 @@ def test_an_unreadable_image_says_it_could_not_be_read(tmp_path, monkeypatch):
     monkeypatch.setattr(pathlib.Path, "read_bytes", denied)
     with pytest.raises(DataError, match=r"0001.png: cannot read \(Permission denied\)"):
         Cifar10DataLoader(str(folder), num_workers=0, validation_split=4, download=False)
+
+
+def test_batch_larger_than_the_data_writes_nothing(tmp_path, tiny_folder):
+    proc = run_cli("train.py", "-c", tiny_config(tmp_path, tiny_folder), "--bs", 1000)
+    assert_one_line_error(proc, "data_loader.args.batch_size: 1000 is more than the 40 training images")
+    assert not (tmp_path / "saved").exists()  # no orphan run folder
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"GIF89a not really", "not an image format PIL can read"),
+        (bomb_png(50000, 50000), "declares 2,500,000,000 pixels, more than the limit of 50,000,000; not decoded"),
+        (bomb_png(9000, 9000), "declares 9000x9000 = 81,000,000 pixels"),  # under Pillow's own limit, over ours
+    ],
+)
+def test_unreadable_image_names_the_member_not_a_buffer(tmp_path, tiny_folder, content, message):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_folder, data)
+    (data / "train" / "cat" / "0013.png").write_bytes(content)
+    line = assert_one_line_error(run_cli("train.py", "-c", tiny_config(tmp_path, data)), "train/cat/0013.png")
+    assert "BytesIO" not in line and message in line
+    assert json.loads((tmp_path / "config.json").read_text())  # untouched input
+    assert not (tmp_path / "saved").exists()
+
+
+def test_a_line_break_in_a_file_name_keeps_the_error_on_one_line(tmp_path, tiny_folder):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_folder, data)
+    (data / "train" / "cat" / "bad\nname.png").write_bytes(b"not an image")
+    line = assert_one_line_error(run_cli("train.py", "-c", tiny_config(tmp_path, data)), "bad\\nname.png")
+    assert "not an image format PIL can read" in line
+
+
+def _tar(path, names):
+    import io
+    import tarfile
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 32)).save(buf, format="PNG")
+    with tarfile.open(path, "w") as tar:
+        for name in names:
+            info = tarfile.TarInfo(name)
+            info.size = len(buf.getvalue())
+            tar.addfile(info, io.BytesIO(buf.getvalue()))
+    return path
+
+
+@pytest.mark.parametrize(
+    "names, message",
+    [
+        (["c/train/cat/0.png", "../../evil/train/cat/1.png"], "points outside the archive's folder"),
+        (["c/train/cat/0.png", "/abs/train/cat/1.png"], "points outside the archive's folder"),
+        (["a/train/cat/0.png", "b/train/cat/0.png"], "holds train/cat/0.png twice"),
+        (["a/train/cat/0.png", "b/train/cat/1.png"], "images under two roots (a/ and b/)"),
+    ],
+)
+def test_tar_members_must_follow_one_layout(tmp_path, names, message):
+    from data_loader.datasets import load_splits
+    from utils.errors import DataError
+
+    with pytest.raises(DataError, match=message.replace("(", "\\(").replace(")", "\\)")):
+        load_splits(_tar(tmp_path / "d.tar", names))
+
+
+def test_a_data_dir_typo_creates_nothing_and_downloads_nothing(tmp_path):
+    from data_loader.datasets import load_splits
+    from utils.errors import DataError
+
+    typo = tmp_path / "dtaa" / "cifar"
+    with pytest.raises(DataError, match="no such folder; CIFAR-10 is downloaded only into data/"):
+        load_splits(typo, download=True)
+    assert not (tmp_path / "dtaa").exists()
+
+
+def test_a_failed_download_leaves_no_empty_data_folder(tmp_path, monkeypatch):
+    """The offline default run (data_dir data/, download true): one line that says how to use a local
+    copy, and no data/ left behind."""
+    import torchvision.datasets
+
+    from data_loader.datasets import load_splits
+    from utils.errors import DataError
+
+    class Offline(torchvision.datasets.CIFAR10):
+        def __init__(self, root, train=True, download=False):
+            Path(root).mkdir(parents=True, exist_ok=True)  # as torchvision does before it fetches
+            raise OSError("Network is unreachable")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", Offline)
+    with pytest.raises(
+        DataError, match="data: could not download CIFAR-10 \\(OSError: Network is unreachable\\)"
+    ) as info:
+        load_splits("data/", download=True)
+    assert list(tmp_path.iterdir()) == []
+    assert "--data_dir" in str(info.value) and "\n" not in str(info.value)  # says how to use a local copy
+
+
+def test_a_class_folder_missing_is_named_not_trained_around(tmp_path):
+    root = write_folder(tmp_path / "data")
+    shutil.rmtree(root / "train" / "truck")
+    shutil.rmtree(root / "test" / "truck")
+    config = tiny_config(tmp_path, root)
+    assert_one_line_error(
+        run_cli("train.py", "-c", config), "arch.args.num_classes: the network has 10 outputs", "9 classes (airplane"
+    )
+    assert not (tmp_path / "saved").exists()
+    (root / "train" / "truck").mkdir()  # there, but empty: named as such
+    line = assert_one_line_error(run_cli("train.py", "-c", config), "train/truck: an empty class folder")
+    assert "num_classes" not in line
+
+
+def test_a_data_set_may_decode_only_so_many_pixels_in_all(tmp_path, tiny_folder, monkeypatch):
+    """Each picture under the per-image limit, but all of them together over the data set's: one line
+    from the headers, before the pixels that would take the memory are decoded."""
+    import numpy as np
+
+    import data_loader.datasets as datasets
+
+    monkeypatch.setattr(datasets, "MAX_DATASET_PIXELS", 30 * 32 * 32)  # 30 of the tiny folder's 60 pictures
+    decoded = []
+    monkeypatch.setattr(datasets, "to_rgb", lambda img: decoded.append(1) or np.zeros((32, 32, 3), np.uint8))
+    line = assert_one_line_error(run_cli("train.py", "-c", tiny_config(tmp_path, tiny_folder)), "pixels in all")
+    assert str(tiny_folder) in line and "not decoded" in line and len(decoded) == 30

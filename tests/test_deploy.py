@@ -4,6 +4,7 @@ test.py writes by default."""
 
 import csv
 import json
+import os
 import re
 import shutil
 import tarfile
@@ -13,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import assert_one_line_error, bomb_png, png_ok, run_cli
+from conftest import assert_one_line_error, bomb_png, png_ok, run_cli, tiny_config, write_folder
 from utils.checkpoint import load_checkpoint
 
 
@@ -341,3 +342,29 @@ def test_a_large_input_size_is_predicted_in_smaller_batches():
     from predict import BATCH, batch_for
 
     assert batch_for((32, 32)) == BATCH and batch_for((64, 64)) == BATCH // 4 and batch_for((1024, 1024)) == 1
+
+
+def test_test_py_refuses_images_of_another_size(finished_run, tmp_path):
+    from PIL import Image
+
+    for k, name in enumerate(["airplane", "automobile"]):
+        (tmp_path / "big" / "test" / name).mkdir(parents=True)
+        Image.new("RGB", (64, 64), (k * 100, 0, 0)).save(tmp_path / "big" / "test" / name / "0.png")
+    proc = run_cli("test.py", "--resume", finished_run[0] / "last.pth", "--data_dir", tmp_path / "big", cwd=tmp_path)
+    assert_one_line_error(proc, "the checkpoint was trained on 32x32 images, the data holds 64x64")
+
+
+def test_a_class_folder_name_that_is_not_utf8_trains_tests_and_predicts(tmp_path):
+    """A Latin-1 folder name (caf\\xe9) is shown escaped in the console, the report's pictures and the
+    CSV; no writer crashes on it."""
+    folder = write_folder(tmp_path / "data")
+    for split in ("train", "test"):
+        os.rename(os.fsencode(folder / split / "cat"), os.fsencode(folder / split) + b"/caf\xe9")
+    proc = run_cli("train.py", "-c", tiny_config(tmp_path, folder, report=True))
+    assert proc.returncode == 0, proc.stderr
+    run_dir = next((tmp_path / "saved").glob("*/*"))
+    assert "caf\\\\xe9" in (run_dir / "report.md").read_text()  # escaped for Markdown too
+    tested = run_cli("test.py", "--resume", run_dir / "last.pth", "--data_dir", folder, "--out", tmp_path / "t")
+    assert tested.returncode == 0 and "acc_caf\\xe9" in tested.stdout, tested.stderr
+    predicted = run_cli("predict.py", "--resume", run_dir / "last.pth", folder / "test", "--out", tmp_path / "p.csv")
+    assert predicted.returncode == 0 and "caf\\xe9" in (tmp_path / "p.csv").read_text(), predicted.stderr

@@ -4,7 +4,8 @@ import json
 import sys
 
 import data_loader
-from conftest import REPO
+from conftest import REPO, assert_one_line_error, run_cli, tiny_config
+from parse_config import ConfigParser
 
 LOADER = '''
 import torch
@@ -52,7 +53,6 @@ TEST_SPLIT = """
 
 def _train_stripes(tmp_path, monkeypatch, loader_source, constraints=False):
     import train
-    from parse_config import ConfigParser
 
     sys.modules.pop("data_loader.stripes", None)  # another test's version of the file
     extra = tmp_path / "extra_loaders"
@@ -116,7 +116,7 @@ def test_a_network_that_returns_no_logits_tensor_is_one_line(tmp_path, tiny_fold
     """A model under model/ whose forward returns a tuple (or a dict, or a 4-D map) is named in one
     line saying what the trainer expects, before any run folder."""
     import model
-    from conftest import assert_one_line_error, run_cli, tiny_config
+    from conftest import run_cli, tiny_config
 
     extra = tmp_path / "extra_models"
     extra.mkdir()
@@ -139,3 +139,40 @@ def test_a_network_that_returns_no_logits_tensor_is_one_line(tmp_path, tiny_fold
     proc = run_cli("train.py", "-c", path)
     assert_one_line_error(proc, "TupleNet.forward returns a tuple; the trainer expects one tensor of logits")
     assert not (tmp_path / "saved").exists()
+
+
+def test_a_model_in_a_new_file_is_found_by_name(tmp_path, monkeypatch):
+    import importlib
+
+    from base import BaseModel
+    from utils.registry import package_classes
+
+    pkg = tmp_path / "mymodels"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "tiny.py").write_text(
+        "import torch.nn as nn\nfrom base import BaseModel\n\n\nclass TinyNet(BaseModel):\n"
+        "    def __init__(self, num_classes: int = 10):\n        super().__init__()\n"
+        "        self.fc = nn.Linear(3, num_classes)\n\n    def forward(self, x):\n"
+        "        return self.fc(x.mean((2, 3)))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    found = package_classes(importlib.import_module("mymodels"), BaseModel)
+    assert found.TinyNet.__module__ == "mymodels.tiny"
+    import model
+
+    assert package_classes(model, BaseModel).DilatedNet.__name__ == "DilatedNet"  # what arch.type looks up
+
+
+def test_any_metric_list_works_end_to_end_with_args(tmp_path, tiny_folder):
+    config = json.loads(tiny_config(tmp_path, tiny_folder, report=True).read_text())
+    config["metrics"] = [{"type": "top_k_acc", "args": {"k": 3}, "name": "top3_acc"}]
+    config["trainer"]["monitor"] = "max val_top3_acc"
+    (tmp_path / "topk.json").write_text(json.dumps(config))
+    proc = run_cli("train.py", "-c", tmp_path / "topk.json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "    val_top3_acc   : " in proc.stdout and "    accuracy" not in proc.stdout
+    (run_dir,) = (tmp_path / "saved").glob("*/*")
+    assert (run_dir / "model_best.pth").is_file() and (run_dir / "report.md").is_file()
+    proc = run_cli("test.py", "--resume", run_dir / "last.pth", "--out", tmp_path / "test")
+    assert proc.returncode == 0 and "    top3_acc       : " in proc.stdout, proc.stderr

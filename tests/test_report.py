@@ -2,7 +2,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from conftest import CLASSES, make_images, png_ok
+from conftest import (
+    CLASSES,
+    assert_one_line_error,
+    make_images,
+    png_ok,
+    run_cli,
+)
 from data_loader.transforms import build_augment
 from logger.plots import confusion_matrix, per_class_accuracy
 from logger.run_report import write_report
@@ -79,3 +85,9 @@ def test_the_augmentation_picture_shows_every_class_once():
     rows = augmentation_rows(np.zeros((len(labels), 4, 4, 3)), labels)
     assert sorted(labels[rows]) == list(range(10)) and len(rows) == 10
     assert len(augmentation_rows(np.zeros((20, 4, 4, 3)), None)) == 8 and augmentation_rows(None, labels) == []
+
+
+def test_report_refuses_another_validation_split(finished_run, tmp_path):
+    proc = run_cli("report.py", "--resume", finished_run[0] / "last.pth", "--validation_split", 10, "--out", tmp_path)
+    assert_one_line_error(proc, "--validation_split: 10 is not the run's 0", "use test.py for other data")
+    assert not list(tmp_path.iterdir())

@@ -1,11 +1,12 @@
 """Learning-rate schedules: built from the config, stepped in one place (trainer/schedulers.py)."""
 
 import json
+import re
 
 import pytest
 import torch
 
-from conftest import REPO, assert_one_line_error, run_cli
+from conftest import REPO, assert_one_line_error, run_cli, tiny_config
 from parse_config import ConfigParser, load_config
 from trainer.schedulers import SCHEDULES, Schedule, SchedulerStepper, build_lr_scheduler
 from utils.config_schema import parse_monitor
@@ -58,7 +59,6 @@ def test_plateau_steps_on_the_monitored_metric_in_its_direction():
 
 
 def test_resume_with_another_scheduler_is_refused(tmp_path, tiny_folder):
-    from conftest import tiny_config
 
     config = tiny_config(tmp_path, tiny_folder)
     assert run_cli("train.py", "-c", config).returncode == 0
@@ -87,3 +87,33 @@ def test_a_scheduler_is_one_line_of_the_table(monkeypatch):
     config["lr_scheduler"]["args"]["epochs"] = 4
     with pytest.raises(ConfigError, match="lr_scheduler.args.epochs"):
         ConfigParser(config)  # not an argument of LinearLR at all
+
+
+@pytest.mark.parametrize(
+    "scheduler, message",
+    [
+        ({"type": "StepLR", "args": {"step_size": 0}}, "StepLR fails on these values when it steps (ZeroDivisionError"),
+        ({"type": "ExponentialLR", "args": {"gamma": -1.0}}, "the ExponentialLR schedule reaches lr -"),
+    ],
+)
+def test_a_schedule_that_fails_when_stepped_is_refused_before_training(scheduler, message):
+    from trainer.schedulers import dry_run
+
+    config = load_config(REPO / "config.json")
+    config["lr_scheduler"] = scheduler
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        dry_run(ConfigParser(config), steps_per_epoch=3)
+    config["lr_scheduler"] = {"type": "StepLR", "args": {"step_size": 2}}
+    dry_run(ConfigParser(config), steps_per_epoch=3)  # a good one passes
+
+
+def test_the_schedule_check_of_a_huge_run_stops_at_its_step_limit(monkeypatch):
+    from trainer.schedulers import dry_run
+
+    config = load_config(REPO / "config.json")
+    config["trainer"]["epochs"] = 10_000_000  # 1.76 G steps of OneCycle: checked as far as DRY_RUN_STEPS
+    monkeypatch.setattr("trainer.schedulers.DRY_RUN_STEPS", 1000)
+    stepped = []
+    monkeypatch.setattr("torch.optim.SGD.step", lambda self, *a: stepped.append(1))
+    dry_run(ConfigParser(config), steps_per_epoch=176)
+    assert len(stepped) == 1000

@@ -90,6 +90,25 @@ def step(model, optimizer, scaler=None, clip_grad_norm=None):
         optimizer.step()
 
 
+def after_step(model, lookahead=None, ema=None, batch_scheduler=None):
+    """What follows each optimizer step, in order: Lookahead, then the EMA of the weights, then the lr."""
+    if lookahead is not None:
+        lookahead.step()
+    if ema is not None:
+        ema.update_parameters(getattr(model, "module", model))  # the plain model under DDP
+    if batch_scheduler is not None:
+        batch_scheduler.step()
+
+
+def track(tracker, metric_ftns, output, target, loss):
+    """Add one batch's loss and metrics to `tracker`, weighted by its number of images."""
+    n = target.size(0)
+    tracker.update("loss", loss.detach().float() * n, n)
+    output = output.detach().float()
+    for metric in metric_ftns:
+        tracker.update(metric.__name__, metric(output, target), n)
+
+
 def train_one_epoch(
     model,
     criterion,
@@ -111,18 +130,14 @@ def train_one_epoch(
     desc="train",
     progress=None,
 ):
-    """One pass over `loader`; returns exact per-image means of the loss and each metric, and the
-    learning rate of the last batch. tricks: a BatchTricks (resize, selective backprop, mixing)
-    applied to each batch; the metrics then compare with the unmixed labels of the images trained
-    on. ema: an AveragedModel updated after every step; lookahead: a Lookahead stepped after every step
-    (before the EMA sees the weights); distiller: a trainer.distill.Distiller whose teacher sees each
-    batch before the tricks (at full size) and whose loss replaces the criterion; clip_grad_norm: the
-    gradients' total L2 norm is clipped to it before each step (None: not clipped); accumulate: one
-    optimizer step (and scheduler, Lookahead and EMA step) per this many batches, their gradients
-    summed with each loss divided by the group's size; progress: a Progress
-    told of every batch (default: one that shows a bar on a terminal and nothing in a file). Raises
-    NonFiniteLoss at the first check (every `finite_check_every(device)` batches, before that batch's
-    step) that finds a NaN or infinite loss."""
+    """One pass over `loader`: exact per-image means of the loss and each metric, and the last lr.
+    tricks: a BatchTricks (resize, selective backprop, mixing; metrics use the unmixed labels);
+    distiller: a trainer.distill.Distiller (its teacher sees the full-size batch; its loss replaces
+    the criterion); clip_grad_norm: the total L2 norm of the gradients before each step (None: not
+    clipped); accumulate: one step per this many batches (each loss divided by the group's size);
+    ema, lookahead, batch_scheduler: see after_step; progress: a Progress (default: a bar on a
+    terminal). NonFiniteLoss at the first check (every finite_check_every(device) batches, before
+    that batch's step) that finds a NaN or infinite loss."""
     model.train()
     tracker = MetricTracker("loss", *[m.__name__ for m in metric_ftns])
     lr = optimizer.param_groups[0]["lr"]
@@ -141,18 +156,9 @@ def train_one_epoch(
         backward(loss / group if group > 1 else loss, optimizer, scaler, first=batch - 1 == start)
         if batch - start == group:  # the group's last batch: one optimizer step
             step(model, optimizer, scaler, clip_grad_norm)
-            if lookahead is not None:
-                lookahead.step()
-            if ema is not None:
-                ema.update_parameters(getattr(model, "module", model))  # the plain model under DDP
-            if batch_scheduler is not None:
-                batch_scheduler.step()
-        n = target.size(0)
-        tracker.update("loss", loss.detach().float() * n, n)
-        output = output.detach().float()
-        for metric in metric_ftns:
-            tracker.update(metric.__name__, metric(output, target), n)
-        progress.update(n, loss)
+            after_step(model, lookahead, ema, batch_scheduler)
+        track(tracker, metric_ftns, output, target, loss)
+        progress.update(target.size(0), loss)
     progress.close()
     if tracker.count("loss") == 0:
         raise TrainingError(f"{desc}: the training loader gave no batch")
@@ -185,10 +191,7 @@ def evaluate(
         with autocast():
             output = tta_logits(model, images, tta)
         output = output.float()
-        n = target.size(0)
-        tracker.update("loss", criterion(output, target).float() * n, n)
-        for metric in metric_ftns:
-            tracker.update(metric.__name__, metric(output, target), n)
+        track(tracker, metric_ftns, output, target, criterion(output, target))
         if return_outputs:
             probs.append(output.softmax(dim=1))
             targets.append(target)

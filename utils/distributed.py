@@ -123,6 +123,19 @@ def weights_checksum(model):
     return float(total)
 
 
+def resume_advice(run_dir):
+    """What is left to resume from, said only when it exists (rank 0 may not have saved yet)."""
+    last = run_dir / "last.pth"
+    if not last.is_file():
+        return "no epoch had finished, so there is nothing to resume: start the run again"
+    flags = (
+        f"--standalone --nproc_per_node={world_size()}"
+        if world_size() == int(os.environ.get("LOCAL_WORLD_SIZE", -1))
+        else "<the same flags>"
+    )
+    return f"the last finished epoch is saved: torchrun {flags} train.py --resume {shlex.quote(str(last))}"
+
+
 def run_group(config, device, body):
     """Run `body(device)` as one process of torchrun's group and return what it returns. Joins the
     group (device: the config's, resolved), names the run folder after rank 0's timestamp, and turns
@@ -131,24 +144,13 @@ def run_group(config, device, body):
     device = init_distributed(device, config["trainer"]["dist_timeout"])
     previous = signal.getsignal(signal.SIGTERM)
 
-    def saved():
-        """What is left to resume from, said only when it exists (rank 0 may not have saved yet)."""
-        last = config.run_dir / "last.pth"
-        if not last.is_file():
-            return "no epoch had finished, so there is nothing to resume: start the run again"
-        flags = (
-            f"--standalone --nproc_per_node={world_size()}"
-            if world_size() == int(os.environ.get("LOCAL_WORLD_SIZE", -1))
-            else "<the same flags>"
-        )
-        return f"the last finished epoch is saved: torchrun {flags} train.py --resume {shlex.quote(str(last))}"
-
     try:
         config.run_dir = broadcast_object(config.run_dir)  # rank 0's timestamp names the folder
 
         def stopped(signum, frame):  # torchrun stops the group when one process fails
             raise DistributedError(
-                f"rank {rank()}: stopped by torchrun (another process failed, or the job was cancelled); {saved()}"
+                f"rank {rank()}: stopped by torchrun (another process failed, or the job was cancelled); "
+                + resume_advice(config.run_dir)
             )
 
         signal.signal(signal.SIGTERM, stopped)
@@ -171,7 +173,8 @@ def run_group(config, device, body):
             raise  # a bug, not a lost process: keep its traceback
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         reason = textwrap.shorten(first, 120, placeholder=" ...")  # whole words
-        raise DistributedError(f"rank {rank()}: lost contact with the other processes ({reason}); {saved()}") from None
+        advice = resume_advice(config.run_dir)
+        raise DistributedError(f"rank {rank()}: lost contact with the other processes ({reason}); {advice}") from None
     finally:
         signal.signal(signal.SIGTERM, previous)
         cleanup()

@@ -1,0 +1,118 @@
+"""pipeline/training.py: checks before the run folder, and the ways a run ends (diverged, Ctrl-C, SIGTERM)."""
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import REPO, assert_one_line_error, run_cli, tiny_config
+
+
+def test_diverging_loss_stops_at_once_and_keeps_the_last_good_checkpoint(tmp_path, tiny_folder):
+    config = tiny_config(tmp_path, tiny_folder, epochs=3)
+    proc = run_cli("train.py", "-c", config, "--lr", 1e30)
+    line = assert_one_line_error(proc, "epoch 1, batch ", ": the loss is", "diverged: lower optimizer.args.lr")
+    assert "no checkpoint was written" in line
+    (run_dir,) = (tmp_path / "saved").glob("*/*")
+    assert not list(run_dir.glob("*.pth"))  # a non-finite epoch is never saved
+
+
+@pytest.mark.parametrize(
+    "signum, status, said, folder",
+    [(signal.SIGINT, 130, "interrupted", "plain"), (signal.SIGTERM, 143, "stopped (SIGTERM)", "with space")],
+)
+def test_ctrl_c_and_sigterm_name_the_real_run_folder_in_info_log(tmp_path, tiny_folder, signum, status, said, folder):
+    tmp_path = tmp_path / folder
+    tmp_path.mkdir()
+    config = tiny_config(tmp_path, tiny_folder, epochs=50)
+    proc = subprocess.Popen(
+        [sys.executable, "train.py", "-c", str(config)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # Ctrl-C as a user's shell gives it: an ignored SIGINT would be inherited by the child
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not list((tmp_path / "saved").glob("*/*/last.pth")):
+            time.sleep(0.2)
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=180)  # a loaded machine may take a while to get there
+    finally:
+        proc.kill()  # never left training in the background, whatever failed above
+    assert proc.returncode == status, err
+    (run_dir,) = (tmp_path / "saved").glob("*/*")
+    expected = f"{said}: the last finished epoch is saved; resume with  python train.py --resume "
+    expected += shlex.quote(str(run_dir / "last.pth"))  # a folder with a space: quoted for the shell
+    assert expected in out and expected in (run_dir / "info.log").read_text()
+    assert "Traceback" not in err and "<run folder>" not in out + err
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--set", "loss.args.label_smoothing=1.5"], "loss.args.label_smoothing: expected a fraction from 0 to 1"),
+        (["--set", 'metrics=["accuracy", {"type": "top_k_acc", "args": {"k": 20}}]'], "metrics: top_k_acc: fails when"),
+        (["--set", 'loss={"type": "Module", "args": {}}'], "loss.type: 'Module' is not a Module class"),
+        (["--set", 'optimizer={"type": "SparseAdam", "args": {"lr": 0.001}}'], "optimizer: fails when used"),
+        (
+            # p 1: at its default 0.5 the probe's 4 images all skip it one time in 16
+            ["--set", 'data_loader.args.augmentations=[{"type":"Mosaic","args":{"p":1}}]', "--allow_spec_violation"],
+            "data_loader.args.augmentations: fails on a 32x32 training image (ValueError: Mosaic requires",
+        ),
+    ],
+)
+def test_values_that_fail_only_when_used_are_one_line_before_the_run_folder(tmp_path, tiny_folder, flags, message):
+    proc = run_cli("train.py", "-c", tiny_config(tmp_path, tiny_folder), *flags)
+    assert_one_line_error(proc, message)
+    assert not (tmp_path / "saved").exists()
+
+
+@pytest.mark.parametrize(
+    "fault, status, said",
+    [
+        (OSError(28, "No space left on device", "curves.png"), 2, "error: curves.png: cannot write the report"),
+        (KeyboardInterrupt(), 130, "interrupted while writing the report: training has finished"),
+    ],
+)
+def test_a_report_that_cannot_be_written_says_training_finished(
+    tmp_path, tiny_folder, monkeypatch, fault, status, said
+):
+    def fails(*args, **kwargs):
+        raise fault
+
+    monkeypatch.setattr("logger.run_report.write_report", fails)
+    proc = run_cli("train.py", "-c", tiny_config(tmp_path, tiny_folder, report=True))
+    run_dir = next((tmp_path / "saved").glob("*/*"))
+    assert proc.returncode == status and "Traceback" not in proc.stderr, proc.stderr
+    assert said in proc.stdout + proc.stderr and "nothing was written" not in proc.stderr
+    assert f"python report.py --resume {run_dir / 'last.pth'}" in proc.stdout + proc.stderr
+    assert (run_dir / "last.pth").is_file()
+
+
+def test_a_second_ctrl_c_while_the_first_is_handled_changes_nothing(tmp_path, tiny_folder, monkeypatch):
+    import logging
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+
+    warn = logging.Logger.warning
+
+    def warning_with_a_second_ctrl_c(self, msg, *args, **kwargs):
+        if "resume with" in str(msg):
+            os.kill(os.getpid(), signal.SIGINT)  # the user presses Ctrl-C again while the hint is printed
+        return warn(self, msg, *args, **kwargs)
+
+    monkeypatch.setattr("pipeline.training.Trainer.train", interrupted)
+    monkeypatch.setattr(logging.Logger, "warning", warning_with_a_second_ctrl_c)
+    proc = run_cli("train.py", "-c", tiny_config(tmp_path, tiny_folder))
+    assert proc.returncode == 130 and "Traceback" not in proc.stderr, proc.stderr
+    assert "interrupted: the last finished epoch is saved; resume with" in proc.stdout + proc.stderr
+    assert "nothing was written" not in proc.stderr
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # this process's Ctrl-C is back

@@ -195,8 +195,8 @@ def test_required_augmentations_rule():
 
 
 def test_dead_channels_are_the_constant_inputs_of_batchnorm(tmp_path, capsys):
-    from benchmarks import dead_channels as tool
     from model.dead_channels import dead_channels
+    from tools import dead_channels as tool
     from utils.checkpoint import load_checkpoint
 
     net = DilatedNet()

@@ -1,6 +1,6 @@
 """Dead channels of a trained network, per BatchNorm (model/dead_channels.py):
 
-    python -m benchmarks.dead_channels --resume pretrained/cifar10_dilatednet.pth
+    python -m tools.dead_channels --resume pretrained/cifar10_dilatednet.pth
 
 A channel whose BatchNorm running variance is below 1e-6 was constant over the training images: its
 ReLU never fired, and the width it costs does no work."""
@@ -9,7 +9,7 @@ import argparse
 import sys
 
 if not __package__:  # run as a file, the project's packages are not importable
-    sys.exit("run it from the repository root as a module: python -m benchmarks.dead_channels ...")
+    sys.exit("run it from the repository root as a module: python -m tools.dead_channels ...")
 
 from deploy.loading import load_network
 from model.dead_channels import dead_channels, format_dead_channels

@@ -363,7 +363,7 @@ class ConfigParser:
 
 def _edited_run_config(resume, saved):
     """The config a resume without -c uses: the checkpoint's, or the run folder's config.json when
-    the user edited it there and only keys a resume may change differ (epochs, verbosity, ...). Any
+    it was edited there and only keys a resume may change differ (epochs, verbosity, ...). Any
     other edit is refused before the resume would overwrite the file with the checkpoint's config."""
     from utils.resume_policy import config_changes, show_changes
 

@@ -1,4 +1,4 @@
-"""The user's own pictures for prediction: image files, folders of them (searched recursively) and
+"""Pictures to predict: image files, folders of them (searched recursively) and
 tar archives (.tar, .tar.gz, .tar.xz), in a stable order. Any size or mode: converted to RGB (`to_rgb`) and
 resized to the network's input size."""
 

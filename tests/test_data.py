@@ -56,7 +56,7 @@ def test_tar_archives_read_in_place(tiny_folder, tmp_path, suffix, mode):
 def test_torchvision_root(tmp_path, monkeypatch):
     import torchvision.datasets.cifar
 
-    # our pickles have the real layout but not the real md5 sums
+    # these pickles have the real layout but not the real md5 sums
     monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *args, **kwargs: True)
     splits = load_splits(write_torchvision_root(tmp_path / "cifar"))
     check_splits(splits)

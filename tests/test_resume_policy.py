@@ -58,7 +58,7 @@ def test_a_finished_checkpoint_resumed_elsewhere_makes_no_run_folder(finished_ru
 def test_an_edited_run_config_is_used_or_refused_never_overwritten(finished_run, tmp_path):
     """Resuming without -c after editing the run folder's config.json: an edit a resume may make (more
     epochs, verbosity) is used, and is then what the run records; any other edit is one line, and the
-    file is left as the user wrote it."""
+    file is left as it was written."""
     run_dir, _ = finished_run
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy)

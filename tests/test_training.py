@@ -106,7 +106,7 @@ def test_a_second_ctrl_c_while_the_first_is_handled_changes_nothing(tmp_path, ti
 
     def warning_with_a_second_ctrl_c(self, msg, *args, **kwargs):
         if "resume with" in str(msg):
-            os.kill(os.getpid(), signal.SIGINT)  # the user presses Ctrl-C again while the hint is printed
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C pressed again while the hint is printed
         return warn(self, msg, *args, **kwargs)
 
     monkeypatch.setattr("pipeline.training.Trainer.train", interrupted)

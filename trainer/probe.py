@@ -16,7 +16,7 @@ import torch
 
 from utils.errors import ConfigError
 
-# what a value of the user's can raise when it is called; anything else is a bug and keeps its traceback
+# what a value from the config can raise when it is called; anything else is a bug and keeps its traceback
 USE_ERRORS = (RuntimeError, ValueError, TypeError, NotImplementedError, KeyError, IndexError, AttributeError)
 
 

@@ -4,7 +4,7 @@ import sys
 
 
 class UserError(Exception):
-    """A mistake in the user's input (config, data, checkpoint) that the program can name."""
+    """A mistake in the input (config, data, checkpoint) that the program can name."""
 
 
 class ConfigError(UserError):

@@ -74,7 +74,7 @@ def atomic_write(path):
         Path(tmp).unlink(missing_ok=True)
         if e.errno is None:
             raise
-        raise OSError(e.errno, e.strerror, str(path)) from e  # named by the file the user asked for
+        raise OSError(e.errno, e.strerror, str(path)) from e  # named by the file asked for
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

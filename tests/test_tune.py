@@ -151,7 +151,7 @@ def test_tune_end_to_end(tmp_path, tiny_folder):
     written = json.loads((out / "best_config.json").read_text())  # the study's config as its base, and the changes
     assert (out / written["base"]).resolve() == (tmp_path / "config.json").resolve() and "trainer" not in written
     best = load_config(out / "best_config.json")
-    assert best["trainer"]["epochs"] == 2 and best["trainer"]["save_dir"] == str(tmp_path / "saved")  # the given config file
+    assert best["trainer"]["epochs"] == 2 and best["trainer"]["save_dir"] == str(tmp_path / "saved")  # the config given
     assert "epochs on all the training images of" in proc.stdout
     assert best["optimizer"]["args"]["lr"] == study.best_trial.params["optimizer.args.lr"]
     ConfigParser(best)

@@ -3,6 +3,7 @@
 A plain `python train.py` never initialises a process group: every helper here is then a no-op
 (rank 0 of a world of 1), so single-process code paths stay exactly as they were."""
 
+import gc
 import os
 import re
 import shlex
@@ -72,6 +73,11 @@ def init_distributed(device, timeout_s):
 
 
 def cleanup():
+    """Leave the process group. The DDP model sits in a reference cycle (trainer, callbacks) and holds
+    the group: collected first, while the group and the interpreter are alive; freed later, during
+    interpreter shutdown, gloo's threads can abort the process ("terminate called without an active
+    exception") after a run that finished."""
+    gc.collect()
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy
 from test_tune import SPACE, tune_args
 
 from conftest import REPO, run_cli
@@ -22,6 +23,16 @@ from conftest import REPO, run_cli
 PG_BIN = next(iter(sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)), None)
 INITDB = shutil.which("initdb") or (PG_BIN and shutil.which("initdb", path=PG_BIN))
 pytestmark = pytest.mark.skipif(not INITDB, reason="PostgreSQL is not installed (bash .ci/run installs it)")
+
+
+def heartbeats(url):
+    """How many trials have a heartbeat on record in the study database at `url`."""
+    engine = sqlalchemy.create_engine(url)
+    try:
+        with engine.connect() as db:
+            return db.execute(sqlalchemy.text("SELECT COUNT(*) FROM trial_heartbeats")).scalar()
+    finally:
+        engine.dispose()
 
 
 def as_server_user(*cmd):
@@ -89,7 +100,8 @@ def test_a_worker_that_loses_the_server_mid_study_stops_with_one_line_and_a_new_
         [sys.executable, *map(str, args)], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
     deadline = time.time() + 120
-    while not list((tmp_path / "saved").rglob("last.pth")):  # mid-trial: its first epoch is saved
+    # mid-trial: its first epoch is saved, and its heartbeat recorded (optuna fails only such trials as stale)
+    while not (list((tmp_path / "saved").rglob("last.pth")) and heartbeats(server.url)):
         assert time.time() < deadline and worker.poll() is None, "the worker never got mid-trial"
         time.sleep(0.5)
     server.stop()

@@ -1,12 +1,10 @@
 """tune.py (Optuna search) and lr_find.py on tiny generated data."""
 
-import contextlib
 import csv
 import json
 import os
 import re
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -14,6 +12,7 @@ import time
 import numpy as np
 import optuna
 import pytest
+import sqlalchemy
 
 from conftest import REPO, assert_one_line_error, png_ok, run_cli, tiny_config
 from parse_config import ConfigParser, load_config
@@ -56,15 +55,23 @@ def tune_args(tmp_path, data_dir, space, *extra, trials=2, epochs=2):
     ]
 
 
-def heartbeats(tmp_path, study="Cifar10_DilatedNet-search"):
-    """How many trials have a heartbeat on record: optuna fails only those as stale."""
-    with contextlib.closing(sqlite3.connect(tmp_path / "saved" / study / "study.db")) as db:
-        return db.execute("SELECT COUNT(*) FROM trial_heartbeats").fetchone()[0]
+def heartbeats(url):
+    """How many trials of the study storage at `url` have a heartbeat on record: optuna fails only
+    those as stale."""
+    engine = sqlalchemy.create_engine(url)
+    try:
+        with engine.connect() as db:
+            return db.execute(sqlalchemy.text("SELECT COUNT(*) FROM trial_heartbeats")).scalar()
+    finally:
+        engine.dispose()
+
+
+def study_url(tmp_path, study="Cifar10_DilatedNet-search"):
+    return f"sqlite:///{tmp_path / 'saved' / study / 'study.db'}"
 
 
 def load(tmp_path, study="Cifar10_DilatedNet-search"):
-    url = f"sqlite:///{tmp_path / 'saved' / study / 'study.db'}"
-    return optuna.load_study(study_name=study, storage=url)
+    return optuna.load_study(study_name=study, storage=study_url(tmp_path, study))
 
 
 @pytest.mark.parametrize(
@@ -211,7 +218,8 @@ def test_killed_worker_leaves_a_readable_study_and_the_trial_is_retried(tmp_path
                 running = [t for t in load(tmp_path).trials if t.state.name == "RUNNING" and "run_dir" in t.user_attrs]
             except Exception:  # the first worker may not have created the study (or its tables) yet
                 continue
-            if running and (REPO / running[0].user_attrs["run_dir"] / "last.pth").exists() and heartbeats(tmp_path):
+            saved = running and (REPO / running[0].user_attrs["run_dir"] / "last.pth").exists()
+            if saved and heartbeats(study_url(tmp_path)):
                 break
         else:
             pytest.fail("the first worker never got mid-trial")

@@ -15,24 +15,13 @@ from pathlib import Path
 
 import optuna
 import pytest
-import sqlalchemy
-from test_tune import SPACE, tune_args
+from test_tune import SPACE, heartbeats, tune_args
 
 from conftest import REPO, run_cli
 
 PG_BIN = next(iter(sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)), None)
 INITDB = shutil.which("initdb") or (PG_BIN and shutil.which("initdb", path=PG_BIN))
 pytestmark = pytest.mark.skipif(not INITDB, reason="PostgreSQL is not installed (bash .ci/run installs it)")
-
-
-def heartbeats(url):
-    """How many trials have a heartbeat on record in the study database at `url`."""
-    engine = sqlalchemy.create_engine(url)
-    try:
-        with engine.connect() as db:
-            return db.execute(sqlalchemy.text("SELECT COUNT(*) FROM trial_heartbeats")).scalar()
-    finally:
-        engine.dispose()
 
 
 def as_server_user(*cmd):

@@ -141,3 +141,34 @@ def test_step_benchmark_times_the_teachers_forward_pass_with_the_step(tmp_path, 
     setup.time_once(args)
     assert len(calls) == 2 * len(set(setup.sizes))  # a warm-up and a timed batch at every image size
     assert main(args)[0]["epoch_s"] > 0
+
+
+def test_teacher_net_is_a_dense_two_million_parameter_network_and_its_config_trains(tmp_path, tiny_folder):
+    from model.teacher import TeacherNet
+    from utils.errors import ArgumentError
+
+    net = TeacherNet()
+    assert 1_900_000 < net.num_params() < 2_100_000
+    assert net(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    assert net(torch.zeros(2, 3, 16, 16)).shape == (2, 10)  # progressive resizing's smallest size
+    with pytest.raises(ArgumentError, match="widths"):
+        TeacherNet(widths=[32, 64, 256])
+    proc = run_cli(
+        "train.py",
+        "-c",
+        "configs/teacher.json",
+        "--data_dir",
+        str(tiny_folder),
+        "--epochs",
+        "2",
+        "--set",
+        "data_loader.args.num_workers=0",
+        "--set",
+        "data_loader.args.batch_size=8",
+        "--set",
+        "trainer.report=false",
+        "--set",
+        f"trainer.save_dir={tmp_path}",
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "TeacherNet, 1,978,026 parameters" in proc.stdout + proc.stderr

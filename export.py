@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.checkpoint import is_full, load_checkpoint, weights_only
+from checkpoint.schema import is_full, load_checkpoint, weights_only
 from utils.cli import run_main
 from utils.errors import CheckpointError, ConfigError
 from utils.paths import DATA_DIR, SAVE_DIR, check_writable, save_atomic

@@ -27,6 +27,7 @@ def dilatednet(pretrained: bool = True, weights: str | None = None):
         model = trained.model
         model.classes, model.normalization = trained.classes, dict(trained.stats)
         return model.eval()
-    from parse_config import ConfigParser, load_config
+    from config.parser import ConfigParser
+    from config.reading import load_config
 
-    return ConfigParser(load_config(Path(__file__).resolve().parent / "config.json"), run_id="hub").init_obj("arch")
+    return ConfigParser(load_config(Path(__file__).resolve().parent / "config.json")).init_obj("arch")

@@ -7,14 +7,14 @@ OneCycle peak (`optimizer.args.lr`): the learning rate of the lowest loss (see s
 import sys
 from pathlib import Path
 
+from config.overrides import add_override_flags, base_argparser
+from config.parser import ConfigParser
 from logger import get_logger, setup_logging
-from parse_config import ConfigParser
 from trainer.lr_finder import lr_range_test, plot_lr_range, suggest_lr
 from trainer.optim import build_optimizer
 from trainer.precision import autocast_of, resolve_amp
 from utils import ConfigError, resolve_device, seed_everything
 from utils.cli import run_main
-from utils.overrides import add_override_flags, base_argparser
 from utils.paths import atomic_write, check_writable
 
 

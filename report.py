@@ -9,18 +9,18 @@ from pathlib import Path
 
 import model.metric as module_metric
 from base.base_data_loader import close_workers, pictures
+from checkpoint.schema import load_checkpoint, saved_entries
+from config.overrides import add_override_flags, base_argparser
 from deploy.cam import mistake_cams_for
 from deploy.loading import load_trained
 from logger import get_logger, setup_logging
 from logger.run_report import write_report
 from model.spec import describe
 from trainer import evaluate
-from trainer.precision import autocast_for
+from trainer.precision import Precision
 from utils import resolve_device
-from utils.checkpoint import load_checkpoint, saved_entries
 from utils.cli import run_main
 from utils.errors import ConfigError
-from utils.overrides import add_override_flags, base_argparser
 from utils.paths import check_writable, default_out
 
 
@@ -52,7 +52,7 @@ def main(args):
         metrics,
         valid_loader,
         device,
-        autocast=autocast_for(device, config["trainer"]["amp"]),
+        precision=Precision.of_run(device, config["trainer"]["amp"])[0],
         return_outputs=True,
     )
     close_workers(valid_loader)  # now, not at exit (base_data_loader.close_workers)

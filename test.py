@@ -12,19 +12,19 @@ from pathlib import Path
 
 import model.metric as module_metric
 from base.base_data_loader import close_workers, pictures
+from checkpoint.schema import saved_entries
+from config.overrides import add_override_flags, base_argparser
 from deploy.cam import plot_mistake_cams
 from deploy.loading import load_trained
 from logger import get_logger, setup_logging
 from logger.format import format_log
+from logger.keys import tta as log_tta
 from logger.plots import confusion_matrix, per_class_accuracy, plot_confusion, plot_misclassified
 from model.tta import CHOICES, LABELS
 from trainer import evaluate
-from trainer.precision import autocast_for
+from trainer.precision import Precision
 from utils import resolve_device
-from utils.checkpoint import saved_entries
 from utils.cli import run_main
-from utils.log_keys import tta as log_tta
-from utils.overrides import add_override_flags, base_argparser
 from utils.paths import atomic_write, check_writable, default_out
 from utils.safe_text import for_console
 
@@ -48,7 +48,7 @@ def main(args):
         metrics,
         data_loader,
         device,
-        autocast=autocast_for(device, config["trainer"]["amp"]),
+        precision=Precision.of_run(device, config["trainer"]["amp"])[0],
         desc="test",  # the progress bar's name (on a terminal)
     )
     result, probs, targets = run(return_outputs=True)

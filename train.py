@@ -1,52 +1,100 @@
 """Train a network as the config says:  python train.py -c config.json   (or -c config.yaml)
 Continue a run:                          python train.py --resume saved/<name>/<run>/last.pth
-The training itself is pipeline/training.py; this is its command line."""
+The composition root: `build` makes every part of a run from the config, `main` trains it."""
 
+import contextlib
+import functools
 import shutil
 import sys
 import tempfile
 
-from parse_config import ConfigParser
-from pipeline.training import main
-from utils.cli import run_main
-from utils.overrides import add_override_flags, base_argparser
+import model.metric as module_metric
+from checkpoint.saver import RunFiles
+from config.overrides import FAST_DEV_RUN, train_argparser
+from config.parser import ConfigParser
+from deploy.cam import mistake_cams_for
+from deploy.loading import load_teacher
+from logger import get_logger, setup_logging
+from trainer import Trainer, preflight
+from trainer.loops import optimizer_steps
+from trainer.optim import build_optimizer
+from trainer.probe import probe_step
+from trainer.schedulers import build_lr_scheduler
+from utils import distributed, resolve_device, seed_everything
+from utils.cli import on_interrupt_say, run_main
 
-# --fast_dev_run: one epoch of two training and two validation batches through every step of a run
-FAST_DEV_RUN = {("trainer", "epochs"): 1, ("trainer", "limit_batches"): 2, ("trainer", "swa"): None}
+
+def build(config, device, files, allow_spec_violation=False, epoch_callbacks=()):
+    """The data loaders, the network, the loss, the metrics, the optimizer, the scheduler and the
+    Trainer, each checked before the run folder exists: a run that fails its checks writes nothing."""
+    preflight.check_config(config)
+    model = config.init_obj("arch")  # before the data: the network's own checks of its args cost nothing
+    teacher = load_teacher(config["trainer"])  # before the data too: a missing teacher file is one line at once
+    init_classes = preflight.init_weights(model, config, get_logger("train"))
+    data_loader = config.init_obj("data_loader", **preflight.micro_batch(config))
+    valid_data_loader = data_loader.split_validation()
+    steps = optimizer_steps(data_loader, config["trainer"])  # per epoch: one per trainer.accumulate batches
+    summary = preflight.check_run(config, model, data_loader, init_classes, steps, allow_spec_violation)
+    model = preflight.place_network(model, config, device)
+    criterion, metrics = config.init_obj("loss"), module_metric.build_metrics(config["metrics"])
+    optimizer = build_optimizer(config, model)
+    lr_scheduler = build_lr_scheduler(config, optimizer, steps_per_epoch=steps)
+    probe_step(model, criterion, metrics, data_loader, device, make_optimizer=lambda net: build_optimizer(config, net))
+    trainer = Trainer(model, criterion, metrics, optimizer, config, files, device, data_loader, valid_data_loader,
+                      lr_scheduler, epoch_callbacks, teacher)  # fmt: skip
+    if config.resume:
+        trainer.resume(config.resume_checkpoint, config.resume)
+    return trainer, summary
+
+
+def main(config, allow_spec_violation=False, epoch_callbacks=(), resume_hint=True, files=None):
+    """Train as `config` says; returns the epoch logs. epoch_callbacks: f(epoch, log) after each epoch;
+    resume_hint: on Ctrl-C or SIGTERM print how to resume and exit (False: the KeyboardInterrupt goes
+    on to the caller, e.g. the tuner); files: where it writes (default: RunFiles.of(config)). Under
+    torchrun: one process per device; rank 0 writes the files."""
+    device, files = resolve_device(config["device"]), files or RunFiles.of(config)
+    run = functools.partial(_run, config, files=files, allow_spec_violation=allow_spec_violation,
+                            epoch_callbacks=epoch_callbacks, resume_hint=resume_hint)  # fmt: skip
+    return distributed.run_group(config, files, device, run) if distributed.launched_by_torchrun() else run(device)
+
+
+def _run(config, device, files, allow_spec_violation, epoch_callbacks, resume_hint):
+    setup_logging(None, config["trainer"]["verbosity"] if distributed.is_main() else 0)
+    seed_everything(config["seed"])
+    trainer, summary = build(config, device, files, allow_spec_violation, epoch_callbacks)
+    try:
+        with (
+            on_interrupt_say(get_logger("train").warning, files.resume_hint)
+            if resume_hint
+            else contextlib.nullcontext()
+        ):
+            history = trainer.train()
+        if config["trainer"]["report"] and distributed.is_main():
+            trainer.report(summary, mistake_cams_for(trainer.eval_model, trainer.data_loader.stats))
+    finally:
+        trainer.close_loaders()
+    return history
 
 
 def fast_dev_run(args):
-    """Every step of a run (checks, data, network, spec, a training step, validation, checkpoints,
-    TTA, the report) on two batches, in a temporary run folder that is removed at the end."""
+    """Every step of a run on two batches (config.overrides.FAST_DEV_RUN), in a temporary run folder."""
     folder = tempfile.mkdtemp(prefix="fast_dev_run-")
     args.set = [*FAST_DEV_RUN.items(), (("trainer", "save_dir"), folder), *(args.set or [])]
     try:
         history = main(ConfigParser.from_args(args), args.allow_spec_violation)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    print(
-        f"fast_dev_run: config, data, network and spec checks, {len(history)} epoch of 2 training and 2 validation "
-        "batches, checkpoints, test-time augmentation and the report all ran; the run folder was temporary "
-        "and is removed"
-    )
+    print(f"fast_dev_run: every step of a run ran on {len(history)} epoch of 2 training and 2 validation batches; "
+          "its temporary run folder (checkpoints, report) is removed")  # fmt: skip
     return history
 
 
 def cli(argv=None):
-    parser = base_argparser("Train a compact dilated CNN on CIFAR-10")
-    add_override_flags(parser)
-    parser.add_argument(
-        "--allow_spec_violation", action="store_true", help="train even if the network breaks the constraints section"
-    )
-    parser.add_argument(
-        "--fast_dev_run",
-        action="store_true",
-        help="check the whole pipeline in seconds: 2 training and 2 validation batches, a temporary run folder",
-    )
+    parser = train_argparser()
     args = parser.parse_args(argv)
+    if args.fast_dev_run and args.resume:
+        parser.error("--fast_dev_run starts a new run; it cannot be combined with --resume")
     if args.fast_dev_run:
-        if args.resume:
-            parser.error("--fast_dev_run starts a new run; it cannot be combined with --resume")
         return run_main(lambda: fast_dev_run(args), interrupted="interrupted: the temporary run folder is removed")
     return run_main(
         lambda: main(ConfigParser.from_args(args), args.allow_spec_violation),

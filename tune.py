@@ -12,14 +12,15 @@ import sys
 
 import optuna
 
+from config.overrides import add_override_flags, overrides_from_args
+from config.parser import ConfigParser
+from config.reading import load_config
 from logger import setup_logging
-from parse_config import ConfigParser, load_config
 from tuning.results import format_table, write_results
 from tuning.space import load_space
 from tuning.study import bind_study, log, make_objective, open_storage, open_study, run_worker, shown, study_dir
 from utils.cli import run_main
 from utils.errors import ConfigError, UserError
-from utils.overrides import add_override_flags, overrides_from_args
 
 
 def hide_user_error_tracebacks(record):
@@ -52,7 +53,7 @@ def main(args):
     space = load_space(args.space, base)
     # the data is read (and kept for the trials) before any study exists: a wrong data_dir is one line
     # and leaves no study.db behind
-    ConfigParser(base, run_id="probe").init_obj("data_loader")
+    ConfigParser(base).init_obj("data_loader")
     name = args.study or f"{base['name']}-search"
     out_dir = study_dir(base["trainer"]["save_dir"], name)
     url = args.storage or f"sqlite:///{out_dir / 'study.db'}"

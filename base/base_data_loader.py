@@ -37,7 +37,7 @@ class SeededBatchSampler(Sampler):
 
     def __init__(self, n, batch_size, shuffle, rank=0, world=1):
         self.n, self.batch_size, self.shuffle, self.rank, self.world = n, batch_size, shuffle, rank, world
-        if world > 1 and batch_size % world:  # the config's batch size is checked in pipeline/training.py
+        if world > 1 and batch_size % world:  # the config's batch size is checked in trainer/preflight.py
             raise ValueError(f"the global batch {batch_size} does not split evenly over {world} processes")
 
     def __len__(self):

@@ -4,8 +4,8 @@ import torch.nn as nn
 
 
 def num_params(module):
-    """Parameters of `module`, frozen ones included (a whitening layer's filters are weights the
-    network needs): the one count the spec checks, the logs and the benchmarks use."""
+    """Parameters of `module`, frozen ones included: the one count the spec checks, the logs and
+    the benchmarks use."""
     return sum(p.numel() for p in module.parameters())
 
 

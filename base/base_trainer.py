@@ -2,10 +2,8 @@ import math
 from abc import ABC, abstractmethod
 from pathlib import Path
 
-from logger import TensorboardWriter, get_logger
-from logger.format import format_log, write_csv
-from utils import distributed
-from utils.checkpoint import (
+from checkpoint.resume import check_resumable
+from checkpoint.schema import (
     get_rng_state,
     load_checkpoint,
     load_model_state,
@@ -13,18 +11,22 @@ from utils.checkpoint import (
     saved_entries,
     set_rng_state,
 )
-from utils.errors import CheckpointError, DivergedError, NonFiniteLoss
-from utils.log_keys import EPOCH, LOSS, TIMING_KEYS, val_key
-from utils.paths import interrupts_deferred, save_atomic
-from utils.resume_policy import check_resumable
+from logger import TensorboardWriter, get_logger
+from logger.format import format_log, write_csv
+from logger.keys import EPOCH, LOSS, TIMING_KEYS, val_key
+from utils import distributed
+from utils.errors import DivergedError, NonFiniteLoss
 
 
 class BaseTrainer(ABC):
     """The epoch loop, monitoring, early stopping, checkpoints and resume. Subclasses implement
-    `_train_epoch(epoch) -> dict` and `_extra_state()` / `_load_extra_state(ckpt)`."""
+    `_train_epoch(epoch) -> dict` and `_extra_state()` / `_load_extra_state(ckpt)`.
+    files: the run's checkpoint.saver.RunFiles (its folder, made when training starts, and the
+    save policy)."""
 
-    def __init__(self, model, criterion, metric_ftns, optimizer, config, epoch_callbacks=()):
+    def __init__(self, model, criterion, metric_ftns, optimizer, config, files, epoch_callbacks=()):
         self.config = config
+        self.files = files
         self.epoch_callbacks = list(epoch_callbacks)  # f(epoch, log) after each epoch's checkpoint
         self.logger = get_logger("trainer")
         self.model = model
@@ -34,7 +36,6 @@ class BaseTrainer(ABC):
 
         cfg = config["trainer"]
         self.epochs = cfg["epochs"]
-        self.save_period = cfg["save_period"]
         self.early_stop = cfg["early_stop"] if cfg["early_stop"] > 0 else math.inf
         self.mnt_mode, self.mnt_metric = config.monitor.mode, config.monitor.metric
         self.mnt_best = {"off": 0.0, "min": math.inf, "max": -math.inf}[self.mnt_mode]
@@ -45,7 +46,7 @@ class BaseTrainer(ABC):
 
     @property
     def checkpoint_dir(self):
-        return self.config.run_dir  # known once the run folder is made (its name may gain a suffix then)
+        return self.files.run_dir  # known once the run folder is made (its name may gain a suffix then)
 
     @abstractmethod
     def _train_epoch(self, epoch):
@@ -55,7 +56,7 @@ class BaseTrainer(ABC):
         return {}
 
     def _load_extra_state(self, saved):
-        """Restore what _extra_state saved, from the checkpoint's entries (utils.checkpoint.Saved)."""
+        """Restore what _extra_state saved, from the checkpoint's entries (checkpoint.schema.Saved)."""
 
     def train(self):
         try:
@@ -90,7 +91,7 @@ class BaseTrainer(ABC):
                     else:
                         not_improved += 1
             stop = not_improved > self.early_stop
-            self._save_checkpoint(epoch, best, periodic=epoch % self.save_period == 0 or epoch == self.epochs or stop)
+            self._save_checkpoint(epoch, best, periodic=self.files.is_periodic(epoch, self.epochs) or stop)
             if distributed.is_main():  # after the checkpoint: metrics.csv never lists an epoch last.pth lacks
                 self._write_csv()
             for callback in self.epoch_callbacks:  # e.g. a tuning trial's pruner, which may raise to stop
@@ -121,7 +122,7 @@ class BaseTrainer(ABC):
         )
 
     def _state(self, epoch):
-        """The checkpoint of this moment (schema: utils.checkpoint); the subclass adds its entries."""
+        """The checkpoint of this moment (schema: checkpoint.schema); the subclass adds its entries."""
         entries = {
             "epoch": epoch,
             "state_dict": self.model.state_dict(),  # the subclass may put the evaluated (EMA) weights here
@@ -134,31 +135,10 @@ class BaseTrainer(ABC):
         return make_checkpoint(**(entries | self._extra_state()))
 
     def _save_checkpoint(self, epoch, save_best=False, periodic=False):
-        """last.pth every epoch (what a killed run resumes from), checkpoint-epochN.pth every
-        save_period epochs and at the end, model_best.pth when the monitored metric improves.
-        Under DDP only rank 0 writes (the replicas are equal). A Ctrl-C during the saves takes
-        effect once they are done, so the three files always belong to the same epoch."""
-        if not distributed.is_main():
-            return
-        with interrupts_deferred():
-            state = self._state(epoch)
-            self._save(state, self.checkpoint_dir / "last.pth")
-            if periodic:
-                path = self.checkpoint_dir / f"checkpoint-epoch{epoch}.pth"
-                self._save(state, path)
-                self.logger.debug(f"Saving checkpoint: {path} ...")
-            if save_best:
-                self._save(state, self.checkpoint_dir / "model_best.pth")
-                self.logger.debug("Saving current best: model_best.pth ...")
-
-    @staticmethod
-    def _save(state, path):
-        existed = path.exists()
-        try:
-            save_atomic(state, path)
-        except OSError as e:  # full disk, read-only or vanished folder: the previous file is untouched
-            kept = "the previous one is left as it was" if existed else "no file was written"
-            raise CheckpointError(f"{path}: cannot save the checkpoint ({e.strerror or e}); {kept}") from None
+        """This epoch's checkpoint by the run's save policy (checkpoint.saver.RunFiles.save). Under
+        DDP only rank 0 writes (the replicas are equal)."""
+        if distributed.is_main():
+            self.files.save(self._state(epoch), epoch, save_best, periodic)
 
     def resume(self, ckpt, path):
         """Continue from the checkpoint loaded from `path` (load_checkpoint): weights, optimizer,

@@ -4,7 +4,7 @@
         --variant workers=1,threads=2 --variant workers=0 --variant amp=bf16 --variant flush_denormal=1 \\
         [--weights pretrained/cifar10_dilatednet.pth] [--batches 30] [--rounds 2]
 
-Each variant builds the run as train.py does (pipeline.training.build: the same loader, network,
+Each variant builds the run as train.py does (train.build: the same loader, network,
 optimizer, precision and memory format), then times the Trainer's own training step over --batches
 batches of the real loader at the full image size or the variant's size (after 3 untimed warm-up
 batches), and prints the mean seconds per batch and what a full epoch of the training images would
@@ -25,14 +25,15 @@ if not __package__:  # run as a file, the project's packages are not importable
 
 import torch
 
+from checkpoint.saver import RunFiles
+from checkpoint.schema import load_checkpoint, load_model_state
+from config.overrides import add_override_flags, base_argparser
+from config.parser import ConfigParser
 from logger import setup_logging
-from parse_config import ConfigParser
-from pipeline.training import build
+from train import build
 from trainer.loops import Limited
 from utils import UserError, resolve_device, seed_everything
-from utils.checkpoint import load_checkpoint, load_model_state
 from utils.cli import run_main
-from utils.overrides import add_override_flags, base_argparser
 
 SETTINGS = {"workers": int, "threads": int, "amp": str, "flush_denormal": int, "size": int}
 
@@ -61,7 +62,7 @@ def time_variant(base, variant, args):
         changes[("trainer", "amp")] = variant["amp"]
     config = ConfigParser(base.config, modification=changes)
     seed_everything(config["seed"])
-    trainer = build(config, resolve_device(config["device"])).trainer
+    trainer, _ = build(config, resolve_device(config["device"]), RunFiles.of(config))
     if size:
         trainer.tricks.start_epoch(1)
     if args.weights:

@@ -24,7 +24,8 @@ if not __package__:  # run as a file, the project's packages are not importable
 import torch
 
 from benchmarks.step_benchmark import Setup
-from parse_config import ConfigParser, load_config
+from config.parser import ConfigParser
+from config.reading import load_config
 from trainer.loops import Limited, train_one_epoch
 from utils.cli import run_main
 
@@ -35,7 +36,7 @@ def time_sizes(setup, loader, batches):
     for size in sorted(set(setup.sizes)):
         if setup.tricks:
             setup.tricks.start_epoch(setup.sizes.index(size) + 1)
-        run = dict(tricks=setup.tricks, ema=setup.ema, distiller=None, channels_last=setup.channels_last)
+        run = dict(setup.step, hooks=[h for h in setup.step["hooks"] if h is not setup.distiller])
         train_one_epoch(setup.model, setup.criterion, setup.metrics, setup.optimizer, Limited(loader, 1), cpu, **run)
         start = time.perf_counter()
         train_one_epoch(
@@ -46,7 +47,7 @@ def time_sizes(setup, loader, batches):
 
 
 def main(args):
-    first = ConfigParser(load_config(args.config[0]), run_id="bench")
+    first = ConfigParser(load_config(args.config[0]))
     data_args = {**first["data_loader"]["args"], "data_dir": args.data_dir, "validation_split": args.validation_split}
     loader = first.init_obj("data_loader", **data_args)
     per_epoch = len(loader)

@@ -24,13 +24,16 @@ import torch
 from torchinfo import summary
 
 import model.metric as module_metric
-from parse_config import ConfigParser, load_config
-from pipeline.training import load_teacher
+from config.parser import ConfigParser
+from config.reading import load_config
+from deploy.loading import load_teacher
 from trainer.batch_tricks import BatchTricks
 from trainer.distill import Distiller
 from trainer.ema import build_ema
+from trainer.hooks import EmaUpdate
 from trainer.loops import evaluate, train_one_epoch
 from trainer.optim import build_optimizer
+from trainer.precision import Precision
 from trainer.swa import schedule_epochs
 from utils.cli import run_main
 
@@ -47,7 +50,7 @@ class Setup:
     """One config's network, optimizer, loss, EMA and batch tricks, built as train.py builds them."""
 
     def __init__(self, path, args):
-        config = ConfigParser(load_config(path), run_id="bench")
+        config = ConfigParser(load_config(path))
         self.name, cfg = Path(path).stem, config["trainer"]
         self.batch_size = config["data_loader"]["args"]["batch_size"]
         torch.manual_seed(0)
@@ -66,6 +69,8 @@ class Setup:
             net = net.to(memory_format=torch.channels_last) if self.channels_last else net
             self.distiller = Distiller(net, d["alpha"], d["temperature"], d["tta"])
         self.tricks = BatchTricks.from_config(cfg, 10, (size, size), schedule_epochs(cfg))
+        hooks = [self.distiller, self.tricks, EmaUpdate(self.ema) if self.ema is not None else None]
+        self.step = dict(precision=Precision(channels_last=self.channels_last), hooks=[h for h in hooks if h])
         self.sizes = [
             self.tricks.start_epoch(e).get("image_size", size) if self.tricks else size
             for e in range(1, cfg["epochs"] + 1)
@@ -80,10 +85,9 @@ class Setup:
             epoch = self.sizes.index(size) + 1
             if self.tricks:
                 self.tricks.start_epoch(epoch)
-            run = dict(tricks=self.tricks, ema=self.ema, distiller=self.distiller, channels_last=self.channels_last)
-            train_one_epoch(self.model, self.criterion, self.metrics, self.optimizer, self.data[:1], cpu, **run)
+            train_one_epoch(self.model, self.criterion, self.metrics, self.optimizer, self.data[:1], cpu, **self.step)
             start = time.perf_counter()
-            train_one_epoch(self.model, self.criterion, self.metrics, self.optimizer, self.data[1:], cpu, **run)
+            train_one_epoch(self.model, self.criterion, self.metrics, self.optimizer, self.data[1:], cpu, **self.step)
             seconds = (time.perf_counter() - start) / (args.batches * self.batch_size)
             self.per_image[size] = min(self.per_image.get(size, float("inf")), seconds)
         valid = synthetic(max(1, args.valid_images // 500), 500, args.image_size)
@@ -94,7 +98,7 @@ class Setup:
             self.metrics,
             valid,
             cpu,
-            channels_last=self.channels_last,
+            precision=self.step["precision"],
         )
         self.eval_s = min(self.eval_s, (time.perf_counter() - start) * args.valid_images / (len(valid) * 500))
 

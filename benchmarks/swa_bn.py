@@ -19,12 +19,12 @@ import torch
 
 import model.metric as module_metric
 from base.base_data_loader import close_workers
+from config.overrides import add_override_flags, base_argparser
 from deploy.loading import load_trained
 from trainer import evaluate
 from trainer.swa import recompute_bn
 from utils.cli import run_main
 from utils.errors import ConfigError
-from utils.overrides import add_override_flags, base_argparser
 
 
 def accuracy_with_bn(model, train_loader, valid_loader, criterion, metrics, batches):

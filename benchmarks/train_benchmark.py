@@ -2,7 +2,7 @@
 
     python -m benchmarks.train_benchmark -c config.json --data_dir D --validation_split 5000 [--seeds 1 2 3]
 
-For each seed it trains with the config's recipe through train.py's own code (pipeline.training.build and
+For each seed it trains with the config's recipe through train.py's own code (train.build and
 train: the same Trainer, epoch loop, precision and scheduler stepping) and prints, in
 `key : value` lines: device, parameters, receptive field, the data loader's throughput alone
 (one pass over the training loader, no model), the model's forward+backward throughput alone
@@ -26,16 +26,17 @@ import torch
 
 import model.metric as module_metric
 from base.base_model import num_params
+from checkpoint.saver import RunFiles
+from checkpoint.schema import get_rng_state, set_rng_state
+from config.overrides import add_override_flags, base_argparser
+from config.parser import ConfigParser
 from logger import setup_logging
 from logger.format import format_log
 from model.spec import empirical_receptive_field
 from model.trace import receptive_field, trace
-from parse_config import ConfigParser
-from pipeline.training import build, train
+from train import build
 from utils import UserError, resolve_device, seed_everything
-from utils.checkpoint import get_rng_state, set_rng_state
 from utils.cli import run_main
-from utils.overrides import add_override_flags, base_argparser
 
 
 def sync(device):
@@ -57,7 +58,7 @@ def model_throughput(trainer, batch_size, steps=30):
     model, device, optimizer = trainer.train_model, trainer.device, trainer.optimizer
     model.train()
     x = torch.randn(batch_size, 3, *trainer.data_loader.image_size, device=device)
-    if trainer.channels_last:
+    if trainer.precision.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, len(trainer.data_loader.classes), (batch_size,), device=device)
     weights, opt_state = copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict())
@@ -65,7 +66,7 @@ def model_throughput(trainer, batch_size, steps=30):
         if i == 5:
             sync(device)
             start = time.perf_counter()
-        with trainer.autocast():
+        with trainer.precision.autocast():
             loss = trainer.criterion(model(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -78,13 +79,13 @@ def model_throughput(trainer, batch_size, steps=30):
 
 
 def run(config, target):
-    """Train as train.py does (pipeline.training.build + train: the same Trainer, checkpoints in a
-    temporary folder that is deleted afterwards), timing each epoch."""
+    """Train as train.py does (train.build: the same Trainer, checkpoints in a temporary folder that
+    is deleted afterwards), timing each epoch."""
     seed_everything(config["seed"])
     device = resolve_device(config["device"])
-    run = build(config, device)
-    trainer, data_loader = run.trainer, run.data_loader
-    if run.valid_data_loader is None:
+    trainer, _ = build(config, device, RunFiles.of(config))
+    data_loader = trainer.data_loader
+    if trainer.valid_data_loader is None:
         raise UserError("the benchmark needs a validation split: set --validation_split")
     if "accuracy" not in [m.__name__ for m in trainer.metric_ftns]:
         trainer.metric_ftns.append(module_metric.Metric("accuracy", module_metric.accuracy, {}))
@@ -102,7 +103,10 @@ def run(config, target):
         )
 
     trainer.epoch_callbacks.append(after_epoch)
-    history = train(config, run)
+    try:
+        history = trainer.train()
+    finally:
+        trainer.close_loaders()
     train_times, eval_times = zip(*trainer.epoch_seconds)
     steady = train_times[1:] or train_times  # the first epoch includes worker start-up and warm-up
     return {

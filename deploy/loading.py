@@ -6,9 +6,7 @@ import copy
 from pathlib import Path
 from typing import NamedTuple
 
-from data_loader.datasets import DEFAULT_ROOT
-from parse_config import ConfigParser, args_named, load_config
-from utils.checkpoint import (
+from checkpoint.schema import (
     check_network_fits,
     data_mismatch,
     image_size_of,
@@ -16,8 +14,12 @@ from utils.checkpoint import (
     load_model_state,
     saved_entries,
 )
+from config.overrides import overrides_from_args
+from config.parser import ConfigParser, args_named
+from config.reading import load_config
+from data_loader.datasets import DEFAULT_ROOT
 from utils.errors import CheckpointError, DataError
-from utils.overrides import overrides_from_args
+from utils.paths import file_sha256
 
 
 class Trained(NamedTuple):
@@ -42,7 +44,7 @@ def load_network(path, config=None, require=(), ckpt=None):
     for key in require:
         if not getattr(saved, key):
             raise CheckpointError(f"{path}: has no {key!r}; it predates them: export it again from its run")
-    config = config or ConfigParser(saved.config, run_id="eval")
+    config = config or ConfigParser(saved.config)
     size = image_size_of(saved)
     check_network_fits(config, saved, path)  # before any memory is allocated for the network
     model = config.init_obj("arch")
@@ -61,7 +63,7 @@ def config_from_checkpoint(args, ckpt):
     if not args.config and not getattr(args, "data_dir", None) and isinstance(data, dict):
         if Path(str(data.get("data_dir", DEFAULT_ROOT))).resolve() != DEFAULT_ROOT.resolve():
             data["download"] = False
-    return ConfigParser(config, None, overrides_from_args(args), run_id="eval")
+    return ConfigParser(config, None, overrides_from_args(args))
 
 
 def load_trained(args, split, ckpt=None):
@@ -85,3 +87,12 @@ def load_trained(args, split, ckpt=None):
     if problem:
         raise DataError(f"{config['data_loader']['args']['data_dir']}: the checkpoint was {problem}")
     return config, ckpt, model, data_loader
+
+
+def load_teacher(trainer_cfg):
+    """(the teacher network of trainer.distill, in eval mode on the CPU, its file's sha256), or None
+    when distillation is off. One line for a missing or unreadable file."""
+    cfg = trainer_cfg.get("distill")
+    if not cfg:
+        return None
+    return load_network(cfg["teacher"], require=("data_stats", "classes")), file_sha256(cfg["teacher"])

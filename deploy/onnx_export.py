@@ -11,8 +11,8 @@ import numpy as np
 import torch
 
 from base.base_data_loader import pictures
+from checkpoint.schema import saved_entries
 from deploy.predictor import ONNX_INPUT, OnnxPredictor, to_pixels
-from utils.checkpoint import saved_entries
 from utils.errors import CheckpointError, ConfigError
 from utils.paths import atomic_write
 
@@ -114,10 +114,10 @@ def quantize_int8(fp32_path, out, calibration_images, per_channel=True):
 
 def run_images(predictor, data_dir):
     """(training pictures, validation pictures, validation labels) of the run's own split, as uint8."""
-    from parse_config import ConfigParser
+    from config.parser import ConfigParser
 
     overrides = {("data_loader", "args", "data_dir"): data_dir} if data_dir else None
-    config = ConfigParser(saved_entries(predictor.ckpt).config, None, overrides, run_id="export")
+    config = ConfigParser(saved_entries(predictor.ckpt).config, None, overrides)
     loader = config.init_obj("data_loader")
     valid = loader.split_validation()
     if valid is None:

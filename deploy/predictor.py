@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from checkpoint.schema import check_contents
 from data_loader.transforms import normalization
 from deploy.loading import load_network
 from model.tta import tta_logits
-from utils.checkpoint import check_contents
 from utils.errors import CheckpointError
 
 ONNX_INPUT = "pixels"  # float32 (N, 3, H, W), RGB values 0..255; the graph normalises them

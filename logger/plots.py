@@ -3,7 +3,7 @@ samples. matplotlib with the Agg backend; every figure is closed."""
 
 import numpy as np
 
-from utils.log_keys import EPOCH, LR, TIMING_KEYS, is_val_key, val_key
+from logger.keys import EPOCH, LR, TIMING_KEYS, is_val_key, val_key
 from utils.paths import atomic_write
 
 

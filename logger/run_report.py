@@ -2,12 +2,15 @@
 confusion_matrix.png, misclassified.png, augmentations.png)."""
 
 import json
+import shlex
 import time
 from pathlib import Path
 
 import numpy as np
 
 from logger.format import format_value
+from logger.keys import describe_duration, training_seconds
+from logger.logger import get_logger
 from logger.plots import (
     confusion_matrix,
     per_class_accuracy,
@@ -17,7 +20,8 @@ from logger.plots import (
     plot_misclassified,
     read_rgb,
 )
-from utils.log_keys import describe_duration, training_seconds
+from utils.cli import Terminated, exit_status, ignore_further_interrupts
+from utils.errors import ReportError
 from utils.paths import atomic_write
 from utils.safe_text import for_console, for_markdown
 
@@ -215,3 +219,25 @@ def write_run_report(
         f"Report ({time.perf_counter() - start:.1f} s): " + ", ".join(str(p) for p in paths.values() if p is not None)
     )
     return paths
+
+
+def write_final_report(run_dir, *args, **kwargs):
+    """write_run_report at the end of training. Training has finished by now: a stop or a full disk
+    while the report is written says so, and how to write the report later (report.py), instead of
+    a traceback."""
+    later = f"python report.py --resume {shlex.quote(str(run_dir / 'last.pth'))}"
+    try:
+        return write_run_report(run_dir, *args, **kwargs)
+    except KeyboardInterrupt as e:
+        ignore_further_interrupts()
+        what = "stopped (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+        get_logger("train").warning(
+            f"{what} while writing the report: training has finished and its checkpoints are saved in "
+            f"{run_dir}; write the report with  {later}"
+        )
+        raise SystemExit(exit_status(e)) from None
+    except OSError as e:
+        raise ReportError(
+            f"{e.filename or run_dir}: cannot write the report ({e.strerror or e}); training has finished "
+            f"and its checkpoints are saved: once there is room, write the report with  {later}"
+        ) from None

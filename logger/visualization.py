@@ -1,4 +1,4 @@
-from utils.log_keys import EPOCH, LR, is_val_key, train_key
+from logger.keys import EPOCH, LR, is_val_key, train_key
 
 
 class TensorboardWriter:

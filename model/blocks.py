@@ -32,37 +32,6 @@ class ConvBNReLU(nn.Sequential):
         super().__init__(*conv_bn(in_channels, out_channels, kernel_size, stride, dilation), make_act(act))
 
 
-class PatchWhitening(nn.Conv2d):
-    """A frozen 2x2 convolution that whitens image patches (airbench, Jordan 2024): its filters are
-    the top `out_channels // 2` eigenvectors of the training images' 2x2-patch covariance, each
-    divided by the square root of its eigenvalue, once with each sign (so the activation after it
-    loses nothing). `fit` sets them from normalised training images before the first step; they are
-    never trained (weight decay and the optimizer skip them) but are saved, loaded and counted in
-    the parameter budget like any weight. The bias is trained. No padding: 32x32 -> 31x31."""
-
-    def __init__(self, in_channels, out_channels, kernel_size=2):
-        if out_channels % 2 or out_channels // 2 > in_channels * kernel_size**2:
-            raise ValueError(
-                f"a {kernel_size}x{kernel_size} whitening layer on {in_channels} channels gives an even number of "
-                f"channels up to {2 * in_channels * kernel_size**2}, not {out_channels}"
-            )
-        super().__init__(in_channels, out_channels, kernel_size, bias=True)
-        self.weight.requires_grad_(False)
-        nn.init.zeros_(self.bias)
-
-    @torch.no_grad()
-    def fit(self, images, eps=5e-4):
-        """Set the filters from `images` (N, C, H, W), normalised as training will see them."""
-        c, k = self.in_channels, self.kernel_size[0]
-        patches = images.float().unfold(2, k, 1).unfold(3, k, 1).permute(0, 2, 3, 1, 4, 5).reshape(-1, c * k * k)
-        covariance = patches.T @ patches / len(patches)
-        eigenvalues, eigenvectors = torch.linalg.eigh(covariance.double())  # ascending
-        top = self.out_channels // 2
-        filters = (eigenvectors.T.flip(0)[:top] / (eigenvalues.flip(0)[:top, None].clamp_min(0) + eps).sqrt()).float()
-        filters = filters.reshape(top, c, k, k)
-        self.weight.copy_(torch.cat([filters, -filters]).to(self.weight))
-
-
 class SqueezeExcite(nn.Module):
     """Squeeze-and-excitation (Hu et al., 2018): channel weights in (0, 1) from the spatial mean of
     each channel, through a bottleneck of `channels // reduction` units. The mean is taken with

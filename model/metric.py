@@ -31,8 +31,8 @@ METRICS = {"accuracy": accuracy, "top_k_acc": top_k_acc}
 def metric_specs(entries):
     """The config's `metrics` list -> [(logged name, function, args)]. An entry is a function name
     ("accuracy") or {"type": name, "args": {...}, "name": logged name (default: the type)}."""
+    from logger.keys import reserved_reason
     from utils.errors import ConfigError
-    from utils.log_keys import reserved_reason
     from utils.signature import check_call_args
 
     known, specs = METRICS, []

@@ -5,9 +5,7 @@ from model.blocks import (
     ACTIVATIONS,
     ConvBNReLU,
     DepthwiseSeparableConv,
-    PatchWhitening,
     channels_last_grad,
-    make_act,
 )
 from utils.errors import ArgumentError
 
@@ -29,11 +27,6 @@ class DilatedNet(BaseModel):
     c1_ratio: C1's full-resolution convolutions have w1 // c1_ratio channels (at least 8).
     act: the activation everywhere ("relu", "leaky_relu" (slope 0.1), "silu", "gelu", "hardswish").
     se: squeeze-excite reduction ratio in every block of C2..C4 (0: no squeeze-excite).
-    whiten: C1's first convolution is a frozen 2x2 patch-whitening layer (blocks.PatchWhitening, set
-        from the training images by `fit_whitening` before the first step) followed by the activation.
-    dirac: the depthwise convolutions start as identities and each pointwise one passes its first
-        min(in, out) channels straight through (airbench's identity initialisation); the rest keep
-        PyTorch's default initialisation.
     """
 
     def __init__(
@@ -47,8 +40,6 @@ class DilatedNet(BaseModel):
         c1_ratio: int = 4,
         act: str = "relu",
         se: int = 0,
-        whiten: bool = False,
-        dirac: bool = False,
     ):
         super().__init__()
         if len(widths) != 4 or len(depths) != 4 or len(dilations) != 4:
@@ -64,15 +55,9 @@ class DilatedNet(BaseModel):
         block = dict(mid_act=mid_act, act=act, se=se)
         w1, w2, w3, w4 = widths
         c1 = [3] + [max(8, w1 // c1_ratio)] * (depths[0] - 1) + [w1]  # full-resolution convs are narrower
-        if whiten and (depths[0] < 2 or c1[1] % 2 or c1[1] > 24):
-            raise ArgumentError(
-                "whiten", f"needs C1 of depth >= 2 and an even first width up to 24 (w1 // c1_ratio), got {c1[1]}"
-            )
         self.c1 = nn.Sequential(
             *[
-                nn.Sequential(PatchWhitening(a, b), make_act(act))
-                if whiten and i == 0
-                else ConvBNReLU(a, b, stride=2 if i == depths[0] - 1 else 1, act=act)
+                ConvBNReLU(a, b, stride=2 if i == depths[0] - 1 else 1, act=act)
                 for i, (a, b) in enumerate(zip(c1, c1[1:]))
             ]
         )
@@ -81,21 +66,6 @@ class DilatedNet(BaseModel):
         self.c4 = self._stage(w3, w4, depths[3], 1, dilations[3], block)
         self.gap = nn.AdaptiveAvgPool2d(1)
         self.output = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(w4, num_classes))
-        if dirac:
-            self._dirac_init()
-
-    def _dirac_init(self):
-        for module in self.modules():
-            if isinstance(module, DepthwiseSeparableConv):
-                nn.init.dirac_(module.depthwise.weight, groups=module.depthwise.groups)
-                weight = module.pointwise.weight
-                nn.init.dirac_(weight[: min(weight.shape[:2])])
-
-    def fit_whitening(self, images):
-        """Set the whitening layer from normalised training images (N, 3, H, W); no-op without one."""
-        for module in self.modules():
-            if isinstance(module, PatchWhitening):
-                module.fit(images)
 
     @staticmethod
     def _stage(in_width, width, depth, stride, dilation, block):

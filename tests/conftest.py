@@ -126,7 +126,7 @@ def snapshot(folder):
 
 def without_timing(log):
     """An epoch log without its wall-clock entries, which differ between two runs of one recipe."""
-    from utils.log_keys import TIMING_KEYS
+    from logger.keys import TIMING_KEYS
 
     return {k: v for k, v in log.items() if k not in TIMING_KEYS}
 

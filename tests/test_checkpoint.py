@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from base.base_trainer import BaseTrainer
+from checkpoint.saver import RunFiles
+from checkpoint.schema import get_rng_state, load_checkpoint, load_model_state, set_rng_state
 from conftest import assert_one_line_error, run_cli, tiny_config
-from utils.checkpoint import get_rng_state, load_checkpoint, load_model_state, set_rng_state
 from utils.errors import CheckpointError
 from utils.paths import save_atomic
 
@@ -154,12 +155,12 @@ def test_full_disk_while_saving_is_one_line_and_keeps_the_old_file(tmp_path, mon
     def no_space(obj, path):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("base.base_trainer.save_atomic", no_space)
+    monkeypatch.setattr("checkpoint.saver.save_atomic", no_space)
     with pytest.raises(CheckpointError, match="last.pth: cannot save the checkpoint \\(No space left on device\\)"):
-        BaseTrainer._save({}, tmp_path / "last.pth")
+        RunFiles._write({}, tmp_path / "last.pth")
     assert (tmp_path / "last.pth").read_bytes() == b"the previous checkpoint"
     with pytest.raises(CheckpointError, match="model_best.pth: cannot save the checkpoint .*; no file was written"):
-        BaseTrainer._save({}, tmp_path / "model_best.pth")  # the first one: nothing to keep
+        RunFiles._write({}, tmp_path / "model_best.pth")  # the first one: nothing to keep
     assert not (tmp_path / "model_best.pth").exists()
 
 
@@ -195,9 +196,7 @@ def test_only_rank_0_saves_and_a_ctrl_c_waits_for_the_saves(tmp_path, monkeypatc
 
     class Stub(BaseTrainer):
         def __init__(self):
-            pass
-
-        checkpoint_dir = tmp_path
+            self.files = RunFiles(tmp_path)
 
         def _train_epoch(self, epoch):
             return {}

@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
+from checkpoint.schema import load_checkpoint
 from conftest import assert_one_line_error, png_ok, run_cli, tiny_config, without_timing
-from utils.checkpoint import load_checkpoint
 
 LOG_LINE = {
     "epoch": r"\d+",
@@ -344,7 +344,7 @@ def test_the_readme_smoke_command_learns_on_generated_data(tmp_path):
 
 
 def test_durations_read_as_a_person_would_say_them():
-    from utils.log_keys import describe_duration
+    from logger.keys import describe_duration
 
     assert describe_duration(12.34, 1) == "12.3 s over 1 epoch"
     assert describe_duration(252.0, 30) == "4.2 min over 30 epochs"
@@ -356,6 +356,6 @@ def test_fast_dev_run_checks_the_whole_pipeline_and_leaves_nothing(tmp_path, tin
     config = tiny_config(tmp_path, tiny_folder, epochs=50, report=True)
     proc = run_cli("train.py", "-c", config, "--fast_dev_run", "--bs", "4")  # a schedule of 10 steps
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "fast_dev_run: config, data, network and spec checks, 1 epoch of 2 training" in proc.stdout
+    assert "fast_dev_run: every step of a run ran on 1 epoch of 2 training and 2 validation batches" in proc.stdout
     assert len(epoch_logs(proc.stdout)) == 1 and "Report (" in proc.stdout + proc.stderr
     assert not (tmp_path / "saved").exists()  # nothing written where the config says

@@ -3,11 +3,12 @@ import json
 import pytest
 import torch
 
+from config.overrides import add_override_flags, base_argparser
+from config.parser import ConfigParser
+from config.reading import load_config
 from conftest import REPO, assert_one_line_error, run_cli, tiny_config
-from parse_config import ConfigParser, load_config
 from utils import resolve_device
 from utils.errors import ConfigError
-from utils.overrides import add_override_flags, base_argparser
 
 
 @pytest.fixture
@@ -22,7 +23,7 @@ def parse(config, **modification):
 def test_keys_left_out_get_the_schemas_defaults(config):
     """Only `name`, the `type` sections, metrics and trainer.epochs are required: a config without
     the rest parses, and each left-out key holds the default the schema declares."""
-    from utils.config_schema import ConstraintsSection, TrainerSection
+    from config.schema import ConstraintsSection, TrainerSection
 
     minimal = {key: config[key] for key in ("name", "arch", "data_loader", "optimizer", "loss", "metrics")}
     minimal["lr_scheduler"] = config["lr_scheduler"]
@@ -44,9 +45,7 @@ def test_keys_left_out_get_the_schemas_defaults(config):
         "report": True,
         "sync_bn": False,
         "dist_timeout": 600,
-        **dict.fromkeys(
-            ("ema", "swa", "init", "mix", "progressive_resize", "selective_backprop", "norm", "lookahead", "distill")
-        ),
+        **dict.fromkeys(("ema", "swa", "init", "mix", "progressive_resize", "distill")),
     }
     assert set(parsed["trainer"]) == set(TrainerSection.model_fields)
     assert parsed["trainer"]["epochs"] == 3 and parsed["seed"] == 0 and parsed["device"] == "auto"
@@ -61,8 +60,13 @@ def test_parsing_creates_no_folders(config, tmp_path, monkeypatch):
     config["trainer"]["save_dir"] = "runs"
     parsed = parse(config)
     assert not (tmp_path / "runs").exists() and list(tmp_path.iterdir()) == []
-    parsed.make_run_dir()
-    assert (parsed.run_dir / "config.json").is_file()
+    from checkpoint.saver import RunFiles
+
+    files = RunFiles.of(parsed)
+    assert not (tmp_path / "runs").exists()  # the run's files are named, not made
+    files.open(parsed.config, torch.device("cpu"))
+    files.close()
+    assert (files.run_dir / "config.json").is_file() and (files.run_dir / "provenance.json").is_file()
 
 
 @pytest.mark.parametrize(
@@ -75,7 +79,7 @@ def test_parsing_creates_no_folders(config, tmp_path, monkeypatch):
         (lambda c: c["trainer"].pop("epochs"), "trainer.epochs: missing config key"),
         (lambda c: c["optimizer"]["args"].update(lrr=0.1), "optimizer.args.lrr: unknown argument of SGD"),
         (lambda c: c["optimizer"]["args"].update(lr="fast"), "optimizer.args.lr: expected"),
-        (lambda c: c["arch"].update(type="ResNet50"), "arch.type: 'ResNet50' is not found"),
+        (lambda c: c["arch"].update(type="ResNet50"), "arch.type: 'ResNet50' is not one of DilatedNet, StageNet"),
         (lambda c: c["arch"]["args"].update(width=3), "arch.args.width: unknown argument of DilatedNet"),
         (
             lambda c: c["data_loader"]["args"].update(batch_size=8.5),
@@ -95,7 +99,8 @@ def test_parsing_creates_no_folders(config, tmp_path, monkeypatch):
             lambda c: c.update(metrics=[{"type": "accuracy", "name": "val_top"}]),
             "metrics[0]: the name 'val_top' is taken (names starting with 'val_' are the validation figures",
         ),
-        (lambda c: c["trainer"].update(lookahead={"every": 0}), "trainer.lookahead.every: expected an integer >= 1"),
+        (lambda c: c["trainer"].update(lookahead={"every": 0}), "trainer.lookahead: this option was removed"),
+        (lambda c: c["trainer"].update(ema={"decay": 0.9}), "trainer.swa: cannot be combined with trainer.ema"),
         (lambda c: c["trainer"].update(monitor="best val_accuracy"), "trainer.monitor"),
         (lambda c: c["loss"].update(kind="x"), "loss.kind: unknown config key"),
         (lambda c: c.update(arch=["DilatedNet"]), 'arch: expected {"type": <name>, "args": {...}}, got ["DilatedNet"]'),
@@ -106,7 +111,6 @@ def test_parsing_creates_no_folders(config, tmp_path, monkeypatch):
         (lambda c: c["trainer"].update(ema={"decay": 1}), "trainer.ema.decay: expected a number < 1"),
         (lambda c: c["trainer"].update(mix={"type": "Mix"}), "trainer.mix.type: expected one of 'MixUp' or 'CutMix'"),
         (lambda c: c["trainer"].update(progressive_resize={"min_size": 4}), "progressive_resize.min_size: expected an"),
-        (lambda c: c["trainer"].update(selective_backprop={"keep": 1.5}), "selective_backprop.keep: expected a number"),
         (
             lambda c: c["constraints"].update(required_augmentations=["ToGray", 3]),
             "constraints.required_augmentations[1]: expected a string, got 3",
@@ -275,11 +279,12 @@ def test_a_bad_yaml_config_is_one_line_naming_the_file_and_line(tmp_path, capsys
 def test_set_overrides_any_key_and_the_schema_checks_its_type(config, tmp_path, capsys):
     path, parser = config_file_and_parser(config, tmp_path)
     flags = "--set loss.args.label_smoothing=0.2 --set name=other --set trainer.epochs=7 --epochs 9".split()
-    args = parser.parse_args(["-c", str(path), "--set", 'trainer.ema={"decay": 0.99}', *flags])
+    ema = ["--set", 'trainer.ema={"decay": 0.99}', "--set", "trainer.swa=null"]
+    args = parser.parse_args(["-c", str(path), *ema, *flags])
     parsed = ConfigParser.from_args(args)
     assert parsed["trainer"]["ema"] == {"decay": 0.99} and parsed["loss"]["args"]["label_smoothing"] == 0.2
     assert parsed["name"] == "other" and parsed["trainer"]["epochs"] == 9  # the named flag wins
-    config["trainer"]["ema"] = {"decay": 0.9}
+    config["trainer"].update(ema={"decay": 0.9}, swa=None)
     path.write_text(json.dumps(config))
     assert (
         ConfigParser.from_args(parser.parse_args(["-c", str(path), "--set", "trainer.ema=null"]))["trainer"]["ema"]
@@ -354,7 +359,7 @@ def test_values_the_schema_cannot_see_are_refused_before_anything_runs(config, c
     ],
 )
 def test_hostile_config_files_are_one_line(tmp_path, name, text, message):
-    from parse_config import load_config
+    from config.reading import load_config
 
     (tmp_path / name).write_text(text)
     with pytest.raises(ConfigError) as info:
@@ -407,7 +412,7 @@ def test_bad_bases_are_one_line_errors(tmp_path, files, message):
 
 
 def test_config_diff_is_what_merge_needs():
-    from parse_config import config_diff, merge_config
+    from config.reading import config_diff, merge_config
 
     base = load_config(REPO / "config.json")
     changed = json.loads(json.dumps(base))
@@ -423,7 +428,7 @@ def test_config_diff_is_what_merge_needs():
 
 def test_set_reaches_into_lists_by_index_and_by_type(config, tmp_path):
     """--set and a search space share one path syntax: a list entry by index or by its type name."""
-    from utils.overrides import parse_set
+    from config.overrides import parse_set
 
     by_index = parse(config, **{"data_loader__args__augmentations__2__args__p": 0.8})
     by_type = ConfigParser(config, modification=dict([parse_set("data_loader.args.augmentations.CoarseDropout.p=0.7")]))
@@ -486,8 +491,10 @@ def test_a_type_that_is_not_a_usable_class_of_its_kind_is_one_line(config, secti
 def test_a_save_dir_with_a_tilde_is_the_home_folder(config, monkeypatch, tmp_path):
     """`--save_dir ~/runs` writes under the home folder (as data_dir reads from it), not into ./~."""
     monkeypatch.setenv("HOME", str(tmp_path))
+    from checkpoint.saver import RunFiles
+
     parsed = parse(config, trainer__save_dir="~/runs")
-    assert str(parsed.run_dir).startswith(str(tmp_path / "runs" / config["name"]))
+    assert str(RunFiles.of(parsed).run_dir).startswith(str(tmp_path / "runs" / config["name"]))
 
 
 @pytest.mark.parametrize(
@@ -553,8 +560,9 @@ def test_a_bug_in_a_models_init_keeps_its_traceback(monkeypatch):
             super().__init__(num_classes=num_classes)
             len(None)  # a bug: TypeError
 
-    Buggy.__module__ = "model.model"  # as if written in model/model.py, where the registry finds it
-    monkeypatch.setattr(model.model, "Buggy", Buggy, raising=False)
+    from config import registry
+
+    monkeypatch.setattr(registry.ARCHS, "Buggy", Buggy, raising=False)  # as if listed in config/registry.py
     config = load_config(REPO / "config.json")
     config["arch"] = {"type": "Buggy", "args": {"num_classes": 10}}
     with pytest.raises(TypeError, match="has no len"):  # not a ConfigError hiding it

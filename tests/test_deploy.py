@@ -14,8 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
+from checkpoint.schema import load_checkpoint
 from conftest import assert_one_line_error, bomb_png, png_ok, run_cli, tiny_config, write_folder
-from utils.checkpoint import load_checkpoint
 
 
 @pytest.fixture

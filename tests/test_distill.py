@@ -20,15 +20,15 @@ def test_loss_mixes_the_criterion_and_the_tempered_kl_divergence():
     student, teacher, target = torch.randn(6, 10, requires_grad=True), torch.randn(6, 10), torch.randint(0, 10, (6,))
     ce = nn.CrossEntropyLoss(label_smoothing=0.1)
     plain = Distiller(nn.Identity(), alpha=0.0, temperature=4.0)
-    assert torch.equal(plain.loss(ce, student, target, teacher), ce(student, target))
+    assert torch.equal(plain.mixed_loss(ce, student, target, teacher), ce(student, target))
     kd = Distiller(nn.Identity(), alpha=1.0, temperature=4.0)
-    assert kd.loss(ce, teacher, target, teacher).item() == pytest.approx(0.0, abs=1e-6)  # student == teacher
-    kd.loss(ce, student, target, teacher).backward()
+    assert kd.mixed_loss(ce, teacher, target, teacher).item() == pytest.approx(0.0, abs=1e-6)  # student == teacher
+    kd.mixed_loss(ce, student, target, teacher).backward()
     # d/ds of T^2 x KL(p_t || p_s) at temperature T, averaged over the batch: T (p_s - p_t) / N
     expected = 4.0 * (F.softmax(student.detach() / 4, 1) - F.softmax(teacher / 4, 1)) / 6
     assert torch.allclose(student.grad, expected, atol=1e-6)
     half = Distiller(nn.Identity(), alpha=0.5, temperature=1.0)
-    both = half.loss(ce, student, target, teacher)
+    both = half.mixed_loss(ce, student, target, teacher)
     kl = F.kl_div(F.log_softmax(student, 1), F.log_softmax(teacher, 1), reduction="batchmean", log_target=True)
     assert both.item() == pytest.approx(0.5 * ce(student, target).item() + 0.5 * kl.item(), rel=1e-6)
 
@@ -68,7 +68,7 @@ def test_teacher_sees_the_full_size_batch_while_progressive_resizing_shrinks_the
     loader = [(torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,)))] * 2
     optimizer = torch.optim.SGD(student.parameters(), lr=0.1)
     log = train_one_epoch(
-        student, nn.CrossEntropyLoss(), [], optimizer, loader, torch.device("cpu"), tricks=tricks, distiller=distiller
+        student, nn.CrossEntropyLoss(), [], optimizer, loader, torch.device("cpu"), hooks=[distiller, tricks]
     )
     assert seen == [16, 16] and teacher.sizes == [32, 32, 32, 32]  # flip TTA: the image and its mirror
     # uniform teacher logits and alpha 1: the loss is KL(uniform || student), never the labels'

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from base.base_data_loader import SeededBatchSampler
+from checkpoint.schema import load_checkpoint
 from conftest import REPO, assert_one_line_error, run_cli, tiny_config
-from pipeline.training import check_batch_size
-from utils.checkpoint import load_checkpoint
+from trainer.preflight import check_batch_size
 from utils.errors import ConfigError
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]

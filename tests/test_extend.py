@@ -1,11 +1,16 @@
-"""Extending the house: a second dataset, in a new file, used through the config alone."""
+"""Extending the house: a second dataset or network, in a new file, listed in config/registry.py and
+used through the config alone."""
 
+import importlib.util
 import json
 import sys
 
-import data_loader
+import pytest
+
+from config import registry
+from config.parser import ConfigParser
 from conftest import REPO, assert_one_line_error, run_cli, tiny_config
-from parse_config import ConfigParser
+from utils.errors import ConfigError
 
 LOADER = '''
 import torch
@@ -51,14 +56,23 @@ TEST_SPLIT = """
 """
 
 
+def listed(monkeypatch, tmp_path, name, source, cls, place):
+    """Import `source` as a new file `name`.py and list its class `cls` in the registry's `place`,
+    as an edit of config/registry.py would; returns the class."""
+    path = tmp_path / f"{name}.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, name, module)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(place, cls, getattr(module, cls), raising=False)
+    return getattr(module, cls)
+
+
 def _train_stripes(tmp_path, monkeypatch, loader_source, constraints=False):
     import train
 
-    sys.modules.pop("data_loader.stripes", None)  # another test's version of the file
-    extra = tmp_path / "extra_loaders"
-    extra.mkdir()
-    (extra / "stripes.py").write_text(loader_source)
-    monkeypatch.setattr(data_loader, "__path__", [*data_loader.__path__, str(extra)])  # as if in data_loader/
+    listed(monkeypatch, tmp_path, "stripes", loader_source, "StripesDataLoader", registry.DATA_LOADERS)
     config = json.loads((REPO / "config.json").read_text())
     config["data_loader"] = {"type": "StripesDataLoader", "args": {"batch_size": 8}}
     config["arch"]["args"]["num_classes"] = 3
@@ -115,12 +129,9 @@ def test_test_py_on_a_dataset_without_a_test_split_is_one_line(tmp_path, monkeyp
 def test_a_network_that_returns_no_logits_tensor_is_one_line(tmp_path, tiny_folder, monkeypatch):
     """A model under model/ whose forward returns a tuple (or a dict, or a 4-D map) is named in one
     line saying what the trainer expects, before any run folder."""
-    import model
     from conftest import run_cli, tiny_config
 
-    extra = tmp_path / "extra_models"
-    extra.mkdir()
-    (extra / "tuple_net.py").write_text(
+    source = (
         "import torch.nn as nn\n\nfrom base import BaseModel\n\n\n"
         "class TupleNet(BaseModel):\n"
         "    def __init__(self, num_classes: int = 10):\n"
@@ -129,8 +140,7 @@ def test_a_network_that_returns_no_logits_tensor_is_one_line(tmp_path, tiny_fold
         "    def forward(self, x):\n"
         "        return self.head(x), x\n"
     )
-    sys.modules.pop("model.tuple_net", None)
-    monkeypatch.setattr(model, "__path__", [*model.__path__, str(extra)])  # as if in model/
+    listed(monkeypatch, tmp_path, "tuple_net", source, "TupleNet", registry.ARCHS)
     path = tiny_config(tmp_path, tiny_folder, epochs=1)
     edited = json.loads(path.read_text())
     edited["arch"] = {"type": "TupleNet", "args": {}}
@@ -141,27 +151,46 @@ def test_a_network_that_returns_no_logits_tensor_is_one_line(tmp_path, tiny_fold
     assert not (tmp_path / "saved").exists()
 
 
-def test_a_model_in_a_new_file_is_found_by_name(tmp_path, monkeypatch):
-    import importlib
+def test_a_network_is_found_by_the_name_it_is_listed_under_and_must_subclass_base_model(tmp_path, monkeypatch):
+    """config/registry.py lists the classes a config may name: a listed BaseModel builds; a listed
+    plain nn.Module is one line saying what it must subclass; an unlisted name lists the known ones."""
+    import torch.nn as nn
 
-    from base import BaseModel
-    from utils.registry import package_classes
-
-    pkg = tmp_path / "mymodels"
-    pkg.mkdir()
-    (pkg / "__init__.py").write_text("")
-    (pkg / "tiny.py").write_text(
-        "import torch.nn as nn\nfrom base import BaseModel\n\n\nclass TinyNet(BaseModel):\n"
+    config = json.loads((REPO / "config.json").read_text())
+    config["constraints"]["enforce"] = False
+    body = (
         "    def __init__(self, num_classes: int = 10):\n        super().__init__()\n"
         "        self.fc = nn.Linear(3, num_classes)\n\n    def forward(self, x):\n"
         "        return self.fc(x.mean((2, 3)))\n"
     )
-    monkeypatch.syspath_prepend(str(tmp_path))
-    found = package_classes(importlib.import_module("mymodels"), BaseModel)
-    assert found.TinyNet.__module__ == "mymodels.tiny"
-    import model
-
-    assert package_classes(model, BaseModel).DilatedNet.__name__ == "DilatedNet"  # what arch.type looks up
+    listed(
+        monkeypatch,
+        tmp_path,
+        "tiny",
+        f"import torch.nn as nn\nfrom base import BaseModel\n\n\nclass TinyNet(BaseModel):\n{body}",
+        "TinyNet",
+        registry.ARCHS,
+    )
+    config["arch"] = {"type": "TinyNet", "args": {"num_classes": 10}}
+    assert isinstance(ConfigParser(config).init_obj("arch"), nn.Module)
+    listed(
+        monkeypatch,
+        tmp_path,
+        "plain",
+        f"import torch.nn as nn\n\n\nclass MyNet(nn.Module):\n{body}",
+        "MyNet",
+        registry.ARCHS,
+    )
+    config["arch"] = {"type": "MyNet", "args": {}}
+    with pytest.raises(
+        ConfigError, match=r"arch.type: 'MyNet' is not a BaseModel class .*it must subclass base.base_model.BaseModel"
+    ):
+        ConfigParser(config)
+    config["arch"] = {"type": "Missing", "args": {}}
+    with pytest.raises(
+        ConfigError, match=r"'Missing' is not one of DilatedNet, StageNet, TeacherNet.*config/registry.py"
+    ):
+        ConfigParser(config)
 
 
 def test_any_metric_list_works_end_to_end_with_args(tmp_path, tiny_folder):

@@ -30,7 +30,7 @@ def test_non_finite_loss_stops_before_that_batch_steps():
         torch.nn.functional.cross_entropy(reference(images), target).backward()
         ref_opt.step()
     with pytest.raises(NonFiniteLoss) as err:
-        train_one_epoch(model, criterion, [], optimizer, batches, torch.device("cpu"), desc="t")
+        train_one_epoch(model, criterion, [], optimizer, batches, torch.device("cpu"))
     assert (err.value.first, err.value.last, err.value.where) == (3, 3, "batch 3") and math.isnan(err.value.value)
     assert torch.equal(model.weight, reference.weight) and torch.equal(model.bias, reference.bias)
 

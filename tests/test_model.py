@@ -5,12 +5,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from config.parser import ConfigParser
 from conftest import REPO
 from model.blocks import ConvBNReLU, DepthwiseSeparableConv, channels_last_grad
 from model.model import DilatedNet
 from model.spec import check_constraints, describe, empirical_receptive_field, has_gap
 from model.trace import count_depthwise_separable, count_dilated, has_maxpool, receptive_field, trace
-from parse_config import ConfigParser
 
 CONSTRAINTS = ConfigParser(json.loads((REPO / "config.json").read_text()))["constraints"]
 SHIPPED_ARGS = json.loads((REPO / "config.json").read_text())["arch"]["args"]
@@ -195,9 +195,9 @@ def test_required_augmentations_rule():
 
 
 def test_dead_channels_are_the_constant_inputs_of_batchnorm(tmp_path, capsys):
+    from checkpoint.schema import load_checkpoint
     from model.dead_channels import dead_channels
     from tools import dead_channels as tool
-    from utils.checkpoint import load_checkpoint
 
     net = DilatedNet()
     bn = net.c3[1].mid[0]

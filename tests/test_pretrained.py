@@ -5,10 +5,11 @@ import json
 
 import torch
 
+from checkpoint.schema import load_checkpoint, load_model_state
+from config.parser import ConfigParser
+from config.reading import load_config
 from conftest import REPO, run_cli
 from model.spec import check_constraints
-from parse_config import ConfigParser, load_config
-from utils.checkpoint import load_checkpoint, load_model_state
 
 PRETRAINED = REPO / "pretrained" / "cifar10_dilatednet.pth"
 

@@ -1,7 +1,6 @@
-"""The recipe options of the trainer section (weight EMA, MixUp/CutMix, progressive resizing,
-selective backprop, normalisation-layer groups, lookahead) and of the network (activation, squeeze-excite,
-whitening, identity init): what each does to a batch or a model, and a tiny run with all of them that
-resumes bit-exactly and evaluates the averaged weights."""
+"""The recipe options of the trainer section (weight EMA, MixUp/CutMix, progressive resizing) and of
+the network (activation, squeeze-excite): what each does to a batch or a model, and a tiny run with
+all of them that resumes bit-exactly and evaluates the averaged weights."""
 
 import json
 import re
@@ -10,23 +9,20 @@ import shutil
 import pytest
 import torch
 
+from checkpoint.schema import FORMAT_VERSION, load_checkpoint
+from config.parser import ConfigParser
 from conftest import REPO, run_cli, tiny_config, without_timing
 from model.model import DilatedNet
 from model.spec import describe
-from parse_config import ConfigParser
-from trainer.batch_tricks import BatchTricks, resize_schedule, select_hardest
-from utils.checkpoint import FORMAT_VERSION, load_checkpoint
+from trainer.batch_tricks import BatchTricks, resize_schedule
 from utils.errors import ArgumentError, ConfigError
 
 ALL_TRICKS = dict(
     ema={"decay": 0.5},
     mix={"type": "CutMix", "alpha": 1.0, "p": 1.0, "ramp_epochs": 2},
     progressive_resize={"min_size": 16, "until": 0.5},
-    selective_backprop={"keep": 0.5},
-    norm={"lr_scale": 8.0, "weight_decay": 0.0, "momentum": 0.4, "freeze_scale": True},
-    lookahead={"every": 2, "alpha": 0.5, "ramp": True},
 )
-ALL_ARCH = dict(whiten=True, dirac=True)
+ALL_ARCH = dict(act="silu", se=16, widths=[64, 64, 128, 144])
 
 
 def test_resize_schedule_grows_in_steps_of_four_to_the_full_size():
@@ -38,29 +34,11 @@ def test_tricks_resize_the_batch_and_keep_channels_last():
     tricks = BatchTricks({"progressive_resize": {"min_size": 16, "until": 0.5}}, 10, (32, 32), 4)
     assert tricks.start_epoch(1) == {"image_size": 16}  # no mixing configured: no mix_p logged
     x = torch.randn(4, 3, 32, 32).contiguous(memory_format=torch.channels_last)
-    images, target, loss_target = tricks(None, x, torch.arange(4), contextlib_null)
+    images, target = tricks.batch(x, torch.arange(4))
     assert images.shape == (4, 3, 16, 16) and images.is_contiguous(memory_format=torch.channels_last)
-    assert torch.equal(target, loss_target)
+    assert torch.equal(target, torch.arange(4))
     assert tricks.start_epoch(3)["image_size"] == 32
-    assert tricks(None, x, torch.arange(4), contextlib_null)[0] is x  # full size: the batch as it was
-
-
-def contextlib_null():
-    import contextlib
-
-    return contextlib.nullcontext()
-
-
-def test_selective_backprop_keeps_the_images_with_the_highest_loss():
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3, 3, bias=False))
-    with torch.no_grad():
-        model[1].weight.copy_(torch.eye(3) * 10)
-    images = torch.eye(3)[[0, 1, 2, 0]].view(4, 3, 1, 1)  # logits favour class = the hot channel
-    target = torch.tensor([0, 2, 2, 1])  # images 1 and 3 are wrong: the two highest losses
-    model.train()
-    kept, kept_target = select_hardest(model, images, target, 0.5, contextlib_null)
-    assert torch.equal(kept_target, torch.tensor([2, 1])) and torch.equal(kept, images[[1, 3]])
-    assert model.training  # the scoring pass leaves the mode as it was
+    assert tricks.batch(x, torch.arange(4))[0] is x  # full size: the batch as it was
 
 
 def test_mixing_probability_ramps_in_and_mixed_targets_are_soft():
@@ -68,8 +46,8 @@ def test_mixing_probability_ramps_in_and_mixed_targets_are_soft():
     tricks = BatchTricks({"mix": {"type": "MixUp", "alpha": 1.0, "p": 1.0, "ramp_epochs": 4}}, 10, (32, 32), 8)
     assert [tricks.start_epoch(e) for e in (1, 2, 4, 8)] == [{"mix_p": p} for p in (0.25, 0.5, 1.0, 1.0)]
     x, y = torch.randn(6, 3, 32, 32), torch.arange(6)
-    images, target, loss_target = tricks(None, x, y, contextlib_null)
-    assert torch.equal(target, y) and loss_target.shape == (6, 10)
+    images, loss_target = tricks.batch(x, y)
+    assert loss_target.shape == (6, 10)
     assert torch.allclose(loss_target.sum(1), torch.ones(6)) and not torch.equal(images, x)
 
 
@@ -141,21 +119,20 @@ def test_resume_with_ema_and_tricks_is_bit_exact(tricked, tmp_path):
             assert torch.equal(tensor, resumed[key][name]), (key, name)
     assert int(resumed["ema_updates"]) == int(straight["ema_updates"])
     assert [without_timing(h) for h in resumed["history"]] == [without_timing(h) for h in straight["history"]]
-    assert int(resumed["lookahead"]["steps"]) == int(straight["lookahead"]["steps"]) == 2 * 5
 
 
 def test_epoch_benchmark_times_each_variant_on_the_real_loader(tmp_path, tiny_folder, capsys, monkeypatch):
     from benchmarks.epoch_benchmark import cli
     from trainer.batch_tricks import BatchTricks
 
-    sizes, call = [], BatchTricks.__call__
+    sizes, call = [], BatchTricks.batch
 
-    def recording(self, model, images, target, autocast):
-        out = call(self, model, images, target, autocast)
+    def recording(self, images, target):
+        out = call(self, images, target)
         sizes.append(out[0].shape[-1])
         return out
 
-    monkeypatch.setattr(BatchTricks, "__call__", recording)
+    monkeypatch.setattr(BatchTricks, "batch", recording)
     config = tiny_config(tmp_path, tiny_folder)
     argv = ["-c", str(config), "--variant", "workers=0,threads=1", "--variant", "flush_denormal=1,amp=off"]
     assert cli([*argv, "--variant", "size=16", "--batches", "2", "--rounds", "1"]) in (None, 0)

@@ -1,12 +1,12 @@
-"""utils/resume_policy.py: what a resume may change, and a refused resume changes nothing."""
+"""checkpoint/resume.py: what a resume may change, and a refused resume changes nothing."""
 
 import json
 import shutil
 
 import torch
 
+from config.reading import load_config
 from conftest import assert_one_line_error, run_cli, snapshot
-from parse_config import load_config
 
 
 def test_failed_resume_changes_nothing_in_the_run_folder(finished_run):

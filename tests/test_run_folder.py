@@ -1,4 +1,4 @@
-"""utils/run_folder.py: one run folder per run, locked while it trains, left clean after a killed save."""
+"""checkpoint/run_folder.py: one run folder per run, locked while it trains, left clean after a killed save."""
 
 import os
 import shutil
@@ -6,9 +6,12 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
+from checkpoint.saver import RunFiles
+from config.parser import ConfigParser
+from config.reading import load_config
 from conftest import REPO, assert_one_line_error, run_cli, tiny_config
-from parse_config import ConfigParser, load_config
 from utils.errors import ConfigError
 
 
@@ -32,12 +35,14 @@ def test_resume_is_locked_and_cleans_temp_files_of_a_killed_save(finished_run, t
 def test_two_runs_in_the_same_second_get_folders_of_their_own(tmp_path):
     config = load_config(REPO / "config.json")
     config["trainer"]["save_dir"] = str(tmp_path)
-    first, second = ConfigParser(config, run_id="1126_101010"), ConfigParser(config, run_id="1126_101010")
-    first.make_run_dir()
-    second.make_run_dir()
+    first, second = (RunFiles.of(ConfigParser(config), run_id="1126_101010") for _ in range(2))
+    first.open(config, torch.device("cpu"))
+    second.open(config, torch.device("cpu"))
     assert first.run_dir.name == "1126_101010" and second.run_dir.name == "1126_101010_2"
-    first.release_run_dir()
-    second.release_run_dir()
+    assert (first.run_dir / ".lock").is_file() and (second.run_dir / ".lock").is_file()
+    first.close()
+    second.close()
+    assert not (first.run_dir / ".lock").exists() and not (second.run_dir / ".lock").exists()
 
 
 def test_unwritable_save_dir_is_one_line(tmp_path, tiny_folder):
@@ -48,7 +53,7 @@ def test_unwritable_save_dir_is_one_line(tmp_path, tiny_folder):
 
 def test_a_run_folder_that_cannot_be_written_at_the_start_is_left_nowhere(tmp_path, monkeypatch):
     """A full disk when the config copy is written: one line, and no empty run folder with a stale lock."""
-    import utils.run_folder as run_folder
+    import checkpoint.run_folder as run_folder
 
     def full(path):
         raise OSError(28, "No space left on device")
@@ -62,7 +67,7 @@ def test_a_run_folder_that_cannot_be_written_at_the_start_is_left_nowhere(tmp_pa
 def test_a_resume_removes_only_the_temp_files_of_checkpoint_saves(tmp_path):
     """A save killed half-way leaves `.last.<random>.tmp.pth`, which a resume removes; a report.py
     writing into the same folder meanwhile keeps its own temp files."""
-    import utils.run_folder as run_folder
+    import checkpoint.run_folder as run_folder
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()

@@ -6,10 +6,11 @@ import re
 import pytest
 import torch
 
+from config.parser import ConfigParser
+from config.reading import load_config
+from config.schema import parse_monitor
 from conftest import REPO, assert_one_line_error, run_cli, tiny_config
-from parse_config import ConfigParser, load_config
 from trainer.schedulers import SCHEDULES, Schedule, SchedulerStepper, build_lr_scheduler
-from utils.config_schema import parse_monitor
 from utils.errors import ConfigError
 
 

@@ -7,13 +7,14 @@ import pytest
 import torch
 import torch.nn as nn
 
+from config.parser import ConfigParser
+from config.reading import load_config
 from conftest import REPO
 from model.blocks import InvertedResidual, RepConvBN
 from model.model import DilatedNet
 from model.spec import check_constraints, empirical_receptive_field
 from model.stagenet import StageNet
 from model.trace import count_depthwise_separable, receptive_field, trace
-from parse_config import ConfigParser, load_config
 from utils.errors import ArgumentError
 
 CONSTRAINTS = ConfigParser(json.loads((REPO / "config.json").read_text()))["constraints"]

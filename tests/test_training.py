@@ -1,4 +1,5 @@
-"""pipeline/training.py: checks before the run folder, and the ways a run ends (diverged, Ctrl-C, SIGTERM)."""
+"""train.py and trainer/preflight.py: checks before the run folder, and the ways a run ends (diverged, Ctrl-C,
+SIGTERM)."""
 
 import os
 import shlex
@@ -109,7 +110,7 @@ def test_a_second_ctrl_c_while_the_first_is_handled_changes_nothing(tmp_path, ti
             os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C pressed again while the hint is printed
         return warn(self, msg, *args, **kwargs)
 
-    monkeypatch.setattr("pipeline.training.Trainer.train", interrupted)
+    monkeypatch.setattr("trainer.trainer.Trainer.train", interrupted)
     monkeypatch.setattr(logging.Logger, "warning", warning_with_a_second_ctrl_c)
     proc = run_cli("train.py", "-c", tiny_config(tmp_path, tiny_folder))
     assert proc.returncode == 130 and "Traceback" not in proc.stderr, proc.stderr

@@ -14,8 +14,9 @@ import optuna
 import pytest
 import sqlalchemy
 
+from config.parser import ConfigParser
+from config.reading import load_config
 from conftest import REPO, assert_one_line_error, png_ok, run_cli, tiny_config
-from parse_config import ConfigParser, load_config
 from trainer.lr_finder import suggest_lr
 from tuning.space import apply_values, load_space
 from utils.errors import ConfigError
@@ -277,7 +278,7 @@ def test_ctrl_c_in_a_trial_marks_it_failed_and_says_how_the_study_goes_on(tmp_pa
     def interrupted(self):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("pipeline.training.Trainer.train", interrupted)
+    monkeypatch.setattr("trainer.trainer.Trainer.train", interrupted)
     proc = run_cli(*tune_args(tmp_path, tiny_folder, SPACE, trials=2))
     assert proc.returncode == 130 and "Traceback" not in proc.stderr + proc.stdout, proc.stderr
     assert "KeyboardInterrupt" not in proc.stdout  # optuna's "Trial 0 failed" traceback stays out of stdout too
@@ -332,7 +333,7 @@ def test_the_shipped_search_space_offers_only_networks_within_the_spec():
 def test_passwords_stay_out_of_what_the_project_prints_and_writes(monkeypatch):
     import torch
 
-    from utils.provenance import hide_passwords, provenance
+    from checkpoint.provenance import hide_passwords, provenance
 
     for url, shown_as in [
         ("postgresql://optuna:S3cretPW@127.0.0.1:55432/optuna", "postgresql://optuna:***@127.0.0.1:55432/optuna"),

@@ -4,44 +4,57 @@ at temperature T. The teacher sees the same augmented images as the student (a c
 Beyer et al., 2022), at full size while progressive resizing shrinks the student's; it is never
 trained, and its forward pass is the price: about a third of a training step more per batch."""
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 
+from checkpoint.schema import data_mismatch
 from model.tta import tta_logits
-from utils.checkpoint import data_mismatch
+from trainer.hooks import StepHook
 from utils.errors import ConfigError
 
 
-class Distiller:
-    """The teacher's logits for a batch (`targets`) and the distillation loss (`loss`)."""
+class Distiller(StepHook):
+    """The teacher's logits for each batch as it comes (`batch`: before resizing and mixing) and the
+    distillation loss that replaces the criterion's (`loss`)."""
 
-    def __init__(self, teacher, alpha, temperature, tta="none", input_map=None):
+    def __init__(self, teacher, alpha, temperature, tta="none", input_map=None, autocast=contextlib.nullcontext):
         self.teacher = teacher.eval().requires_grad_(False)
+        self.autocast, self.logits = autocast, None
         self.alpha, self.temperature, self.tta = alpha, temperature, tta
         self.input_map = input_map  # (scale, offset): the student's normalised inputs -> the teacher's
 
     @classmethod
-    def from_config(cls, cfg, trained, data_loader, device, channels_last):
+    def from_config(cls, cfg, trained, data_loader, device, precision):
         """The run's Distiller for `trained` (load_teacher's network), checked against the data."""
         path = cfg["teacher"]
         problem = data_mismatch(trained.classes, trained.image_size, data_loader.classes, data_loader.image_size)
         if problem:
             raise ConfigError(f"trainer.distill.teacher: {path} was {problem}")
         teacher = trained.model.to(device)
-        if channels_last:
+        if precision.channels_last:
             teacher = teacher.to(memory_format=torch.channels_last)
-        return cls(teacher, cfg["alpha"], cfg["temperature"], cfg["tta"], _input_map(trained.stats, data_loader.stats))
+        input_map = _input_map(trained.stats, data_loader.stats)
+        return cls(teacher, cfg["alpha"], cfg["temperature"], cfg["tta"], input_map, precision.autocast)
 
     @torch.no_grad()
-    def targets(self, images, autocast):
+    def targets(self, images):
         """The teacher's logits (float32) for a batch normalised as the student's."""
         if self.input_map is not None:
             scale, offset = (t.to(images.device) for t in self.input_map)
             images = images * scale + offset
-        with autocast():
+        with self.autocast():
             return tta_logits(self.teacher, images, self.tta).float()
 
-    def loss(self, criterion, output, target, teacher_logits):
+    def batch(self, images, target):
+        self.logits = self.targets(images)
+        return images, target
+
+    def loss(self, criterion, output, target):
+        return self.mixed_loss(criterion, output, target, self.logits)
+
+    def mixed_loss(self, criterion, output, target, teacher_logits):
         t = self.temperature
         student = F.log_softmax(output.float() / t, dim=1)
         teacher = F.log_softmax(teacher_logits / t, dim=1)

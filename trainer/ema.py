@@ -43,7 +43,7 @@ def ema_state(ema, model):
 
 
 def load_ema_state(ema, model, saved, key="trainer.ema"):
-    """Restore what ema_state saved, from the checkpoint's entries (utils.checkpoint.Saved), into `ema`
+    """Restore what ema_state saved, from the checkpoint's entries (checkpoint.schema.Saved), into `ema`
     (an AveragedModel of trainer.ema or trainer.swa, named by `key`); returns a warning for the log
     when the checkpoint and the config disagree about averaging (None when they agree)."""
     if saved.raw_state_dict is not None:

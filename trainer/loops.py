@@ -1,15 +1,16 @@
 """One training epoch and one evaluation pass, as plain functions (as in torchvision's reference
 scripts): the Trainer, the benchmark, report.py and test.py all run these."""
 
-import contextlib
 import math
 
 import torch
 from tqdm import tqdm
 
 from model.tta import tta_logits
+from trainer.metric_tracker import MetricTracker
+from trainer.precision import PRECISE
 from trainer.progress import Progress
-from utils import MetricTracker, distributed
+from utils import distributed
 from utils.errors import NonFiniteLoss, TrainingError
 
 
@@ -50,18 +51,19 @@ def _check_finite(nonfinite, loss, first, last):
         raise NonFiniteLoss(first, last, loss.item())
 
 
-def forward_loss(model, criterion, images, target, autocast, tricks=None, distiller=None):
-    """(output, the labels the metrics compare with, loss) of one batch: the teacher sees it first
-    (at full size), then the batch tricks (resize, selective backprop, mixing) change it."""
-    loss_target = target
-    teacher_logits = distiller.targets(images, autocast) if distiller is not None else None
-    if tricks is not None:
-        images, target, loss_target = tricks(model, images, target, autocast)
-    with autocast():
+def forward_loss(model, criterion, images, target, precision, hooks=()):
+    """(output, loss) of one batch: each hook may change the batch first (the teacher sees it before
+    resizing and mixing, in the hooks' order), then the first hook with a loss of its own replaces
+    the criterion's."""
+    for hook in hooks:
+        images, target = hook.batch(images, target)
+    with precision.autocast():
         output = model(images)
-        if distiller is None:
-            return output, target, criterion(output, loss_target)
-        return output, target, distiller.loss(criterion, output, loss_target, teacher_logits)
+        for hook in hooks:
+            loss = hook.loss(criterion, output, target)
+            if loss is not None:
+                return output, loss
+        return output, criterion(output, target)
 
 
 def optimizer_steps(loader, trainer_cfg):
@@ -90,16 +92,6 @@ def step(model, optimizer, scaler=None, clip_grad_norm=None):
         optimizer.step()
 
 
-def after_step(model, lookahead=None, ema=None, batch_scheduler=None):
-    """What follows each optimizer step, in order: Lookahead, then the EMA of the weights, then the lr."""
-    if lookahead is not None:
-        lookahead.step()
-    if ema is not None:
-        ema.update_parameters(getattr(model, "module", model))  # the plain model under DDP
-    if batch_scheduler is not None:
-        batch_scheduler.step()
-
-
 def track(tracker, metric_ftns, output, target, loss):
     """Add one batch's loss and metrics to `tracker`, weighted by its number of images."""
     n = target.size(0)
@@ -117,51 +109,46 @@ def train_one_epoch(
     loader,
     device,
     *,
-    batch_scheduler=None,
-    scaler=None,
-    autocast=contextlib.nullcontext,
-    channels_last=False,
-    tricks=None,
-    ema=None,
-    lookahead=None,
-    distiller=None,
+    precision=PRECISE,
+    hooks=(),
     clip_grad_norm=None,
     accumulate=1,
-    desc="train",
     progress=None,
 ):
     """One pass over `loader`: exact per-image means of the loss and each metric, and the last lr.
-    tricks: a BatchTricks (resize, selective backprop, mixing; metrics use the unmixed labels);
-    distiller: a trainer.distill.Distiller (its teacher sees the full-size batch; its loss replaces
-    the criterion); clip_grad_norm: the total L2 norm of the gradients before each step (None: not
-    clipped); accumulate: one step per this many batches (each loss divided by the group's size);
-    ema, lookahead, batch_scheduler: see after_step; progress: a Progress (default: a bar on a
-    terminal). NonFiniteLoss at the first check (every finite_check_every(device) batches, before
-    that batch's step) that finds a NaN or infinite loss."""
+    precision: a trainer.precision.Precision (autocast, fp16 gradient scaling, memory format);
+    hooks: the run's per-step options (trainer.hooks.StepHook: distillation, resizing and mixing,
+    the EMA, a per-batch lr schedule), in order; the metrics compare with the unmixed labels;
+    clip_grad_norm: the total L2 norm of the gradients before each step (None: not clipped);
+    accumulate: one step per this many batches (each loss divided by the group's size); progress:
+    a trainer.progress.Progress (default: a bar on a terminal). NonFiniteLoss at the first check
+    (every finite_check_every(device) batches, before that batch's step) that finds a NaN or
+    infinite loss."""
     model.train()
     tracker = MetricTracker("loss", *[m.__name__ for m in metric_ftns])
     lr = optimizer.param_groups[0]["lr"]
     every, batches = finite_check_every(device), len(loader)
     nonfinite = torch.zeros((), device=device)  # counted on the device: no sync between checks
-    progress = progress or Progress(batches, desc)
+    progress = progress or Progress(batches, "train")
     for batch, (images, target) in enumerate(loader, 1):
         lr = optimizer.param_groups[0]["lr"]
-        images, target = to_device(images, target, device, channels_last)
-        output, target, loss = forward_loss(model, criterion, images, target, autocast, tricks, distiller)
+        images, target = to_device(images, target, device, precision.channels_last)
+        output, loss = forward_loss(model, criterion, images, target, precision, hooks)
         nonfinite += ~torch.isfinite(loss.detach())
         if batch % every == 0 or batch == batches:
             _check_finite(nonfinite, loss, (batch - 1) // every * every + 1, batch)
         start = (batch - 1) // accumulate * accumulate  # batches before this step's group
         group = min(accumulate, batches - start)
-        backward(loss / group if group > 1 else loss, optimizer, scaler, first=batch - 1 == start)
+        backward(loss / group if group > 1 else loss, optimizer, precision.scaler, first=batch - 1 == start)
         if batch - start == group:  # the group's last batch: one optimizer step
-            step(model, optimizer, scaler, clip_grad_norm)
-            after_step(model, lookahead, ema, batch_scheduler)
+            step(model, optimizer, precision.scaler, clip_grad_norm)
+            for hook in hooks:
+                hook.after_step(model)
         track(tracker, metric_ftns, output, target, loss)
         progress.update(target.size(0), loss)
     progress.close()
     if tracker.count("loss") == 0:
-        raise TrainingError(f"{desc}: the training loader gave no batch")
+        raise TrainingError(f"{progress.desc}: the training loader gave no batch")
     return {**tracker.all_reduce().result(), "lr": lr}
 
 
@@ -173,8 +160,7 @@ def evaluate(
     loader,
     device,
     *,
-    autocast=contextlib.nullcontext,
-    channels_last=False,
+    precision=PRECISE,
     return_outputs=False,
     tta="none",
     desc="eval",
@@ -182,13 +168,14 @@ def evaluate(
     """Exact per-image means of the loss and each metric over `loader`. With return_outputs, also
     the softmax probabilities (N, C) and the targets (N,), in the loader's order. tta: test-time
     augmentation (model/tta.py: "flip", "multicrop"), the mean of the logits of several views of
-    each image (report it as its own figure, never as the plain accuracy)."""
+    each image (report it as its own figure, never as the plain accuracy); precision: as in
+    train_one_epoch (its scaler is not used)."""
     model.eval()
     tracker = MetricTracker("loss", *[m.__name__ for m in metric_ftns])
     probs, targets = [], []
     for images, target in tqdm(loader, desc=desc, leave=False, disable=None):
-        images, target = to_device(images, target, device, channels_last)
-        with autocast():
+        images, target = to_device(images, target, device, precision.channels_last)
+        with precision.autocast():
             output = tta_logits(model, images, tta)
         output = output.float()
         track(tracker, metric_ftns, output, target, criterion(output, target))

@@ -35,7 +35,7 @@ def lr_range_test(
     for step, (images, target) in zip(range(num_steps), batches):
         lr = start_lr * (end_lr / start_lr) ** (step / max(1, num_steps - 1))
         for group in optimizer.param_groups:
-            group["lr"] = lr * group.get("lr_scale", 1.0)
+            group["lr"] = lr
         images, target = to_device(images, target, device, channels_last)
         with autocast():
             loss = criterion(model(images), target)

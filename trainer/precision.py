@@ -1,6 +1,8 @@
-"""Which precision training and evaluation run in (trainer.amp), and the autocast context for it."""
+"""Which precision training and evaluation run in (trainer.amp, trainer.channels_last): one
+`Precision` that the loops take whole."""
 
 import contextlib
+from dataclasses import dataclass
 
 import torch
 
@@ -25,13 +27,28 @@ def resolve_amp(device, amp):
     return None, f"fp32: mixed precision is not used on {device.type}"
 
 
-def autocast_for(device, amp):
-    """A context factory: autocast in the precision that `resolve_amp` picks, or nothing."""
-    return autocast_of(device, resolve_amp(device, amp)[0])
-
-
 def autocast_of(device, dtype):
     """A context factory: autocast to `dtype` on `device`, or nothing when dtype is None."""
     if dtype is None:
         return contextlib.nullcontext
     return lambda: torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How a batch is computed: `autocast` (a context factory), `scaler` (fp16's GradScaler, else
+    None) and the memory format of the images (channels_last)."""
+
+    autocast: object = contextlib.nullcontext
+    scaler: object = None
+    channels_last: bool = False
+
+    @classmethod
+    def of_run(cls, device, amp, channels_last=False):
+        """(the Precision for trainer.amp and trainer.channels_last on `device`, one line saying why)."""
+        dtype, why = resolve_amp(device, amp)
+        scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+        return cls(autocast_of(device, dtype), scaler, channels_last), why
+
+
+PRECISE = Precision()  # fp32, contiguous: the loops' default

@@ -1,6 +1,6 @@
 """Learning-rate schedules: one table (SCHEDULES) says, per scheduler, when it steps and which of
 its arguments the run provides; `build_lr_scheduler` and `SchedulerStepper` follow it, and the
-config check (parse_config.py) reads it. Adding a scheduler is one line there (any other
+config check (config/parser.py) reads it. Adding a scheduler is one line there (any other
 torch.optim.lr_scheduler class works as it is: it steps once per epoch and gets nothing)."""
 
 import math
@@ -8,7 +8,6 @@ from typing import NamedTuple
 
 from torch.optim.lr_scheduler import LambdaLR
 
-from trainer.optim import group_lrs
 from trainer.swa import schedule_epochs
 from utils.errors import ArgumentError, ConfigError
 
@@ -91,7 +90,7 @@ class SchedulerStepper:
 
 def check_monitor(entry, monitor):
     """A scheduler that steps on the metric follows trainer.monitor: it must be on, and in the same
-    direction. `monitor`: the parsed trainer.monitor (utils.config_schema.Monitor)."""
+    direction. `monitor`: the parsed trainer.monitor (config.schema.Monitor)."""
     if entry is None or schedule_of(entry["type"]).steps != "metric":
         return
     if monitor.mode == "off":
@@ -116,7 +115,7 @@ def build_lr_scheduler(config, optimizer, steps_per_epoch):
     run = {
         "epochs": schedule_epochs(config["trainer"]),
         "steps_per_epoch": steps_per_epoch,
-        "max_lr": group_lrs(optimizer, config["optimizer"]["args"].get("lr", optimizer.defaults["lr"])),
+        "max_lr": config["optimizer"]["args"].get("lr", optimizer.defaults["lr"]),
     }
     extra = {k: run[k] for k in schedule.given} | {k: run[k] for k in schedule.filled if k not in entry["args"]}
     if entry["type"] == "OneCycleLR":

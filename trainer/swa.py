@@ -9,7 +9,6 @@ from itertools import islice
 import torch
 from torch.optim.swa_utils import AveragedModel, update_bn
 
-from utils.config_schema import refuse_combined
 from utils.errors import ConfigError
 
 
@@ -38,12 +37,12 @@ def holds_lr(trainer_cfg, epoch):
 
 
 def check_swa(trainer_cfg):
-    """One line for a trainer.swa the run cannot follow: combined with trainer.ema, or starting after
-    the last epoch (nothing would be averaged)."""
+    """One line for a trainer.swa the run cannot follow: starting after the last epoch (nothing would
+    be averaged), or at epoch 1 with a constant lr (the schedule would span no epoch). Combined with
+    trainer.ema it is refused when the config is read (config.schema.EXCLUSIVE)."""
     cfg = trainer_cfg.get("swa")
     if not cfg:
         return
-    refuse_combined(trainer_cfg, "swa", ("ema",), "both choose the weights that are evaluated and saved")
     start = swa_start(trainer_cfg)
     if isinstance(cfg["start"], int) and start > trainer_cfg["epochs"]:
         raise ConfigError(

@@ -3,20 +3,23 @@ import time
 import torch
 
 from base import BaseTrainer
+from base.base_data_loader import close_workers
+from logger import attach_run_log
 from logger.format import format_log
+from logger.keys import EPOCH_TIME, LR, describe_duration, training_seconds, val_key
+from logger.keys import tta as log_tta
+from logger.run_report import write_final_report
 from model.tta import LABELS
 from trainer.batch_tricks import BatchTricks
 from trainer.distill import Distiller
 from trainer.ema import build_ema, ema_state, load_ema_state
-from trainer.lookahead import build_lookahead
-from trainer.loops import Limited, evaluate, optimizer_steps, train_one_epoch
-from trainer.precision import autocast_of, resolve_amp
+from trainer.hooks import EmaUpdate, ScheduleStep
+from trainer.loops import Limited, evaluate, train_one_epoch
+from trainer.precision import Precision
 from trainer.progress import Progress
 from trainer.schedulers import SchedulerStepper
 from trainer.swa import build_swa, holds_lr, schedule_epochs, swa_start, swa_update
 from utils import distributed
-from utils.log_keys import EPOCH_TIME, LR, describe_duration, training_seconds, val_key
-from utils.log_keys import tta as log_tta
 
 
 class Trainer(BaseTrainer):
@@ -29,6 +32,7 @@ class Trainer(BaseTrainer):
         metric_ftns,
         optimizer,
         config,
+        files,
         device,
         data_loader,
         valid_data_loader=None,
@@ -36,7 +40,7 @@ class Trainer(BaseTrainer):
         epoch_callbacks=(),
         teacher=None,
     ):
-        super().__init__(model, criterion, metric_ftns, optimizer, config, epoch_callbacks)
+        super().__init__(model, criterion, metric_ftns, optimizer, config, files, epoch_callbacks)
         cfg = config["trainer"]
         self.device = device
         self.data_loader = data_loader
@@ -45,19 +49,17 @@ class Trainer(BaseTrainer):
         self.stepper = SchedulerStepper(lr_scheduler, config.monitor)
         self.last_val_outputs = None  # (probabilities, targets) of the latest validation
         self.epoch_seconds = []  # (training, validation) wall seconds of each epoch this process ran
-        self.channels_last = cfg["channels_last"]
         self.limit_batches = cfg["limit_batches"]  # None: every batch of each epoch
-        dtype, why = resolve_amp(device, cfg["amp"])
-        self.autocast = autocast_of(device, dtype)
-        self.scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
-        self.logger.info(f"Precision: {why}; memory format: {'channels_last' if self.channels_last else 'contiguous'}")
-        if self.channels_last:
+        self.precision, why = Precision.of_run(device, cfg["amp"], cfg["channels_last"])
+        self.logger.info(
+            f"Precision: {why}; memory format: {'channels_last' if cfg['channels_last'] else 'contiguous'}"
+        )
+        if self.precision.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.ema = build_ema(self.model, cfg["ema"])
         self.swa, self.swa_cfg, self.swa_start = build_swa(self.model, cfg["swa"]), cfg["swa"], swa_start(cfg)
         self.average = self.ema if self.ema is not None else self.swa  # at most one (trainer/swa.py checks)
         self.logger.info(f"Weights evaluated and saved: {self._evaluated_weights(cfg)}")
-        self.lookahead = build_lookahead(self.model, cfg["lookahead"], self.epochs * optimizer_steps(data_loader, cfg))
         self.distiller, self.teacher_sha256 = self._distiller(cfg, teacher, data_loader, device)
         self.tricks = BatchTricks.from_config(
             cfg, len(data_loader.classes), data_loader.image_size, schedule_epochs(cfg)
@@ -66,11 +68,11 @@ class Trainer(BaseTrainer):
 
     def _distiller(self, cfg, teacher, data_loader, device):
         """(the Distiller of trainer.distill, the teacher file's sha256), or (None, None).
-        teacher: (trained network, file sha256) from pipeline.training.load_teacher, or None."""
+        teacher: (trained network, file sha256) from deploy.loading.load_teacher, or None."""
         if teacher is None:
             return None, None
         trained, sha256 = teacher
-        distiller = Distiller.from_config(cfg["distill"], trained, data_loader, device, self.channels_last)
+        distiller = Distiller.from_config(cfg["distill"], trained, data_loader, device, self.precision)
         self.logger.info(
             f"Distilling from {cfg['distill']['teacher']} (sha256 {sha256[:12]}...): alpha "
             f"{cfg['distill']['alpha']}, temperature {cfg['distill']['temperature']}, teacher TTA "
@@ -109,7 +111,23 @@ class Trainer(BaseTrainer):
         return "the trained weights (no averaging)"
 
     def train(self):
-        history = super().train()
+        """Open the run folder (rank 0), train every epoch left, then the TTA figures; a finished
+        checkpoint trains nothing and makes no folder."""
+        self.trained_now = self.start_epoch <= self.epochs
+        if not self.trained_now:
+            self.logger.info(
+                f"Nothing to train: {self.files.resume} has finished all {self.epochs} epochs "
+                "(test.py, report.py and export.py take it as it is)"
+            )
+            return self.history
+        if distributed.is_main():
+            attach_run_log(self.files.open(self.config.config, self.device))
+        try:
+            self._log_data()
+            history = super().train()
+        finally:
+            if distributed.is_main():
+                self.files.close()
         total, timed = training_seconds(history)
         if timed:
             self.logger.info(
@@ -133,6 +151,33 @@ class Trainer(BaseTrainer):
                 )
         return history
 
+    def _log_data(self):
+        loader, valid = self.data_loader, self.valid_data_loader
+        self.logger.info(
+            f"Data: {len(loader.dataset)} training images, {len(valid.dataset) if valid else 0} {loader.valid_name} "
+            f"images; mean {loader.stats['mean']} std {loader.stats['std']}; device {self.device}; "
+            f"run folder {self.files.run_dir}"
+        )
+
+    def report(self, summary, mistake_cams=None):
+        """The end-of-run report in the run folder (logger/run_report.py), when this process trained."""
+        if self.trained_now:
+            write_final_report(
+                self.files.run_dir,
+                self.config.config,
+                self.history,
+                self.last_val_outputs,
+                self.data_loader,
+                self.valid_data_loader,
+                summary,
+                mistake_cams=mistake_cams,
+                tta=getattr(self, "tta_results", None),
+            )
+
+    def close_loaders(self):
+        for loader in (self.data_loader, self.valid_data_loader):
+            close_workers(loader)
+
     @property
     def averaging(self):
         """Whether the evaluated weights are an average (EMA, or SWA once its first epoch is in)."""
@@ -152,8 +197,7 @@ class Trainer(BaseTrainer):
             self.metric_ftns,
             Limited(self.valid_data_loader, self.limit_batches),
             self.device,
-            autocast=self.autocast,
-            channels_last=self.channels_last,
+            precision=self.precision,
             **options,
         )
 
@@ -166,10 +210,23 @@ class Trainer(BaseTrainer):
             raise RuntimeError(f"DDP replicas diverged: weight checksums per rank {sums}")
         self.logger.info(f"Weights identical on all {len(sums)} processes (checksum {sums[0]:.6f})")
 
+    def step_hooks(self, schedule=True):
+        """This run's per-step options in the order they act on a batch: the teacher sees it first,
+        then resizing and mixing change it; after each step the EMA, then the per-batch lr schedule
+        (schedule=False: the lr is held, as in SWA's averaged epochs)."""
+        batch_scheduler = self.stepper.batch_scheduler if schedule else None
+        hooks = [
+            self.distiller,
+            self.tricks,
+            EmaUpdate(self.ema) if self.ema is not None else None,
+            ScheduleStep(batch_scheduler) if batch_scheduler is not None else None,
+        ]
+        return [hook for hook in hooks if hook is not None]
+
     def train_batches(self, loader, desc, epochs_after=0, schedule=True):
         """One pass of train_one_epoch over `loader` with everything this run steps: the model, the
-        optimizer and its per-batch schedule, precision, memory format, batch tricks, EMA, Lookahead;
-        progress on screen (or a line every 30 s in a log), with the time left for `epochs_after` more."""
+        optimizer, precision and the step hooks; progress on screen (or a line every 30 s in a log),
+        with the time left for `epochs_after` more."""
         loader = Limited(loader, self.limit_batches)
         seconds = [a + b for a, b in self.epoch_seconds]
         progress = Progress(
@@ -186,23 +243,16 @@ class Trainer(BaseTrainer):
             self.optimizer,
             loader,
             self.device,
-            batch_scheduler=self.stepper.batch_scheduler if schedule else None,
-            scaler=self.scaler,
-            autocast=self.autocast,
-            channels_last=self.channels_last,
-            tricks=self.tricks,
-            ema=self.ema,
-            lookahead=self.lookahead,
-            distiller=self.distiller,
+            precision=self.precision,
+            hooks=self.step_hooks(schedule),
             clip_grad_norm=self.config["trainer"]["clip_grad_norm"],
             accumulate=self.config["trainer"]["accumulate"],
-            desc=desc,
             progress=progress,
         )
 
     def _train_epoch(self, epoch):
         start = self._clock()
-        schedule = self.tricks.start_epoch(epoch) if self.tricks is not None else {}
+        schedule = {k: v for hook in self.step_hooks() for k, v in hook.start_epoch(epoch).items()}
         constant_lr = holds_lr(self.config["trainer"], epoch)
         if constant_lr is not None:  # an averaged epoch of trainer.swa with lr: the schedule has ended
             for group in self.optimizer.param_groups:
@@ -217,7 +267,12 @@ class Trainer(BaseTrainer):
         distributed.average_buffers(self.model)  # DDP: one set of BatchNorm statistics for all ranks
         if self.swa is not None and epoch >= self.swa_start:
             swa_update(
-                self.swa, self.model, self.data_loader, self.device, self.channels_last, self.swa_cfg["bn_batches"]
+                self.swa,
+                self.model,
+                self.data_loader,
+                self.device,
+                self.precision.channels_last,
+                self.swa_cfg["bn_batches"],
             )
         if self.averaging:
             distributed.average_buffers(self.average.module)
@@ -242,13 +297,12 @@ class Trainer(BaseTrainer):
     def _extra_state(self):
         return {
             "lr_scheduler": self.lr_scheduler.state_dict() if self.lr_scheduler is not None else None,
-            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "scaler": self.precision.scaler.state_dict() if self.precision.scaler is not None else None,
             "data_stats": self.data_loader.stats,
             "classes": list(self.data_loader.classes),
             "world_size": distributed.world_size(),
             "image_size": list(self.data_loader.image_size),
             **(ema_state(self.average, self.model) if self.averaging else {}),
-            **({"lookahead": self.lookahead.state_dict()} if self.lookahead is not None else {}),
             **({"teacher_sha256": self.teacher_sha256} if self.teacher_sha256 is not None else {}),
         }
 
@@ -259,9 +313,7 @@ class Trainer(BaseTrainer):
             warning = load_ema_state(self.average, self.model, saved, "trainer.ema" if self.ema else "trainer.swa")
         if warning:
             self.logger.warning(warning)
-        if self.lookahead is not None and saved.lookahead is not None:
-            self.lookahead.load_state_dict(saved.lookahead)
         if self.lr_scheduler is not None and saved.lr_scheduler is not None:
             self.lr_scheduler.load_state_dict(saved.lr_scheduler)
-        if self.scaler is not None and saved.scaler is not None:
-            self.scaler.load_state_dict(saved.scaler)
+        if self.precision.scaler is not None and saved.scaler is not None:
+            self.precision.scaler.load_state_dict(saved.scaler)

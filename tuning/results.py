@@ -12,7 +12,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from parse_config import config_diff
+from config.reading import config_diff
 from tuning.space import apply_values
 from tuning.study import OBJECTIVE
 from utils.paths import atomic_write

@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 
 import optuna
 
-import parse_config
-from parse_config import ConfigParser, load_config
+from config import parser as config_parser
+from config.parser import ConfigParser
+from config.reading import load_config
 from utils.errors import ConfigError
 from utils.signature import check_call_args
 
@@ -86,9 +87,9 @@ def _build(module, entry):
 
 def set_key_path(config, path, value, create=False):
     """Set `value` at a dotted key path of a config dict (in place), as --set does
-    (parse_config.set_key_path); unless `create`, every part must exist except a new argument of an
+    (config.parser.set_key_path); unless `create`, every part must exist except a new argument of an
     `args` object."""
-    parse_config.set_key_path(config, tuple(path.split(".")), value, create=create)
+    config_parser.set_key_path(config, tuple(path.split(".")), value, create=create)
 
 
 def check_sampler_fits(space):

@@ -1,6 +1,6 @@
 """Optuna studies: where they are stored, what a trial does, and one worker's loop.
 
-A trial is the base config with sampled values, trained by `pipeline.training.main` (the same Trainer as
+A trial is the base config with sampled values, trained by `train.main` (the same Trainer as
 train.py) in its own run folder `<study dir>/trials/<name>/trialNNNN/`. Its objective is the
 final-epoch plain validation accuracy; every epoch's accuracy is reported to the pruner. A sampled
 network that breaks the `constraints` section is rejected before any data is loaded.
@@ -17,10 +17,10 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
+from checkpoint.provenance import hide_passwords
+from logger.keys import val_key
 from tuning.space import apply_values
 from utils.errors import ConfigError
-from utils.log_keys import val_key
-from utils.provenance import hide_passwords
 
 OBJECTIVE = val_key("accuracy")
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
@@ -103,7 +103,7 @@ def bind_study(study, name, base_config, space):
     started it with; a later worker whose config differs in what is trained (anything but where
     files go and how much is printed), in its epochs or in its space is refused in one line, so that
     trials of different recipes are never ranked together."""
-    from utils.resume_policy import config_changes, show_changes
+    from checkpoint.resume import config_changes, show_changes
 
     space_json = {key: optuna.distributions.distribution_to_json(d) for key, d in space.params.items()}
     mine = {"config": base_config, "space": space_json}
@@ -151,9 +151,10 @@ class SurplusTrial(Exception):
 
 def make_objective(base_config, space, trials_dir, n_trials):
     """base_config: the validated config dict (command-line overrides applied)."""
+    from checkpoint.saver import RunFiles
+    from config.parser import ConfigParser
     from model.spec import describe, format_checks
-    from parse_config import ConfigParser
-    from pipeline.training import main as train_main
+    from train import main as train_main
 
     def objective(trial):
         # Trial numbers are handed out atomically by the storage: a trial with n_trials counted ones
@@ -167,8 +168,9 @@ def make_objective(base_config, space, trials_dir, n_trials):
         config["trainer"].update(save_dir=str(trials_dir), report=False)
         if ahead:  # the layer summary (verbosity 2) once per study; each trial keeps its one-line verdict
             config["trainer"]["verbosity"] = min(1, config["trainer"]["verbosity"])
-        parsed = ConfigParser(config, run_id=f"trial{trial.number:04d}")
-        trial.set_user_attr("run_dir", str(parsed.run_dir))
+        parsed = ConfigParser(config)
+        files = RunFiles.of(parsed, run_id=f"trial{trial.number:04d}")
+        trial.set_user_attr("run_dir", str(files.run_dir))
         trial.set_user_attr("values", values)  # as written into the config (lists stay lists)
         _, failed = describe(
             parsed.init_obj("arch"),
@@ -184,11 +186,11 @@ def make_objective(base_config, space, trials_dir, n_trials):
 
         # a Ctrl-C goes on to optuna (which marks the trial failed) and tune.py, which says how to go on
         def record_folder(epoch, log):  # the folder the run claimed: trial0000_2 where trial0000 was taken
-            if epoch == 1 and str(parsed.run_dir) != trial.user_attrs.get("run_dir"):
-                trial.set_user_attr("run_dir", str(parsed.run_dir))
+            if epoch == 1 and str(files.run_dir) != trial.user_attrs.get("run_dir"):
+                trial.set_user_attr("run_dir", str(files.run_dir))
 
         callbacks = [record_folder, pruning_callback(trial, parsed["trainer"]["epochs"])]
-        history = train_main(parsed, epoch_callbacks=callbacks, resume_hint=False)
+        history = train_main(parsed, epoch_callbacks=callbacks, resume_hint=False, files=files)
         return history[-1][OBJECTIVE]
 
     return objective

@@ -1,3 +1,4 @@
+import contextlib
 import errno
 import signal
 import sys
@@ -63,3 +64,15 @@ def run_main(main, *args, interrupted=None, single_process=None):
             if signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN:  # ignored: the process is on its way out
                 signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+@contextlib.contextmanager
+def on_interrupt_say(say, hint):
+    """Ctrl-C or SIGTERM inside the block: `say("interrupted: <hint()>")` (or "stopped (SIGTERM): ...")
+    and exit with 130 / 143, a second interrupt ignored so that the line is never cut short."""
+    try:
+        yield
+    except KeyboardInterrupt as e:
+        ignore_further_interrupts()
+        say(f"{'stopped (SIGTERM)' if isinstance(e, Terminated) else 'interrupted'}: {hint()}")
+        raise SystemExit(exit_status(e)) from None

@@ -142,21 +142,22 @@ def resume_advice(run_dir):
     return f"the last finished epoch is saved: torchrun {flags} train.py --resume {shlex.quote(str(last))}"
 
 
-def run_group(config, device, body):
+def run_group(config, files, device, body):
     """Run `body(device)` as one process of torchrun's group and return what it returns. Joins the
-    group (device: the config's, resolved), names the run folder after rank 0's timestamp, and turns
+    group (device: the config's, resolved), names the run folder (files: the run's
+    checkpoint.saver.RunFiles) after rank 0's timestamp, and turns
     the ways a group ends into one line each: torchrun stopping this process (SIGTERM), a lost or
     silent peer (DistributedError with the resume command), a diverged loss (rank 0 prints it)."""
     device = init_distributed(device, config["trainer"]["dist_timeout"])
     previous = signal.getsignal(signal.SIGTERM)
 
     try:
-        config.run_dir = broadcast_object(config.run_dir)  # rank 0's timestamp names the folder
+        files.run_dir = broadcast_object(files.run_dir)  # rank 0's timestamp names the folder
 
         def stopped(signum, frame):  # torchrun stops the group when one process fails
             raise DistributedError(
                 f"rank {rank()}: stopped by torchrun (another process failed, or the job was cancelled); "
-                + resume_advice(config.run_dir)
+                + resume_advice(files.run_dir)
             )
 
         signal.signal(signal.SIGTERM, stopped)
@@ -179,7 +180,7 @@ def run_group(config, device, body):
             raise  # a bug, not a lost process: keep its traceback
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         reason = textwrap.shorten(first, 120, placeholder=" ...")  # whole words
-        advice = resume_advice(config.run_dir)
+        advice = resume_advice(files.run_dir)
         raise DistributedError(f"rank {rank()}: lost contact with the other processes ({reason}); {advice}") from None
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -43,7 +43,7 @@ class ReportError(UserError):
 class ArgumentError(ValueError):
     """A class of the project refuses the value of its argument `arg` (None: a combination of them).
     Not a UserError: the class does not know where the value came from. The config layer
-    (`parse_config.args_named`, around every object a config builds) names the key:
+    (`config.parser.args_named`, around every object a config builds) names the key:
     `<section>.args.<arg>: <message>`; called from Python, it is a ValueError like any other."""
 
     def __init__(self, arg, message):

@@ -2,8 +2,9 @@
 no coercion of "10" to 10 or of 8.5 to 8). `validate` returns the config with every default filled
 in, or raises a one-line ConfigError naming the key (nanoGPT-style). What depends on more than one
 key (the monitor against the metrics, the args of each "type" against its signature) is checked
-in parse_config.py."""
+in config/parser.py."""
 
+import copy
 import json
 import re
 from typing import Annotated, Any, Literal, NamedTuple
@@ -81,7 +82,7 @@ def _arg_error(key, expected, value):
 class DataLoaderSection(TypeArgs):
     """The data_loader section. `args.batch_size`, for a loader that takes one, is the global batch:
     an integer >= 1 (whether it fits the data and the processes of the run is checked when those are
-    known, in pipeline/training.py)."""
+    known, in trainer/preflight.py)."""
 
     @model_validator(mode="after")
     def _batch_size(self):
@@ -134,34 +135,6 @@ class ResizeSection(Section):
     until: Annotated[float, Field(gt=0, le=1)] = 0.5
 
 
-class SelectiveBackpropSection(Section):
-    """Selective backprop: score each batch with a forward pass without gradients, then train on
-    the `keep` fraction with the highest loss (the rest costs a forward pass only)."""
-
-    keep: Fraction = 0.5
-
-
-class NormSection(Section):
-    """The normalisation layers' parameters as a group of their own (trainer/optim.py): learning rate
-    = the schedule's x lr_scale; weight_decay (null: the optimizer's); BatchNorm momentum in
-    PyTorch's sense, the weight of each new batch (null: PyTorch's 0.1); freeze_scale: scales stay 1."""
-
-    lr_scale: Annotated[float, Field(gt=0)] = 1.0
-    weight_decay: Annotated[float, Field(ge=0)] | None = None
-    momentum: Annotated[float, Field(gt=0, le=1)] | None = None
-    freeze_scale: bool = False
-
-
-class LookaheadSection(Section):
-    """Lookahead (trainer/lookahead.py): every `every` steps a slow copy of the weights moves `alpha`
-    of the way to the trained ones, which restart from it; with ramp, the pull grows from nothing to
-    alpha as the cube of training progress, and the last step keeps the slow weights (airbench)."""
-
-    every: AtLeastOne = 5
-    alpha: Annotated[float, Field(gt=0, le=1)] = 0.226
-    ramp: bool = True
-
-
 class DistillSection(Section):
     """Knowledge distillation (trainer/distill.py): loss = (1 - alpha) x the criterion + alpha x T^2 x
     KL(teacher || student) at temperature T; the teacher is a checkpoint of the same classes, run on
@@ -184,7 +157,7 @@ class TrainerSection(Section):
     save_period: AtLeastOne = 10  # checkpoint-epochN.pth every this many epochs (last.pth: every epoch)
     verbosity: Literal[0, 1, 2] = 2  # 0 warnings, 1 info, 2 debug
     # "off", or "min <metric>" / "max <metric>" for model_best.pth (the metric is checked against the
-    # logged ones in parse_config.py, which knows the metrics)
+    # logged ones in config/parser.py, which knows the metrics)
     monitor: Annotated[str, AfterValidator(_monitor_text)] = "max val_accuracy"
     early_stop: Annotated[int, Field(ge=0)] = 0  # epochs without improvement of the monitor; 0: never stop early
     tensorboard: bool = True
@@ -199,9 +172,6 @@ class TrainerSection(Section):
     init: PathText | None = None  # a checkpoint or export whose weights a new run starts from (null: random)
     mix: MixSection | None = None  # null: no MixUp / CutMix
     progressive_resize: ResizeSection | None = None  # null: every epoch at full size
-    selective_backprop: SelectiveBackpropSection | None = None  # null: backward on every image
-    norm: NormSection | None = None  # null: normalisation layers train like every other weight
-    lookahead: LookaheadSection | None = None  # null: no lookahead
     distill: DistillSection | None = None  # null: the labels alone
 
 
@@ -232,10 +202,39 @@ class Config(Section):
     constraints: ConstraintsSection | None = None  # no section: no constraints (train.py says so)
 
 
+# Options that lost on record and were removed (docs/experiments.md keeps their rows and the commit
+# that last held each): a saved config with one of them off still loads; one that turns it on is refused.
+RETIRED = (
+    ("trainer", "selective_backprop"),
+    ("trainer", "norm"),
+    ("trainer", "lookahead"),
+    ("arch", "args", "whiten"),
+    ("arch", "args", "dirac"),
+)
+
+
+def drop_retired(config):
+    """`config` without the RETIRED keys that are off (null or false); ConfigError for one that is on."""
+    config = copy.deepcopy(config)
+    for *parents, key in RETIRED:
+        node = config
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or key not in node:
+            continue
+        if node[key] not in (None, False):
+            raise ConfigError(
+                f"{'.'.join((*parents, key))}: this option was removed (it did not beat the recipe: "
+                "docs/experiments.md); delete the key"
+            )
+        del node[key]
+    return config
+
+
 def validate(config):
     """`config` (a dict from JSON) with defaults filled in; ConfigError on the first bad key."""
     try:
-        return Config.model_validate(config).model_dump()
+        return Config.model_validate(drop_retired(config)).model_dump()
     except ValidationError as e:
         raise ConfigError(_message(e.errors()[0])) from None
 
@@ -285,6 +284,19 @@ def _section(loc):
         annotation = model.model_fields[key].annotation
         model = next(a for a in (annotation, *getattr(annotation, "__args__", ())) if isinstance(a, type))
     return model
+
+
+# trainer options that cannot be combined: (key, others, what the two would do to each other)
+EXCLUSIVE = (
+    ("swa", ("ema",), "both choose the weights that are evaluated and saved"),
+    ("distill", ("mix",), "it changes the batch or its targets after the teacher has seen it"),
+)
+
+
+def check_combinations(trainer_cfg):
+    """One line for the first pair of EXCLUSIVE options that are both on."""
+    for key, others, why in EXCLUSIVE:
+        refuse_combined(trainer_cfg, key, others, why)
 
 
 def refuse_combined(trainer_cfg, key, others, why):

@@ -1,7 +1,7 @@
 """Resume policy: what a resumed run may change, and every check of a checkpoint before a resume
-loads it (the checkpoint's schema is utils/checkpoint.py's)."""
+loads it (the checkpoint's schema is checkpoint/schema.py's)."""
 
-from utils.checkpoint import data_mismatch, is_full, keys_of
+from checkpoint.schema import data_mismatch, is_full, keys_of
 from utils.errors import CheckpointError, ConfigError
 
 # config keys a resumed run may change: where files go and how much is printed, not what is trained
@@ -33,9 +33,14 @@ def _flatten(tree, prefix=""):
 
 
 def config_changes(saved, now):
-    """[(key path, saved value, new value)] of the keys a resumed run may not change."""
+    """[(key path, saved value, new value)] of the keys a resumed run may not change. A key the saved
+    config has off (null or false) and the new one lacks is an option removed since (config.schema.RETIRED),
+    not a change."""
     was, new = _flatten(saved), _flatten(now)
-    keys = sorted(k for k in was.keys() | new.keys() if was.get(k) != new.get(k) and k not in MAY_DIFFER_ON_RESUME)
+    retired = {k for k, v in was.items() if k not in new and v in (None, False)}
+    keys = sorted(
+        k for k in was.keys() | new.keys() if was.get(k) != new.get(k) and k not in MAY_DIFFER_ON_RESUME | retired
+    )
     return [(k, was.get(k), new.get(k)) for k in keys]
 
 
@@ -58,7 +63,7 @@ def require_full(saved, path):
 def check_resumable(saved, now, path):
     """Every check of a resume, before anything is loaded: `saved` is the checkpoint, `now` the one
     this run would write (make_checkpoint's entries). One line per problem; returns the warnings.
-    The kinds of the entries were checked when the file was loaded (utils.checkpoint.check_contents)."""
+    The kinds of the entries were checked when the file was loaded (checkpoint.schema.check_contents)."""
     require_full(saved, path)
     for key in ("epoch", "monitor_best"):
         if saved.get(key) is None:

@@ -71,3 +71,20 @@ def base_argparser(description):
     parser.add_argument("-c", "--config", default=None, help="config file path (default: the checkpoint's config)")
     parser.add_argument("-r", "--resume", default=None, help="path of a checkpoint to resume from")
     return parser
+
+
+# --fast_dev_run: one epoch of two training and two validation batches through every step of a run
+FAST_DEV_RUN = {("trainer", "epochs"): 1, ("trainer", "limit_batches"): 2, ("trainer", "swa"): None}
+
+
+def train_argparser():
+    """train.py's flags: -c / --resume, the overrides, --allow_spec_violation and --fast_dev_run."""
+    parser = base_argparser("Train a compact dilated CNN on CIFAR-10")
+    add_override_flags(parser)
+    parser.add_argument(
+        "--allow_spec_violation", action="store_true", help="train even if the network breaks the constraints section"
+    )
+    parser.add_argument(
+        "--fast_dev_run", action="store_true", help="check the whole pipeline on 2 training and 2 validation batches"
+    )
+    return parser

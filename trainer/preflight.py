@@ -1,0 +1,185 @@
+"""The checks of a run, before its folder exists: a run that fails one writes nothing. train.py
+calls them as two named steps around reading the data: `check_config` (what the config alone
+decides, in seconds) and `check_run` (the data, the network and the constraints together); the
+probe step (trainer/probe.py) then tries one real step on a copy."""
+
+import torch
+
+from base.base_model import num_params
+from checkpoint.resume import require_full
+from checkpoint.schema import check_network_fits, data_mismatch, load_checkpoint, load_model_state, saved_entries
+from logger import get_logger
+from model.spec import describe, format_checks
+from model.trace import receptive_field, trace
+from trainer.schedulers import dry_run
+from trainer.swa import check_swa
+from utils import ConfigError, SpecError, distributed
+from utils.paths import file_sha256
+
+
+def check_config(config):
+    """What the config (and a resumed checkpoint) decide alone, before the network or the data are
+    built: the kind of resume file and whether its network fits, SWA, the loss and lr, the batch."""
+    logger = get_logger("train")
+    if config.resume:  # the kind of file first, then whether its weights fit
+        require_full(config.resume_checkpoint, config.resume)
+        check_network_fits(config, saved_entries(config.resume_checkpoint), config.resume)
+    check_swa(config["trainer"])
+    check_loss_and_lr(config, logger)
+    if not config.resume:
+        note_short_schedule(config, logger)
+    check_batch_size(config["data_loader"]["args"].get("batch_size"), distributed.world_size())
+
+
+def check_run(config, model, data_loader, init_classes, steps, allow_spec_violation=False):
+    """The data, the network and the constraints together, once the data is read: the batch fits
+    the data, the network gives one logit per class, trainer.init's classes are the data's, the
+    C1..C4 rules hold and the schedule steps. Returns the network's summary (the report shows it)."""
+    check_batch_size(config["data_loader"]["args"].get("batch_size"), distributed.world_size(), data_loader)
+    check_logits(model, data_loader)
+    check_init_classes(config["trainer"].get("init"), init_classes, data_loader)
+    summary = check_spec(config, model, data_loader, allow_spec_violation, get_logger("train"))
+    dry_run(config, steps_per_epoch=steps)  # values a scheduler refuses only when it steps
+    return summary
+
+
+def micro_batch(config):
+    """The loader's batch size under trainer.accumulate ({} without it): batch_size / accumulate, so
+    that the global batch of one optimizer step stays batch_size."""
+    k, batch_size = config["trainer"]["accumulate"], config["data_loader"]["args"].get("batch_size")
+    if k == 1 or batch_size is None:
+        return {}
+    if batch_size % k:
+        raise ConfigError(
+            f"trainer.accumulate: {k} does not divide data_loader.args.batch_size {batch_size} (each optimizer step "
+            "sums the gradients of batch_size / accumulate images k times)"
+        )
+    return {"batch_size": batch_size // k}
+
+
+def check_batch_size(batch_size, world, data_loader=None):
+    """What the schema cannot know about data_loader.args.batch_size (an integer >= 1 there): that it
+    splits over the run's processes, and, once the data is read, that it holds one batch per epoch."""
+    if batch_size is None:  # a loader without a batch_size argument
+        return
+    if world > 1 and batch_size % world:
+        raise ConfigError(
+            f"data_loader.args.batch_size: the global batch {batch_size} does not split evenly "
+            f"over {world} processes; use a multiple of {world}"
+        )
+    if data_loader is not None and data_loader.batch_sampler.batch_size > len(data_loader.dataset):
+        raise ConfigError(
+            f"data_loader.args.batch_size: {batch_size} is more than the "
+            f"{len(data_loader.dataset)} training images: not one batch per epoch"
+        )
+
+
+def note_short_schedule(config, logger):
+    """One line when --epochs asks for far fewer epochs than the config's recipe was made for: its
+    warm-up, learning-rate peak and resizing are sized for its own length."""
+    epochs, recipe = config["trainer"]["epochs"], getattr(config, "recipe_epochs", None)
+    if isinstance(recipe, int) and epochs * 4 <= recipe and config["trainer"]["limit_batches"] is None:
+        logger.warning(
+            f"note: {epochs} epoch{'s' if epochs != 1 else ''} of a recipe made for {recipe}: its schedule "
+            "(warm-up, learning-rate peak, "
+            "image resizing) is sized for that length, so expect far less than its accuracy"
+        )
+
+
+def check_loss_and_lr(config, logger):
+    """Values the classes accept but that cannot be meant: a label smoothing outside [0, 1] (an
+    anti-smoothed or inverted target) is one line; a learning rate of 0 trains nothing, said in a note."""
+    smoothing = config["loss"]["args"].get("label_smoothing")
+    if smoothing is not None and not 0 <= smoothing <= 1:
+        raise ConfigError(f"loss.args.label_smoothing: expected a fraction from 0 to 1, got {smoothing}")
+    lr = config["optimizer"]["args"].get("lr")
+    if lr is not None and lr == 0:
+        logger.warning("note: optimizer.args.lr is 0: the weights will not move (the schedule scales the lr, from 0)")
+
+
+def check_logits(model, data_loader):
+    """The network returns one tensor of logits, (batch, one per class of the data), for a batch of
+    two (a batch of one is refused by BatchNorm in training mode; the probe step runs it)."""
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.zeros(2, 3, *data_loader.image_size))
+    model.train()
+    if not torch.is_tensor(out) or out.dim() != 2 or out.shape[0] != 2:
+        what = f"a tensor of shape {tuple(out.shape)}" if torch.is_tensor(out) else f"a {type(out).__name__}"
+        raise ConfigError(
+            f"arch.type: {type(model).__name__}.forward returns {what}; the trainer expects one tensor of "
+            "logits, (batch, classes)"
+        )
+    outputs = out.shape[-1]
+    classes = list(data_loader.classes)
+    if len(classes) != outputs:  # fewer: a class folder is missing, and its outputs would never be trained
+        shown = ", ".join(classes) if len(classes) <= 12 else ", ".join(classes[:12]) + ", ..."
+        raise ConfigError(
+            f"arch.args.num_classes: the network has {outputs} outputs, but the data holds "
+            f"{len(classes)} classes ({shown}); set it to {len(classes)} or add the missing class folders"
+        )
+
+
+def init_weights(model, config, logger):
+    """A new run with trainer.init starts from that file's weights (a full checkpoint or an export of
+    the same network); returns the classes it was trained on (None without trainer.init or on resume,
+    which loads its own weights). A missing file or one of another network is one line."""
+    path = config["trainer"].get("init")
+    if not path or config.resume:
+        return None
+    ckpt = load_checkpoint(path)
+    load_model_state(model, ckpt, path)
+    logger.info(
+        f"Weights: start from {path} (sha256 {file_sha256(path)[:12]}..., epoch {saved_entries(ckpt).epoch} of its run)"
+    )
+    return saved_entries(ckpt).classes
+
+
+def check_init_classes(path, classes, data_loader):
+    problem = data_mismatch(classes, None, data_loader.classes, None)
+    if problem:
+        raise ConfigError(f"trainer.init: {path} was {problem}")
+
+
+def check_spec(config, model, data_loader, allow_spec_violation, logger):
+    """The C1C2C3C4 rules (`constraints`) judged on what the network computes at the data's image size:
+    the layer summary and tables once per run (verbosity 2), one line always, and a SpecError for a
+    broken rule unless allowed. Returns the summary (the report shows it)."""
+    constraints = config["constraints"]
+    input_size = (1, 3, *data_loader.image_size)  # the data's size, not an assumed 32x32
+    summary, failed = describe(
+        model, constraints, input_size=input_size, augmentations=config["data_loader"]["args"].get("augmentations")
+    )
+    if not config.resume:
+        logger.debug(summary)
+    verdict = (
+        "no constraints section"
+        if not constraints
+        else "every rule passes"
+        if not failed
+        else "breaks " + ", ".join(c.rule for c in failed)
+    )
+    logger.info(
+        f"Network: {type(model).__name__}, {num_params(model):,} parameters, receptive field "
+        f"{receptive_field(trace(model, input_size))} at {input_size[3]}x{input_size[2]}; constraints: {verdict}"
+    )
+    if failed:
+        if constraints["enforce"] and not allow_spec_violation:
+            raise SpecError(
+                "the network breaks the spec (--allow_spec_violation, or constraints.enforce false, trains it "
+                "anyway):\n" + format_checks(failed)
+            )
+        logger.warning("the network breaks the spec; training anyway as asked")
+    return summary
+
+
+def place_network(model, config, device):
+    """The checked network made ready to train: SyncBatchNorm if asked (CUDA only), on `device`."""
+    if config["trainer"]["sync_bn"] and distributed.is_distributed():
+        if device.type != "cuda":
+            raise ConfigError(
+                "trainer.sync_bn: SyncBatchNorm works on CUDA only; on the CPU leave it false "
+                "(BatchNorm statistics are then averaged over the processes after every epoch)"
+            )
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return model.to(device)

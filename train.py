@@ -12,6 +12,7 @@ import model.metric as module_metric
 from checkpoint.saver import RunFiles
 from config.overrides import FAST_DEV_RUN, train_argparser
 from config.parser import ConfigParser
+from config.schedules import build_lr_scheduler, dry_run
 from deploy.cam import mistake_cams_for
 from deploy.loading import load_teacher
 from logger import get_logger, setup_logging
@@ -19,7 +20,6 @@ from trainer import Trainer, preflight
 from trainer.loops import optimizer_steps
 from trainer.optim import build_optimizer
 from trainer.probe import probe_step
-from trainer.schedulers import build_lr_scheduler
 from utils import distributed, resolve_device, seed_everything
 from utils.cli import on_interrupt_say, run_main
 
@@ -34,7 +34,8 @@ def build(config, device, files, allow_spec_violation=False, epoch_callbacks=())
     data_loader = config.init_obj("data_loader", **preflight.micro_batch(config))
     valid_data_loader = data_loader.split_validation()
     steps = optimizer_steps(data_loader, config["trainer"])  # per epoch: one per trainer.accumulate batches
-    summary = preflight.check_run(config, model, data_loader, init_classes, steps, allow_spec_violation)
+    summary = preflight.check_run(config, model, data_loader, init_classes, allow_spec_violation)
+    dry_run(config, steps_per_epoch=steps)  # values a scheduler refuses only when it steps
     model = preflight.place_network(model, config, device)
     criterion, metrics = config.init_obj("loss"), module_metric.build_metrics(config["metrics"])
     optimizer = build_optimizer(config, model)

@@ -16,6 +16,7 @@ from config.overrides import add_override_flags, overrides_from_args
 from config.parser import ConfigParser
 from config.reading import load_config
 from logger import setup_logging
+from train import main as train_main
 from tuning.results import format_table, write_results
 from tuning.space import load_space
 from tuning.study import bind_study, log, make_objective, open_storage, open_study, run_worker, shown, study_dir
@@ -63,7 +64,7 @@ def main(args):
         f"Study {name!r} in {shown(url)}: {len(space.params)} parameters, {args.trials} trials in all "
         f"(shared with every worker on this storage); results in {out_dir}/"
     )
-    run_worker(study, make_objective(base, space, out_dir / "trials", args.trials), args.trials, url)
+    run_worker(study, make_objective(base, space, out_dir / "trials", args.trials, train_main), args.trials, url)
     setup_logging(None, 1)
     rows, found, plots = write_results(study, space, user_config, out_dir, args.config, base)
     log.info(format_table(rows, space))

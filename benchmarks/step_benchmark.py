@@ -26,6 +26,7 @@ from torchinfo import summary
 import model.metric as module_metric
 from config.parser import ConfigParser
 from config.reading import load_config
+from config.schedules import schedule_epochs
 from deploy.loading import load_teacher
 from trainer.batch_tricks import BatchTricks
 from trainer.distill import Distiller
@@ -34,7 +35,6 @@ from trainer.hooks import EmaUpdate
 from trainer.loops import evaluate, train_one_epoch
 from trainer.optim import build_optimizer
 from trainer.precision import Precision
-from trainer.swa import schedule_epochs
 from utils.cli import run_main
 
 

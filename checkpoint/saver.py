@@ -3,13 +3,13 @@
 provenance.json in it, and the checkpoints by one save policy, each written atomically with Ctrl-C
 held back. What a checkpoint holds is checkpoint/schema.py; what a resume checks is checkpoint/resume.py."""
 
+import logging
 import shlex
 from datetime import datetime
 from pathlib import Path
 
 from checkpoint.provenance import record_provenance
 from checkpoint.run_folder import make_run_dir, release
-from logger import get_logger
 from utils.errors import CheckpointError
 from utils.paths import interrupts_deferred, save_atomic
 
@@ -22,7 +22,7 @@ class RunFiles:
 
     def __init__(self, run_dir, resume=None, save_period=10):
         self.run_dir, self.resume, self.save_period = Path(run_dir), resume, save_period
-        self.logger = get_logger("trainer")
+        self.logger = logging.getLogger("trainer")
         self._lock = None
 
     @classmethod

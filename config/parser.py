@@ -22,15 +22,15 @@ from checkpoint.schema import load_checkpoint
 from config.overrides import overrides_from_args
 from config.reading import load_config
 from config.registry import SECTIONS, resolve
+from config.schedules import check_monitor, schedule_of
 from config.schema import check_combinations, parse_monitor, validate
 from logger.keys import LOSS, val_key
 from model.metric import metric_specs
-from trainer.schedulers import check_monitor, schedule_of
 from utils.errors import ArgumentError, CheckpointError, ConfigError
 from utils.signature import check_call_args
 
 # Arguments that the code passes itself, so the config must not (and need not) give them; a
-# scheduler's own (epochs, steps_per_epoch, ...) are in its row of trainer.schedulers.SCHEDULES.
+# scheduler's own (epochs, steps_per_epoch, ...) are in its row of config.schedules.SCHEDULES.
 PROVIDED_ARGS = {"optimizer": {"params"}, "lr_scheduler": {"optimizer"}}
 
 

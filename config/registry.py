@@ -7,8 +7,8 @@ import types
 import torch
 
 import model.loss
-import trainer.schedulers
 from base import BaseDataLoader, BaseModel
+from config import schedules
 from data_loader.data_loaders import Cifar10DataLoader
 from model.model import DilatedNet
 from model.stagenet import StageNet
@@ -25,7 +25,7 @@ SECTIONS = {
     "arch": [ARCHS],
     "data_loader": [DATA_LOADERS],
     "optimizer": [torch.optim],
-    "lr_scheduler": [trainer.schedulers, torch.optim.lr_scheduler],
+    "lr_scheduler": [schedules, torch.optim.lr_scheduler],
     "loss": [model.loss, torch.nn],
 }
 

@@ -223,7 +223,7 @@ def test_missing_and_broken_config_files(tmp_path):
 
 def test_one_cycle_gets_its_schedule_from_the_run(config):
 
-    from trainer import build_lr_scheduler
+    from config.schedules import build_lr_scheduler
 
     parsed = parse(config, trainer__epochs=3, trainer__swa=None)
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=parsed["optimizer"]["args"]["lr"])
@@ -238,7 +238,7 @@ def test_one_cycle_gets_its_schedule_from_the_run(config):
 
 def test_one_cycle_too_short_for_its_warm_up_is_a_config_error(config):
 
-    from trainer import build_lr_scheduler
+    from config.schedules import build_lr_scheduler
 
     parsed = parse(config, trainer__epochs=1)
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
@@ -316,7 +316,7 @@ def test_set_overrides_any_key_and_the_schema_checks_its_type(config, tmp_path, 
 def test_a_value_a_class_refuses_is_named_by_its_config_key(config, tiny_folder, section, edit, message):
     """The classes name only their argument (ArgumentError); the config layer adds the key path."""
 
-    from trainer.schedulers import build_lr_scheduler
+    from config.schedules import build_lr_scheduler
 
     config["data_loader"]["args"].update(data_dir=str(tiny_folder), download=False, batch_size=8)
     config["trainer"]["epochs"] = 2

@@ -8,9 +8,10 @@ import torch
 
 from config.parser import ConfigParser
 from config.reading import load_config
+from config.schedules import SCHEDULES, Schedule, build_lr_scheduler
 from config.schema import parse_monitor
 from conftest import REPO, assert_one_line_error, run_cli, tiny_config
-from trainer.schedulers import SCHEDULES, Schedule, SchedulerStepper, build_lr_scheduler
+from trainer.schedulers import SchedulerStepper
 from utils.errors import ConfigError
 
 
@@ -98,7 +99,7 @@ def test_a_scheduler_is_one_line_of_the_table(monkeypatch):
     ],
 )
 def test_a_schedule_that_fails_when_stepped_is_refused_before_training(scheduler, message):
-    from trainer.schedulers import dry_run
+    from config.schedules import dry_run
 
     config = load_config(REPO / "config.json")
     config["lr_scheduler"] = scheduler
@@ -109,11 +110,11 @@ def test_a_schedule_that_fails_when_stepped_is_refused_before_training(scheduler
 
 
 def test_the_schedule_check_of_a_huge_run_stops_at_its_step_limit(monkeypatch):
-    from trainer.schedulers import dry_run
+    from config.schedules import dry_run
 
     config = load_config(REPO / "config.json")
     config["trainer"]["epochs"] = 10_000_000  # 1.76 G steps of OneCycle: checked as far as DRY_RUN_STEPS
-    monkeypatch.setattr("trainer.schedulers.DRY_RUN_STEPS", 1000)
+    monkeypatch.setattr("config.schedules.DRY_RUN_STEPS", 1000)
     stepped = []
     monkeypatch.setattr("torch.optim.SGD.step", lambda self, *a: stepped.append(1))
     dry_run(ConfigParser(config), steps_per_epoch=176)

@@ -148,7 +148,7 @@ def test_swa_lr_holds_a_constant_rate_once_the_schedule_has_run(tmp_path, tiny_f
 
 
 def test_swa_start_as_a_fraction_follows_the_epochs():
-    from trainer.swa import schedule_epochs, swa_start
+    from config.schedules import schedule_epochs, swa_start
 
     cfg = {"swa": {"start": 0.834, "lr": 0.015}}
     assert [swa_start({**cfg, "epochs": e}) for e in (240, 120, 6, 1)] == [201, 101, 6, 2]

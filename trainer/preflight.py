@@ -11,7 +11,6 @@ from checkpoint.schema import check_network_fits, data_mismatch, load_checkpoint
 from logger import get_logger
 from model.spec import describe, format_checks
 from model.trace import receptive_field, trace
-from trainer.schedulers import dry_run
 from trainer.swa import check_swa
 from utils import ConfigError, SpecError, distributed
 from utils.paths import file_sha256
@@ -31,16 +30,14 @@ def check_config(config):
     check_batch_size(config["data_loader"]["args"].get("batch_size"), distributed.world_size())
 
 
-def check_run(config, model, data_loader, init_classes, steps, allow_spec_violation=False):
+def check_run(config, model, data_loader, init_classes, allow_spec_violation=False):
     """The data, the network and the constraints together, once the data is read: the batch fits
-    the data, the network gives one logit per class, trainer.init's classes are the data's, the
-    C1..C4 rules hold and the schedule steps. Returns the network's summary (the report shows it)."""
+    the data, the network gives one logit per class, trainer.init's classes are the data's and the
+    C1..C4 rules hold. Returns the network's summary (the report shows it)."""
     check_batch_size(config["data_loader"]["args"].get("batch_size"), distributed.world_size(), data_loader)
     check_logits(model, data_loader)
     check_init_classes(config["trainer"].get("init"), init_classes, data_loader)
-    summary = check_spec(config, model, data_loader, allow_spec_violation, get_logger("train"))
-    dry_run(config, steps_per_epoch=steps)  # values a scheduler refuses only when it steps
-    return summary
+    return check_spec(config, model, data_loader, allow_spec_violation, get_logger("train"))
 
 
 def micro_batch(config):

@@ -3,31 +3,13 @@ epoch `start` on, the weights at the end of each epoch join an equal-weight aver
 BatchNorm statistics are recomputed on training batches (the average of the weights is a network whose
 activations no earlier set of statistics describes). The schedule stays the config's."""
 
-import math
 from itertools import islice
 
 import torch
 from torch.optim.swa_utils import AveragedModel, update_bn
 
+from config.schedules import swa_start
 from utils.errors import ConfigError
-
-
-def swa_start(trainer_cfg):
-    """The first averaged epoch of trainer.swa: `start` itself, or for a fraction the epoch after that
-    share of trainer.epochs and after at least one trained epoch (so a 1-epoch run averages nothing);
-    None without trainer.swa."""
-    swa = trainer_cfg.get("swa")
-    if not swa:
-        return None
-    start = swa["start"]
-    return start if isinstance(start, int) else max(2, math.floor(start * trainer_cfg["epochs"]) + 1)
-
-
-def schedule_epochs(trainer_cfg):
-    """The epochs the lr schedule and progressive resizing span: all of them, or with trainer.swa.lr
-    set, those before the first averaged epoch (the averaged epochs hold the learning rate at swa.lr)."""
-    swa = trainer_cfg.get("swa")
-    return swa_start(trainer_cfg) - 1 if swa and swa.get("lr") else trainer_cfg["epochs"]
 
 
 def holds_lr(trainer_cfg, epoch):

@@ -4,6 +4,7 @@ import torch
 
 from base import BaseTrainer
 from base.base_data_loader import close_workers
+from config.schedules import schedule_epochs, swa_start
 from logger import attach_run_log
 from logger.format import format_log
 from logger.keys import EPOCH_TIME, LR, describe_duration, training_seconds, val_key
@@ -18,7 +19,7 @@ from trainer.loops import Limited, evaluate, train_one_epoch
 from trainer.precision import Precision
 from trainer.progress import Progress
 from trainer.schedulers import SchedulerStepper
-from trainer.swa import build_swa, holds_lr, schedule_epochs, swa_start, swa_update
+from trainer.swa import build_swa, holds_lr, swa_update
 from utils import distributed
 
 

@@ -1,7 +1,7 @@
 """Optuna studies: where they are stored, what a trial does, and one worker's loop.
 
-A trial is the base config with sampled values, trained by `train.main` (the same Trainer as
-train.py) in its own run folder `<study dir>/trials/<name>/trialNNNN/`. Its objective is the
+A trial is the base config with sampled values, trained by train.py's `main` (make_objective is
+given it) in its own run folder `<study dir>/trials/<name>/trialNNNN/`. Its objective is the
 final-epoch plain validation accuracy; every epoch's accuracy is reported to the pruner. A sampled
 network that breaks the `constraints` section is rejected before any data is loaded.
 """
@@ -149,12 +149,12 @@ class SurplusTrial(Exception):
     """Raised (and caught) when other workers filled the study's budget while this trial was created."""
 
 
-def make_objective(base_config, space, trials_dir, n_trials):
-    """base_config: the validated config dict (command-line overrides applied)."""
+def make_objective(base_config, space, trials_dir, n_trials, train_main):
+    """base_config: the validated config dict (command-line overrides applied); train_main: train.py's
+    `main`, which trains each trial as train.py would."""
     from checkpoint.saver import RunFiles
     from config.parser import ConfigParser
     from model.spec import describe, format_checks
-    from train import main as train_main
 
     def objective(trial):
         # Trial numbers are handed out atomically by the storage: a trial with n_trials counted ones

@@ -59,3 +59,36 @@ def test_an_epoch_without_batches_is_an_error():
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.raises(TrainingError, match="the training loader gave no batch"):
         train_one_epoch(model, torch.nn.CrossEntropyLoss(), [], optimizer, [], torch.device("cpu"))
+
+
+def test_a_step_hook_changes_the_loss_target_but_not_the_metrics_and_runs_after_each_step():
+    """The guide's worked example (a label-noise hook): batch() gives the loss its targets, the metrics
+    compare with the labels as loaded, after_step() runs once per optimizer step."""
+    from model.metric import accuracy
+    from trainer.hooks import StepHook
+
+    class LabelNoise(StepHook):
+        def __init__(self, p, num_classes):
+            self.p, self.num_classes, self.steps = p, num_classes, 0
+
+        def batch(self, images, target):
+            flip = torch.rand(len(target), device=target.device) < self.p
+            return images, torch.where(flip, torch.randint_like(target, self.num_classes), target)
+
+        def after_step(self, model):
+            self.steps += 1
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    batches = [(torch.randn(6, 4), torch.tensor([0, 1, 2, 0, 1, 2])) for _ in range(4)]
+    seen = []
+    criterion = lambda output, target: seen.append(target.clone()) or torch.nn.functional.cross_entropy(output, target)  # noqa: E731
+    noise = LabelNoise(1.0, 3)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # lr 0: the metric below is of fixed weights
+    log = train_one_epoch(
+        model, criterion, [accuracy], optimizer, batches, torch.device("cpu"), hooks=[noise], accumulate=2
+    )
+    assert noise.steps == 2  # 4 batches, one step per 2
+    assert any(not torch.equal(t, batches[0][1]) for t in seen)  # the loss saw the noisy labels
+    plain = sum(int((model(x).argmax(1) == y).sum()) for x, y in batches) / 24 * 100
+    assert log["accuracy"] == pytest.approx(plain)  # the metric saw the labels as loaded

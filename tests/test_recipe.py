@@ -85,6 +85,8 @@ def test_ema_is_what_is_validated_saved_and_tested(tricked, tiny_folder, tmp_pat
     assert "Weights evaluated and saved: the EMA of the weights (decay 0.5" in proc.stdout
     assert re.search(r"val_accuracy_raw *: \d+\.\d\d", proc.stdout)  # the raw weights, on their own line
     assert re.findall(r"image_size +: (\d+)", proc.stdout) == ["16", "32"]
+    # said once, at the first small epoch: validation runs at full size while training images are small
+    assert proc.stdout.count("note: epoch 1 trains on 16-px images (progressive resizing) and validates at 32 px") == 1
     ckpt = load_checkpoint(run_dir / "last.pth")
     assert ckpt["format_version"] == FORMAT_VERSION
     assert int(ckpt["ema_updates"]) == 2 * 5  # 2 epochs of 5 batches: one update per step

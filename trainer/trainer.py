@@ -7,7 +7,7 @@ from base.base_data_loader import close_workers
 from config.schedules import schedule_epochs, swa_start
 from logger import attach_run_log
 from logger.format import format_log
-from logger.keys import EPOCH_TIME, LR, describe_duration, training_seconds, val_key
+from logger.keys import EPOCH_TIME, IMAGE_SIZE, LR, describe_duration, training_seconds, val_key
 from logger.keys import tta as log_tta
 from logger.run_report import write_final_report
 from model.tta import LABELS
@@ -285,9 +285,21 @@ class Trainer(BaseTrainer):
         log[LR] = lr
         log.update(schedule)
         log[EPOCH_TIME] = round(sum(self.epoch_seconds[-1]), 1)
+        self._note_small_images(epoch, log)
         if constant_lr is None:
             self.stepper.after_epoch(log)
         return log
+
+    def _note_small_images(self, epoch, log):
+        """Once per process: while progressive resizing trains on smaller images, validation runs at
+        full size, where the network has not learnt yet to see; a low val_accuracy then is expected."""
+        size, full = log.get(IMAGE_SIZE), self.data_loader.image_size[0]
+        if size is not None and size < full and not getattr(self, "_said_small", False):
+            self._said_small = True
+            self.logger.info(
+                f"note: epoch {epoch} trains on {size}-px images (progressive resizing) and validates at {full} px, "
+                "so val_accuracy can sit far below accuracy until the training images reach full size"
+            )
 
     def _clock(self):
         """Wall time once the device has finished its queued work."""

@@ -53,15 +53,15 @@ def main(config, allow_spec_violation=False, epoch_callbacks=(), resume_hint=Tru
     resume_hint: on Ctrl-C or SIGTERM print how to resume and exit (False: the KeyboardInterrupt goes
     on to the caller, e.g. the tuner); files: where it writes (default: RunFiles.of(config)). Under
     torchrun: one process per device; rank 0 writes the files."""
-    device, files = resolve_device(config["device"]), files or RunFiles.of(config)
+    device, files = resolve_device(config.device), files or RunFiles.of(config)
     run = functools.partial(_run, config, files=files, allow_spec_violation=allow_spec_violation,
                             epoch_callbacks=epoch_callbacks, resume_hint=resume_hint)  # fmt: skip
     return distributed.run_group(config, files, device, run) if distributed.launched_by_torchrun() else run(device)
 
 
 def _run(config, device, files, allow_spec_violation, epoch_callbacks, resume_hint):
-    setup_logging(None, config["trainer"]["verbosity"] if distributed.is_main() else 0)
-    seed_everything(config["seed"])
+    setup_logging(None, config.trainer.verbosity if distributed.is_main() else 0)
+    seed_everything(config.seed)
     trainer, summary = build(config, device, files, allow_spec_violation, epoch_callbacks)
     try:
         with (
@@ -70,7 +70,7 @@ def _run(config, device, files, allow_spec_violation, epoch_callbacks, resume_hi
             else contextlib.nullcontext()
         ):
             history = trainer.train()
-        if config["trainer"]["report"] and distributed.is_main():
+        if config.trainer.report and distributed.is_main():
             trainer.report(summary, mistake_cams_for(trainer.eval_model, trainer.data_loader.stats))
     finally:
         trainer.close_loaders()

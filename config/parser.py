@@ -23,7 +23,7 @@ from config.overrides import overrides_from_args
 from config.reading import load_config
 from config.registry import SECTIONS, resolve
 from config.schedules import check_monitor, schedule_of
-from config.schema import check_combinations, parse_monitor, validate
+from config.schema import Config, check_combinations, parse, parse_monitor
 from logger.keys import LOSS, val_key
 from model.metric import metric_specs
 from utils.errors import ArgumentError, CheckpointError, ConfigError
@@ -75,7 +75,8 @@ class ConfigParser:
         for path, value in (modification or {}).items():
             set_key_path(config, path, value)
         _check_finite(config)
-        self._config = validate(config)
+        self.typed = parse(config)  # config.trainer.swa.start reads it
+        self._config = self.typed.model_dump()  # config["trainer"]["swa"]["start"] reads this plain copy
         check_combinations(self._config["trainer"])
         self.monitor = parse_monitor(self._config["trainer"]["monitor"])  # the one parse of trainer.monitor
         self._check_objects()
@@ -146,6 +147,12 @@ class ConfigParser:
 
     def __getitem__(self, name):
         return self._config[name]
+
+    def __getattr__(self, name):
+        """A section of the typed config (config/schema.py), as attributes: `config.trainer.epochs`."""
+        if name in Config.model_fields and "typed" in self.__dict__:
+            return getattr(self.typed, name)
+        raise AttributeError(name)
 
     @property
     def config(self):

@@ -231,12 +231,18 @@ def drop_retired(config):
     return config
 
 
-def validate(config):
-    """`config` (a dict from JSON) with defaults filled in; ConfigError on the first bad key."""
+def parse(config):
+    """`config` (a dict from JSON) as the typed Config, defaults filled in; ConfigError on the first
+    bad key."""
     try:
-        return Config.model_validate(drop_retired(config)).model_dump()
+        return Config.model_validate(drop_retired(config))
     except ValidationError as e:
         raise ConfigError(_message(e.errors()[0])) from None
+
+
+def validate(config):
+    """`config` (a dict from JSON) with defaults filled in, as a plain dict; ConfigError on the first bad key."""
+    return parse(config).model_dump()
 
 
 BOUNDS = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}

@@ -571,3 +571,12 @@ def test_a_bug_in_a_models_init_keeps_its_traceback(monkeypatch):
     parsed = ConfigParser(config)
     with pytest.raises(ConfigError, match=r"optimizer.args: SGD refused a value \(ValueError: Invalid learning rate"):
         parsed.init_obj("optimizer", [__import__("torch").nn.Parameter(__import__("torch").zeros(1))])
+
+
+def test_the_parsed_config_reads_as_typed_attributes_and_as_a_plain_dict(config):
+    parsed = parse(config)
+    assert parsed.trainer.swa.start == parsed["trainer"]["swa"]["start"] == config["trainer"]["swa"]["start"]
+    assert parsed.trainer.epochs == config["trainer"]["epochs"] and parsed.arch.type == "DilatedNet"
+    assert parsed.trainer.ema is None and parsed.seed == config["seed"]
+    with pytest.raises(AttributeError):
+        parsed.trainers  # noqa: B018 (a typo is an error, not None)

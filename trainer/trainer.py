@@ -246,8 +246,8 @@ class Trainer(BaseTrainer):
             self.device,
             precision=self.precision,
             hooks=self.step_hooks(schedule),
-            clip_grad_norm=self.config["trainer"]["clip_grad_norm"],
-            accumulate=self.config["trainer"]["accumulate"],
+            clip_grad_norm=self.config.trainer.clip_grad_norm,
+            accumulate=self.config.trainer.accumulate,
             progress=progress,
         )
 

@@ -85,8 +85,8 @@ def fast_dev_run(args):
         history = main(ConfigParser.from_args(args), args.allow_spec_violation)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    print(f"fast_dev_run: every step of a run ran on {len(history)} epoch of 2 training and 2 validation batches; "
-          "its temporary run folder (checkpoints, report) is removed")  # fmt: skip
+    print(f"fast_dev_run: every step of a run ran on {len(history)} epoch of 2 training and 2 validation batches "
+          "(at a constant lr); its temporary run folder (checkpoints, report) is removed")  # fmt: skip
     return history
 
 

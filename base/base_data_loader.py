@@ -211,7 +211,9 @@ class BaseDataLoader(DataLoader):
                 "validation_split", f"{n_valid} images asked for validation, but the training split holds {n}"
             )
         order = np.random.default_rng(seed).permutation(n)
-        return np.sort(order[n_valid:]), np.sort(order[:n_valid])
+        # validation keeps the seeded order, not the files' (class by class): its first batches, all that
+        # trainer.limit_batches and --fast_dev_run read, then hold every class
+        return np.sort(order[n_valid:]), order[:n_valid]
 
 
 def pictures(loader):

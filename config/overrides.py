@@ -73,8 +73,14 @@ def base_argparser(description):
     return parser
 
 
-# --fast_dev_run: one epoch of two training and two validation batches through every step of a run
-FAST_DEV_RUN = {("trainer", "epochs"): 1, ("trainer", "limit_batches"): 2, ("trainer", "swa"): None}
+# --fast_dev_run: one epoch of two training and two validation batches through every step of a run, at a
+# constant learning rate (two steps are no schedule: OneCycleLR's warm-up alone needs more)
+FAST_DEV_RUN = {
+    ("trainer", "epochs"): 1,
+    ("trainer", "limit_batches"): 2,
+    ("trainer", "swa"): None,
+    ("lr_scheduler",): None,
+}
 
 
 def train_argparser():

@@ -359,3 +359,8 @@ def test_fast_dev_run_checks_the_whole_pipeline_and_leaves_nothing(tmp_path, tin
     assert "fast_dev_run: every step of a run ran on 1 epoch of 2 training and 2 validation batches" in proc.stdout
     assert len(epoch_logs(proc.stdout)) == 1 and "Report (" in proc.stdout + proc.stderr
     assert not (tmp_path / "saved").exists()  # nothing written where the config says
+    # small data at the config's own batch: two steps were too few for OneCycle's warm-up; the quick
+    # check runs at a constant lr instead, and says so
+    proc = run_cli("train.py", "-c", config, "--fast_dev_run", "--bs", "32")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "(at a constant lr)" in proc.stdout

@@ -375,3 +375,16 @@ def test_a_data_set_may_decode_only_so_many_pixels_in_all(tmp_path, tiny_folder,
     monkeypatch.setattr(datasets, "to_rgb", lambda img: decoded.append(1) or np.zeros((32, 32, 3), np.uint8))
     line = assert_one_line_error(run_cli("train.py", "-c", tiny_config(tmp_path, tiny_folder)), "pixels in all")
     assert str(tiny_folder) in line and "not decoded" in line and len(decoded) == 30
+
+
+def test_the_validation_split_keeps_its_seeded_order_so_its_first_batches_hold_every_class():
+    """Files are read class by class; the held-out images keep the seeded order, so the first batches of
+    validation (all that trainer.limit_batches and --fast_dev_run read) are no single class."""
+    import numpy as np
+
+    from base.base_data_loader import BaseDataLoader
+
+    labels = np.repeat(np.arange(10), 500)  # 5,000 images in class order, as a folder is read
+    train, valid = BaseDataLoader.split_indices(len(labels), 1000, seed=0)
+    assert len(set(labels[valid[:64]])) == 10 and np.all(np.diff(train) > 0)
+    assert sorted(valid.tolist()) == sorted(set(range(5000)) - set(train.tolist()))

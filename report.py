@@ -14,6 +14,7 @@ from config.overrides import add_override_flags, base_argparser
 from deploy.cam import mistake_cams_for
 from deploy.loading import load_trained
 from logger import get_logger, setup_logging
+from logger.format import format_log
 from logger.run_report import write_report
 from model.spec import describe
 from trainer import evaluate
@@ -46,7 +47,7 @@ def main(args):
     device = resolve_device(config["device"])
     model = model.to(device)
     metrics = module_metric.build_metrics(config["metrics"])
-    _, probs, targets = evaluate(
+    result, probs, targets = evaluate(
         model,
         config.init_obj("loss"),
         metrics,
@@ -78,7 +79,9 @@ def main(args):
         split_name=data_loader.valid_name,
         mistake_cams=mistake_cams_for(model, data_loader.stats),
     )
-    get_logger("report").info("Report: " + ", ".join(str(p) for p in paths.values() if p is not None))
+    logger = get_logger("report")
+    logger.info(f"{len(targets)} {data_loader.valid_name} images:\n" + format_log(result))  # as test.py prints
+    logger.info("Report: " + ", ".join(str(p) for p in paths.values() if p is not None))
     return paths
 
 

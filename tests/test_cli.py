@@ -180,6 +180,8 @@ def test_report_py_rebuilds_the_report_from_a_checkpoint(trained, tmp_path):
     for name in ("curves", "confusion_matrix", "misclassified", "augmentations"):
         png_ok(tmp_path / f"{name}.png")
     assert (tmp_path / "report.md").read_text().count("| 2 |") >= 10  # 2 test images per class
+    # the figure is on screen too, in the epoch-log format, not only inside report.md
+    assert re.search(r"^20 test images:\n    loss +: [\d.]+\n    accuracy +: [\d.]+$", proc.stdout, re.M), proc.stdout
 
 
 def test_missing_data_folder(trained, tmp_path):

@@ -1,6 +1,8 @@
 """Resume policy: what a resumed run may change, and every check of a checkpoint before a resume
 loads it (the checkpoint's schema is checkpoint/schema.py's)."""
 
+import shlex
+
 from checkpoint.schema import data_mismatch, is_full, keys_of
 from utils.errors import CheckpointError, ConfigError
 
@@ -70,7 +72,7 @@ def check_resumable(saved, now, path):
             raise CheckpointError(f"{path}: its {key!r} is missing or of the wrong type (NoneType)")
     _check_recipe(saved["config"], now["config"], path)
     _check_processes(saved.get("world_size", 1), now["world_size"], path)
-    _check_schedule_length(saved, now)
+    _check_schedule_length(saved, now, path)
     was_teacher, now_teacher = saved.get("teacher_sha256"), now.get("teacher_sha256")
     if was_teacher and now_teacher and was_teacher != now_teacher:
         raise CheckpointError(
@@ -125,15 +127,15 @@ def _check_processes(was, world, path):
         )
 
 
-def _check_schedule_length(saved, now):
+def _check_schedule_length(saved, now, path):
     """A per-batch schedule of another length is another schedule (other epochs, batch size or data)."""
     was_steps = (saved.get("lr_scheduler") or {}).get("total_steps")
     now_steps = (now["lr_scheduler"] or {}).get("total_steps")
     if was_steps is not None and now_steps is not None and was_steps != now_steps:
         config = now["config"]
-        epochs = config["trainer"]["epochs"]
         raise ConfigError(
             f"trainer.epochs: the checkpoint's {config['lr_scheduler']['type']} schedule has {was_steps} steps, "
-            f"this run's {now_steps} ({epochs} epochs x {now_steps // epochs} batches); resume with the same "
-            "epochs, batch size and data"
+            f"this run's would have {now_steps}: a resume keeps the epochs, batch size and data it started with; "
+            "to train on from its weights, start a new run:  python train.py -c <config> --set "
+            f"trainer.init={shlex.quote(str(path))}"
         )

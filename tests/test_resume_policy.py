@@ -13,7 +13,12 @@ def test_failed_resume_changes_nothing_in_the_run_folder(finished_run):
     run_dir, _ = finished_run
     before = snapshot(run_dir)
     proc = run_cli("train.py", "--resume", run_dir / "last.pth", "--epochs", 5)  # another OneCycle length
-    assert_one_line_error(proc, "trainer.epochs: the checkpoint's OneCycleLR schedule has")
+    # the finished run's 2 epochs x 5 batches against 5 x 5; how to train on from its weights, in the same line
+    assert_one_line_error(
+        proc,
+        "trainer.epochs: the checkpoint's OneCycleLR schedule has 10 steps, this run's would have 25",
+        f"start a new run:  python train.py -c <config> --set trainer.init={run_dir / 'last.pth'}",
+    )
     assert snapshot(run_dir) == before  # config.json not rewritten, no new events file
 
 

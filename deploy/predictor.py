@@ -37,6 +37,32 @@ def to_pixels(images):
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
 
 
+def check_pictures(images, image_size):
+    """`images` as the predictors take them: uint8 RGB (N, H, W, 3) at the network's (H, W). One
+    picture (H, W, 3) becomes a batch of one; anything else is a ValueError saying what was expected
+    (a float array in [0, 1] would otherwise be read as near-black pictures, and a picture of another
+    size would be misread without a word)."""
+    images = np.asarray(images)
+    if images.ndim == 3 and images.shape[-1] == 3:
+        images = images[None]
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"expected RGB pictures of shape (N, H, W, 3) or one (H, W, 3), got shape {images.shape}")
+    if images.dtype != np.uint8:
+        scale = (
+            " (values 0..1: multiply by 255 first)" if images.size and 0 <= images.min() <= images.max() <= 1 else ""
+        )
+        raise ValueError(
+            f"expected uint8 pictures (values 0..255), got {images.dtype}{scale}: convert with .astype('uint8')"
+        )
+    if tuple(images.shape[1:3]) != tuple(image_size):
+        h, w = image_size
+        raise ValueError(
+            f"expected {w}x{h} pictures (the network's size), got {images.shape[2]}x{images.shape[1]}: resize them "
+            "first (predict.py resizes image files itself)"
+        )
+    return images
+
+
 class TorchPredictor:
     def __init__(self, path):
         trained = load_network(path, require=("data_stats", "classes"))
@@ -47,7 +73,7 @@ class TorchPredictor:
 
     @torch.no_grad()
     def logits(self, images, tta="none"):
-        return tta_logits(self.model, to_pixels(images), tta)
+        return tta_logits(self.model, to_pixels(check_pictures(images, self.image_size)), tta)
 
     def predict(self, images, tta="none"):
         return self.logits(images, tta).softmax(1).numpy()
@@ -98,7 +124,7 @@ class OnnxPredictor:
         def forward(x):
             return torch.from_numpy(self.session.run(None, {ONNX_INPUT: x.contiguous().numpy()})[0])
 
-        return tta_logits(forward, to_pixels(images), tta).numpy()
+        return tta_logits(forward, to_pixels(check_pictures(images, self.image_size)), tta).numpy()
 
     def predict(self, images, tta="none"):
         return torch.from_numpy(self.logits(images, tta)).softmax(1).numpy()

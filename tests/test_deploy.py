@@ -368,3 +368,23 @@ def test_a_class_folder_name_that_is_not_utf8_trains_tests_and_predicts(tmp_path
     assert tested.returncode == 0 and "acc_caf\\xe9" in tested.stdout, tested.stderr
     predicted = run_cli("predict.py", "--resume", run_dir / "last.pth", folder / "test", "--out", tmp_path / "p.csv")
     assert predicted.returncode == 0 and "caf\\xe9" in (tmp_path / "p.csv").read_text(), predicted.stderr
+
+
+def test_the_predictor_refuses_pictures_it_cannot_read_and_takes_one_picture_as_a_batch(checkpoint):
+    """Float pictures in [0, 1], pictures of another size and a wrong layout are a ValueError saying
+    what was expected (they used to give confident nonsense or a raw permute error)."""
+    import numpy as np
+
+    from deploy.predictor import TorchPredictor
+
+    predictor = TorchPredictor(checkpoint)
+    pictures = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    probs = predictor.predict(pictures)
+    assert probs.shape == (4, len(predictor.classes))
+    assert np.allclose(predictor.predict(pictures[0]), probs[:1], atol=1e-6)  # one HWC picture: a batch of one
+    with pytest.raises(ValueError, match=r"expected uint8 pictures .*got float32 \(values 0..1: multiply by 255"):
+        predictor.predict(pictures.astype(np.float32) / 255)
+    with pytest.raises(ValueError, match="expected 32x32 pictures .*got 64x64: resize them first"):
+        predictor.predict(np.zeros((2, 64, 64, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"expected RGB pictures of shape \(N, H, W, 3\)"):
+        predictor.predict(np.zeros((2, 3, 32, 32), np.uint8))

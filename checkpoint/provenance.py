@@ -20,9 +20,19 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def hide_passwords(text):
-    """`text` with the password of every URL in it (scheme://user:password@host) replaced by ***, an
-    `@` inside the password included: what the project prints or writes never holds one."""
-    return re.sub(r"(://[^:/@\s]*:)[^/\s]*@", r"\1***@", text)
+    """`text` with every password of every URL in it replaced by ***: the one of the user part
+    (scheme://user:password@host, whatever characters it holds, `@` and `/` included: the host
+    follows the last `@`) and any `password=` (or `passwd=`, `pwd=`) query parameter. What the project
+    prints or writes never holds one; where a URL is ambiguous, more is hidden, never less."""
+
+    def mask(url):
+        scheme, rest = url.group(1), url.group(2)
+        userinfo, at, host = rest.rpartition("@")
+        if at and ":" in userinfo:
+            rest = f"{userinfo.split(':', 1)[0]}:***@{host}"
+        return scheme + re.sub(r"(?i)([?&;](?:password|passwd|pwd)=)[^&;\s]*", r"\1***", rest)
+
+    return re.sub(r"([A-Za-z][A-Za-z0-9+.-]*://)(\S+)", mask, text)
 
 
 def _git(*args):

@@ -124,8 +124,9 @@ def build_lr_scheduler(config, optimizer, steps_per_epoch):
         if not 0 < warmup_end < total - 1:
             raise ConfigError(
                 f"lr_scheduler.args.pct_start: a OneCycleLR warm-up of {entry['args'].get('pct_start', 0.3)} x "
-                f"{total} steps ({run['epochs']} epochs x {steps_per_epoch} batches) leaves no room for "
-                "both phases; train for more steps or change pct_start"
+                f"{total} steps ({run['epochs']} epoch{'s' if run['epochs'] != 1 else ''} x {steps_per_epoch} "
+                "batches) leaves no room for both phases; train for more steps (more epochs, or a smaller "
+                "data_loader.args.batch_size) or raise pct_start"
             )
     return config.init_obj("lr_scheduler", optimizer, **extra)
 

@@ -117,3 +117,14 @@ def test_a_second_ctrl_c_while_the_first_is_handled_changes_nothing(tmp_path, ti
     assert "interrupted: the last finished epoch is saved; resume with" in proc.stdout + proc.stderr
     assert "nothing was written" not in proc.stderr
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # this process's Ctrl-C is back
+
+
+def test_momentum_outside_0_1_is_one_line_and_a_cycled_momentum_is_said(tmp_path, tiny_folder):
+    config = tiny_config(tmp_path, tiny_folder)
+    proc = run_cli("train.py", "-c", config, "--set", "optimizer.args.momentum=2.0")
+    assert_one_line_error(proc, "optimizer.args.momentum: expected a number from 0 to below 1, got 2.0")
+    assert not (tmp_path / "saved").exists()
+    proc = run_cli("train.py", "-c", config, "--set", "optimizer.args.momentum=0.5")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "note: OneCycleLR cycles the momentum between 0.85 and 0.95" in proc.stdout
+    assert "optimizer.args.momentum 0.5 is not used (cycle_momentum false keeps it)" in proc.stdout

@@ -339,6 +339,15 @@ def test_passwords_stay_out_of_what_the_project_prints_and_writes(monkeypatch):
         ("postgresql://optuna:S3cretPW@127.0.0.1:55432/optuna", "postgresql://optuna:***@127.0.0.1:55432/optuna"),
         ("postgresql://u:p@ss@db-host/x", "postgresql://u:***@db-host/x"),  # an @ in the password
         ("sqlite:///saved/study.db", "sqlite:///saved/study.db"),
+        (
+            "postgresql://slashy:ab/Sekr1tSlash@127.0.0.1:55432/optuna2",
+            "postgresql://slashy:***@127.0.0.1:55432/optuna2",
+        ),
+        ("postgresql://u@h/db?sslmode=require&password=Sekr1t", "postgresql://u@h/db?sslmode=require&password=***"),
+        (
+            "--storage postgresql://a:b@h/x?PASSWORD=c --seed 1",
+            "--storage postgresql://a:***@h/x?PASSWORD=*** --seed 1",
+        ),
     ]:
         assert hide_passwords(url) == shown_as
     monkeypatch.setattr(sys, "argv", ["tune.py", "--storage", "postgresql://optuna:S3cretPW@h/db"])

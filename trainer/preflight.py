@@ -92,6 +92,32 @@ def check_loss_and_lr(config, logger):
     lr = config["optimizer"]["args"].get("lr")
     if lr is not None and lr == 0:
         logger.warning("note: optimizer.args.lr is 0: the weights will not move (the schedule scales the lr, from 0)")
+    check_momentum(config, logger)
+
+
+CYCLING_MOMENTUM = ("OneCycleLR", "CyclicLR")  # schedulers that set the momentum themselves (cycle_momentum)
+
+
+def check_momentum(config, logger):
+    """optimizer.args.momentum outside [0, 1) is one line (1 or more never forgets a gradient). Under
+    a scheduler that cycles the momentum (cycle_momentum, on by default) the optimizer's own value is
+    not used: a note says which momentum the run really has."""
+    momentum = config["optimizer"]["args"].get("momentum")
+    if momentum is None:
+        return
+    if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0 <= momentum < 1:
+        raise ConfigError(f"optimizer.args.momentum: expected a number from 0 to below 1, got {momentum!r}")
+    schedule = config["lr_scheduler"] or {}
+    args = schedule.get("args", {})
+    if schedule.get("type") in CYCLING_MOMENTUM and args.get("cycle_momentum", True):
+        low, high = (
+            args.get("base_momentum", 0.85 if schedule["type"] == "OneCycleLR" else 0.8),
+            args.get("max_momentum", 0.95 if schedule["type"] == "OneCycleLR" else 0.9),
+        )
+        logger.info(
+            f"note: {schedule['type']} cycles the momentum between {low} and {high} (lr_scheduler.args.base_momentum "
+            f"and max_momentum); optimizer.args.momentum {momentum} is not used (cycle_momentum false keeps it)"
+        )
 
 
 def check_logits(model, data_loader):

@@ -64,3 +64,29 @@ def test_predict_and_test_show_bars_on_a_terminal_only(finished_run, tiny_folder
         assert predict.returncode == test.returncode == 0, predict.stderr + test.stderr
         for bar, proc in (("read", predict), ("predict", predict), ("test", test)):
             assert (f"{bar}: " in proc.stderr) == terminal, proc.stderr
+
+
+def test_a_ctrl_c_mid_epoch_closes_the_bar_so_the_next_line_starts_clean():
+    import pytest
+    import torch
+
+    from trainer.loops import train_one_epoch
+    from trainer.progress import Progress
+
+    class Batches:  # a loader whose second batch never comes: Ctrl-C
+        def __len__(self):
+            return 3
+
+        def __iter__(self):
+            yield torch.randn(2, 4), torch.tensor([0, 1])
+            raise KeyboardInterrupt
+
+    screen = Terminal()
+    progress = Progress(3, "epoch 1/1", stream=screen)
+    model = torch.nn.Linear(4, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(KeyboardInterrupt):
+        train_one_epoch(
+            model, torch.nn.CrossEntropyLoss(), [], optimizer, Batches(), torch.device("cpu"), progress=progress
+        )
+    assert progress.bar.disable  # closed: tqdm cleared its line before the message that follows

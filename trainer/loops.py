@@ -130,23 +130,25 @@ def train_one_epoch(
     every, batches = finite_check_every(device), len(loader)
     nonfinite = torch.zeros((), device=device)  # counted on the device: no sync between checks
     progress = progress or Progress(batches, "train")
-    for batch, (images, target) in enumerate(loader, 1):
-        lr = optimizer.param_groups[0]["lr"]
-        images, target = to_device(images, target, device, precision.channels_last)
-        output, loss = forward_loss(model, criterion, images, target, precision, hooks)
-        nonfinite += ~torch.isfinite(loss.detach())
-        if batch % every == 0 or batch == batches:
-            _check_finite(nonfinite, loss, (batch - 1) // every * every + 1, batch)
-        start = (batch - 1) // accumulate * accumulate  # batches before this step's group
-        group = min(accumulate, batches - start)
-        backward(loss / group if group > 1 else loss, optimizer, precision.scaler, first=batch - 1 == start)
-        if batch - start == group:  # the group's last batch: one optimizer step
-            step(model, optimizer, precision.scaler, clip_grad_norm)
-            for hook in hooks:
-                hook.after_step(model)
-        track(tracker, metric_ftns, output, target, loss)
-        progress.update(target.size(0), loss)
-    progress.close()
+    try:
+        for batch, (images, target) in enumerate(loader, 1):
+            lr = optimizer.param_groups[0]["lr"]
+            images, target = to_device(images, target, device, precision.channels_last)
+            output, loss = forward_loss(model, criterion, images, target, precision, hooks)
+            nonfinite += ~torch.isfinite(loss.detach())
+            if batch % every == 0 or batch == batches:
+                _check_finite(nonfinite, loss, (batch - 1) // every * every + 1, batch)
+            start = (batch - 1) // accumulate * accumulate  # batches before this step's group
+            group = min(accumulate, batches - start)
+            backward(loss / group if group > 1 else loss, optimizer, precision.scaler, first=batch - 1 == start)
+            if batch - start == group:  # the group's last batch: one optimizer step
+                step(model, optimizer, precision.scaler, clip_grad_norm)
+                for hook in hooks:
+                    hook.after_step(model)
+            track(tracker, metric_ftns, output, target, loss)
+            progress.update(target.size(0), loss)
+    finally:  # on Ctrl-C too: the bar ends its line, so what is said next starts on a line of its own
+        progress.close()
     if tracker.count("loss") == 0:
         raise TrainingError(f"{progress.desc}: the training loader gave no batch")
     return {**tracker.all_reduce().result(), "lr": lr}

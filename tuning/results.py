@@ -159,10 +159,16 @@ def write_plots(study, space, out_dir):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
     from optuna.visualization import matplotlib as ovm
 
+    def history():
+        ax = ovm.plot_optimization_history(study, target_name=OBJECTIVE)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # trial numbers: whole ticks, even for 2 trials
+        return ax
+
     plots = {
-        "history.png": lambda: ovm.plot_optimization_history(study, target_name=OBJECTIVE),
+        "history.png": history,
         "importances.png": lambda: plot_importances(study, ovm),
         "slice.png": lambda: plot_accuracy_per_param(study, space),
     }

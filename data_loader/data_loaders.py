@@ -17,12 +17,18 @@ from data_loader.transforms import (
 from utils.errors import ArgumentError, DataError
 
 
-def channel_stats(images):
-    """Per-channel mean and std of uint8 HWC images, in [0, 1] units."""
-    flat = images.reshape(-1, images.shape[-1])
-    mean = flat.mean(axis=0, dtype=np.float64) / 255.0
-    std = flat.std(axis=0, dtype=np.float64) / 255.0
-    return {"mean": [round(float(m), 6) for m in mean], "std": [round(float(s), 6) for s in std]}
+def channel_stats(images, chunk=4096):
+    """Per-channel mean and std of uint8 HWC images, in [0, 1] units, in two passes over chunks of
+    `chunk` images: the memory of one chunk in float64, never of the whole data set."""
+    flat = images.reshape(len(images), -1, images.shape[-1])
+    count = flat.shape[0] * flat.shape[1]
+    chunks = [flat[i : i + chunk] for i in range(0, len(flat), chunk)]
+    mean = sum(c.sum(axis=(0, 1), dtype=np.float64) for c in chunks) / count
+    var = sum(np.square(c - mean).sum(axis=(0, 1)) for c in chunks) / count
+    return {
+        "mean": [round(float(m), 6) for m in mean / 255.0],
+        "std": [round(float(s), 6) for s in np.sqrt(var) / 255.0],
+    }
 
 
 def auto_workers(num_workers):
@@ -47,7 +53,9 @@ class Cifar10DataLoader(BaseDataLoader):
 
     training=True: the train split (or a seeded subset of `train_subset` of its images, for quick
     searches; 0 = all), minus a seeded validation subset of `validation_split` images (count or
-    fraction); with validation_split 0 the test split validates. training=False (through
+    fraction); with validation_split 0 the test split validates. max_dataset_pixels: what the data may
+    decode in all, judged from the images' headers before any is decoded (null: 250 million, 750 MB
+    of pixels; CIFAR-10 has 61 million). training=False (through
     `for_test`): the test split only, normalised with the `stats` the model was trained with."""
 
     def __init__(
@@ -64,10 +72,15 @@ class Cifar10DataLoader(BaseDataLoader):
         training: bool = True,
         stats: dict | None = None,
         train_subset: int = 0,
+        max_dataset_pixels: int | None = None,
     ):
         if isinstance(split_seed, bool) or not isinstance(split_seed, int) or split_seed < 0:
             raise ArgumentError("split_seed", f"expected an integer >= 0, got {split_seed!r}")
-        splits = load_splits(data_dir, download)
+        if max_dataset_pixels is not None and (
+            isinstance(max_dataset_pixels, bool) or not isinstance(max_dataset_pixels, int) or max_dataset_pixels < 1
+        ):
+            raise ArgumentError("max_dataset_pixels", f"expected an integer >= 1 or null, got {max_dataset_pixels!r}")
+        splits = load_splits(data_dir, download, max_dataset_pixels)
         workers = auto_workers(num_workers)
         self.data_dir = data_dir
         if training:

@@ -17,6 +17,7 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -42,23 +43,25 @@ class Split:
     names: np.ndarray | None = None  # (N,) each image's file as class/file name (None: a CIFAR-10 batch file)
 
 
-def load_splits(data_dir, download=False):
+def load_splits(data_dir, download=False, max_pixels=None):
     """{'train': Split, 'test': Split} with whichever splits `data_dir` holds. A file or folder the
-    process may not read is one line that says so (not the output errors' "cannot write")."""
+    process may not read is one line that says so (not the output errors' "cannot write").
+    max_pixels: what the data set may decode in all (None: MAX_DATASET_PIXELS), counted from the
+    images' headers before any pixel is decoded."""
     try:
-        return _load_splits(Path(data_dir).expanduser(), download)
+        return _load_splits(Path(data_dir).expanduser(), download, max_pixels or MAX_DATASET_PIXELS)
     except PermissionError as e:
         raise DataError(f"{e.filename or data_dir}: cannot read ({e.strerror}); check its permissions") from None
 
 
-def _load_splits(path, download):
+def _load_splits(path, download, max_pixels):
     if path.is_file():
         if not path.name.lower().endswith(TAR_SUFFIXES):
             raise DataError(f"{path}: expected a folder or a {'/'.join(TAR_SUFFIXES)} archive")
         stat = path.stat()
-        return _read_tar(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+        return _read_tar(str(path.resolve()), stat.st_mtime_ns, stat.st_size, max_pixels)
     if path.is_dir() and any((path / s).is_dir() for s in SPLITS):
-        return _read_image_folder(path)
+        return _read_image_folder(path, max_pixels)
     if path.name.lower().endswith(TAR_SUFFIXES):
         raise DataError(f"{path}: archive not found")
     return _read_torchvision(path, download)
@@ -118,7 +121,9 @@ def open_image(data, name, max_pixels=MAX_PIXELS):
     return img
 
 
-MAX_DATASET_PIXELS = 1_000_000_000  # a data set decodes to at most ~3 GB of RGB (CIFAR-10: 61 M pixels)
+# A data set decodes to at most 3 bytes a pixel, into one array allocated once: 250 M pixels is 750 MB
+# (CIFAR-10, both splits: 61 M pixels). data_loader.args.max_dataset_pixels raises it.
+MAX_DATASET_PIXELS = 250_000_000
 
 
 class PixelBudget:
@@ -132,9 +137,35 @@ class PixelBudget:
         self.used += pixels
         if self.used > self.limit:
             raise DataError(
-                f"{self.where}: its images declare over {self.limit:,} pixels in all (reached at {name}); "
-                "not decoded: a data set of this project holds small pictures (CIFAR-10: 61 million pixels)"
+                f"{self.where}: its images declare over {self.limit:,} pixels in all ({3 * self.limit / 1e9:.1f} GB "
+                f"decoded; reached at {name}); not decoded: a data set of this project holds small pictures "
+                "(CIFAR-10: 61 million pixels); data_loader.args.max_dataset_pixels raises the limit"
             )
+
+
+class Pending(NamedTuple):
+    """An image file read but not decoded: where it goes (split, class, file), its name for messages,
+    its bytes and the (width, height) its header declares."""
+
+    split: str
+    cls: str
+    file: str
+    name: str
+    data: bytes
+    size: tuple
+
+
+def _pending(key, data, name, budget):
+    """The Pending image of `data`, its size read from the header (no pixel decoded) and its pixels
+    taken from the data set's budget."""
+    try:
+        with open_image(data, name) as img:
+            budget.take(img.width * img.height, name)
+            return Pending(*key, name, data, img.size)
+    except UnidentifiedImageError:
+        raise DataError(f"{name}: cannot decode image (not an image format PIL can read)") from None
+    except (OSError, ValueError, SyntaxError) as e:
+        raise DataError(f"{name}: cannot read the image's header ({e})") from None
 
 
 def _decode(data, name, budget=None):
@@ -152,12 +183,14 @@ def _decode(data, name, budget=None):
 
 
 def _assemble(entries, where):
-    """entries: (split, class, name, image) -> {split: Split} with sorted classes and files."""
+    """entries: Pending images -> {split: Split} with sorted classes and files. Every check that the
+    headers allow comes first (one size for all); then each split is decoded into one uint8 array,
+    allocated once."""
     if not entries:
         raise DataError(f"{where}: no images found under train/<class>/ or test/<class>/ ({', '.join(IMAGE_SUFFIXES)})")
-    entries.sort(key=lambda e: (e[0], e[1], e[2]))
+    entries.sort(key=lambda e: (e.split, e.cls, e.file))
     out = {}
-    classes_of = {s: sorted({e[1] for e in entries if e[0] == s}) for s in SPLITS}
+    classes_of = {s: sorted({e.cls for e in entries if e.split == s}) for s in SPLITS}
     present = [s for s in SPLITS if classes_of[s]]
     if len(present) == 2 and classes_of["train"] != classes_of["test"]:
         raise DataError(
@@ -167,27 +200,30 @@ def _assemble(entries, where):
     for split in present:
         classes = classes_of[split]
         index = {c: i for i, c in enumerate(classes)}
-        rows = [e for e in entries if e[0] == split]
-        images = np.stack([e[3] for e in rows])
-        labels = np.array([index[e[1]] for e in rows], dtype=np.int64)
-        names = np.array([f"{e[1]}/{e[2]}" for e in rows], dtype=object)
+        rows = [e for e in entries if e.split == split]
+        width, height = rows[0].size
+        images = np.empty((len(rows), height, width, 3), np.uint8)
+        for i, e in enumerate(rows):
+            images[i] = _decode(e.data, e.name)
+        labels = np.array([index[e.cls] for e in rows], dtype=np.int64)
+        names = np.array([f"{e.cls}/{e.file}" for e in rows], dtype=object)
         out[split] = Split(images, labels, classes, names)
     return out
 
 
 def _check_one_size(entries, where):
-    """Every image has the size most of them have; the odd ones out are named (not the first image
-    read, which may itself be the odd one)."""
-    sizes = Counter(e[3].shape for e in entries)
+    """Every image has the size most of them have, by their headers; the odd ones out are named (not
+    the first image read, which may itself be the odd one)."""
+    sizes = Counter(e.size for e in entries)
     if len(sizes) == 1:
         return
-    shape = sizes.most_common(1)[0][0]
-    odd = [e for e in entries if e[3].shape != shape]
+    width, height = sizes.most_common(1)[0][0]
+    odd = [e for e in entries if e.size != (width, height)]
     e = odd[0]
     others = f" and {len(odd) - 1} other image(s)" if len(odd) > 1 else ""
     raise DataError(
-        f"{where}: {e[0]}/{e[1]}/{e[2]}{others} are not {shape[1]}x{shape[0]} like the other "
-        f"{len(entries) - len(odd)} ({e[2]} is {e[3].shape[1]}x{e[3].shape[0]})"
+        f"{where}: {e.split}/{e.cls}/{e.file}{others} are not {width}x{height} like the other "
+        f"{len(entries) - len(odd)} ({e.file} is {e.size[0]}x{e.size[1]})"
     )
 
 
@@ -202,8 +238,8 @@ def _split_parts(parts):
 
 
 @functools.lru_cache(maxsize=2)
-def _read_tar(path, mtime_ns, size):  # mtime and size key the cache
-    entries, seen, roots, budget = [], {}, set(), PixelBudget(path)
+def _read_tar(path, mtime_ns, size, max_pixels=None):  # mtime and size key the cache
+    entries, seen, roots, budget = [], {}, set(), PixelBudget(path, max_pixels)
     try:
         with tarfile.open(path) as tar:
             for member in tar:
@@ -225,7 +261,7 @@ def _read_tar(path, mtime_ns, size):  # mtime and size key the cache
                     raise DataError(f"{path}: images under two roots ({shown}); expected one train/ and test/ layout")
                 check_file_size(member.size, f"{path}:{member.name}")
                 data = tar.extractfile(member).read()
-                entries.append((*key, _decode(data, f"{path}:{member.name}", budget)))
+                entries.append(_pending(key, data, f"{path}:{member.name}", budget))
     except ARCHIVE_ERRORS as e:
         raise archive_error(path, e) from None
     return _assemble(entries, path)
@@ -244,8 +280,8 @@ def archive_error(path, e):
     return DataError(f"{path}: cannot read archive ({str(e).splitlines()[0] if str(e) else type(e).__name__})")
 
 
-def _read_image_folder(root):
-    entries, budget = [], PixelBudget(root)
+def _read_image_folder(root, max_pixels=None):
+    entries, budget = [], PixelBudget(root, max_pixels)
     for split in SPLITS:
         for folder in sorted(p for p in (root / split).glob("*") if p.is_dir()):
             if not any(_split_parts(f.parts) for f in folder.iterdir() if f.is_file()):
@@ -258,7 +294,7 @@ def _read_image_folder(root):
             if key is None or not file.is_file():
                 continue
             check_file_size(file.stat().st_size, str(file))
-            entries.append((*key, _decode(file.read_bytes(), str(file), budget)))
+            entries.append(_pending(key, file.read_bytes(), str(file), budget))
     return _assemble(entries, str(root))
 
 

@@ -128,3 +128,24 @@ def test_momentum_outside_0_1_is_one_line_and_a_cycled_momentum_is_said(tmp_path
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "note: OneCycleLR cycles the momentum between 0.85 and 0.95" in proc.stdout
     assert "optimizer.args.momentum 0.5 is not used (cycle_momentum false keeps it)" in proc.stdout
+
+
+def test_a_batch_whose_activations_would_not_fit_is_one_line_before_the_network_runs_at_that_size(monkeypatch):
+    """Estimated on one 32x32 picture and scaled by the area: large pictures (or a large batch) are
+    refused before check_logits or the spec check run the network at the data's size."""
+    from types import SimpleNamespace
+
+    from model.model import DilatedNet
+    from trainer import preflight
+    from utils.errors import ConfigError
+
+    model = DilatedNet()
+    small = SimpleNamespace(image_size=(32, 32), batch_sampler=SimpleNamespace(batch_size=256))
+    large = SimpleNamespace(image_size=(2048, 2048), batch_sampler=SimpleNamespace(batch_size=8))
+    assert preflight.activation_bytes(model, (32, 32), 256) < preflight.MAX_BATCH_BYTES  # the shipped recipe
+    preflight.check_batch_memory(model, small)
+    ran = []
+    model.register_forward_pre_hook(lambda m, args: ran.append(args[0].shape[-1]))
+    with pytest.raises(ConfigError, match=r"^data_loader.args.batch_size: a batch of 8 pictures of 2048x2048 needs"):
+        preflight.check_batch_memory(model, large)
+    assert ran == [32]  # only the small probe ran

@@ -35,9 +35,54 @@ def check_run(config, model, data_loader, init_classes, allow_spec_violation=Fal
     the data, the network gives one logit per class, trainer.init's classes are the data's and the
     C1..C4 rules hold. Returns the network's summary (the report shows it)."""
     check_batch_size(config["data_loader"]["args"].get("batch_size"), distributed.world_size(), data_loader)
+    check_batch_memory(model, data_loader)  # before anything runs the network at the data's size
     check_logits(model, data_loader)
     check_init_classes(config["trainer"].get("init"), init_classes, data_loader)
     return check_spec(config, model, data_loader, allow_spec_violation, get_logger("train"))
+
+
+MAX_BATCH_BYTES = 8 * 2**30  # a training batch's activations, on this project's 24 GB, 2-core reference machine
+PROBE_SIDE = 32
+
+
+def activation_bytes(model, image_size, batch):
+    """About what one training step of `batch` images of `image_size` keeps for the backward pass:
+    the outputs of every layer, measured on one small picture and scaled by the area (the network is
+    fully convolutional), in float32, twice (the activations and their gradients). None when the
+    network does not run on the small picture (check_logits then says why, at the data's size)."""
+    outputs, hooks = [], []
+    for module in model.modules():
+        if not list(module.children()):
+            hooks.append(
+                module.register_forward_hook(lambda m, i, o: outputs.append(o.numel() if torch.is_tensor(o) else 0))
+            )
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, 3, PROBE_SIDE, PROBE_SIDE))
+    except RuntimeError:
+        return None
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.train(was_training)
+    per_pixel = sum(outputs) / PROBE_SIDE**2
+    return per_pixel * image_size[0] * image_size[1] * batch * 4 * 2
+
+
+def check_batch_memory(model, data_loader, limit=MAX_BATCH_BYTES):
+    """A batch whose activations would not fit (large pictures, a large batch) is one line, from an
+    estimate on one small picture, before the network runs at the data's size."""
+    batch = data_loader.batch_sampler.batch_size
+    need = activation_bytes(model, data_loader.image_size, batch)
+    if need is not None and need > limit:
+        h, w = data_loader.image_size
+        raise ConfigError(
+            f"data_loader.args.batch_size: a batch of {batch} pictures of {w}x{h} needs about {need / 2**30:,.0f} GB "
+            f"of activations to train {type(model).__name__}, more than {limit / 2**30:.0f} GB; use smaller "
+            "pictures (this project trains on small ones, CIFAR-10's are 32x32) or a smaller batch"
+        )
 
 
 def micro_batch(config):

@@ -1,5 +1,7 @@
+import contextlib
 from abc import abstractmethod
 
+import torch
 import torch.nn as nn
 
 
@@ -7,6 +9,20 @@ def num_params(module):
     """Parameters of `module`, frozen ones included: the one count the spec checks, the logs and
     the benchmarks use."""
     return sum(p.numel() for p in module.parameters())
+
+
+@contextlib.contextmanager
+def evaluating(module):
+    """`module` in eval mode without gradients inside the block; every submodule's own mode restored
+    after (one kept in eval mode on purpose, such as a frozen BatchNorm, stays so)."""
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        with torch.no_grad():
+            yield module
+    finally:
+        for m, training in modes:
+            m.training = training
 
 
 class BaseModel(nn.Module):

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 from torch.overrides import TorchFunctionMode
 
-from base.base_model import num_params
+from base.base_model import evaluating, num_params
 from model.trace import (
     count_depthwise_separable,
     count_dilated,
@@ -33,16 +33,12 @@ def has_gap(model, layers, input_size=(1, 3, 32, 32)):
     if not any(l.op == "gap" for l in layers):
         return False
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with evaluating(model):
             small = model(torch.zeros(input_size, device=device)).shape
             large = model(torch.zeros(*input_size[:2], input_size[2] * 2, input_size[3] * 2, device=device)).shape
     except RuntimeError:
         return False
-    finally:
-        model.train(was_training)
     return small == large
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch.overrides import TorchFunctionMode
 
+from base.base_model import evaluating
 from utils.errors import SpecError
 
 
@@ -89,14 +90,9 @@ def trace(model, input_size=(1, 3, 32, 32)):
         model = copy.deepcopy(model).reparameterize()
     weight_names = {id(p): n.rsplit(".", 1)[0] for n, p in model.named_parameters()}
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     recorder = _Recorder(weight_names)
-    try:
-        with torch.no_grad(), recorder:
-            model(torch.zeros(input_size, device=device))
-    finally:
-        model.train(was_training)
+    with evaluating(model), recorder:
+        model(torch.zeros(input_size, device=device))
     layers = [_layer(kind, a, shape, in_shape, weight_names) for kind, a, shape, in_shape in recorder.calls]
     _mark_squeezes(layers)
     jump, rf = 1, 1

@@ -5,7 +5,7 @@ probe step (trainer/probe.py) then tries one real step on a copy."""
 
 import torch
 
-from base.base_model import num_params
+from base.base_model import evaluating, num_params
 from checkpoint.resume import require_full
 from checkpoint.schema import check_network_fits, data_mismatch, load_checkpoint, load_model_state, saved_entries
 from logger import get_logger
@@ -56,17 +56,14 @@ def activation_bytes(model, image_size, batch):
             hooks.append(
                 module.register_forward_hook(lambda m, i, o: outputs.append(o.numel() if torch.is_tensor(o) else 0))
             )
-    was_training = model.training
     try:
-        model.eval()
-        with torch.no_grad():
+        with evaluating(model):
             model(torch.zeros(1, 3, PROBE_SIDE, PROBE_SIDE))
     except RuntimeError:
         return None
     finally:
         for hook in hooks:
             hook.remove()
-        model.train(was_training)
     per_pixel = sum(outputs) / PROBE_SIDE**2
     return per_pixel * image_size[0] * image_size[1] * batch * 4 * 2
 
@@ -168,10 +165,8 @@ def check_momentum(config, logger):
 def check_logits(model, data_loader):
     """The network returns one tensor of logits, (batch, one per class of the data), for a batch of
     two (a batch of one is refused by BatchNorm in training mode; the probe step runs it)."""
-    model.eval()
-    with torch.no_grad():
+    with evaluating(model):
         out = model(torch.zeros(2, 3, *data_loader.image_size))
-    model.train()
     if not torch.is_tensor(out) or out.dim() != 2 or out.shape[0] != 2:
         what = f"a tensor of shape {tuple(out.shape)}" if torch.is_tensor(out) else f"a {type(out).__name__}"
         raise ConfigError(

@@ -412,3 +412,11 @@ def test_sizes_and_the_pixel_budget_are_judged_from_the_headers_before_any_pixel
     assert decoded == []
     with pytest.raises(ArgumentError, match="max_dataset_pixels: expected an integer >= 1 or null"):
         Cifar10DataLoader(str(root), num_workers=0, download=False, max_dataset_pixels=0)
+
+
+def test_reading_the_data_is_said_before_it_starts(tmp_path, tiny_tar_xz, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="data"):
+        Cifar10DataLoader(str(tiny_tar_xz), num_workers=0, download=False, batch_size=8)
+    assert f"Data: reading {tiny_tar_xz} (" in caplog.text and "MB archive: every image is decompressed" in caplog.text

@@ -90,6 +90,8 @@ def load_checkpoint(path, map_location="cpu"):
         head = f.read(4)
     if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):  # torch.save: a zip, or a legacy pickle
         raise CheckpointError(f"{path}: not a checkpoint (not a file written by torch.save)")
+    if head.startswith(b"PK"):
+        check_unpacked_size(path)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
@@ -113,6 +115,25 @@ def load_checkpoint(path, map_location="cpu"):
         )
     check_contents(ckpt, path)
     return ckpt
+
+
+MAX_CHECKPOINT_BYTES = 2**30  # this project's checkpoints hold under 10 MB of tensors; a teacher's about 25 MB
+
+
+def check_unpacked_size(path, limit=None):
+    """What a zip checkpoint's entries unpack to, from the sizes in its directory, before anything is
+    read: a small file whose entries unpack to gigabytes (deflated zeros) is one line."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            total = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return  # torch.load says what is wrong with the file
+    limit = limit or MAX_CHECKPOINT_BYTES
+    if total > limit:
+        raise CheckpointError(
+            f"{path}: its entries unpack to {total / 2**20:,.0f} MB, more than a checkpoint of this project holds "
+            f"({limit / 2**20:,.0f} MB at most); not loaded"
+        )
 
 
 DEFAULT_IMAGE_SIZE = (32, 32)  # for checkpoints written before they recorded their image size

@@ -18,7 +18,7 @@ from config.overrides import overrides_from_args
 from config.parser import ConfigParser, args_named
 from config.reading import load_config
 from data_loader.datasets import DEFAULT_ROOT
-from utils.errors import CheckpointError, DataError
+from utils.errors import CheckpointError, ConfigError, DataError
 from utils.paths import file_sha256
 
 
@@ -44,10 +44,15 @@ def load_network(path, config=None, require=(), ckpt=None):
     for key in require:
         if not getattr(saved, key):
             raise CheckpointError(f"{path}: has no {key!r}; it predates them: export it again from its run")
-    config = config or ConfigParser(saved.config)
+    try:
+        config = config or ConfigParser(saved.config)
+        check_network_fits(config, saved, path)  # before any memory is allocated for the network
+        model = config.init_obj("arch")
+    except ConfigError as e:  # the file's own config: name the file
+        if str(e).startswith(str(path)):
+            raise
+        raise CheckpointError(f"{path}: its config's {e}") from None
     size = image_size_of(saved)
-    check_network_fits(config, saved, path)  # before any memory is allocated for the network
-    model = config.init_obj("arch")
     load_model_state(model, ckpt, path)
     if callable(getattr(model, "reparameterize", None)):  # training-time branches folded: what inference runs
         model.reparameterize()

@@ -1,6 +1,7 @@
 import torch.nn as nn
 
 from base import BaseModel
+from base.base_model import check_size
 from model.blocks import (
     ACTIVATIONS,
     ConvBNReLU,
@@ -46,6 +47,7 @@ class DilatedNet(BaseModel):
             raise ArgumentError(None, "widths, depths and dilations need 4 entries each (C1..C4)")
         if min(depths) < 1 or min(widths) < 1 or min(dilations) < 1 or dilations[0] != 1 or c1_ratio < 1:
             raise ArgumentError(None, "widths, depths, dilations and c1_ratio must be positive, and C1's dilation 1")
+        check_size(sum(depths), widths)
         if act not in ACTIVATIONS:
             raise ArgumentError("act", f"expected one of {', '.join(ACTIVATIONS)}, got {act!r}")
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:

@@ -5,6 +5,7 @@ values of one class and compare on one footing."""
 import torch.nn as nn
 
 from base import BaseModel
+from base.base_model import check_size
 from model.blocks import ACTIVATIONS, InvertedResidual, channels_last_grad, conv_bn, make_act
 from utils.errors import ArgumentError
 
@@ -51,6 +52,8 @@ class StageNet(BaseModel):
             raise ArgumentError("se", f"expected an integer >= 0 (0: no squeeze-excite), got {se!r}")
         if not isinstance(stages, (list, tuple)) or len(stages) != 4 or not all(stages):
             raise ArgumentError("stages", "expected four non-empty lists of blocks (C1..C4)")
+        blocks = [b for stage in stages for b in (stage if isinstance(stage, (list, tuple)) else [])]
+        check_size(len(blocks), [b[0] * max(1, b[3]) for b in blocks if isinstance(b, (list, tuple)) and len(b) == 4])
         width, built, options = 3, [], dict(act=act, se=se, post_act=post_act, rep=rep)
         for s, blocks in enumerate(stages):
             layers = []

@@ -1,6 +1,7 @@
 import torch.nn as nn
 
 from base import BaseModel
+from base.base_model import check_size
 from model.blocks import conv_bn, make_act
 from utils.errors import ArgumentError
 
@@ -18,6 +19,7 @@ class TeacherNet(BaseModel):
         super().__init__()
         if len(widths) != 4 or min(widths) < 1:
             raise ArgumentError("widths", f"expected 4 positive channel counts (stem, 3 groups), got {widths!r}")
+        check_size(1 + 2 * (len(widths) - 1), widths)
         stem, *groups = widths
         self.stem = nn.Sequential(*conv_bn(3, stem), make_act(act))
         self.groups = nn.Sequential(*(self._group(a, b, act) for a, b in zip([stem, *groups], groups)))

@@ -131,7 +131,14 @@ def test_a_folder_or_a_device_is_not_a_missing_checkpoint(tmp_path):
         (lambda c: c.update(history="[]"), "its 'history' is not a list of epoch logs"),
         (lambda c: c.update(image_size=[30000, 30000]), "its 'image_size' is not [height, width], each from 1"),
         (lambda c: c.update(classes=["cat", "dog"]), "names 2 classes, but its network has 10 outputs"),
-        (lambda c: c["config"]["arch"]["args"].update(widths=[65536] * 4), "weights do not fit the model DilatedNet"),
+        (
+            lambda c: c["config"]["arch"]["args"].update(widths=[65536] * 4),
+            "a layer of 65,536 channels, more than the 4,096",
+        ),
+        (
+            lambda c: c["config"]["arch"]["args"].update(widths=[64, 64, 128, 144]),
+            "weights do not fit the model DilatedNet",
+        ),
     ],
 )
 def test_odd_checkpoints_are_one_line_errors(finished_run, tmp_path, edit, message):
@@ -141,7 +148,9 @@ def test_odd_checkpoints_are_one_line_errors(finished_run, tmp_path, edit, messa
     edit(ckpt)
     torch.save(ckpt, tmp_path / "odd.pth")
     # every script reads checkpoints through load_checkpoint; test.py's own path builds the network
-    also_test = any(k in message for k in ("names 2 classes", "weights do not fit", "image_size", "data_stats"))
+    also_test = any(
+        k in message for k in ("names 2 classes", "weights do not fit", "65,536", "image_size", "data_stats")
+    )
     for script in ["train.py", "test.py"] if also_test else ["train.py"]:
         argv = ["--out", tmp_path / "out"] if script == "test.py" else []  # data: the checkpoint's own
         proc = run_cli(script, "--resume", tmp_path / "odd.pth", *argv)
@@ -217,3 +226,23 @@ def test_only_rank_0_saves_and_a_ctrl_c_waits_for_the_saves(tmp_path, monkeypatc
             os.kill(os.getpid(), sig.SIGINT)  # arrives mid-save ...
             Stub()._save_checkpoint(2, save_best=True, periodic=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-epoch2.pth", "last.pth", "model_best.pth"]
+
+
+def test_a_checkpoint_whose_entries_unpack_to_too_much_is_refused_from_its_zip_directory(tmp_path, monkeypatch):
+    """A small file whose zip entries declare far more than any checkpoint holds (deflated zeros):
+    one line from the sizes in its directory, before torch reads a byte of it."""
+    import zipfile
+
+    import checkpoint.schema as schema
+
+    monkeypatch.setattr(schema, "MAX_CHECKPOINT_BYTES", 2**20)
+    path = tmp_path / "bomb.pth"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("bomb/data/0", bytes(4 * 2**20))  # 4 MB of zeros, a few KB in the file
+    assert path.stat().st_size < 64 * 2**10
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load ran"))
+    with pytest.raises(
+        CheckpointError,
+        match=r"bomb.pth: its entries unpack to 4 MB, more than a checkpoint of this project holds \(1 MB at most\)",
+    ):
+        load_checkpoint(path)

@@ -210,3 +210,33 @@ def test_dead_channels_are_the_constant_inputs_of_batchnorm(tmp_path, capsys):
     torch.save(ckpt, path)
     assert tool.cli(["--resume", str(path)]) in (None, 0)
     assert "c3.1.mid.0                 40 of  144" in capsys.readouterr().out
+
+
+def test_a_network_far_too_large_is_one_line_before_any_module_is_built(tmp_path, tiny_folder):
+    """depths [2, 2, 3, 2000000] built two million modules for minutes; now one line naming the key,
+    from a config and from a checkpoint's config alike."""
+    import json
+
+    from conftest import assert_one_line_error, run_cli, tiny_config
+
+    config = tiny_config(tmp_path, tiny_folder)
+    edited = json.loads(config.read_text())
+    edited["arch"]["args"]["depths"] = [2, 2, 3, 2_000_000]
+    config.write_text(json.dumps(edited))
+    assert_one_line_error(run_cli("train.py", "-c", config), "arch.args: 2,000,007 blocks in all, more than the 256")
+    edited["arch"]["args"].update(depths=[2, 2, 3, 1], widths=[64, 64, 144, 100_000])
+    config.write_text(json.dumps(edited))
+    assert_one_line_error(run_cli("train.py", "-c", config), "arch.args: a layer of 100,000 channels")
+
+
+def test_a_checkpoint_whose_config_asks_for_a_network_far_too_large_is_one_line_naming_it(finished_run, tmp_path):
+    from checkpoint.schema import load_checkpoint
+    from conftest import assert_one_line_error, run_cli
+
+    run_dir, _ = finished_run
+    ckpt = load_checkpoint(run_dir / "last.pth")
+    ckpt["config"]["arch"]["args"]["depths"] = [2, 2, 3, 2_000_000]
+    torch.save(ckpt, tmp_path / "deep.pth")
+    for script in ("test.py", "predict.py"):
+        proc = run_cli(script, "--resume", tmp_path / "deep.pth", *([tmp_path] if script == "predict.py" else []))
+        assert_one_line_error(proc, f"{tmp_path / 'deep.pth'}: its config's arch.args: 2,000,007 blocks in all")

@@ -82,6 +82,8 @@ def load_checkpoint(path, map_location="cpu"):
     path = Path(path)
     if path.is_dir():
         raise CheckpointError(f"{path}: is a folder; give a checkpoint file in it (e.g. {path / 'last.pth'})")
+    if path.is_symlink() and not path.exists():
+        raise CheckpointError(f"{path}: a link that leads nowhere (broken, or a loop), so not a checkpoint")
     if path.exists() and not path.is_file():
         raise CheckpointError(f"{path}: is not a regular file (a device or a pipe), so not a checkpoint")
     if not path.is_file():
@@ -152,6 +154,8 @@ def _stats_problem(stats):
     mean, std = stats["mean"], stats["std"]
     if not mean or len(mean) != len(std) or not all(_number(v) and np.isfinite(v) for v in (*mean, *std)):
         return "not two equally long lists of finite numbers"
+    if len(mean) != 3:
+        return f"the statistics of {len(mean)} channels, where the network reads 3 (RGB)"
     if min(std) <= 0:
         return f"a std of {min(std)} (inputs are divided by it)"
     return None

@@ -54,7 +54,16 @@ def load_config(path, _seen=()):
     return merge_config(load_config(base_path, (*_seen, path.resolve())), loaded)
 
 
+MAX_CONFIG_BYTES = 2**20  # config.json is 3 KB
+
+
 def _read_config(path):
+    if path.is_symlink() and not path.exists():
+        raise ConfigError(f"{path}: a link that leads nowhere (broken, or a loop); expected a config file")
+    if path.exists() and not path.is_file():
+        raise ConfigError(f"{path}: not a regular file (a folder, a device or a pipe); expected a config file")
+    if path.is_file() and path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: {path.stat().st_size:,} bytes, too large to be a config (at most 1 MB); not read")
     try:
         text = path.read_text()
     except FileNotFoundError:

@@ -127,6 +127,10 @@ def test_a_folder_or_a_device_is_not_a_missing_checkpoint(tmp_path):
         (lambda c: c["rng"].pop("torch"), "its 'rng' is not torch, numpy and python states"),
         (lambda c: c["optimizer"].update(param_groups=[]), "its 'optimizer' is not an optimizer state"),
         (lambda c: c["data_stats"].update(std=[0.2, 0.0, 0.2]), "its 'data_stats' is not {'mean'"),
+        (
+            lambda c: c["data_stats"].update(mean=[0.5] * 4, std=[0.2] * 4),
+            "(found the statistics of 4 channels, where the network reads 3 (RGB))",
+        ),
         (lambda c: c.update(state_dict=list(c["state_dict"].values())), "its 'state_dict' is not a mapping"),
         (lambda c: c.update(history="[]"), "its 'history' is not a list of epoch logs"),
         (lambda c: c.update(image_size=[30000, 30000]), "its 'image_size' is not [height, width], each from 1"),
@@ -246,3 +250,10 @@ def test_a_checkpoint_whose_entries_unpack_to_too_much_is_refused_from_its_zip_d
         match=r"bomb.pth: its entries unpack to 4 MB, more than a checkpoint of this project holds \(1 MB at most\)",
     ):
         load_checkpoint(path)
+
+
+def test_a_checkpoint_link_in_a_loop_is_one_line_in_every_script(tmp_path):
+    (tmp_path / "a.pth").symlink_to(tmp_path / "b.pth")
+    (tmp_path / "b.pth").symlink_to(tmp_path / "a.pth")
+    for script in ("test.py", "train.py", "report.py"):
+        assert_one_line_error(run_cli(script, "--resume", tmp_path / "a.pth"), "a.pth: a link that leads nowhere")

@@ -580,3 +580,21 @@ def test_the_parsed_config_reads_as_typed_attributes_and_as_a_plain_dict(config)
     assert parsed.trainer.ema is None and parsed.seed == config["seed"]
     with pytest.raises(AttributeError):
         parsed.trainers  # noqa: B018 (a typo is an error, not None)
+
+
+def test_a_config_path_that_is_a_pipe_a_link_loop_or_huge_is_one_line(tmp_path):
+    """A FIFO given to -c blocked forever; a link loop or a file far too large is named in one line."""
+    import os
+
+    from config.reading import load_config
+
+    os.mkfifo(tmp_path / "fifo.json")
+    with pytest.raises(ConfigError, match="fifo.json: not a regular file"):
+        load_config(tmp_path / "fifo.json")
+    (tmp_path / "a.json").symlink_to(tmp_path / "b.json")
+    (tmp_path / "b.json").symlink_to(tmp_path / "a.json")
+    with pytest.raises(ConfigError, match="a.json: a link that leads nowhere"):
+        load_config(tmp_path / "a.json")
+    (tmp_path / "big.json").write_text("{" + " " * 2**21 + "}")
+    with pytest.raises(ConfigError, match="big.json: 2,097,154 bytes, too large to be a config"):
+        load_config(tmp_path / "big.json")

@@ -149,3 +149,10 @@ def test_a_batch_whose_activations_would_not_fit_is_one_line_before_the_network_
     with pytest.raises(ConfigError, match=r"^data_loader.args.batch_size: a batch of 8 pictures of 2048x2048 needs"):
         preflight.check_batch_memory(model, large)
     assert ran == [32]  # only the small probe ran
+
+
+def test_a_progressive_resize_that_cannot_shrink_the_images_is_one_line(tmp_path, tiny_folder):
+    config = tiny_config(tmp_path, tiny_folder, progressive_resize={"min_size": 100000, "until": 0.5})
+    proc = run_cli("train.py", "-c", config)
+    assert_one_line_error(proc, "trainer.progressive_resize.min_size: 100000 is larger than the images' 32 px")
+    assert not (tmp_path / "saved").exists()

@@ -36,6 +36,7 @@ def check_run(config, model, data_loader, init_classes, allow_spec_violation=Fal
     C1..C4 rules hold. Returns the network's summary (the report shows it)."""
     check_batch_size(config["data_loader"]["args"].get("batch_size"), distributed.world_size(), data_loader)
     check_batch_memory(model, data_loader)  # before anything runs the network at the data's size
+    check_resize(config["trainer"].get("progressive_resize"), data_loader.image_size, get_logger("train"))
     check_logits(model, data_loader)
     check_init_classes(config["trainer"].get("init"), init_classes, data_loader)
     return check_spec(config, model, data_loader, allow_spec_violation, get_logger("train"))
@@ -80,6 +81,20 @@ def check_batch_memory(model, data_loader, limit=MAX_BATCH_BYTES):
             f"of activations to train {type(model).__name__}, more than {limit / 2**30:.0f} GB; use smaller "
             "pictures (this project trains on small ones, CIFAR-10's are 32x32) or a smaller batch"
         )
+
+
+def check_resize(resize, image_size, logger):
+    """trainer.progressive_resize must start below the data's image size to do anything: above it is
+    one line; at it (a recipe for larger pictures on small ones), a note."""
+    side = min(image_size)
+    if not resize or resize["min_size"] < side:
+        return
+    if resize["min_size"] > side:
+        raise ConfigError(
+            f"trainer.progressive_resize.min_size: {resize['min_size']} is larger than the images' {side} px; give "
+            f"a size below {side}, or null to train at full size"
+        )
+    logger.warning(f"note: trainer.progressive_resize starts at the images' own {side} px, so it changes nothing")
 
 
 def micro_batch(config):

@@ -45,7 +45,10 @@ def check_writable(path, flag="--out", folder=False):
 def default_out(checkpoint, kind, saved=Path("saved")):
     """Where test.py and report.py write by default: beside a checkpoint that lies under saved/;
     for any other (pretrained/, a download) saved/<kind>/<folder>-<name>, never beside it."""
-    checkpoint = Path(checkpoint).resolve()
+    try:
+        checkpoint = Path(checkpoint).resolve()
+    except (OSError, RuntimeError):  # a link in a loop: loading it says so, in one line
+        checkpoint = Path(checkpoint).absolute()
     if checkpoint.is_relative_to(saved.resolve()):
         return checkpoint.parent
     return saved / kind / f"{checkpoint.parent.name}-{checkpoint.stem}"

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def hide_passwords(text):
-    """`text` with every password of every URL in it replaced by ***: the one of the user part
+    """`text` with every password of every URL in it replaced by ***: the one of the userinfo
     (scheme://user:password@host, whatever characters it holds, `@` and `/` included: the host
     follows the last `@`) and any `password=` (or `passwd=`, `pwd=`) query parameter. What the project
     prints or writes never holds one; where a URL is ambiguous, more is hidden, never less."""

@@ -24,6 +24,7 @@ from PIL import Image, UnidentifiedImageError
 
 from utils.errors import DataError
 from utils.paths import DATA_DIR
+from utils.runtime import torchvision_module
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz")
@@ -299,7 +300,7 @@ def _read_image_folder(root, max_pixels=None):
 
 
 def _read_torchvision(root, download):
-    from torchvision.datasets import CIFAR10
+    CIFAR10 = torchvision_module("datasets").CIFAR10
 
     if not (root / CIFAR10.base_folder).is_dir():
         if download and not root.is_dir() and root.resolve() != DEFAULT_ROOT.resolve():

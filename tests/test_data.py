@@ -420,3 +420,23 @@ def test_reading_the_data_is_said_before_it_starts(tmp_path, tiny_tar_xz, caplog
     with caplog.at_level(logging.INFO, logger="data"):
         Cifar10DataLoader(str(tiny_tar_xz), num_workers=0, download=False, batch_size=8)
     assert f"Data: reading {tiny_tar_xz} (" in caplog.text and "MB archive: every image is decompressed" in caplog.text
+
+
+def test_a_torchvision_built_for_another_torch_is_one_line_naming_the_pair(monkeypatch):
+    """Only what needs torchvision imports it (mixing, the torchvision CIFAR-10 root); a mismatched
+    build fails there as one line, not as `operator torchvision::nms does not exist` at start."""
+    import importlib
+
+    from utils import runtime
+    from utils.errors import UserError
+
+    real = importlib.import_module
+
+    def mismatched(name, *args):
+        if name.startswith("torchvision"):
+            raise RuntimeError("operator torchvision::nms does not exist")
+        return real(name, *args)
+
+    monkeypatch.setattr(importlib, "import_module", mismatched)
+    with pytest.raises(UserError, match=r"torchvision .* does not load beside torch .*pip install torch==2.14.1"):
+        runtime.torchvision_module("transforms.v2")

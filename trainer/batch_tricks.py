@@ -4,10 +4,10 @@ told the epoch; with both off it changes nothing."""
 
 import torch
 import torch.nn.functional as F
-from torchvision.transforms import v2
 
 from logger.keys import IMAGE_SIZE, MIX_P
 from trainer.hooks import StepHook
+from utils.runtime import torchvision_module
 
 
 def resize_schedule(min_size, until, epochs, full_size):
@@ -35,6 +35,7 @@ class BatchTricks(StepHook):
         self.mix_cfg = mix
         self.mixer = None
         if mix:
+            v2 = torchvision_module("transforms.v2")  # only a run that mixes needs torchvision
             kind = v2.MixUp if mix["type"] == "MixUp" else v2.CutMix
             self.mixer = kind(alpha=mix["alpha"], num_classes=num_classes)
         self.size, self.mix_p = full, 0.0

@@ -34,3 +34,30 @@ def resolve_device(name):
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device: {name!r} asked for, but CUDA is not available on this machine (use --device cpu)")
     return device
+
+
+TESTED_PAIR = "torch==2.14.1 torchvision==0.29.1"
+
+
+def torchvision_module(name):
+    """`torchvision.<name>`, imported when first needed; a torchvision built for another torch (it
+    fails as `operator torchvision::nms does not exist`) is one line naming both versions and the pair
+    to install."""
+    import importlib
+
+    try:
+        return importlib.import_module(f"torchvision.{name}")
+    except (RuntimeError, ImportError, OSError) as e:
+        from importlib.metadata import PackageNotFoundError, version
+
+        from utils.errors import UserError
+
+        try:
+            installed = f"torchvision {version('torchvision')}"
+        except PackageNotFoundError:
+            installed = "no torchvision"
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
+        raise UserError(
+            f"{installed} does not load beside torch {torch.__version__} ({first}); install the two together, "
+            f"as requirements.txt pins them:  pip install {TESTED_PAIR}"
+        ) from None

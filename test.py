@@ -90,7 +90,8 @@ def draw_pictures(out, model, data_loader, classes, cm, targets, probs):
     names = getattr(data_loader.dataset, "names", None)
     names = [for_console(n) for n in names] if names is not None else None
     plot_misclassified(images, targets, probs, classes, out / "test_misclassified.png", names=names)
-    plot_mistake_cams(model, data_loader.stats, images, targets, probs, classes, out / "test_gradcam_mistakes.png")
+    cams = out / "test_gradcam_mistakes.png"
+    plot_mistake_cams(model, data_loader.stats, images, targets, probs, classes, cams, names=names)
 
 
 def cli(argv=None):

@@ -48,9 +48,10 @@ def mistake_cams_for(network, stats):
     return functools.partial(plot_mistake_cams, network, stats)
 
 
-def plot_mistake_cams(network, stats, images, targets, probs, classes, path, count=12):
+def plot_mistake_cams(network, stats, images, targets, probs, classes, path, count=12, names=None):
     """A picture of the `count` most confident mistakes, each with the Grad-CAM of the class it was
-    wrongly given (where the network saw that class), captioned true / predicted."""
+    wrongly given (where the network saw that class), captioned with its file name (as the
+    misclassified grid is; its index without names), true / predicted."""
     from logger.plots import plot_cam
 
     targets, probs = np.asarray(targets), np.asarray(probs)
@@ -58,7 +59,8 @@ def plot_mistake_cams(network, stats, images, targets, probs, classes, path, cou
     predicted = probs[wrong].argmax(1)
     heat = grad_cam(network.cpu().eval(), stats, images[wrong], predicted)
     titles = [
-        f"#{i}: true {classes[targets[i]]}\npred {classes[p]} {probs[i, p]:.0%}" for i, p in zip(wrong, predicted)
+        f"{names[i] if names is not None else f'#{i}'}: true {classes[targets[i]]}\npred {classes[p]} {probs[i, p]:.0%}"
+        for i, p in zip(wrong, predicted)
     ]
     title = f"Grad-CAM of the predicted class: the {len(wrong)} most confident mistakes"
     return plot_cam(images[wrong], heat, titles, path, title)

@@ -162,6 +162,7 @@ def plot_cam(images, heatmaps, titles, path, title, pairs=3):
     """Each picture twice, as it is and with its Grad-CAM heat map over it (jet, a third opaque),
     `pairs` pictures a row, its caption over the pair, and one colour bar for the figure."""
     plt = _pyplot()
+    pairs = max(1, min(pairs, len(images)))  # one picture: one pair wide, not a row of empty pairs
     rows = max(1, int(np.ceil(len(images) / pairs)))
     # a fixed layout, as _image_grid's
     height = rows * 2.5 + 0.6

@@ -134,7 +134,9 @@ def _image_grids(out_dir, classes, valid_images, valid_names, targets, probs, mi
         "misclassified": plot_misclassified(
             valid_images, targets, probs, classes, out_dir / "misclassified.png", names=names
         ),
-        "gradcam_mistakes": mistake_cams(valid_images, targets, probs, classes, out_dir / "gradcam_mistakes.png")
+        "gradcam_mistakes": mistake_cams(
+            valid_images, targets, probs, classes, out_dir / "gradcam_mistakes.png", names=names
+        )
         if mistake_cams is not None
         else None,
     }

@@ -388,3 +388,35 @@ def test_the_predictor_refuses_pictures_it_cannot_read_and_takes_one_picture_as_
         predictor.predict(np.zeros((2, 64, 64, 3), np.uint8))
     with pytest.raises(ValueError, match=r"expected RGB pictures of shape \(N, H, W, 3\)"):
         predictor.predict(np.zeros((2, 3, 32, 32), np.uint8))
+
+
+def test_gradcam_captions_name_the_files_and_one_picture_fills_its_figure(monkeypatch, tmp_path):
+    import numpy as np
+
+    import logger.plots as plots
+    from deploy import cam
+    from model.model import DilatedNet
+
+    seen = {}
+    monkeypatch.setattr(plots, "plot_cam", lambda images, heat, titles, path, title: seen.update(titles=titles))
+    probs = np.eye(10)[[1, 0]] * 0.9 + 0.01  # both wrong, predicted 1 and 0
+    images = np.zeros((2, 32, 32, 3), np.uint8)
+    stats = {"mean": [0.5] * 3, "std": [0.25] * 3}
+    classes = [str(i) for i in range(10)]
+    cam.plot_mistake_cams(
+        DilatedNet(),
+        stats,
+        images,
+        np.array([0, 1]),
+        probs,
+        classes,
+        tmp_path / "c.png",
+        names=["cat/a.png", "dog/b.png"],
+    )
+    assert [t.split(":")[0] for t in seen["titles"]] == ["cat/a.png", "dog/b.png"]
+    monkeypatch.undo()
+    one = plots.plot_cam(images[:1], np.zeros((1, 32, 32)), ["x"], tmp_path / "one.png", "one")
+    from PIL import Image
+
+    width, height = Image.open(one).size
+    assert width < 2.5 * height  # one pair wide, not three (the rest of the row left empty)

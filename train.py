@@ -2,7 +2,6 @@
 Continue a run:                          python train.py --resume saved/<name>/<run>/last.pth
 The composition root: `build` makes every part of a run from the config, `main` trains it."""
 
-import contextlib
 import functools
 import shutil
 import sys
@@ -10,7 +9,7 @@ import tempfile
 
 import model.metric as module_metric
 from checkpoint.saver import RunFiles
-from config.overrides import FAST_DEV_RUN, train_argparser
+from config.overrides import FAST_DEV_RUN, FAST_DEV_RUN_DONE, train_argparser
 from config.parser import ConfigParser
 from config.schedules import build_lr_scheduler, dry_run
 from deploy.cam import mistake_cams_for
@@ -49,10 +48,9 @@ def build(config, device, files, allow_spec_violation=False, epoch_callbacks=())
 
 
 def main(config, allow_spec_violation=False, epoch_callbacks=(), resume_hint=True, files=None):
-    """Train as `config` says; returns the epoch logs. epoch_callbacks: f(epoch, log) after each epoch;
-    resume_hint: on Ctrl-C or SIGTERM print how to resume and exit (False: the KeyboardInterrupt goes
-    on to the caller, e.g. the tuner); files: where it writes (default: RunFiles.of(config)). Under
-    torchrun: one process per device; rank 0 writes the files."""
+    """Train as `config` says and return the epoch logs; under torchrun one process per device, rank 0
+    writing the files. epoch_callbacks: f(epoch, log) after each epoch; resume_hint: on Ctrl-C print how
+    to resume and exit (False: the tuner goes on); files: where it writes (default RunFiles.of(config))."""
     device, files = resolve_device(config.device), files or RunFiles.of(config)
     run = functools.partial(_run, config, files=files, allow_spec_violation=allow_spec_violation,
                             epoch_callbacks=epoch_callbacks, resume_hint=resume_hint)  # fmt: skip
@@ -64,11 +62,7 @@ def _run(config, device, files, allow_spec_violation, epoch_callbacks, resume_hi
     seed_everything(config.seed)
     trainer, summary = build(config, device, files, allow_spec_violation, epoch_callbacks)
     try:
-        with (
-            on_interrupt_say(get_logger("train").warning, files.resume_hint)
-            if resume_hint
-            else contextlib.nullcontext()
-        ):
+        with on_interrupt_say(get_logger("train").warning, files.resume_hint, enabled=resume_hint):
             history = trainer.train()
         if config.trainer.report and distributed.is_main():
             trainer.report(summary, mistake_cams_for(trainer.eval_model, trainer.data_loader.stats))
@@ -85,8 +79,7 @@ def fast_dev_run(args):
         history = main(ConfigParser.from_args(args), args.allow_spec_violation)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    print(f"fast_dev_run: every step of a run ran on {len(history)} epoch of 2 training and 2 validation batches "
-          "(at a constant lr); its temporary run folder (checkpoints, report) is removed")  # fmt: skip
+    print(FAST_DEV_RUN_DONE.format(len(history)))
     return history
 
 

@@ -81,6 +81,10 @@ FAST_DEV_RUN = {
     ("trainer", "swa"): None,
     ("lr_scheduler",): None,
 }
+FAST_DEV_RUN_DONE = (  # what it says at the end
+    "fast_dev_run: every step of a run ran on {} epoch of 2 training and 2 validation batches (at a constant lr); "
+    "its temporary run folder (checkpoints, report) is removed"
+)
 
 
 def train_argparser():

@@ -67,12 +67,15 @@ def run_main(main, *args, interrupted=None, single_process=None):
 
 
 @contextlib.contextmanager
-def on_interrupt_say(say, hint):
+def on_interrupt_say(say, hint, enabled=True):
     """Ctrl-C or SIGTERM inside the block: `say("interrupted: <hint()>")` (or "stopped (SIGTERM): ...")
-    and exit with 130 / 143, a second interrupt ignored so that the line is never cut short."""
+    and exit with 130 / 143, a second interrupt ignored so that the line is never cut short. Not
+    enabled: the KeyboardInterrupt goes on to the caller."""
     try:
         yield
     except KeyboardInterrupt as e:
+        if not enabled:
+            raise
         ignore_further_interrupts()
         say(f"{'stopped (SIGTERM)' if isinstance(e, Terminated) else 'interrupted'}: {hint()}")
         raise SystemExit(exit_status(e)) from None

@@ -13,6 +13,7 @@ from logger import get_logger, setup_logging
 from trainer.lr_finder import lr_range_test, plot_lr_range, suggest_lr
 from trainer.optim import build_optimizer
 from trainer.precision import autocast_of, resolve_amp
+from trainer.progress import Progress
 from utils import ConfigError, resolve_device, seed_everything
 from utils.cli import run_main
 from utils.paths import atomic_write, check_writable
@@ -48,6 +49,7 @@ def main(config, args):
         num_steps=args.steps,
         autocast=autocast_of(device, dtype),
         channels_last=channels_last,
+        progress=Progress(args.steps, "LR range test", logger=logger),  # a line every 30 s when logged to a file
     )
     try:
         suggestion = suggest_lr(lrs, losses)

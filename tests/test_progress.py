@@ -90,3 +90,30 @@ def test_a_ctrl_c_mid_epoch_closes_the_bar_so_the_next_line_starts_clean():
             model, torch.nn.CrossEntropyLoss(), [], optimizer, Batches(), torch.device("cpu"), progress=progress
         )
     assert progress.bar.disable  # closed: tqdm cleared its line before the message that follows
+
+
+def test_the_lr_range_test_says_where_it_is_in_a_log_file():
+    """lr_find.py was silent for minutes when its output went to a file: it now logs a progress line
+    (here every 0 s) as training does."""
+    import logging
+
+    import torch
+
+    from trainer.lr_finder import lr_range_test
+    from trainer.progress import Progress
+
+    lines = []
+
+    class Recorder(logging.Handler):
+        def emit(self, record):
+            lines.append(record.getMessage())
+
+    logger = logging.getLogger("lr_find_test")
+    logger.addHandler(Recorder())
+    logger.setLevel(logging.INFO)
+    model = torch.nn.Linear(4, 2)
+    batches = [(torch.randn(8, 4), torch.randint(0, 2, (8,)))] * 3
+    progress = Progress(6, "LR range test", logger=logger, every=0.0, stream=io.StringIO())
+    lr_range_test(model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1), batches,
+                  torch.device("cpu"), num_steps=6, end_lr=0.01, progress=progress)  # fmt: skip
+    assert any(line.startswith("LR range test: batch 1/6, ") for line in lines), lines

@@ -25,31 +25,39 @@ def lr_range_test(
     diverge=4.0,
     autocast=contextlib.nullcontext,
     channels_last=False,
+    progress=None,
 ):
     """One batch per learning rate, from start_lr to end_lr geometrically (num_steps values, the loader
     cycled if needed). Returns (lrs, smoothed losses); stops early once the smoothed loss exceeds
-    `diverge` times its minimum or is not finite."""
+    `diverge` times its minimum or is not finite. progress: a trainer.progress.Progress (a bar on a
+    terminal, a line every 30 s in a log file), or None."""
     model.train()
     lrs, losses, avg, best = [], [], 0.0, math.inf
     batches = itertools.chain.from_iterable(itertools.repeat(loader))
-    for step, (images, target) in zip(range(num_steps), batches):
-        lr = start_lr * (end_lr / start_lr) ** (step / max(1, num_steps - 1))
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        images, target = to_device(images, target, device, channels_last)
-        with autocast():
-            loss = criterion(model(images), target)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        value = float(loss.detach())
-        avg = smoothing * value + (1 - smoothing) * avg
-        smoothed = avg / (1 - (1 - smoothing) ** (step + 1))  # bias-corrected exponential average
-        lrs.append(lr)
-        losses.append(smoothed)
-        best = min(best, smoothed)
-        if not math.isfinite(smoothed) or smoothed > diverge * best:
-            break
+    try:
+        for step, (images, target) in zip(range(num_steps), batches):
+            lr = start_lr * (end_lr / start_lr) ** (step / max(1, num_steps - 1))
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            images, target = to_device(images, target, device, channels_last)
+            with autocast():
+                loss = criterion(model(images), target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            value = float(loss.detach())
+            avg = smoothing * value + (1 - smoothing) * avg
+            smoothed = avg / (1 - (1 - smoothing) ** (step + 1))  # bias-corrected exponential average
+            lrs.append(lr)
+            losses.append(smoothed)
+            best = min(best, smoothed)
+            if progress is not None:
+                progress.update(len(target), loss)
+            if not math.isfinite(smoothed) or smoothed > diverge * best:
+                break
+    finally:
+        if progress is not None:
+            progress.close()
     return lrs, losses
 
 

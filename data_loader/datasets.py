@@ -243,8 +243,13 @@ def _read_tar(path, mtime_ns, size, max_pixels=None):  # mtime and size key the 
     entries, seen, roots, budget = [], {}, set(), PixelBudget(path, max_pixels)
     try:
         with tarfile.open(path) as tar:
-            for member in tar:
-                if not member.isfile():
+            for count, member in enumerate(tar, 1):
+                if count > MAX_MEMBERS:
+                    raise DataError(
+                        f"{path}: holds over {MAX_MEMBERS:,} members (CIFAR-10 has 60,000 images); not a data set "
+                        "of this project, not read further"
+                    )
+                if not (member.isfile() or member.islnk() or member.issym()):  # a linked image is an image
                     continue
                 parts = PurePosixPath(member.name).parts
                 key = _split_parts(parts)
@@ -260,12 +265,29 @@ def _read_tar(path, mtime_ns, size, max_pixels=None):  # mtime and size key the 
                 if len(roots) > 1:
                     shown = " and ".join(sorted("/".join(r) + "/" if r else "(top level)" for r in roots))
                     raise DataError(f"{path}: images under two roots ({shown}); expected one train/ and test/ layout")
-                check_file_size(member.size, f"{path}:{member.name}")
-                data = tar.extractfile(member).read()
+                check_file_size(member.size, f"{path}:{member.name}")  # a link's target: checked once read
+                data = member_bytes(tar, member, path)
                 entries.append(_pending(key, data, f"{path}:{member.name}", budget))
     except ARCHIVE_ERRORS as e:
         raise archive_error(path, e) from None
     return _assemble(entries, path)
+
+
+MAX_MEMBERS = 1_000_000  # tarfile keeps every member's header in memory (about 1 KB each)
+
+
+def member_bytes(tar, member, path):
+    """The bytes of a file member, or of the member a hard or symbolic link points to inside the archive
+    (a link that leads outside it, or nowhere, is one line)."""
+    try:
+        f = tar.extractfile(member)
+    except KeyError:
+        f = None
+    if f is None:
+        raise DataError(f"{path}: member {member.name!r} links to {member.linkname!r}, which the archive does not hold")
+    data = f.read(max_file_bytes() + 1)
+    check_file_size(len(data), f"{path}:{member.name}")
+    return data
 
 
 ARCHIVE_ERRORS = (tarfile.TarError, EOFError, lzma.LZMAError, zlib.error, OSError)  # a damaged or odd archive

@@ -11,10 +11,12 @@ from PIL import Image, UnidentifiedImageError
 
 from data_loader.datasets import (
     ARCHIVE_ERRORS,
+    MAX_MEMBERS,
     MAX_PIXELS,
     TAR_SUFFIXES,
     archive_error,
     check_file_size,
+    member_bytes,
     open_image,
     to_rgb,
 )
@@ -60,12 +62,29 @@ def _read(size_of, read, name, size, max_pixels):
 
 
 def _from_tar(path, size, max_pixels):
+    """The archive's pictures, in name order: its files and its links to files (as the training data
+    reads them); at most MAX_MEMBERS members are looked at."""
     try:
         with tarfile.open(path) as tar:
-            for member in sorted((m for m in tar if m.isfile()), key=lambda m: m.name):
-                if member.name.lower().endswith(IMAGE_SUFFIXES):
-                    read = tar.extractfile(member).read
-                    yield _read(member.size, read, f"{path}:{member.name}", size, max_pixels)
+            members = []
+            for count, member in enumerate(tar, 1):
+                if count > MAX_MEMBERS:
+                    raise DataError(f"{path}: holds over {MAX_MEMBERS:,} members; not read further")
+                if (member.isfile() or member.islnk() or member.issym()) and member.name.lower().endswith(
+                    IMAGE_SUFFIXES
+                ):
+                    members.append(member)
+            for member in sorted(members, key=lambda m: m.name):
+                name = f"{path}:{member.name}"
+                if member.isfile():
+                    yield _read(member.size, tar.extractfile(member).read, name, size, max_pixels)
+                    continue
+                try:  # a link: its target's bytes, or why there are none
+                    data = member_bytes(tar, member, path)
+                except DataError as e:
+                    yield Picture(name, None, error=str(e))
+                    continue
+                yield decode(data, name, size, max_pixels)
     except ARCHIVE_ERRORS as e:
         raise archive_error(path, e) from None
 

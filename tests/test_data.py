@@ -440,3 +440,38 @@ def test_a_torchvision_built_for_another_torch_is_one_line_naming_the_pair(monke
     monkeypatch.setattr(importlib, "import_module", mismatched)
     with pytest.raises(UserError, match=r"torchvision .* does not load beside torch .*pip install torch==2.14.1"):
         runtime.torchvision_module("transforms.v2")
+
+
+def test_linked_images_count_in_a_tar_as_in_its_folder_and_a_link_out_of_it_is_one_line(tmp_path, monkeypatch):
+    """GNU tar stores a hard or symbolic link to an image as a link member: it is read (400 of 420
+    images were, before), and a link whose target the archive does not hold is named."""
+    import os
+
+    import data_loader.datasets as datasets
+    from conftest import write_folder
+
+    root = write_folder(tmp_path / "data")
+    cat = root / "train" / "cat"
+    first = sorted(cat.iterdir())[0]
+    os.symlink(first.name, cat / "zz_sym.png")
+    os.link(first, cat / "zz_hard.png")
+    with tarfile.open(tmp_path / "data.tar", "w") as tar:
+        tar.add(root, arcname="data")
+    folder, archive = load_splits(root), load_splits(tmp_path / "data.tar")
+    assert (
+        len(archive["train"].images)
+        == len(folder["train"].images)
+        == len(load_splits(write_folder(tmp_path / "plain"))["train"].images) + 2
+    )
+    from deploy.images import read_inputs  # predict.py reads an archive's pictures the same way
+
+    pictures = list(read_inputs([tmp_path / "data.tar"], (32, 32)))
+    assert len(pictures) == len(list(read_inputs([root], (32, 32)))) and not any(p.error for p in pictures)
+    os.symlink("/etc/hostname", cat / "zz_out.png")
+    with tarfile.open(tmp_path / "out.tar", "w") as tar:
+        tar.add(root, arcname="data")
+    with pytest.raises(DataError, match="zz_out.png' links to '/etc/hostname', which the archive does not hold"):
+        load_splits(tmp_path / "out.tar")
+    monkeypatch.setattr(datasets, "MAX_MEMBERS", 10)
+    with pytest.raises(DataError, match="data.tar: holds over 10 members"):
+        datasets._read_tar.__wrapped__(str(tmp_path / "data.tar"), 0, 0)

@@ -36,12 +36,25 @@ def check_same_split(args, saved):
             )
 
 
+def check_same_data(args, saved_stats, stats):
+    """The data read is the run's own: its training images' mean and std are the checkpoint's (the same
+    images at another path are; another data set, or another split of it, is not)."""
+    if saved_stats and stats != saved_stats:
+        where = f"--data_dir {args.data_dir}" if getattr(args, "data_dir", None) else "the run's data_dir"
+        raise ConfigError(
+            f"{where}: not the data the run trained on (its training images' mean {stats['mean']} differ from the "
+            f"checkpoint's {saved_stats['mean']}); the report's figure would not be the run's: use test.py for "
+            "other data"
+        )
+
+
 def main(args):
     setup_logging(None, 1)
     out = Path(args.out) if args.out else default_out(args.resume, "report")
     ckpt = load_checkpoint(args.resume)  # read once: the split check below, then the network and data
     check_same_split(args, ckpt["config"]["data_loader"]["args"])
     config, ckpt, model, data_loader = load_trained(args, split="run", ckpt=ckpt)  # bad file or data: nothing made
+    check_same_data(args, saved_entries(ckpt).data_stats, data_loader.stats)
     check_writable(out, folder=True)  # before the evaluation, not after it
     valid_loader = data_loader.split_validation()
     device = resolve_device(config["device"])

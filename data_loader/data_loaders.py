@@ -1,3 +1,4 @@
+import hashlib
 import logging
 import os
 from pathlib import Path
@@ -41,6 +42,20 @@ def say_reading(data_dir):
     else:
         what = str(path)
     logging.getLogger("data").info(f"Data: reading {what} ...")
+
+
+def note_shared_images(splits, data_dir):
+    """A warning when test images are also training images (the same pixels: a copied folder, say):
+    a figure on that test split would count images the network trained on."""
+    if "train" not in splits or "test" not in splits:
+        return
+    seen = {hashlib.blake2b(image.tobytes(), digest_size=16).digest() for image in splits["train"].images}
+    shared = sum(hashlib.blake2b(image.tobytes(), digest_size=16).digest() in seen for image in splits["test"].images)
+    if shared:
+        logging.getLogger("data").warning(
+            f"warning: {data_dir}: {shared} of its {len(splits['test'].images)} test images are also training images "
+            "(the same pixels); a figure on that test split counts images the network trained on"
+        )
 
 
 def auto_workers(num_workers):
@@ -94,6 +109,7 @@ class Cifar10DataLoader(BaseDataLoader):
             raise ArgumentError("max_dataset_pixels", f"expected an integer >= 1 or null, got {max_dataset_pixels!r}")
         say_reading(data_dir)
         splits = load_splits(data_dir, download, max_dataset_pixels)
+        note_shared_images(splits, data_dir)
         workers = auto_workers(num_workers)
         self.data_dir = data_dir
         if training:

@@ -366,3 +366,24 @@ def test_fast_dev_run_checks_the_whole_pipeline_and_leaves_nothing(tmp_path, tin
     proc = run_cli("train.py", "-c", config, "--fast_dev_run", "--bs", "32")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "(at a constant lr)" in proc.stdout
+
+
+def test_report_py_on_other_data_is_one_line_not_a_figure_labelled_as_the_runs(trained, tmp_path):
+    """The same data at another path is the run's; another data set is refused (its figure would be
+    labelled as the run's validation), and a test split that copies the training one is warned of."""
+    from conftest import write_folder
+
+    _, run_dir, _ = trained
+    other = tmp_path / "other"
+    shutil.copytree(write_folder(tmp_path / "gen"), other)
+    for image in (other / "train").glob("*/*.png"):  # other pictures: a brighter copy
+        arr = np.asarray(Image.open(image)).astype(int)
+        Image.fromarray(np.clip(arr + 40, 0, 255).astype(np.uint8)).save(image)
+    proc = run_cli("report.py", "--resume", run_dir / "last.pth", "--data_dir", other, "--out", tmp_path / "r")
+    assert_one_line_error(proc, f"--data_dir {other}: not the data the run trained on")
+    assert not (tmp_path / "r").exists()
+    copied = tmp_path / "copied"
+    shutil.copytree(other / "train", copied / "train")
+    shutil.copytree(other / "train", copied / "test")  # the test split is the training split
+    proc = run_cli("test.py", "--resume", run_dir / "last.pth", "--data_dir", copied, "--out", tmp_path / "t")
+    assert "test images are also training images" in proc.stdout + proc.stderr

@@ -85,9 +85,10 @@ def draw_cams(predictor, pictures, probs, folder, per_picture=30):
     paths = []
     for n, i in enumerate(range(0, len(pictures), per_picture), 1):
         part = slice(i, i + per_picture)
+        names = [_wrapped(for_console(Path(p.name.split(":")[-1]).name)) for p in pictures[part]]
         titles = [
-            f"{_wrapped(Path(p.name.split(':')[-1]).name)}\n{predictor.classes[c]} {probs[j, c]:.0%}"
-            for j, (p, c) in enumerate(zip(pictures[part], top[part]), i)
+            f"{name}\n{for_console(predictor.classes[c])} {probs[j, c]:.0%}"
+            for j, (name, c) in enumerate(zip(names, top[part]), i)
         ]
         title = "Grad-CAM of the predicted class (red: where the network saw it)"
         paths.append(plot_cam(images[part], heat[part], titles, folder / f"cam_{n}.png", title))

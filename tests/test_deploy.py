@@ -420,3 +420,16 @@ def test_gradcam_captions_name_the_files_and_one_picture_fills_its_figure(monkey
 
     width, height = Image.open(one).size
     assert width < 2.5 * height  # one pair wide, not three (the rest of the row left empty)
+
+
+def test_predict_cam_on_a_file_name_that_is_not_utf8(checkpoint, pictures, tmp_path):
+    """A name of raw bytes reaches the captions escaped (matplotlib refused the lone surrogates)."""
+    import os
+    import shutil
+
+    folder, _ = pictures
+    odd = os.path.join(os.fsencode(tmp_path), b"caf\xe9.png")
+    shutil.copy(folder / "cat.png", odd)
+    proc = run_cli("predict.py", "--checkpoint", checkpoint, os.fsdecode(odd), "--cam", "--cam_dir", tmp_path / "cams")
+    assert proc.returncode == 0, proc.stderr
+    png_ok(tmp_path / "cams" / "cam_1.png", min_side=150)

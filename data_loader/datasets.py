@@ -303,6 +303,15 @@ def archive_error(path, e):
     return DataError(f"{path}: cannot read archive ({str(e).splitlines()[0] if str(e) else type(e).__name__})")
 
 
+def read_file(path):
+    """A file's bytes; what the system refuses to read (a link to a device or to /proc, a file that
+    vanished) is one line naming it."""
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read it ({e.strerror or e}); not an image file") from None
+
+
 def _read_image_folder(root, max_pixels=None):
     entries, budget = [], PixelBudget(root, max_pixels)
     for split in SPLITS:
@@ -317,7 +326,7 @@ def _read_image_folder(root, max_pixels=None):
             if key is None or not file.is_file():
                 continue
             check_file_size(file.stat().st_size, str(file))
-            entries.append(_pending(key, file.read_bytes(), str(file), budget))
+            entries.append(_pending(key, read_file(file), str(file), budget))
     return _assemble(entries, str(root))
 
 

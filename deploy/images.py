@@ -56,9 +56,12 @@ def _read(size_of, read, name, size, max_pixels):
     max_pixels needs; otherwise `read()` and decoded."""
     try:
         check_file_size(size_of, name, max_pixels)
+        data = read()
     except DataError as e:
         return Picture(name, None, error=str(e))
-    return decode(read(), name, size, max_pixels)
+    except OSError as e:  # a link to a device or to /proc, a file that vanished: this picture alone
+        return Picture(name, None, error=f"{name}: cannot read it ({e.strerror or e}); not an image file")
+    return decode(data, name, size, max_pixels)
 
 
 def _from_tar(path, size, max_pixels):

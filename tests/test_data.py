@@ -475,3 +475,20 @@ def test_linked_images_count_in_a_tar_as_in_its_folder_and_a_link_out_of_it_is_o
     monkeypatch.setattr(datasets, "MAX_MEMBERS", 10)
     with pytest.raises(DataError, match="data.tar: holds over 10 members"):
         datasets._read_tar.__wrapped__(str(tmp_path / "data.tar"), 0, 0)
+
+
+def test_an_image_that_links_to_an_unreadable_file_is_one_line_in_training_and_one_row_in_predict(tmp_path):
+    """A link to /proc/self/pagemap (reading it fails): one line naming it when training reads the
+    folder; predict.py reports it and goes on with the other pictures."""
+    import os
+
+    from conftest import write_folder
+    from deploy.images import read_inputs
+
+    root = write_folder(tmp_path / "data")
+    os.symlink("/proc/self/pagemap", root / "train" / "cat" / "zz.png")
+    with pytest.raises(DataError, match=r"zz.png: cannot read it \(.*\); not an image file"):
+        load_splits(root)
+    pictures = list(read_inputs([root / "train" / "cat"], (32, 32)))
+    bad = [p for p in pictures if p.error]
+    assert len(bad) == 1 and "zz.png: cannot read it" in bad[0].error and len(pictures) > 1

@@ -308,6 +308,8 @@ def read_file(path):
     vanished) is one line naming it."""
     try:
         return path.read_bytes()
+    except PermissionError:
+        raise  # load_splits says so, with its advice
     except OSError as e:
         raise DataError(f"{path}: cannot read it ({e.strerror or e}); not an image file") from None
 

@@ -24,18 +24,18 @@ from utils.cli import on_interrupt_say, run_main
 
 
 def build(config, device, files, allow_spec_violation=False, epoch_callbacks=()):
-    """The data loaders, the network, the loss, the metrics, the optimizer, the scheduler and the
-    Trainer, each checked before the run folder exists: a run that fails its checks writes nothing."""
+    """Loaders, network, loss, metrics, optimizer, scheduler, Trainer: each checked before any file is written."""
     preflight.check_config(config)
     model = config.init_obj("arch")  # before the data: the network's own checks of its args cost nothing
     teacher = load_teacher(config["trainer"])  # before the data too: a missing teacher file is one line at once
     init_classes = preflight.init_weights(model, config, get_logger("train"))
-    data_loader = config.init_obj("data_loader", **preflight.micro_batch(config))
+    batch_size = config["data_loader"]["args"].get("batch_size")
+    data_loader = config.init_obj("data_loader", **preflight.micro_batch(config.trainer.accumulate, batch_size))
     valid_data_loader = data_loader.split_validation()
-    steps = optimizer_steps(data_loader, config["trainer"])  # per epoch: one per trainer.accumulate batches
+    steps = optimizer_steps(data_loader, config.trainer.accumulate)  # per epoch
     summary = preflight.check_run(config, model, data_loader, init_classes, allow_spec_violation)
     dry_run(config, steps_per_epoch=steps)  # values a scheduler refuses only when it steps
-    model = preflight.place_network(model, config, device)
+    model = preflight.place_network(model, config.trainer.sync_bn, device)
     criterion, metrics = config.init_obj("loss"), module_metric.build_metrics(config["metrics"])
     optimizer = build_optimizer(config, model)
     lr_scheduler = build_lr_scheduler(config, optimizer, steps_per_epoch=steps)

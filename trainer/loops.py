@@ -66,9 +66,9 @@ def forward_loss(model, criterion, images, target, precision, hooks=()):
         return output, criterion(output, target)
 
 
-def optimizer_steps(loader, trainer_cfg):
-    """Optimizer steps per epoch over `loader`: one per trainer.accumulate batches."""
-    return math.ceil(len(loader) / trainer_cfg.get("accumulate", 1))
+def optimizer_steps(loader, accumulate=1):
+    """Optimizer steps per epoch over `loader`: one per `accumulate` batches (trainer.accumulate)."""
+    return math.ceil(len(loader) / accumulate)
 
 
 def backward(loss, optimizer, scaler=None, first=True):

@@ -97,10 +97,9 @@ def check_resize(resize, image_size, logger):
     logger.warning(f"note: trainer.progressive_resize starts at the images' own {side} px, so it changes nothing")
 
 
-def micro_batch(config):
-    """The loader's batch size under trainer.accumulate ({} without it): batch_size / accumulate, so
-    that the global batch of one optimizer step stays batch_size."""
-    k, batch_size = config["trainer"]["accumulate"], config["data_loader"]["args"].get("batch_size")
+def micro_batch(k, batch_size):
+    """The loader's batch size under trainer.accumulate `k` ({} without it): batch_size / k, so that
+    the global batch of one optimizer step stays batch_size (None: a loader without one)."""
     if k == 1 or batch_size is None:
         return {}
     if batch_size % k:
@@ -251,9 +250,9 @@ def check_spec(config, model, data_loader, allow_spec_violation, logger):
     return summary
 
 
-def place_network(model, config, device):
-    """The checked network made ready to train: SyncBatchNorm if asked (CUDA only), on `device`."""
-    if config["trainer"]["sync_bn"] and distributed.is_distributed():
+def place_network(model, sync_bn, device):
+    """The checked network made ready to train: SyncBatchNorm if trainer.sync_bn asks (CUDA only), on `device`."""
+    if sync_bn and distributed.is_distributed():
         if device.type != "cuda":
             raise ConfigError(
                 "trainer.sync_bn: SyncBatchNorm works on CUDA only; on the CPU leave it false "

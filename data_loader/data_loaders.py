@@ -44,6 +44,9 @@ def say_reading(data_dir):
     logging.getLogger("data").info(f"Data: reading {what} ...")
 
 
+NO_VALIDATION = "validation_split is 0 and there is no test/ split to validate on; set --validation_split (e.g. 5000)"
+
+
 def note_shared_images(splits, data_dir):
     """A warning when test images are also training images (the same pixels: a copied folder, say):
     a figure on that test split would count images the network trained on."""
@@ -108,7 +111,7 @@ class Cifar10DataLoader(BaseDataLoader):
         ):
             raise ArgumentError("max_dataset_pixels", f"expected an integer >= 1 or null, got {max_dataset_pixels!r}")
         say_reading(data_dir)
-        splits = load_splits(data_dir, download, max_dataset_pixels)
+        splits = load_splits(data_dir, download, max_dataset_pixels, self._needs(training, validation_split))
         note_shared_images(splits, data_dir)
         workers = auto_workers(num_workers)
         self.data_dir = data_dir
@@ -127,6 +130,16 @@ class Cifar10DataLoader(BaseDataLoader):
             pin_memory=pin_memory,
             collate_fn=NormalizeCollate(self.stats["mean"], self.stats["std"]),
         )
+
+    @staticmethod
+    def _needs(training, validation_split):
+        """The splits this loader cannot do without, and what to say when one is missing."""
+        if not training:
+            return ()  # for_test says it in words of its own
+        needs = [("train", "no train/ split to train on")]
+        if validation_split == 0:
+            needs.append(("test", NO_VALIDATION))
+        return tuple(needs)
 
     def _training_sets(self, splits, validation_split, split_seed, train_subset, augmentations):
         """(the augmented training set, the validation set): a seeded validation subset of the train
@@ -150,10 +163,7 @@ class Cifar10DataLoader(BaseDataLoader):
             self.valid_name, test = "test", splits["test"]
             valid = ArrayDataset(test.images, test.labels, build_eval_transform(), names=test.names)
         else:
-            raise DataError(
-                f"{self.data_dir}: validation_split is 0 and there is no test/ split to validate on; "
-                "set --validation_split (e.g. 5000 or 0.1)"
-            )
+            raise DataError(f"{self.data_dir}: {NO_VALIDATION}")
         return dataset, valid
 
     def _test_set(self, splits, stats):

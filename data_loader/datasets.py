@@ -44,25 +44,26 @@ class Split:
     names: np.ndarray | None = None  # (N,) each image's file as class/file name (None: a CIFAR-10 batch file)
 
 
-def load_splits(data_dir, download=False, max_pixels=None):
+def load_splits(data_dir, download=False, max_pixels=None, needs=()):
     """{'train': Split, 'test': Split} with whichever splits `data_dir` holds. A file or folder the
     process may not read is one line that says so (not the output errors' "cannot write").
     max_pixels: what the data set may decode in all (None: MAX_DATASET_PIXELS), counted from the
-    images' headers before any pixel is decoded."""
+    images' headers before any pixel is decoded. needs: ((split, why), ...) the caller cannot do
+    without; an image folder or archive without one says `why` before any image is decoded."""
     try:
-        return _load_splits(Path(data_dir).expanduser(), download, max_pixels or MAX_DATASET_PIXELS)
+        return _load_splits(Path(data_dir).expanduser(), download, max_pixels or MAX_DATASET_PIXELS, tuple(needs))
     except PermissionError as e:
         raise DataError(f"{e.filename or data_dir}: cannot read ({e.strerror}); check its permissions") from None
 
 
-def _load_splits(path, download, max_pixels):
+def _load_splits(path, download, max_pixels, needs):
     if path.is_file():
         if not path.name.lower().endswith(TAR_SUFFIXES):
             raise DataError(f"{path}: expected a folder or a {'/'.join(TAR_SUFFIXES)} archive")
         stat = path.stat()
-        return _read_tar(str(path.resolve()), stat.st_mtime_ns, stat.st_size, max_pixels)
+        return _read_tar(str(path.resolve()), stat.st_mtime_ns, stat.st_size, max_pixels, needs)
     if path.is_dir() and any((path / s).is_dir() for s in SPLITS):
-        return _read_image_folder(path, max_pixels)
+        return _read_image_folder(path, max_pixels, needs)
     if path.name.lower().endswith(TAR_SUFFIXES):
         raise DataError(f"{path}: archive not found")
     return _read_torchvision(path, download)
@@ -183,7 +184,7 @@ def _decode(data, name, budget=None):
         raise DataError(f"{name}: cannot decode image ({e})") from None
 
 
-def _assemble(entries, where):
+def _assemble(entries, where, needs=()):
     """entries: Pending images -> {split: Split} with sorted classes and files. Every check that the
     headers allow comes first (one size for all); then each split is decoded into one uint8 array,
     allocated once."""
@@ -193,6 +194,9 @@ def _assemble(entries, where):
     out = {}
     classes_of = {s: sorted({e.cls for e in entries if e.split == s}) for s in SPLITS}
     present = [s for s in SPLITS if classes_of[s]]
+    for split, why in needs:  # from the file names alone, before any image is decoded
+        if split not in present:
+            raise DataError(f"{where}: {why}")
     if len(present) == 2 and classes_of["train"] != classes_of["test"]:
         raise DataError(
             f"{where}: train and test hold different classes ({classes_of['train']} vs {classes_of['test']})"
@@ -239,7 +243,7 @@ def _split_parts(parts):
 
 
 @functools.lru_cache(maxsize=2)
-def _read_tar(path, mtime_ns, size, max_pixels=None):  # mtime and size key the cache
+def _read_tar(path, mtime_ns, size, max_pixels=None, needs=()):  # mtime and size key the cache
     entries, seen, roots, budget = [], {}, set(), PixelBudget(path, max_pixels)
     try:
         with tarfile.open(path) as tar:
@@ -270,7 +274,7 @@ def _read_tar(path, mtime_ns, size, max_pixels=None):  # mtime and size key the 
                 entries.append(_pending(key, data, f"{path}:{member.name}", budget))
     except ARCHIVE_ERRORS as e:
         raise archive_error(path, e) from None
-    return _assemble(entries, path)
+    return _assemble(entries, path, needs)
 
 
 MAX_MEMBERS = 1_000_000  # tarfile keeps every member's header in memory (about 1 KB each)
@@ -314,7 +318,7 @@ def read_file(path):
         raise DataError(f"{path}: cannot read it ({e.strerror or e}); not an image file") from None
 
 
-def _read_image_folder(root, max_pixels=None):
+def _read_image_folder(root, max_pixels=None, needs=()):
     entries, budget = [], PixelBudget(root, max_pixels)
     for split in SPLITS:
         for folder in sorted(p for p in (root / split).glob("*") if p.is_dir()):
@@ -329,7 +333,7 @@ def _read_image_folder(root, max_pixels=None):
                 continue
             check_file_size(file.stat().st_size, str(file))
             entries.append(_pending(key, read_file(file), str(file), budget))
-    return _assemble(entries, str(root))
+    return _assemble(entries, str(root), needs)
 
 
 def _read_torchvision(root, download):

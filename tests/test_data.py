@@ -113,7 +113,7 @@ def test_validation_split_is_fixed_seeded_and_disjoint():
             BaseDataLoader.split_indices(100, bad, seed=0)
 
 
-def test_loader_validation_comes_from_train_or_test(tiny_folder, tmp_path):
+def test_loader_validation_comes_from_train_or_test(tiny_folder, tmp_path, monkeypatch):
     loader = Cifar10DataLoader(str(tiny_folder), batch_size=8, validation_split=10, num_workers=0)
     assert len(loader.dataset) == 30 and len(loader.valid_dataset) == 10 and loader.valid_name == "validation"
     assert loader.stats == channel_stats(loader.dataset.images)  # stats from the training part only
@@ -123,8 +123,13 @@ def test_loader_validation_comes_from_train_or_test(tiny_folder, tmp_path):
     assert images.shape == (8, 3, 32, 32) and images.dtype.is_floating_point
     train_only = tmp_path / "train_only"
     shutil.copytree(tiny_folder / "train", train_only / "train")
+    import data_loader.datasets as datasets
+
+    decoded, real = [], datasets.to_rgb
+    monkeypatch.setattr(datasets, "to_rgb", lambda img: decoded.append(1) or real(img))
     with pytest.raises(DataError, match="validation_split is 0 and there is no test/ split"):
         Cifar10DataLoader(str(train_only), validation_split=0, num_workers=0)
+    assert decoded == []  # said from the file names, before any image was decoded
 
 
 def test_macos_metadata_is_skipped(tmp_path, tiny_folder):

@@ -3,7 +3,7 @@
     python -m benchmarks.step_benchmark -c config.json -c other.json [--train_images 45000] [--batches 12]
 
 For each config it builds the network, optimizer, loss, weight EMA, batch tricks (progressive
-resizing, selective backprop, MixUp/CutMix) and distillation teacher as train.py does, and times train.py's own
+resizing, MixUp/CutMix) and distillation teacher as train.py does, and times train.py's own
 train_one_epoch on synthetic batches already in memory (no loader) at every image size the
 schedule uses; the training seconds per epoch are the schedule's mean at --train_images images,
 plus one validation pass over --valid_images. The configs are timed round-robin, --rounds times, and

@@ -17,8 +17,8 @@ from utils.errors import CheckpointError
 # What a checkpoint holds: ENTRIES, one row per key (below, after its validators). A full checkpoint
 # (last.pth, model_best.pth, checkpoint-epochN.pth) has every "weights" and "resume" entry, plus the
 # "averaging" ones when trainer.ema or trainer.swa averaged the weights (its state_dict is then the
-# average; ema_updates counts the updates of either), "lookahead" with trainer.lookahead and "distill"
-# with trainer.distill; an export (export.py) keeps the "weights" entries: all that test.py,
+# average; ema_updates counts the updates of either), "distill" with trainer.distill, and "lookahead" in
+# files written while trainer.lookahead existed (read and checked, no longer written); an export (export.py) keeps the "weights" entries: all that test.py,
 # report.py, predict.py and export.py read.
 
 

@@ -18,8 +18,8 @@ from utils.errors import CheckpointError
 # (last.pth, model_best.pth, checkpoint-epochN.pth) has every "weights" and "resume" entry, plus the
 # "averaging" ones when trainer.ema or trainer.swa averaged the weights (its state_dict is then the
 # average; ema_updates counts the updates of either), "distill" with trainer.distill, and "lookahead" in
-# files written while trainer.lookahead existed (read and checked, no longer written); an export (export.py) keeps the "weights" entries: all that test.py,
-# report.py, predict.py and export.py read.
+# files written while trainer.lookahead existed (read and checked, no longer written); an export
+# (export.py) keeps the "weights" entries: all that test.py, report.py, predict.py and export.py read.
 
 
 class Saved:

@@ -22,7 +22,7 @@ from checkpoint.schema import load_checkpoint
 from config.overrides import overrides_from_args
 from config.reading import load_config
 from config.registry import SECTIONS, resolve
-from config.schedules import check_monitor, schedule_of
+from config.schedules import check_monitor, check_swa, schedule_of
 from config.schema import Config, check_combinations, parse, parse_monitor
 from logger.keys import LOSS, val_key
 from model.metric import metric_specs
@@ -78,6 +78,7 @@ class ConfigParser:
         self.typed = parse(config)  # config.trainer.swa.start reads it
         self._config = self.typed.model_dump()  # config["trainer"]["swa"]["start"] reads this plain copy
         check_combinations(self._config["trainer"])
+        check_swa(self._config["trainer"])
         self.monitor = parse_monitor(self._config["trainer"]["monitor"])  # the one parse of trainer.monitor
         self._check_objects()
         self.resume = Path(resume) if resume else None

@@ -31,6 +31,27 @@ def schedule_epochs(trainer_cfg):
     return swa_start(trainer_cfg) - 1 if swa and swa.get("lr") else trainer_cfg["epochs"]
 
 
+def check_swa(trainer_cfg):
+    """One line for a trainer.swa the run cannot follow: starting after the last epoch (nothing would
+    be averaged), or at epoch 1 with a constant lr (the schedule would span no epoch). Combined with
+    trainer.ema it is refused too (config.schema.EXCLUSIVE). Both when the config is read."""
+    cfg = trainer_cfg.get("swa")
+    if not cfg:
+        return
+    start = swa_start(trainer_cfg)
+    if isinstance(cfg["start"], int) and start > trainer_cfg["epochs"]:
+        raise ConfigError(
+            f"trainer.swa.start: epoch {start} is after the last epoch ({trainer_cfg['epochs']}): "
+            "nothing would be averaged; start at an epoch up to trainer.epochs (or, for a short run, "
+            "--set trainer.swa=null)"
+        )
+    if cfg.get("lr") and start == 1:
+        raise ConfigError(
+            "trainer.swa.start: with trainer.swa.lr set, the schedule spans the epochs before start, and start 1 "
+            "leaves it none; start later, or set trainer.swa.lr to null to average under the schedule"
+        )
+
+
 class WarmupCosineLR(LambdaLR):
     """Linear warm-up from lr x start_factor to lr over `warmup_epochs` (a fraction is fine), then a
     cosine decay to lr x final_factor at the end of training; it steps every batch. The config sets

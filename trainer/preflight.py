@@ -11,7 +11,6 @@ from checkpoint.schema import check_network_fits, data_mismatch, load_checkpoint
 from logger import get_logger
 from model.spec import describe, format_checks
 from model.trace import receptive_field, trace
-from trainer.swa import check_swa
 from utils import ConfigError, SpecError, distributed
 from utils.paths import file_sha256
 
@@ -23,7 +22,6 @@ def check_config(config):
     if config.resume:  # the kind of file first, then whether its weights fit
         require_full(config.resume_checkpoint, config.resume)
         check_network_fits(config, saved_entries(config.resume_checkpoint), config.resume)
-    check_swa(config["trainer"])
     check_loss_and_lr(config, logger)
     if not config.resume:
         note_short_schedule(config, logger)

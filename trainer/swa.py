@@ -9,34 +9,12 @@ import torch
 from torch.optim.swa_utils import AveragedModel, update_bn
 
 from config.schedules import swa_start
-from utils.errors import ConfigError
 
 
 def holds_lr(trainer_cfg, epoch):
     """The constant learning rate of `epoch` when it is an averaged epoch of a trainer.swa with lr, else None."""
     swa = trainer_cfg.get("swa")
     return swa["lr"] if swa and swa.get("lr") and epoch >= swa_start(trainer_cfg) else None
-
-
-def check_swa(trainer_cfg):
-    """One line for a trainer.swa the run cannot follow: starting after the last epoch (nothing would
-    be averaged), or at epoch 1 with a constant lr (the schedule would span no epoch). Combined with
-    trainer.ema it is refused when the config is read (config.schema.EXCLUSIVE)."""
-    cfg = trainer_cfg.get("swa")
-    if not cfg:
-        return
-    start = swa_start(trainer_cfg)
-    if isinstance(cfg["start"], int) and start > trainer_cfg["epochs"]:
-        raise ConfigError(
-            f"trainer.swa.start: epoch {start} is after the last epoch ({trainer_cfg['epochs']}): "
-            "nothing would be averaged; start at an epoch up to trainer.epochs (or, for a short run, "
-            "--set trainer.swa=null)"
-        )
-    if cfg.get("lr") and start == 1:
-        raise ConfigError(
-            "trainer.swa.start: with trainer.swa.lr set, the schedule spans the epochs before start, and start 1 "
-            "leaves it none; start later, or set trainer.swa.lr to null to average under the schedule"
-        )
 
 
 def build_swa(model, cfg):

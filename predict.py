@@ -111,20 +111,30 @@ def check_args(args):
         check_writable(args.cam_dir, "--cam_dir", folder=True)
 
 
-def predict_all(predictor, good, tta):
-    """Probabilities (N, classes) of the pictures read, in batches whose memory does not grow with the
-    network's input size (batch_for)."""
-    if not good:
-        return np.zeros((0, len(predictor.classes)))
-    images = np.stack([p.image for p in good])
-    batch = batch_for(predictor.image_size)
-    batches = range(0, len(images), batch)
-    return np.concatenate(
-        [
-            predictor.predict(images[i : i + batch], tta=tta)
-            for i in tqdm(batches, desc="predict", unit=" batches", leave=False, disable=None)
-        ]
-    )
+def predict_all(predictor, pictures, tta, keep_images=False):
+    """(every Picture read, the good ones, their probabilities (N, classes)): the pictures are read and
+    predicted a batch at a time (batch_for the network's input size), so what is held at the network's
+    size never grows with their count; a good picture keeps its pixels only with keep_images (--cam)."""
+    batch, read, good, probs, pending = batch_for(predictor.image_size), [], [], [], []
+
+    def flush():
+        probs.append(predictor.predict(np.stack([p.image for p in pending]), tta=tta))
+        if not keep_images:
+            for p in pending:
+                p.image = None  # predicted: its pixels are not needed again
+        pending.clear()
+
+    for picture in tqdm(pictures, desc="read and predict", unit=" images", leave=False, disable=None):
+        read.append(picture)
+        if picture.error:
+            continue
+        good.append(picture)
+        pending.append(picture)
+        if len(pending) == batch:
+            flush()
+    if pending:
+        flush()
+    return read, good, np.concatenate(probs) if probs else np.zeros((0, len(predictor.classes)))
 
 
 def main(args):
@@ -136,17 +146,15 @@ def main(args):
     # progress bars on a terminal only (disable=None): a large folder or archive takes a while
     Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, args.max_pixels)  # Pillow's own ceiling too
     read = read_inputs(args.inputs, (h, w), args.max_pixels)
-    pictures = list(tqdm(read, desc="read", unit=" images", leave=False, disable=None))
-    good = [p for p in pictures if p.image is not None]
+    pictures, good, probs = predict_all(predictor, read, args.tta, keep_images=args.cam)
     for p in pictures:
-        if p.image is None:
+        if p.error:
             print(f"error: {for_console(p.error)}", file=sys.stderr)
     resized = [p for p in good if p.original_size != (w, h)]
     if resized:
         ow, oh = resized[0].original_size
         example = for_console(resized[0].name)
         print(f"note: resized {len(resized)} of {len(good)} images to {w}x{h} (e.g. {example}: {ow}x{oh})")
-    probs = predict_all(predictor, good, args.tta)
     k = min(args.topk, len(predictor.classes))
     rows = list(zip([p.name for p in good], top_k(probs, predictor.classes, k)))
     for name, top in rows:

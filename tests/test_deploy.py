@@ -433,3 +433,36 @@ def test_predict_cam_on_a_file_name_that_is_not_utf8(checkpoint, pictures, tmp_p
     proc = run_cli("predict.py", "--checkpoint", checkpoint, os.fsdecode(odd), "--cam", "--cam_dir", tmp_path / "cams")
     assert proc.returncode == 0, proc.stderr
     png_ok(tmp_path / "cams" / "cam_1.png", min_side=150)
+
+
+def test_predict_reads_and_predicts_a_batch_at_a_time_and_keeps_no_pixels_it_does_not_need(checkpoint, monkeypatch):
+    """What is held at the network's size never grows with the number of pictures: each batch is
+    predicted as it is read and its pixels dropped (kept only for --cam)."""
+    import numpy as np
+
+    import predict
+    from deploy.images import Picture
+    from deploy.predictor import TorchPredictor
+
+    predictor = TorchPredictor(checkpoint)
+    monkeypatch.setattr(predict, "batch_for", lambda size: 4)
+    rng = np.random.default_rng(0)
+    arrays = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(10)]
+    held = []
+
+    def stream():
+        for i, a in enumerate(arrays):
+            held.append(sum(p.image is not None for p in made))  # pixels still held when the next is read
+            picture = Picture(f"p{i}.png", a.copy(), (32, 32)) if i != 3 else Picture("bad.png", None, error="x")
+            made.append(picture)
+            yield picture
+
+    made = []
+    read, good, probs = predict.predict_all(predictor, stream(), "none")
+    assert len(read) == 10 and len(good) == 9 and probs.shape == (9, len(predictor.classes))
+    assert max(held) <= 4 and all(p.image is None for p in good)
+    good_arrays = [a for i, a in enumerate(arrays) if i != 3]
+    assert np.allclose(probs, predictor.predict(np.stack(good_arrays)), atol=1e-5)  # as one batch would give
+    made.clear()
+    _, good, _ = predict.predict_all(predictor, stream(), "none", keep_images=True)
+    assert all(p.image is not None for p in good)  # --cam draws them

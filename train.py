@@ -53,17 +53,17 @@ def main(config, allow_spec_violation=False, epoch_callbacks=(), resume_hint=Tru
     to resume and exit (False: the tuner goes on); files: where it writes (default RunFiles.of(config))."""
     device, files = resolve_device(config.device), files or RunFiles.of(config)
     run = functools.partial(_run, config, files=files, allow_spec_violation=allow_spec_violation,
-                            epoch_callbacks=epoch_callbacks, resume_hint=resume_hint)  # fmt: skip
-    return distributed.run_group(config, files, device, run) if distributed.launched_by_torchrun() else run(device)
+                            epoch_callbacks=epoch_callbacks)  # fmt: skip
+    with on_interrupt_say(get_logger("train").warning, files.resume_hint, enabled=resume_hint):  # from any step
+        return distributed.run_group(config, files, device, run) if distributed.launched_by_torchrun() else run(device)
 
 
-def _run(config, device, files, allow_spec_violation, epoch_callbacks, resume_hint):
+def _run(config, device, files, allow_spec_violation, epoch_callbacks):
     setup_logging(None, config.trainer.verbosity if distributed.is_main() else 0)
     seed_everything(config.seed)
     trainer, summary = build(config, device, files, allow_spec_violation, epoch_callbacks)
     try:
-        with on_interrupt_say(get_logger("train").warning, files.resume_hint, enabled=resume_hint):
-            history = trainer.train()
+        history = trainer.train()
         if config.trainer.report and distributed.is_main():
             trainer.report(summary, mistake_cams_for(trainer.eval_model, trainer.data_loader.stats))
     finally:

@@ -45,7 +45,9 @@ class RunFiles:
         return self.run_dir / "last.pth"
 
     def resume_hint(self):
-        """How to go on after a stop: the command that resumes from last.pth."""
+        """How to go on after a stop: the command that resumes from last.pth, when there is one."""
+        if not self.last.is_file():
+            return "no epoch had finished, so there is nothing to resume: start the run again"
         return f"the last finished epoch is saved; resume with  python train.py --resume {shlex.quote(str(self.last))}"
 
     def open(self, config, device):

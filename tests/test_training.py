@@ -106,7 +106,7 @@ def test_a_second_ctrl_c_while_the_first_is_handled_changes_nothing(tmp_path, ti
     warn = logging.Logger.warning
 
     def warning_with_a_second_ctrl_c(self, msg, *args, **kwargs):
-        if "resume with" in str(msg):
+        if str(msg).startswith("interrupted: "):
             os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C pressed again while the hint is printed
         return warn(self, msg, *args, **kwargs)
 
@@ -114,8 +114,8 @@ def test_a_second_ctrl_c_while_the_first_is_handled_changes_nothing(tmp_path, ti
     monkeypatch.setattr(logging.Logger, "warning", warning_with_a_second_ctrl_c)
     proc = run_cli("train.py", "-c", tiny_config(tmp_path, tiny_folder))
     assert proc.returncode == 130 and "Traceback" not in proc.stderr, proc.stderr
-    assert "interrupted: the last finished epoch is saved; resume with" in proc.stdout + proc.stderr
-    assert "nothing was written" not in proc.stderr
+    # no epoch had finished (train() was interrupted at once): nothing to resume, and it says so
+    assert "interrupted: no epoch had finished, so there is nothing to resume" in proc.stdout + proc.stderr
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # this process's Ctrl-C is back
 
 
@@ -156,3 +156,24 @@ def test_a_progressive_resize_that_cannot_shrink_the_images_is_one_line(tmp_path
     proc = run_cli("train.py", "-c", config)
     assert_one_line_error(proc, "trainer.progressive_resize.min_size: 100000 is larger than the images' 32 px")
     assert not (tmp_path / "saved").exists()
+
+
+def test_an_interrupt_after_the_epochs_gives_the_resume_command_not_nothing_was_written(
+    tmp_path, tiny_folder, monkeypatch
+):
+    """A stop outside the epoch loop (here while the loaders close; under torchrun, while the group is
+    torn down) said "interrupted before training started: nothing was written"; it now says what is
+    saved and how to resume, from any step of the run."""
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("trainer.trainer.Trainer.close_loaders", interrupted)
+    proc = run_cli("train.py", "-c", tiny_config(tmp_path, tiny_folder))
+    run_dir = next((tmp_path / "saved").glob("*/*"))
+    assert proc.returncode == 130 and "Traceback" not in proc.stderr, proc.stderr
+    assert "nothing was written" not in proc.stdout + proc.stderr
+    assert (
+        f"interrupted: the last finished epoch is saved; resume with  python train.py --resume {run_dir / 'last.pth'}"
+        in proc.stdout + proc.stderr
+    )

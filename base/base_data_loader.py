@@ -227,6 +227,7 @@ class ArrayDataset(Dataset):
     def __init__(self, images, labels, transform, reseed=None, names=None):
         self.images, self.labels, self.transform, self._reseed = images, labels, transform, reseed
         self.names = names  # each image's file name, where the data has them (the pictures use them)
+        self.views = None  # data_loader.views.FixedViews: each image one of k fixed views (trainer.distill.views)
 
     def __len__(self):
         return len(self.labels)
@@ -237,7 +238,9 @@ class ArrayDataset(Dataset):
     def __getitems__(self, items):
         if items and isinstance(items[0], tuple):  # from SeededBatchSampler
             _, epoch_seed, number = items[0]
+            items = [i for i, _, _ in items]
+            if self.views is not None:
+                return self.views.samples(self, items, epoch_seed, number)
             if self._reseed is not None:
                 self._reseed(self.transform, epoch_seed, number)
-            items = [i for i, _, _ in items]
         return [self[i] for i in items]

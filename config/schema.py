@@ -144,6 +144,9 @@ class DistillSection(Section):
     alpha: Annotated[float, Field(ge=0, le=1)] = 0.9
     temperature: Annotated[float, Field(gt=0)] = 4.0
     tta: Literal["none", "flip"] = "none"
+    # k > 0: each training image is one of k fixed augmented views, the teacher's logits of each computed
+    # once (k teacher passes over the data, cached in <save_dir>/teacher_views/); 0: the teacher on every batch
+    views: Annotated[int, Field(ge=0, le=64)] = 0
 
 
 class TrainerSection(Section):

@@ -106,14 +106,15 @@ def normalization(stats):
 
 class NormalizeCollate:
     """DataLoader collate_fn: stack (uint8 CHW image, label) samples and normalise the batch with
-    the data's per-channel mean and std (in [0, 1] units) -> (float32 NCHW, int64 labels)."""
+    the data's per-channel mean and std (in [0, 1] units) -> (float32 NCHW, int64 labels); a third
+    item of each sample (fixed views' stored logits) is stacked too."""
 
     def __init__(self, mean, std):
         self.mean, self.scale = normalization({"mean": mean, "std": std})
 
     def __call__(self, samples):
-        images, labels = default_collate(samples)
-        return self.normalize(images), labels
+        images, labels, *stored = default_collate(samples)  # stored: data_loader/views.py's third item
+        return self.normalize(images), labels, *stored
 
     def normalize(self, images):
         """uint8 NCHW images -> float32, normalised."""

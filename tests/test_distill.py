@@ -172,3 +172,47 @@ def test_teacher_net_is_a_dense_two_million_parameter_network_and_its_config_tra
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "TeacherNet, 1,978,026 parameters" in proc.stdout + proc.stderr
+
+
+def test_fixed_views_are_the_same_pixels_every_epoch_and_carry_their_stored_values():
+    import numpy as np
+
+    from base.base_data_loader import ArrayDataset
+    from data_loader.transforms import build_train_transform
+    from data_loader.views import FixedViews
+
+    images = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    augment = [{"type": "ShiftScaleRotate", "args": {"p": 1.0}}, {"type": "HorizontalFlip", "args": {"p": 0.5}}]
+    dataset = ArrayDataset(images, np.arange(6) % 2, build_train_transform(augment, [0.5, 0.5, 0.5]))
+    views = FixedViews(3, stored=torch.arange(6 * 3).view(6, 3, 1).float())
+    dataset.views = views
+    first = {(i, v): views.image(dataset, i, v) for i in range(6) for v in range(3)}
+    assert not torch.equal(first[0, 0], first[0, 1])  # the views differ ...
+    assert all(torch.equal(views.image(dataset, i, v), first[i, v]) for i, v in reversed(list(first)))  # ... and stay
+    samples = dataset.__getitems__([(i, 7, 0) for i in range(6)])
+    chosen = views.choose(6, 7, 0)
+    assert np.array_equal(chosen, views.choose(6, 7, 0)) and set(chosen.tolist()) <= {0, 1, 2}
+    for i, (image, label, stored) in enumerate(samples):
+        assert torch.equal(image, first[i, chosen[i]]) and label == i % 2 and stored.item() == 3 * i + chosen[i]
+    assert not all(np.array_equal(views.choose(6, seed, 0), chosen) for seed in range(8, 12))  # new epochs, new draws
+
+
+def test_distilling_from_fixed_views_computes_the_teachers_logits_once_and_resumes_exactly(
+    tmp_path, tiny_folder, finished_run
+):
+    run_dir, _ = finished_run
+    distill = {"teacher": str(run_dir / "last.pth"), "alpha": 0.5, "temperature": 2.0, "views": 2}
+    config = tiny_config(tmp_path, tiny_folder, distill=distill)
+    proc = run_cli("train.py", "-c", config)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Teacher logits of 2 fixed views of each of" in proc.stdout + proc.stderr
+    (cache,) = (tmp_path / "saved" / "teacher_views").glob("*.pt")
+    logits = torch.load(cache, weights_only=True)["logits"]
+    assert logits.shape[1:] == (2, 10) and logits.abs().sum() > 0
+    student = next(p for p in (tmp_path / "saved").glob("*/*") if p.parent.name != "teacher_views")
+    straight = torch.load(student / "last.pth", weights_only=True)
+    resumed = run_cli("train.py", "--resume", student / "checkpoint-epoch1.pth")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "read from" in resumed.stdout + resumed.stderr  # the cache, not the teacher again
+    again = torch.load(student / "last.pth", weights_only=True)
+    assert all(torch.equal(t, again["state_dict"][k]) for k, t in straight["state_dict"].items())

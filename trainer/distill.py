@@ -2,17 +2,27 @@
 (1 - alpha) x the criterion against the labels + alpha x T^2 x KL(teacher || student), both softmaxes
 at temperature T. The teacher sees the same augmented images as the student (a consistent view,
 Beyer et al., 2022), at full size while progressive resizing shrinks the student's; it is never
-trained, and its forward pass is the price: about a third of a training step more per batch."""
+trained. Its forward pass on every batch is the price (with an airbench-class teacher on a CPU,
+about as much again as the student's step), unless `views` k > 0: every training image is then one
+of k fixed views (data_loader/views.py), the teacher's logits of each view are computed once
+(k teacher passes over the data, kept in <save_dir>/teacher_views/ for the next run with the same
+teacher, images and views) and handed out with the images."""
 
 import contextlib
+import hashlib
+import logging
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from base.base_data_loader import ArrayDataset
 from checkpoint.schema import data_mismatch
+from data_loader.views import FixedViews
 from model.tta import tta_logits
 from trainer.hooks import StepHook
 from utils.errors import ConfigError
+from utils.paths import save_atomic
 
 
 class Distiller(StepHook):
@@ -24,6 +34,7 @@ class Distiller(StepHook):
         self.autocast, self.logits = autocast, None
         self.alpha, self.temperature, self.tta = alpha, temperature, tta
         self.input_map = input_map  # (scale, offset): the student's normalised inputs -> the teacher's
+        self.views = False  # True: the logits come with each batch (fix_views)
 
     @classmethod
     def from_config(cls, cfg, trained, data_loader, device, precision):
@@ -38,6 +49,45 @@ class Distiller(StepHook):
         input_map = _input_map(trained.stats, data_loader.stats)
         return cls(teacher, cfg["alpha"], cfg["temperature"], cfg["tta"], input_map, precision.autocast)
 
+    def fix_views(self, data_loader, k, cache_dir, teacher_sha256, device):
+        """trainer.distill.views: make `data_loader`'s training images k fixed views each, with the
+        teacher's logits of every view stored beside them (from the cache when it has them)."""
+        dataset = data_loader.dataset
+        if not isinstance(dataset, ArrayDataset):
+            raise ConfigError(
+                f"trainer.distill.views: {type(data_loader).__name__}'s dataset is not an ArrayDataset "
+                "(images in memory), which fixed views need; set views to 0"
+            )
+        views = FixedViews(k)
+        key = _views_key(dataset, views, teacher_sha256, self.tta, self.input_map)
+        cache = Path(cache_dir) / "teacher_views" / f"{key}.pt"
+        stored = _read_cache(cache, (len(dataset), k))
+        if stored is None:
+            stored = self.view_logits(dataset, views, data_loader.collate_fn, data_loader.eval_batch_size, device)
+            save_atomic({"logits": stored}, cache)
+        else:
+            logging.getLogger("trainer").info(f"Teacher logits of {k} views per image: read from {cache}")
+        dataset.views = FixedViews(k, stored)
+        self.views = True
+
+    def view_logits(self, dataset, views, collate, batch_size, device):
+        """(N, k, classes) float32: the teacher's logits of every view of every image."""
+        n, out = len(dataset), None
+        logging.getLogger("trainer").info(
+            f"Teacher logits of {views.k} fixed views of each of {n:,} images: {views.k} teacher passes over the data"
+        )
+        for v in range(views.k):
+            for start in range(0, n, batch_size):
+                batch = [(views.image(dataset, i, v), 0) for i in range(start, min(n, start + batch_size))]
+                logits = self.targets(collate(batch)[0].to(device)).cpu()
+                if out is None:
+                    out = torch.empty(n, views.k, logits.shape[1])
+                out[start : start + len(batch), v] = logits
+        return out
+
+    def stored_targets(self, values):
+        self.logits = values.float()
+
     @torch.no_grad()
     def targets(self, images):
         """The teacher's logits (float32) for a batch normalised as the student's."""
@@ -48,7 +98,8 @@ class Distiller(StepHook):
             return tta_logits(self.teacher, images, self.tta).float()
 
     def batch(self, images, target):
-        self.logits = self.targets(images)
+        if not self.views:
+            self.logits = self.targets(images)
         return images, target
 
     def loss(self, criterion, output, target):
@@ -74,3 +125,28 @@ def _input_map(teacher_stats, student_stats):
         return None
     scale, offset = s_std / t_std, (s_mean - t_mean) / t_std
     return scale.view(1, -1, 1, 1), offset.view(1, -1, 1, 1)
+
+
+def _views_key(dataset, views, teacher_sha256, tta, input_map):
+    """What the stored logits depend on: the teacher file, its TTA and input map, the images and
+    labels, k, and the views themselves (the first images' pixels in every view: any change of the
+    augmentations changes them)."""
+    h = hashlib.blake2b(digest_size=12)
+    h.update(f"{teacher_sha256}|{tta}|{views.k}|{dataset.images.shape}".encode())
+    if input_map is not None:
+        h.update(torch.cat([t.flatten() for t in input_map]).numpy().tobytes())
+    h.update(dataset.images.tobytes())
+    h.update(dataset.labels.astype("int64").tobytes())
+    for i in range(min(8, len(dataset))):
+        for v in range(views.k):
+            h.update(views.image(dataset, i, v).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _read_cache(path, shape):
+    """The stored logits at `path`, or None when there are none (or not of this shape: computed anew)."""
+    try:
+        logits = torch.load(path, map_location="cpu", weights_only=True)["logits"]
+    except (OSError, RuntimeError, KeyError, TypeError, EOFError):
+        return None
+    return logits if tuple(logits.shape[:2]) == shape and logits.dtype == torch.float32 else None

@@ -12,6 +12,10 @@ class StepHook:
         """Called before each epoch; returns entries for the epoch log (e.g. the image size)."""
         return {}
 
+    def stored_targets(self, values):
+        """Values the dataset handed out with this batch's images (the teacher's logits of fixed
+        views: trainer.distill.views), before batch(); only for loaders that give them."""
+
     def batch(self, images, target):
         """(images, target for the loss) of a batch before the forward pass; the target may become
         soft (mixing). The metrics keep the labels as loaded."""

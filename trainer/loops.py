@@ -51,10 +51,13 @@ def _check_finite(nonfinite, loss, first, last):
         raise NonFiniteLoss(first, last, loss.item())
 
 
-def forward_loss(model, criterion, images, target, precision, hooks=()):
+def forward_loss(model, criterion, images, target, precision, hooks=(), stored=()):
     """(output, loss) of one batch: each hook may change the batch first (the teacher sees it before
     resizing and mixing, in the hooks' order), then the first hook with a loss of its own replaces
-    the criterion's."""
+    the criterion's. stored: the loader's third item, if it gives one (StepHook.stored_targets)."""
+    for hook in hooks:
+        for values in stored:
+            hook.stored_targets(values)
     for hook in hooks:
         images, target = hook.batch(images, target)
     with precision.autocast():
@@ -131,10 +134,11 @@ def train_one_epoch(
     nonfinite = torch.zeros((), device=device)  # counted on the device: no sync between checks
     progress = progress or Progress(batches, "train")
     try:
-        for batch, (images, target) in enumerate(loader, 1):
+        for batch, (images, target, *stored) in enumerate(loader, 1):
             lr = optimizer.param_groups[0]["lr"]
             images, target = to_device(images, target, device, precision.channels_last)
-            output, loss = forward_loss(model, criterion, images, target, precision, hooks)
+            stored = [values.to(device, non_blocking=True) for values in stored]
+            output, loss = forward_loss(model, criterion, images, target, precision, hooks, stored)
             nonfinite += ~torch.isfinite(loss.detach())
             if batch % every == 0 or batch == batches:
                 _check_finite(nonfinite, loss, (batch - 1) // every * every + 1, batch)

@@ -74,6 +74,8 @@ class Trainer(BaseTrainer):
             return None, None
         trained, sha256 = teacher
         distiller = Distiller.from_config(cfg["distill"], trained, data_loader, device, self.precision)
+        if cfg["distill"]["views"]:
+            distiller.fix_views(data_loader, cfg["distill"]["views"], cfg["save_dir"], sha256, device)
         self.logger.info(
             f"Distilling from {cfg['distill']['teacher']} (sha256 {sha256[:12]}...): alpha "
             f"{cfg['distill']['alpha']}, temperature {cfg['distill']['temperature']}, teacher TTA "

@@ -11,7 +11,6 @@ from config.overrides import add_override_flags, base_argparser
 from config.parser import ConfigParser
 from logger import get_logger, setup_logging
 from trainer.lr_finder import lr_range_test, plot_lr_range, suggest_lr
-from trainer.optim import build_optimizer
 from trainer.precision import autocast_of, resolve_amp
 from trainer.progress import Progress
 from utils import ConfigError, resolve_device, seed_everything
@@ -32,7 +31,7 @@ def main(config, args):
         import torch
 
         model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(config, model)
+    optimizer = config.init_obj("optimizer", model.parameters())
     dtype, why = resolve_amp(device, config["trainer"]["amp"])
     logger.info(
         f"LR range test: {args.steps} batches of {data_loader.batch_sampler.batch_size}, lr {args.start_lr:g} -> "

@@ -8,16 +8,15 @@ import sys
 import tempfile
 
 import model.metric as module_metric
+from checkpoint.resume import start_weights
 from checkpoint.saver import RunFiles
 from config.overrides import FAST_DEV_RUN, FAST_DEV_RUN_DONE, train_argparser
 from config.parser import ConfigParser
-from config.schedules import build_lr_scheduler, dry_run
+from config.schedules import build_lr_scheduler
 from deploy.cam import mistake_cams_for
-from deploy.loading import load_teacher
 from logger import get_logger, setup_logging
 from trainer import Trainer, preflight
 from trainer.loops import optimizer_steps
-from trainer.optim import build_optimizer
 from trainer.probe import probe_step
 from utils import distributed, resolve_device, seed_everything
 from utils.cli import on_interrupt_say, run_main
@@ -25,23 +24,21 @@ from utils.cli import on_interrupt_say, run_main
 
 def build(config, device, files, allow_spec_violation=False, epoch_callbacks=()):
     """Loaders, network, loss, metrics, optimizer, scheduler, Trainer: each checked before any file is written."""
-    preflight.check_config(config)
+    loader_batch = preflight.check_config(config)  # before the data is read: the batch under trainer.accumulate
     model = config.init_obj("arch")  # before the data: the network's own checks of its args cost nothing
-    teacher = load_teacher(config["trainer"])  # before the data too: a missing teacher file is one line at once
-    init_classes = preflight.init_weights(model, config, get_logger("train"))
-    batch_size = config["data_loader"]["args"].get("batch_size")
-    data_loader = config.init_obj("data_loader", **preflight.micro_batch(config.trainer.accumulate, batch_size))
+    data_loader = config.init_obj("data_loader", **loader_batch)
     valid_data_loader = data_loader.split_validation()
+    if config.trainer.init and not config.resume:  # a new run from trained weights
+        start_weights(model, config.trainer.init, data_loader.classes)
     steps = optimizer_steps(data_loader, config.trainer.accumulate)  # per epoch
-    summary = preflight.check_run(config, model, data_loader, init_classes, allow_spec_violation)
-    dry_run(config, steps_per_epoch=steps)  # values a scheduler refuses only when it steps
+    summary = preflight.check_run(config, model, data_loader, allow_spec_violation)
     model = preflight.place_network(model, config.trainer.sync_bn, device)
     criterion, metrics = config.init_obj("loss"), module_metric.build_metrics(config["metrics"])
-    optimizer = build_optimizer(config, model)
-    lr_scheduler = build_lr_scheduler(config, optimizer, steps_per_epoch=steps)
-    probe_step(model, criterion, metrics, data_loader, device, make_optimizer=lambda net: build_optimizer(config, net))
+    optimizer = config.init_obj("optimizer", model.parameters())
+    lr_scheduler = build_lr_scheduler(config, optimizer, steps_per_epoch=steps)  # stepped through once first
+    probe_step(model, criterion, metrics, data_loader, device, functools.partial(config.init_obj, "optimizer"))
     trainer = Trainer(model, criterion, metrics, optimizer, config, files, device, data_loader, valid_data_loader,
-                      lr_scheduler, epoch_callbacks, teacher)  # fmt: skip
+                      lr_scheduler, epoch_callbacks)  # fmt: skip
     if config.resume:
         trainer.resume(config.resume_checkpoint, config.resume)
     return trainer, summary

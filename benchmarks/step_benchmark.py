@@ -33,7 +33,6 @@ from trainer.distill import Distiller
 from trainer.ema import build_ema
 from trainer.hooks import EmaUpdate
 from trainer.loops import evaluate, train_one_epoch
-from trainer.optim import build_optimizer
 from trainer.precision import Precision
 from utils.cli import run_main
 
@@ -59,7 +58,7 @@ class Setup:
         self.params, self.macs = model.num_params(), summary(model, (1, 3, size, size), verbose=0).total_mult_adds
         self.channels_last = cfg["channels_last"]
         self.model = model.to(memory_format=torch.channels_last) if self.channels_last else model
-        self.optimizer = build_optimizer(config, model)
+        self.optimizer = config.init_obj("optimizer", model.parameters())
         self.criterion, self.metrics = config.init_obj("loss"), module_metric.build_metrics(config["metrics"])
         self.ema = build_ema(self.model, cfg["ema"])
         self.distiller = None

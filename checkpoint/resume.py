@@ -1,10 +1,13 @@
 """Resume policy: what a resumed run may change, and every check of a checkpoint before a resume
-loads it (the checkpoint's schema is checkpoint/schema.py's)."""
+loads it (the checkpoint's schema is checkpoint/schema.py's); and the weights a new run starts from
+(trainer.init)."""
 
+import logging
 import shlex
 
-from checkpoint.schema import data_mismatch, is_full, keys_of
+from checkpoint.schema import data_mismatch, is_full, keys_of, load_checkpoint, load_model_state, saved_entries
 from utils.errors import CheckpointError, ConfigError
+from utils.paths import file_sha256
 
 # config keys a resumed run may change: where files go and how much is printed, not what is trained
 MAY_DIFFER_ON_RESUME = {
@@ -139,3 +142,17 @@ def _check_schedule_length(saved, now, path):
             "to train on from its weights, start a new run:  python train.py -c <config> --set "
             f"trainer.init={shlex.quote(str(path))}"
         )
+
+
+def start_weights(model, path, data_classes):
+    """trainer.init: load the weights of the file at `path` (a full checkpoint or an export of the same
+    network, trained on the classes `data_classes`) into `model`. A missing file, one of another
+    network or of other classes is one line."""
+    ckpt = load_checkpoint(path)
+    load_model_state(model, ckpt, path)
+    problem = data_mismatch(saved_entries(ckpt).classes, None, data_classes, None)
+    if problem:
+        raise ConfigError(f"trainer.init: {path} was {problem}")
+    logging.getLogger("train").info(
+        f"Weights: start from {path} (sha256 {file_sha256(path)[:12]}..., epoch {saved_entries(ckpt).epoch} of its run)"
+    )

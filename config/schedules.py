@@ -128,7 +128,13 @@ def check_monitor(entry, monitor):
 
 def build_lr_scheduler(config, optimizer, steps_per_epoch):
     """The config's lr_scheduler, or None, with the arguments its SCHEDULES row says the run gives
-    (epochs, steps_per_epoch) or fills in (max_lr: the optimizer's lr)."""
+    (epochs, steps_per_epoch) or fills in (max_lr: the optimizer's lr); stepped through once on a
+    copy first (dry_run)."""
+    dry_run(config, steps_per_epoch)
+    return _scheduler(config, optimizer, steps_per_epoch)
+
+
+def _scheduler(config, optimizer, steps_per_epoch):
     entry = config["lr_scheduler"]
     if entry is None:
         return None
@@ -165,7 +171,7 @@ def dry_run(config, steps_per_epoch):
     if config["lr_scheduler"] is None:
         return
     optimizer = config.init_obj("optimizer", [torch.nn.Parameter(torch.zeros(1))])
-    scheduler = build_lr_scheduler(config, optimizer, steps_per_epoch)
+    scheduler = _scheduler(config, optimizer, steps_per_epoch)
     per_batch = schedule_of(config["lr_scheduler"]["type"]).steps == "batch"
     epochs = schedule_epochs(config["trainer"])
     used = []  # the learning rate of every batch (or epoch) as training will use it

@@ -3,41 +3,53 @@ calls them as two named steps around reading the data: `check_config` (what the 
 decides, in seconds) and `check_run` (the data, the network and the constraints together); the
 probe step (trainer/probe.py) then tries one real step on a copy."""
 
+from pathlib import Path
+
 import torch
 
 from base.base_model import evaluating, num_params
 from checkpoint.resume import require_full
-from checkpoint.schema import check_network_fits, data_mismatch, load_checkpoint, load_model_state, saved_entries
+from checkpoint.schema import check_network_fits, saved_entries
 from logger import get_logger
 from model.spec import describe, format_checks
 from model.trace import receptive_field, trace
 from utils import ConfigError, SpecError, distributed
-from utils.paths import file_sha256
 
 
 def check_config(config):
     """What the config (and a resumed checkpoint) decide alone, before the network or the data are
-    built: the kind of resume file and whether its network fits, SWA, the loss and lr, the batch."""
+    built: the loss and lr, the teacher file, the batch, the kind of resume file and whether its
+    network fits. Returns the data loader's batch under trainer.accumulate ({} to keep the config's)."""
     logger = get_logger("train")
-    if config.resume:  # the kind of file first, then whether its weights fit
-        require_full(config.resume_checkpoint, config.resume)
-        check_network_fits(config, saved_entries(config.resume_checkpoint), config.resume)
     check_loss_and_lr(config, logger)
+    for key, path in (("trainer.distill.teacher", config.trainer.distill), ("trainer.init", config.trainer.init)):
+        check_file(key, getattr(path, "teacher", path))
+    batch_size = config["data_loader"]["args"].get("batch_size")
+    check_batch_size(batch_size, distributed.world_size())
+    loader_batch = micro_batch(config.trainer.accumulate, batch_size)
     if not config.resume:
         note_short_schedule(config, logger)
-    check_batch_size(config["data_loader"]["args"].get("batch_size"), distributed.world_size())
+    else:  # the kind of file first, then whether its weights fit
+        require_full(config.resume_checkpoint, config.resume)
+        check_network_fits(config, saved_entries(config.resume_checkpoint), config.resume)
+    return loader_batch
 
 
-def check_run(config, model, data_loader, init_classes, allow_spec_violation=False):
+def check_run(config, model, data_loader, allow_spec_violation=False):
     """The data, the network and the constraints together, once the data is read: the batch fits
-    the data, the network gives one logit per class, trainer.init's classes are the data's and the
-    C1..C4 rules hold. Returns the network's summary (the report shows it)."""
+    the data, the network gives one logit per class and the C1..C4 rules hold. Returns the
+    network's summary (the report shows it)."""
     check_batch_size(config["data_loader"]["args"].get("batch_size"), distributed.world_size(), data_loader)
     check_batch_memory(model, data_loader)  # before anything runs the network at the data's size
     check_resize(config["trainer"].get("progressive_resize"), data_loader.image_size, get_logger("train"))
     check_logits(model, data_loader)
-    check_init_classes(config["trainer"].get("init"), init_classes, data_loader)
     return check_spec(config, model, data_loader, allow_spec_violation, get_logger("train"))
+
+
+def check_file(key, path):
+    """A file the run reads after the data (trainer.init, the teacher) exists: one line now, not in a minute."""
+    if path is not None and not Path(path).expanduser().is_file():
+        raise ConfigError(f"{key}: {path}: no such file")
 
 
 MAX_BATCH_BYTES = 8 * 2**30  # a training batch's activations, on this project's 24 GB, 2-core reference machine
@@ -193,27 +205,6 @@ def check_logits(model, data_loader):
             f"arch.args.num_classes: the network has {outputs} outputs, but the data holds "
             f"{len(classes)} classes ({shown}); set it to {len(classes)} or add the missing class folders"
         )
-
-
-def init_weights(model, config, logger):
-    """A new run with trainer.init starts from that file's weights (a full checkpoint or an export of
-    the same network); returns the classes it was trained on (None without trainer.init or on resume,
-    which loads its own weights). A missing file or one of another network is one line."""
-    path = config["trainer"].get("init")
-    if not path or config.resume:
-        return None
-    ckpt = load_checkpoint(path)
-    load_model_state(model, ckpt, path)
-    logger.info(
-        f"Weights: start from {path} (sha256 {file_sha256(path)[:12]}..., epoch {saved_entries(ckpt).epoch} of its run)"
-    )
-    return saved_entries(ckpt).classes
-
-
-def check_init_classes(path, classes, data_loader):
-    problem = data_mismatch(classes, None, data_loader.classes, None)
-    if problem:
-        raise ConfigError(f"trainer.init: {path} was {problem}")
 
 
 def check_spec(config, model, data_loader, allow_spec_violation, logger):

@@ -41,11 +41,11 @@ def _named(key):
         raise ConfigError(f"{key}: fails when used ({type(e).__name__}: {reason})") from None
 
 
-def probe_step(model, criterion, metrics, data_loader, device, images=4, make_optimizer=None):
+def probe_step(model, criterion, metrics, data_loader, device, make_optimizer=None, images=4):
     """Augment `images` training pictures, collate them, and run the network's forward and backward,
     the loss and every metric on them (on a copy of the network); a ConfigError naming the config
-    key whose value failed. make_optimizer(network): the run's optimizer for a network, stepped once
-    on the copy. A loader without a dataset of its own (or an empty one) is not probed."""
+    key whose value failed. make_optimizer(parameters): the run's optimizer over them, stepped once
+    on the copy's. A loader without a dataset of its own (or an empty one) is not probed."""
     dataset, collate = getattr(data_loader, "dataset", None), getattr(data_loader, "collate_fn", None)
     if dataset is None or collate is None or len(dataset) == 0:
         return
@@ -62,7 +62,7 @@ def probe_step(model, criterion, metrics, data_loader, device, images=4, make_op
         loss.backward()
         if make_optimizer is not None:
             with _named("optimizer"):
-                make_optimizer(network).step()
+                make_optimizer(network.parameters()).step()
         for metric in metrics:
             with _named(f"metrics: {metric.__name__}"), torch.no_grad():
                 float(metric(output.detach(), target))

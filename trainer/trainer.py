@@ -5,6 +5,7 @@ import torch
 from base import BaseTrainer
 from base.base_data_loader import close_workers
 from config.schedules import schedule_epochs, swa_start
+from deploy.loading import load_teacher
 from logger import attach_run_log
 from logger.format import format_log
 from logger.keys import EPOCH_TIME, IMAGE_SIZE, LR, describe_duration, training_seconds, val_key
@@ -39,7 +40,6 @@ class Trainer(BaseTrainer):
         valid_data_loader=None,
         lr_scheduler=None,
         epoch_callbacks=(),
-        teacher=None,
     ):
         super().__init__(model, criterion, metric_ftns, optimizer, config, files, epoch_callbacks)
         cfg = config["trainer"]
@@ -61,15 +61,15 @@ class Trainer(BaseTrainer):
         self.swa, self.swa_cfg, self.swa_start = build_swa(self.model, cfg["swa"]), cfg["swa"], swa_start(cfg)
         self.average = self.ema if self.ema is not None else self.swa  # at most one (trainer/swa.py checks)
         self.logger.info(f"Weights evaluated and saved: {self._evaluated_weights(cfg)}")
-        self.distiller, self.teacher_sha256 = self._distiller(cfg, teacher, data_loader, device)
+        self.distiller, self.teacher_sha256 = self._distiller(cfg, data_loader, device)
         self.tricks = BatchTricks.from_config(
             cfg, len(data_loader.classes), data_loader.image_size, schedule_epochs(cfg)
         )
         self.train_model = self._training_model(device, data_loader)
 
-    def _distiller(self, cfg, teacher, data_loader, device):
-        """(the Distiller of trainer.distill, the teacher file's sha256), or (None, None).
-        teacher: (trained network, file sha256) from deploy.loading.load_teacher, or None."""
+    def _distiller(self, cfg, data_loader, device):
+        """(the Distiller of trainer.distill, the teacher file's sha256), or (None, None)."""
+        teacher = load_teacher(cfg)
         if teacher is None:
             return None, None
         trained, sha256 = teacher

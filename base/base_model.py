@@ -54,15 +54,3 @@ class BaseModel(nn.Module):
 
     def __str__(self):
         return super().__str__() + f"\nParameters: {self.num_params():,}"
-
-    def reparameterize(self):
-        """Fold every training-time branch structure (a module with a `fuse` method, such as
-        model.blocks.RepConvBN) into its single inference form, in place; eval outputs stay the
-        same. Returns the model. A network without such modules is unchanged."""
-        for module in list(self.modules()):
-            if module is not self and callable(getattr(module, "fuse", None)):
-                module.fuse()
-        return self
-
-    def is_reparameterizable(self):
-        return any(m is not self and callable(getattr(m, "fuse", None)) for m in self.modules())

@@ -1,5 +1,5 @@
 """Validation accuracy against CPU minutes, one curve per run, from runs' metrics.csv and the CPU
-seconds per epoch that shape_benchmark measured for each network at 16 and at 32 px:
+seconds per epoch measured for each network at 16 and at 32 px (benchmarks/epoch_benchmark.py):
 
     python -m benchmarks.cpu_curves --out docs/shapes.png \\
         --run "a_dilatednet=RUN/metrics.csv:25.0:57.6" --run "f_deep8=RUN/metrics.csv:27.0:53.1"

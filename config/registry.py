@@ -11,13 +11,10 @@ from base import BaseDataLoader, BaseModel
 from config import schedules
 from data_loader.data_loaders import Cifar10DataLoader
 from model.model import DilatedNet
-from model.stagenet import StageNet
 from model.teacher import TeacherNet
 from utils.errors import ConfigError
 
-ARCHS = types.SimpleNamespace(
-    __name__="config/registry.py ARCHS", DilatedNet=DilatedNet, StageNet=StageNet, TeacherNet=TeacherNet
-)
+ARCHS = types.SimpleNamespace(__name__="config/registry.py ARCHS", DilatedNet=DilatedNet, TeacherNet=TeacherNet)
 DATA_LOADERS = types.SimpleNamespace(__name__="config/registry.py DATA_LOADERS", Cifar10DataLoader=Cifar10DataLoader)
 
 # where each "type" section looks its class up, first place first

@@ -35,8 +35,7 @@ class Trained(NamedTuple):
 
 def load_network(path, config=None, require=(), ckpt=None):
     """The network saved in the checkpoint at `path`, built from `config` (a ConfigParser; default:
-    the checkpoint's own config), in its inference form (BaseModel.reparameterize: the checkpoint
-    keeps a re-parameterisable network's training-time branches, which are folded here).
+    the checkpoint's own config), in eval mode.
     require: entries ("data_stats", "classes") the caller cannot work
     without; a checkpoint without them is one line. ckpt: the file already loaded (load_checkpoint)."""
     ckpt = ckpt if ckpt is not None else load_checkpoint(path)
@@ -54,8 +53,6 @@ def load_network(path, config=None, require=(), ckpt=None):
         raise CheckpointError(f"{path}: its config's {e}") from None
     size = image_size_of(saved)
     load_model_state(model, ckpt, path)
-    if callable(getattr(model, "reparameterize", None)):  # training-time branches folded: what inference runs
-        model.reparameterize()
     return Trained(model.eval(), config, ckpt, saved.data_stats, list(saved.classes or []), size)
 
 

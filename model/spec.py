@@ -110,10 +110,8 @@ def check_constraints(model, constraints, input_size=(1, 3, 32, 32)):
     """One Check per rule of the config's `constraints` section."""
     layers = trace(model, input_size)
     rf = receptive_field(layers)
-    params = num_params(model)  # a re-parameterisable network's training-time count: the larger one
+    params = num_params(model)
     counted = f"{params:,}"
-    if model.is_reparameterizable() if hasattr(model, "is_reparameterizable") else False:
-        counted += f" while training, {num_params(copy.deepcopy(model).reparameterize()):,} fused"
     dws = count_depthwise_separable(layers)
     dilated = count_dilated(layers)
     checks = [

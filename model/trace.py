@@ -12,11 +12,8 @@ with its kernel, stride, dilation and groups (`trace`). From that trace:
 * a squeeze-excite gate is no part of the spatial chain: its global pool (op "squeeze": more spatial
   convolutions follow it) and its convolutions on the pooled 1x1 map (op "fc") add no receptive
   field, and global average pooling ("gap") is the global pool after the last spatial convolution;
-* a network with training-time branches (BaseModel.reparameterize) is traced in its fused form,
-  the one inference and export run.
 """
 
-import copy
 import inspect
 from dataclasses import dataclass
 
@@ -86,8 +83,6 @@ class _Recorder(TorchFunctionMode):
 
 def trace(model, input_size=(1, 3, 32, 32)):
     """Run one forward pass (eval mode, no grad) and return the recorded layers with jump and RF."""
-    if getattr(model, "is_reparameterizable", lambda: False)():
-        model = copy.deepcopy(model).reparameterize()
     weight_names = {id(p): n.rsplit(".", 1)[0] for n, p in model.named_parameters()}
     device = next(model.parameters()).device
     recorder = _Recorder(weight_names)

@@ -79,7 +79,7 @@ def test_parsing_creates_no_folders(config, tmp_path, monkeypatch):
         (lambda c: c["trainer"].pop("epochs"), "trainer.epochs: missing config key"),
         (lambda c: c["optimizer"]["args"].update(lrr=0.1), "optimizer.args.lrr: unknown argument of SGD"),
         (lambda c: c["optimizer"]["args"].update(lr="fast"), "optimizer.args.lr: expected"),
-        (lambda c: c["arch"].update(type="ResNet50"), "arch.type: 'ResNet50' is not one of DilatedNet, StageNet"),
+        (lambda c: c["arch"].update(type="ResNet50"), "arch.type: 'ResNet50' is not one of DilatedNet, TeacherNet"),
         (lambda c: c["arch"]["args"].update(width=3), "arch.args.width: unknown argument of DilatedNet"),
         (
             lambda c: c["data_loader"]["args"].update(batch_size=8.5),
@@ -418,7 +418,7 @@ def test_config_diff_is_what_merge_needs():
     changed = json.loads(json.dumps(base))
     changed["optimizer"]["args"]["lr"] = 0.3
     changed["data_loader"]["args"]["augmentations"][0]["args"]["p"] = 0.1
-    changed["arch"] = {"type": "StageNet", "args": {"se": 4}}
+    changed["arch"] = {"type": "TeacherNet", "args": {"act": "gelu"}}
     diff = config_diff(base, changed)
     assert diff["optimizer"] == {"args": {"lr": 0.3}} and diff["arch"] == changed["arch"]
     assert diff["data_loader"]["args"]["augmentations"] == changed["data_loader"]["args"]["augmentations"]

@@ -240,3 +240,54 @@ def test_a_checkpoint_whose_config_asks_for_a_network_far_too_large_is_one_line_
     for script in ("test.py", "predict.py"):
         proc = run_cli(script, "--resume", tmp_path / "deep.pth", *([tmp_path] if script == "predict.py" else []))
         assert_one_line_error(proc, f"{tmp_path / 'deep.pth'}: its config's arch.args: 2,000,007 blocks in all")
+
+
+class TimmStyleSE(nn.Module):
+    """Squeeze-excite as timm writes it: an adaptive pool and two 1x1 convolutions on the pooled map."""
+
+    def __init__(self, channels, hidden):
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.reduce = nn.Conv2d(channels, hidden, 1)
+        self.expand = nn.Conv2d(hidden, channels, 1)
+
+    def forward(self, x):
+        return x * torch.sigmoid(self.expand(torch.relu(self.reduce(self.pool(x)))))
+
+
+class MobileNetV2SE(nn.Module):
+    """stem 3x3 -> 3 x (expand 1x1 -> depthwise 3x3 (stride 2, then dilation 2) -> SE -> project 1x1)
+    -> GAP -> linear."""
+
+    def __init__(self):
+        super().__init__()
+        layers = [nn.Conv2d(3, 16, 3, padding=1)]
+        width = 16
+        for out, stride, dilation in ((24, 2, 1), (32, 2, 1), (48, 1, 2)):
+            mid = width * 3
+            layers += [
+                nn.Conv2d(width, mid, 1),
+                nn.ReLU(),
+                nn.Conv2d(mid, mid, 3, stride, dilation, dilation, groups=mid),
+                nn.ReLU(),
+                TimmStyleSE(mid, mid // 4),
+                nn.Conv2d(mid, out, 1),
+            ]
+            width = out
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, 10))
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+def test_squeeze_excite_pools_neither_end_the_field_nor_break_a_separable_pair():
+    net = MobileNetV2SE()
+    layers = trace(net)
+    assert count_depthwise_separable(layers) == 3
+    assert [l.op for l in layers].count("squeeze") == 3 and [l.op for l in layers].count("gap") == 1
+    # stem 3 (+2), depthwise s2 at jump 1 (+2) -> jump 2, depthwise s2 at jump 2 (+4) -> jump 4,
+    # depthwise dilation 2 at jump 4 (+16): 1 + 2 + 2 + 4 + 16
+    assert receptive_field(layers) == 25 == empirical_receptive_field(net)
+    checks = {c.rule: c.ok for c in check_constraints(net, {**CONSTRAINTS, "min_receptive_field": 25})}
+    assert checks["require_gap"] and checks["min_depthwise_separable"] and checks["min_receptive_field"]

@@ -10,7 +10,7 @@ import tempfile
 import model.metric as module_metric
 from checkpoint.resume import start_weights
 from checkpoint.saver import RunFiles
-from config.overrides import FAST_DEV_RUN, FAST_DEV_RUN_DONE, train_argparser
+from config.overrides import FAST_DEV_RUN, FAST_DEV_RUN_DONE, fast_read, train_argparser
 from config.parser import ConfigParser
 from config.schedules import build_lr_scheduler
 from deploy.cam import mistake_cams_for
@@ -73,7 +73,9 @@ def fast_dev_run(args):
     folder = tempfile.mkdtemp(prefix="fast_dev_run-")
     args.set = [*FAST_DEV_RUN.items(), (("trainer", "save_dir"), folder), *(args.set or [])]
     try:
-        history = main(ConfigParser.from_args(args), args.allow_spec_violation)
+        config = ConfigParser.from_args(args)
+        config = ConfigParser.from_args(args, fast_read(config.obj_type("data_loader"), config["data_loader"]["args"]))
+        history = main(config, args.allow_spec_violation)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     print(FAST_DEV_RUN_DONE.format(len(history)))

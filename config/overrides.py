@@ -81,6 +81,24 @@ FAST_DEV_RUN = {
     ("trainer", "swa"): None,
     ("lr_scheduler",): None,
 }
+FAST_READ = 2048  # images of each split a fast_dev_run decodes, where the data loader can limit it
+
+
+def fast_read(loader_type, loader_args):
+    """--fast_dev_run's quick read: {key path: value} that make the data loader decode FAST_READ images
+    of each split (read_limit, seconds instead of a minute for CIFAR-10's archive) and keep a
+    validation count within them; {} for a loader without read_limit."""
+    import inspect
+
+    if "read_limit" not in inspect.signature(loader_type).parameters or loader_args.get("read_limit"):
+        return {}
+    quick = {("data_loader", "args", "read_limit"): FAST_READ}
+    split = loader_args.get("validation_split", 0)
+    if isinstance(split, int) and not isinstance(split, bool) and split > FAST_READ // 4:
+        quick[("data_loader", "args", "validation_split")] = FAST_READ // 4
+    return quick
+
+
 FAST_DEV_RUN_DONE = (  # what it says at the end
     "fast_dev_run: every step of a run ran on {} epoch of 2 training and 2 validation batches (at a constant lr); "
     "its temporary run folder (checkpoints, report) is removed"

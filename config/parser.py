@@ -101,9 +101,9 @@ class ConfigParser:
             )
 
     @classmethod
-    def from_args(cls, args):
+    def from_args(cls, args, extra=None):
         """Build from parsed command-line arguments: `args.config` and/or `args.resume`, plus the
-        override flags of OVERRIDES present on `args`."""
+        override flags of OVERRIDES present on `args` (and `extra` {key path: value}, which wins)."""
         resume, checkpoint = getattr(args, "resume", None), None
         if not args.config and not resume:
             raise ConfigError("no config: give -c config.json, or --resume a checkpoint")
@@ -116,7 +116,7 @@ class ConfigParser:
             if not isinstance(config, dict):
                 raise CheckpointError(f"{resume}: its 'config' is not an object ({type(config).__name__})")
             config = _edited_run_config(Path(resume), config)
-        return cls(config, resume, overrides_from_args(args), checkpoint=checkpoint)
+        return cls(config, resume, {**overrides_from_args(args), **(extra or {})}, checkpoint=checkpoint)
 
     @property
     def resume_checkpoint(self):

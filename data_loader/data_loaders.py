@@ -85,7 +85,8 @@ class Cifar10DataLoader(BaseDataLoader):
     searches; 0 = all), minus a seeded validation subset of `validation_split` images (count or
     fraction); with validation_split 0 the test split validates. max_dataset_pixels: what the data may
     decode in all, judged from the images' headers before any is decoded (null: 250 million, 750 MB
-    of pixels; CIFAR-10 has 61 million). training=False (through
+    of pixels; CIFAR-10 has 61 million). read_limit: decode at most this many images of each split, a
+    seeded subset (--fast_dev_run's quick read; null: all). training=False (through
     `for_test`): the test split only, normalised with the `stats` the model was trained with."""
 
     def __init__(
@@ -103,6 +104,7 @@ class Cifar10DataLoader(BaseDataLoader):
         stats: dict | None = None,
         train_subset: int = 0,
         max_dataset_pixels: int | None = None,
+        read_limit: int | None = None,
     ):
         if isinstance(split_seed, bool) or not isinstance(split_seed, int) or split_seed < 0:
             raise ArgumentError("split_seed", f"expected an integer >= 0, got {split_seed!r}")
@@ -110,8 +112,13 @@ class Cifar10DataLoader(BaseDataLoader):
             isinstance(max_dataset_pixels, bool) or not isinstance(max_dataset_pixels, int) or max_dataset_pixels < 1
         ):
             raise ArgumentError("max_dataset_pixels", f"expected an integer >= 1 or null, got {max_dataset_pixels!r}")
+        if read_limit is not None and (
+            isinstance(read_limit, bool) or not isinstance(read_limit, int) or read_limit < 2
+        ):
+            raise ArgumentError("read_limit", f"expected an integer >= 2 or null, got {read_limit!r}")
         say_reading(data_dir)
-        splits = load_splits(data_dir, download, max_dataset_pixels, self._needs(training, validation_split))
+        needs = self._needs(training, validation_split)
+        splits = load_splits(data_dir, download, max_dataset_pixels, needs, read_limit)
         note_shared_images(splits, data_dir)
         workers = auto_workers(num_workers)
         self.data_dir = data_dir

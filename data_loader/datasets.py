@@ -44,29 +44,43 @@ class Split:
     names: np.ndarray | None = None  # (N,) each image's file as class/file name (None: a CIFAR-10 batch file)
 
 
-def load_splits(data_dir, download=False, max_pixels=None, needs=()):
+def load_splits(data_dir, download=False, max_pixels=None, needs=(), read_limit=None):
     """{'train': Split, 'test': Split} with whichever splits `data_dir` holds. A file or folder the
     process may not read is one line that says so (not the output errors' "cannot write").
     max_pixels: what the data set may decode in all (None: MAX_DATASET_PIXELS), counted from the
     images' headers before any pixel is decoded. needs: ((split, why), ...) the caller cannot do
-    without; an image folder or archive without one says `why` before any image is decoded."""
+    without; an image folder or archive without one says `why` before any image is decoded.
+    read_limit: decode at most this many images of each split, a seeded subset in file order (None: all)."""
     try:
-        return _load_splits(Path(data_dir).expanduser(), download, max_pixels or MAX_DATASET_PIXELS, tuple(needs))
+        path, max_pixels = Path(data_dir).expanduser(), max_pixels or MAX_DATASET_PIXELS
+        return _load_splits(path, download, max_pixels, tuple(needs), read_limit)
     except PermissionError as e:
         raise DataError(f"{e.filename or data_dir}: cannot read ({e.strerror}); check its permissions") from None
 
 
-def _load_splits(path, download, max_pixels, needs):
+def _load_splits(path, download, max_pixels, needs, read_limit):
     if path.is_file():
         if not path.name.lower().endswith(TAR_SUFFIXES):
             raise DataError(f"{path}: expected a folder or a {'/'.join(TAR_SUFFIXES)} archive")
         stat = path.stat()
-        return _read_tar(str(path.resolve()), stat.st_mtime_ns, stat.st_size, max_pixels, needs)
+        return _read_tar(str(path.resolve()), stat.st_mtime_ns, stat.st_size, max_pixels, needs, read_limit)
     if path.is_dir() and any((path / s).is_dir() for s in SPLITS):
-        return _read_image_folder(path, max_pixels, needs)
+        return _read_image_folder(path, max_pixels, needs, read_limit)
     if path.name.lower().endswith(TAR_SUFFIXES):
         raise DataError(f"{path}: archive not found")
-    return _read_torchvision(path, download)
+    return {split: _first(data, read_limit) for split, data in _read_torchvision(path, download).items()}
+
+
+def _subset(n, read_limit):
+    """The indices of the images of a split of n that read_limit keeps (all of them for None)."""
+    if read_limit is None or n <= read_limit:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(0).permutation(n)[:read_limit])
+
+
+def _first(split, read_limit):
+    keep = _subset(len(split.labels), read_limit)
+    return Split(split.images[keep], split.labels[keep], split.classes)
 
 
 GREY_16 = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # how Pillow opens a 16-bit grey PNG
@@ -184,7 +198,7 @@ def _decode(data, name, budget=None):
         raise DataError(f"{name}: cannot decode image ({e})") from None
 
 
-def _assemble(entries, where, needs=()):
+def _assemble(entries, where, needs=(), read_limit=None):
     """entries: Pending images -> {split: Split} with sorted classes and files. Every check that the
     headers allow comes first (one size for all); then each split is decoded into one uint8 array,
     allocated once."""
@@ -206,6 +220,7 @@ def _assemble(entries, where, needs=()):
         classes = classes_of[split]
         index = {c: i for i, c in enumerate(classes)}
         rows = [e for e in entries if e.split == split]
+        rows = [rows[i] for i in _subset(len(rows), read_limit)]
         width, height = rows[0].size
         images = np.empty((len(rows), height, width, 3), np.uint8)
         for i, e in enumerate(rows):
@@ -243,7 +258,7 @@ def _split_parts(parts):
 
 
 @functools.lru_cache(maxsize=2)
-def _read_tar(path, mtime_ns, size, max_pixels=None, needs=()):  # mtime and size key the cache
+def _read_tar(path, mtime_ns, size, max_pixels=None, needs=(), read_limit=None):  # mtime and size key the cache
     entries, seen, roots, budget = [], {}, set(), PixelBudget(path, max_pixels)
     try:
         with tarfile.open(path) as tar:
@@ -274,7 +289,7 @@ def _read_tar(path, mtime_ns, size, max_pixels=None, needs=()):  # mtime and siz
                 entries.append(_pending(key, data, f"{path}:{member.name}", budget))
     except ARCHIVE_ERRORS as e:
         raise archive_error(path, e) from None
-    return _assemble(entries, path, needs)
+    return _assemble(entries, path, needs, read_limit)
 
 
 MAX_MEMBERS = 1_000_000  # tarfile keeps every member's header in memory (about 1 KB each)
@@ -318,7 +333,7 @@ def read_file(path):
         raise DataError(f"{path}: cannot read it ({e.strerror or e}); not an image file") from None
 
 
-def _read_image_folder(root, max_pixels=None, needs=()):
+def _read_image_folder(root, max_pixels=None, needs=(), read_limit=None):
     entries, budget = [], PixelBudget(root, max_pixels)
     for split in SPLITS:
         for folder in sorted(p for p in (root / split).glob("*") if p.is_dir()):
@@ -333,7 +348,7 @@ def _read_image_folder(root, max_pixels=None, needs=()):
                 continue
             check_file_size(file.stat().st_size, str(file))
             entries.append(_pending(key, read_file(file), str(file), budget))
-    return _assemble(entries, str(root), needs)
+    return _assemble(entries, str(root), needs, read_limit)
 
 
 def _read_torchvision(root, download):

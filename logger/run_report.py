@@ -217,9 +217,11 @@ def write_run_report(
         )
     finally:
         writer.close()
-    logger.info(
-        f"Report ({time.perf_counter() - start:.1f} s): " + ", ".join(str(p) for p in paths.values() if p is not None)
-    )
+    written = [p for p in paths.values() if p is not None]
+    folders = {Path(p).parent for p in written}
+    where = f" in {folders.pop()}" if len(folders) == 1 else ""
+    names = [Path(p).name if where else str(p) for p in written]
+    logger.info(f"Report ({time.perf_counter() - start:.1f} s){where}: " + ", ".join(names))
     return paths
 
 

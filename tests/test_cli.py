@@ -387,3 +387,32 @@ def test_report_py_on_other_data_is_one_line_not_a_figure_labelled_as_the_runs(t
     shutil.copytree(other / "train", copied / "test")  # the test split is the training split
     proc = run_cli("test.py", "--resume", run_dir / "last.pth", "--data_dir", copied, "--out", tmp_path / "t")
     assert "test images are also training images" in proc.stdout + proc.stderr
+
+
+def test_fast_dev_run_decodes_a_sample_of_each_split_and_keeps_a_validation_count_within_it(
+    tmp_path, tiny_tar_xz, monkeypatch
+):
+    import config.overrides
+    from conftest import tiny_config
+
+    monkeypatch.setattr(config.overrides, "FAST_READ", 20)  # of the 40 training images
+    config = tiny_config(tmp_path, tiny_tar_xz, report=False)
+    proc = run_cli("train.py", "-c", config, "--fast_dev_run", "--validation_split", "200")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Data: 15 training images, 5 validation images" in proc.stdout + proc.stderr  # 20 read, a quarter held out
+
+
+def test_read_limit_decodes_a_seeded_subset_of_each_split_in_file_order(tiny_folder, tiny_tar_xz):
+    from data_loader.datasets import load_splits
+
+    whole = load_splits(tiny_folder)
+    for source in (tiny_folder, tiny_tar_xz):
+        part = load_splits(source, read_limit=7)
+        for split in ("train", "test"):
+            names = list(part[split].names)
+            assert len(names) == 7 and names == sorted(names) and set(names) <= set(whole[split].names)
+            index = {n: i for i, n in enumerate(whole[split].names)}
+            for name, image, label in zip(names, part[split].images, part[split].labels):
+                assert (image == whole[split].images[index[name]]).all() and label == whole[split].labels[index[name]]
+    folder, archive = (load_splits(source, read_limit=7)["train"].names for source in (tiny_folder, tiny_tar_xz))
+    assert list(folder) == list(archive)  # the same subset from either layout

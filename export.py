@@ -6,6 +6,9 @@ python export.py --resume CKPT --format onnx --out model.onnx
 python export.py --resume CKPT --format onnx-int8 --out model-int8.onnx [--data_dir D]
     static int8 (QDQ) calibrated on training images; its validation accuracy printed next to fp32"""
 
+import startup  # noqa: F401  (first: a Ctrl-C while the modules below load is one line, not a traceback)
+
+# isort: split
 import argparse
 import copy
 import sys

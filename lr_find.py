@@ -4,6 +4,9 @@ Trains a fresh network of the config for --steps batches while the learning rate
 --start_lr to --end_lr, plots the smoothed loss against the learning rate and prints a suggested
 OneCycle peak (`optimizer.args.lr`): the learning rate of the lowest loss (see suggest_lr)."""
 
+import startup  # noqa: F401  (first: a Ctrl-C while the modules below load is one line, not a traceback)
+
+# isort: split
 import sys
 from pathlib import Path
 

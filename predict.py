@@ -9,6 +9,9 @@ The checkpoint may be a .pth of this project or an export.py ONNX file (run by o
 file that is not an image is one line on stderr; the others are still predicted, and the exit
 status is 1."""
 
+import startup  # noqa: F401  (first: a Ctrl-C while the modules below load is one line, not a traceback)
+
+# isort: split
 import argparse
 import csv
 import json

@@ -4,6 +4,9 @@ grids, Grad-CAM of the most confident mistakes, report.md) from one of its check
 The curves come from the history stored in the checkpoint; the rest from evaluating its weights
 on the run's validation split (or the test split when the run validated on it)."""
 
+import startup  # noqa: F401  (first: a Ctrl-C while the modules below load is one line, not a traceback)
+
+# isort: split
 import sys
 from pathlib import Path
 

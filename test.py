@@ -5,6 +5,9 @@ matrix, the misclassified grid, Grad-CAM heat maps of the most confident mistake
 into --out; by default beside a checkpoint of the save_dir (saved/), and for a checkpoint elsewhere
 (pretrained/, ...) into saved/test/<folder>-<name>/, never beside it."""
 
+import startup  # noqa: F401  (first: a Ctrl-C while the modules below load is one line, not a traceback)
+
+# isort: split
 import functools
 import json
 import sys

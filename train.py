@@ -2,6 +2,9 @@
 Continue a run:                          python train.py --resume saved/<name>/<run>/last.pth
 The composition root: `build` makes every part of a run from the config, `main` trains it."""
 
+import startup  # noqa: F401  (first: a Ctrl-C while the modules below load is one line, not a traceback)
+
+# isort: split
 import functools
 import shutil
 import sys
@@ -45,9 +48,8 @@ def build(config, device, files, allow_spec_violation=False, epoch_callbacks=())
 
 
 def main(config, allow_spec_violation=False, epoch_callbacks=(), resume_hint=True, files=None):
-    """Train as `config` says and return the epoch logs; under torchrun one process per device, rank 0
-    writing the files. epoch_callbacks: f(epoch, log) after each epoch; resume_hint: on Ctrl-C print how
-    to resume and exit (False: the tuner goes on); files: where it writes (default RunFiles.of(config))."""
+    """Train as `config` says (torchrun: a process per device) and return the epoch logs. epoch_callbacks: f(epoch, log)
+    after each; resume_hint: on Ctrl-C say how to resume and exit (False: the tuner goes on); files: RunFiles."""
     device, files = resolve_device(config.device), files or RunFiles.of(config)
     run = functools.partial(_run, config, files=files, allow_spec_violation=allow_spec_violation,
                             epoch_callbacks=epoch_callbacks)  # fmt: skip
@@ -73,8 +75,7 @@ def fast_dev_run(args):
     folder = tempfile.mkdtemp(prefix="fast_dev_run-")
     args.set = [*FAST_DEV_RUN.items(), (("trainer", "save_dir"), folder), *(args.set or [])]
     try:
-        config = ConfigParser.from_args(args)
-        config = ConfigParser.from_args(args, fast_read(config.obj_type("data_loader"), config["data_loader"]["args"]))
+        config = ConfigParser.from_args(args, fast_read(ConfigParser.from_args(args)))  # a sample of the data
         history = main(config, args.allow_spec_violation)
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -6,6 +6,9 @@ lives in a database: by default a SQLite file `<save_dir>/<study>/study.db`; giv
 the same `--storage postgresql://...` and `--study` to search together. Results land in
 `<save_dir>/<study>/`: trials.csv, best_config.json, history.png, importances.png, slice.png."""
 
+import startup  # noqa: F401  (first: a Ctrl-C while the modules below load is one line, not a traceback)
+
+# isort: split
 import logging
 import os
 import sys

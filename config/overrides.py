@@ -84,12 +84,13 @@ FAST_DEV_RUN = {
 FAST_READ = 2048  # images of each split a fast_dev_run decodes, where the data loader can limit it
 
 
-def fast_read(loader_type, loader_args):
-    """--fast_dev_run's quick read: {key path: value} that make the data loader decode FAST_READ images
-    of each split (read_limit, seconds instead of a minute for CIFAR-10's archive) and keep a
-    validation count within them; {} for a loader without read_limit."""
+def fast_read(config):
+    """--fast_dev_run's quick read for a ConfigParser: {key path: value} that make its data loader
+    decode FAST_READ images of each split (read_limit: seconds instead of a minute for CIFAR-10's
+    archive) and keep a validation count within them; {} for a loader without read_limit."""
     import inspect
 
+    loader_type, loader_args = config.obj_type("data_loader"), config["data_loader"]["args"]
     if "read_limit" not in inspect.signature(loader_type).parameters or loader_args.get("read_limit"):
         return {}
     quick = {("data_loader", "args", "read_limit"): FAST_READ}

@@ -2,8 +2,11 @@
 the one-line errors for bad input."""
 
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -416,3 +419,37 @@ def test_read_limit_decodes_a_seeded_subset_of_each_split_in_file_order(tiny_fol
                 assert (image == whole[split].images[index[name]]).all() and label == whole[split].labels[index[name]]
     folder, archive = (load_splits(source, read_limit=7)["train"].names for source in (tiny_folder, tiny_tar_xz))
     assert list(folder) == list(archive)  # the same subset from either layout
+
+
+SCRIPTS = ("train.py", "test.py", "report.py", "predict.py", "export.py", "tune.py", "lr_find.py")
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_script_imports_startup_before_anything_else(script):
+    """A Ctrl-C while torch loads reaches the top level before run_main exists: startup's hook says it in one line."""
+    import ast
+
+    from conftest import REPO
+
+    tree = ast.parse((REPO / script).read_text())
+    first = next(node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom)))
+    assert isinstance(first, ast.Import) and [a.name for a in first.names] == ["startup"]
+
+
+def test_an_interrupt_while_the_modules_load_is_one_line(tmp_path):
+    import signal
+    import time
+
+    from conftest import REPO
+
+    slow = tmp_path / "slow.py"  # stands for a script whose imports are still loading
+    slow.write_text("import startup  # noqa: F401\nimport time\ntime.sleep(30)\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, str(slow)], stderr=subprocess.PIPE, text=True, env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert err.strip() == "interrupted while starting: nothing was done" and proc.returncode == -signal.SIGINT

@@ -5,6 +5,7 @@ held back. What a checkpoint holds is checkpoint/schema.py; what a resume checks
 
 import logging
 import shlex
+import shutil
 from datetime import datetime
 from pathlib import Path
 
@@ -23,7 +24,7 @@ class RunFiles:
     def __init__(self, run_dir, resume=None, save_period=10):
         self.run_dir, self.resume, self.save_period = Path(run_dir), resume, save_period
         self.logger = logging.getLogger("trainer")
-        self._lock = None
+        self._lock, self._made, self._new_parents = None, False, []
 
     @classmethod
     def of(cls, config, run_id=None):
@@ -52,14 +53,24 @@ class RunFiles:
 
     def open(self, config, device):
         """Make (or, on resume, lock) the folder and write config.json and this start's provenance."""
+        self._made = self.resume is None or self.run_dir != self.resume.parent
+        self._new_parents = [p for p in self.run_dir.parents if not p.exists()]  # save_dir/name, if new
         self.run_dir, self._lock = make_run_dir(self.run_dir, self.resume, config)
         record_provenance(self.run_dir, device)
         return self.run_dir
 
-    def close(self):
-        """Release the folder's lock (the files stay)."""
+    def close(self, failed=False):
+        """Release the folder's lock. The files stay, except after a failure (or a stop) before the
+        first checkpoint of a new run: its folder holds nothing to resume, and is removed, so that
+        a failed command leaves what existed as it was."""
         release(self._lock)
         self._lock = None
+        if failed and self._made and not self.last.exists():
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+            for parent in self._new_parents:  # innermost first; a folder another run wrote into stays
+                if parent.is_dir() and not any(parent.iterdir()):
+                    parent.rmdir()
+            self.logger.warning(f"{self.run_dir}: removed (no epoch of this new run had been saved)")
 
     def is_periodic(self, epoch, last_epoch):
         return epoch % self.save_period == 0 or epoch == last_epoch

@@ -37,9 +37,12 @@ class RunLogHandler(logging.FileHandler):
             f"warning: {self.baseFilename}: cannot write the log ({getattr(error, 'strerror', None) or error}); "
             "it stops here, the console goes on\n"
         )
-        self.close()
-        self.stream = None
+        stream, self.stream = self.stream, None
         self.emit = lambda record: None
+        try:
+            stream.close()  # flushes what it holds: the disk is still full
+        except OSError:
+            pass
 
 
 def _file_handler(run_dir):

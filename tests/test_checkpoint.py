@@ -257,3 +257,66 @@ def test_a_checkpoint_link_in_a_loop_is_one_line_in_every_script(tmp_path):
     (tmp_path / "b.pth").symlink_to(tmp_path / "a.pth")
     for script in ("test.py", "train.py", "report.py"):
         assert_one_line_error(run_cli(script, "--resume", tmp_path / "a.pth"), "a.pth: a link that leads nowhere")
+
+
+def test_a_disk_full_from_the_first_write_leaves_no_run_folder_and_no_traceback(tmp_path, tiny_folder, monkeypatch):
+    """TensorBoard's events and the first checkpoint fail (a nearly full save_dir): a warning for
+    TensorBoard, one error line for the checkpoint, and the new run's
+    folder (config.json, provenance.json, the lock), with the save_dir the run created, is removed."""
+    import errno
+
+    import torch.utils.tensorboard
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("checkpoint.saver.save_atomic", no_space)
+    monkeypatch.setattr(torch.utils.tensorboard.SummaryWriter, "add_scalar", no_space)
+    config = tiny_config(tmp_path, tiny_folder, tensorboard=True)
+    proc = run_cli("train.py", "-c", config)
+    assert_one_line_error(proc, "last.pth: cannot save the checkpoint (No space left on device); no file was written")
+    out = proc.stdout + proc.stderr
+    assert "cannot write TensorBoard's events (No space left on device); TensorBoard stops here" in out
+    assert "removed (no epoch of this new run had been saved)" in out and "Traceback" not in out
+    assert not (tmp_path / "saved").exists()
+
+
+def test_the_run_log_stops_at_a_full_disk_with_one_warning(tmp_path, capsys):
+    import errno
+    import logging
+
+    from logger.logger import RunLogHandler
+
+    class Full:
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        flush = close = lambda self: Full.write(self, "")
+
+    handler = RunLogHandler(tmp_path / "info.log")
+    handler.stream = Full()
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "an epoch", None, None)
+    handler.handle(record)  # FileHandler.emit catches the OSError and calls handleError
+    handler.handle(record)
+    handler.close()
+    err = capsys.readouterr().err
+    assert err.count("info.log: cannot write the log (No space left on device); it stops here") == 1
+    assert "Traceback" not in err
+
+
+def test_a_failed_run_keeps_its_folder_once_a_checkpoint_exists_and_a_resumed_one_always(tmp_path):
+    first = RunFiles(tmp_path / "saved" / "name" / "run")
+    first.open({"name": "name"}, torch.device("cpu"))
+    first.close(failed=True)
+    assert not (tmp_path / "saved").exists()  # the folders it made, all gone
+    (tmp_path / "saved").mkdir()
+    kept = RunFiles(tmp_path / "saved" / "name" / "run")
+    run_dir = kept.open({"name": "name"}, torch.device("cpu"))
+    (run_dir / "last.pth").write_bytes(b"epoch 1")
+    kept.close(failed=True)
+    assert (run_dir / "last.pth").exists() and not (run_dir / ".lock").exists()
+    (run_dir / "last.pth").unlink()
+    resumed = RunFiles(run_dir, resume=run_dir / "last.pth")
+    resumed.open({"name": "name"}, torch.device("cpu"))
+    resumed.close(failed=True)
+    assert run_dir.is_dir() and (tmp_path / "saved").is_dir()  # a resumed run's folder is never removed

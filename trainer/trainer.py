@@ -123,14 +123,15 @@ class Trainer(BaseTrainer):
                 "(test.py, report.py and export.py take it as it is)"
             )
             return self.history
-        if distributed.is_main():
-            attach_run_log(self.files.open(self.config.config, self.device))
+        failed = True
         try:
+            if distributed.is_main():
+                attach_run_log(self.files.open(self.config.config, self.device))
             self._log_data()
-            history = super().train()
+            history, failed = super().train(), False
         finally:
             if distributed.is_main():
-                self.files.close()
+                self.files.close(failed)
         total, timed = training_seconds(history)
         if timed:
             self.logger.info(

@@ -19,14 +19,19 @@ from data_loader.transforms import (
 from utils.errors import ArgumentError, DataError
 
 
-def channel_stats(images, chunk=4096):
+def channel_stats(images, where="data", chunk=2**22):
     """Per-channel mean and std of uint8 HWC images, in [0, 1] units, in two passes over chunks of
-    `chunk` images: the memory of one chunk in float64, never of the whole data set."""
-    flat = images.reshape(len(images), -1, images.shape[-1])
-    count = flat.shape[0] * flat.shape[1]
+    `chunk` pixels: the memory of one chunk in float64 (100 MB), never of the whole data set or of
+    one large picture. A channel of one value everywhere (std 0) cannot be normalised: one line."""
+    flat = images.reshape(-1, images.shape[-1])
     chunks = [flat[i : i + chunk] for i in range(0, len(flat), chunk)]
-    mean = sum(c.sum(axis=(0, 1), dtype=np.float64) for c in chunks) / count
-    var = sum(np.square(c - mean).sum(axis=(0, 1)) for c in chunks) / count
+    mean = sum(c.sum(axis=0, dtype=np.float64) for c in chunks) / len(flat)
+    var = sum(np.square(c - mean).sum(axis=0) for c in chunks) / len(flat)
+    if not var.all():
+        raise DataError(
+            f"{where}: its {len(images)} training images have the same value everywhere in channel "
+            f"{int(np.argmin(var))} (std 0), so they cannot be normalised: are they blank?"
+        )
     return {
         "mean": [round(float(m), 6) for m in mean / 255.0],
         "std": [round(float(s), 6) for s in np.sqrt(var) / 255.0],
@@ -157,7 +162,7 @@ class Cifar10DataLoader(BaseDataLoader):
         pool = self.subset_indices(len(train.labels), train_subset, split_seed)
         train_idx, valid_idx = (pool[i] for i in self.split_indices(len(pool), validation_split, split_seed))
         train_images = train.images[train_idx]
-        self.stats, self.classes = channel_stats(train_images), train.classes
+        self.stats, self.classes = channel_stats(train_images, self.data_dir), train.classes
         if len(train_images):
             check_augment(augmentations, [255.0 * m for m in self.stats["mean"]], train_images[0])
         transform = build_train_transform(augmentations, self.stats["mean"])
@@ -180,7 +185,7 @@ class Cifar10DataLoader(BaseDataLoader):
                 f"{self.data_dir}: no test/ split to evaluate (expected test/<class>/*.jpg or a CIFAR-10 root)"
             )
         test = splits["test"]
-        self.stats = stats or channel_stats(splits["train"].images if "train" in splits else test.images)
+        self.stats = stats or channel_stats(splits["train"].images if "train" in splits else test.images, self.data_dir)
         self.classes, self.valid_name = test.classes, "test"
         return ArrayDataset(test.images, test.labels, build_eval_transform(), names=test.names)
 

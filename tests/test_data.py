@@ -497,3 +497,23 @@ def test_an_image_that_links_to_an_unreadable_file_is_one_line_in_training_and_o
     pictures = list(read_inputs([root / "train" / "cat"], (32, 32)))
     bad = [p for p in pictures if p.error]
     assert len(bad) == 1 and "zz.png: cannot read it" in bad[0].error and len(pictures) > 1
+
+
+def test_channel_stats_hold_one_chunk_of_pixels_not_one_picture_and_refuse_a_blank_channel():
+    """A few large pictures (legal, under the data set's pixel budget) once cost a float64 copy of
+    every pixel of a chunk of 4,096 pictures (5.9 GB for five 7000x7000 PNGs): chunks are of pixels."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (2, 1024, 1024, 3), dtype=np.uint8)
+    tracemalloc.start()
+    stats = channel_stats(images, chunk=2**16)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 8 * 2**20  # the whole float64 copy would be 48 MB
+    as_float = images.reshape(-1, 3).astype(np.float64) / 255
+    assert np.allclose(stats["mean"], as_float.mean(0), atol=1e-6)
+    assert np.allclose(stats["std"], as_float.std(0), atol=1e-6)
+    images[..., 2] = 7
+    with pytest.raises(DataError, match=r"pics: its 2 training images have the same value everywhere in channel 2"):
+        channel_stats(images, "pics")

@@ -4,8 +4,9 @@ seconds per epoch measured for each network at 16 and at 32 px (benchmarks/epoch
     python -m benchmarks.cpu_curves --out docs/shapes.png \\
         --run "a_dilatednet=RUN/metrics.csv:25.0:57.6" --run "f_deep8=RUN/metrics.csv:27.0:53.1"
 
-An epoch at another image size (progressive resizing) is costed between the two figures in
-proportion to its pixel count. The runs may have trained anywhere (a GPU, another CPU): the x axis is
+It also prints, for each run, the CPU minutes to the first epoch at --reach validation accuracies
+(85, 87, 89 by default). An epoch at another image size (progressive resizing) is costed between the
+two figures in proportion to its pixel count. The runs may have trained anywhere (a GPU, another CPU): the x axis is
 what each epoch costs on the CPU the seconds were measured on, so curves compare at equal CPU time.
 """
 
@@ -50,11 +51,27 @@ def curve(path, s16, s32):
     return minutes, accuracy
 
 
+def time_to_reach(minutes, accuracy, target):
+    """(CPU minutes, epoch) at the end of the first epoch whose validation accuracy reaches `target`, or None."""
+    for epoch, (spent, acc) in enumerate(zip(minutes, accuracy), 1):
+        if acc >= target:
+            return spent, epoch
+    return None
+
+
 def main(args):
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 5))
+    print(f"CPU minutes ({args.cpu}) to a validation accuracy of " + ", ".join(f"{t:g}%" for t in args.reach))
     for name, path, s16, s32 in map(parse_run, args.run):
         minutes, accuracy = curve(path, s16, s32)
+        reached = [time_to_reach(minutes, accuracy, t) for t in args.reach]
+        shown = ["never" if r is None else f"{r[0]:.0f} min (epoch {r[1]})" for r in reached]
+        print(
+            f"  {name}: "
+            + ", ".join(f"{t:g}%: {s}" for t, s in zip(args.reach, shown))
+            + f"; {minutes[-1]:.0f} min in all"
+        )
         ax.plot(minutes, accuracy, marker=".", label=f"{name} ({len(minutes)} epochs, final {accuracy[-1]:.2f}%)")
     ax.set_xlabel(f"CPU minutes ({args.cpu})")
     ax.set_ylabel("validation accuracy (%)")
@@ -74,6 +91,7 @@ def cli(argv=None):
     parser.add_argument("--cpu", default="2 cores", help="the CPU the seconds were measured on, for the axis")
     parser.add_argument("--title", default="Validation accuracy at equal CPU time")
     parser.add_argument("--ymin", type=float, default=40)
+    parser.add_argument("--reach", type=float, nargs="*", default=[85, 87, 89], help="accuracies to time (percent)")
     return run_main(main, parser.parse_args(argv), single_process="cpu_curves.py")
 
 

@@ -91,3 +91,13 @@ def test_report_refuses_another_validation_split(finished_run, tmp_path):
     proc = run_cli("report.py", "--resume", finished_run[0] / "last.pth", "--validation_split", 10, "--out", tmp_path)
     assert_one_line_error(proc, "--validation_split: 10 is not the run's 0", "use test.py for other data")
     assert not list(tmp_path.iterdir())
+
+
+def test_cpu_curves_draws_the_runs_and_times_each_one_to_its_accuracies(tmp_path):
+    csv = tmp_path / "metrics.csv"
+    csv.write_text("epoch,val_accuracy,image_size\n1,50.0,16\n2,86.0,32\n3,88.0,32\n")
+    proc = run_cli("-m", "benchmarks.cpu_curves", "--run", f"a={csv}:60:120", "--out", tmp_path / "c.png")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # 1 min at 16 px, then 2 min per 32-px epoch
+    assert "a: 85%: 3 min (epoch 2), 87%: 5 min (epoch 3), 89%: never; 5 min in all" in proc.stdout
+    assert png_ok(tmp_path / "c.png")

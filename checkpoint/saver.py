@@ -25,6 +25,7 @@ class RunFiles:
         self.run_dir, self.resume, self.save_period = Path(run_dir), resume, save_period
         self.logger = logging.getLogger("trainer")
         self._lock, self._made, self._new_parents = None, False, []
+        self.command = "python train.py"  # what resumes it (utils.distributed.run_group: torchrun and its flags)
 
     @classmethod
     def of(cls, config, run_id=None):
@@ -49,7 +50,7 @@ class RunFiles:
         """How to go on after a stop: the command that resumes from last.pth, when there is one."""
         if not self.last.is_file():
             return "no epoch had finished, so there is nothing to resume: start the run again"
-        return f"the last finished epoch is saved; resume with  python train.py --resume {shlex.quote(str(self.last))}"
+        return f"the last finished epoch is saved; resume with  {self.command} --resume {shlex.quote(str(self.last))}"
 
     def open(self, config, device):
         """Make (or, on resume, lock) the folder and write config.json and this start's provenance."""

@@ -87,6 +87,8 @@ def test_two_processes_survive_a_dead_rank_by_resume_save_once_and_match_test_py
     assert "DistributedDataParallel over 2 processes (gloo); global batch 8, 4 per process" in first
     assert "rank 0: lost contact with the other processes" in first or "Root Cause" in first, first[-3000:]
     (run,) = run_folders(tmp_path / "saved")
+    # rank 0 names the command that resumes the group, whichever way it was stopped (torchrun's SIGTERM or a lost peer)
+    assert f"resume with  torchrun --standalone --nproc_per_node=2 train.py --resume {run / 'last.pth'}" in first
     done = load_checkpoint(run / "last.pth")["epoch"]
     assert 2 <= done < 8, "the run was not stopped mid-way"
 

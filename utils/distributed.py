@@ -6,7 +6,6 @@ A plain `python train.py` never initialises a process group: every helper here i
 import gc
 import os
 import re
-import shlex
 import signal
 import textwrap
 from datetime import timedelta
@@ -14,6 +13,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from utils.cli import ignore_further_interrupts
 from utils.errors import ConfigError, DistributedError, DivergedError, print_error
 
 # how gloo and NCCL report a process that died or hung (they raise plain RuntimeErrors from backward)
@@ -129,17 +129,11 @@ def weights_checksum(model):
     return float(total)
 
 
-def resume_advice(run_dir):
-    """What is left to resume from, said only when it exists (rank 0 may not have saved yet)."""
-    last = run_dir / "last.pth"
-    if not last.is_file():
-        return "no epoch had finished, so there is nothing to resume: start the run again"
-    flags = (
-        f"--standalone --nproc_per_node={world_size()}"
-        if world_size() == int(os.environ.get("LOCAL_WORLD_SIZE", -1))
-        else "<the same flags>"
-    )
-    return f"the last finished epoch is saved: torchrun {flags} train.py --resume {shlex.quote(str(last))}"
+def torchrun_command():
+    """How this group was started, to resume it the same way."""
+    if world_size() == int(os.environ.get("LOCAL_WORLD_SIZE", -1)):
+        return f"torchrun --standalone --nproc_per_node={world_size()} train.py"
+    return "torchrun <the same flags> train.py"
 
 
 def run_group(config, files, device, body):
@@ -153,11 +147,12 @@ def run_group(config, files, device, body):
 
     try:
         files.run_dir = broadcast_object(files.run_dir)  # rank 0's timestamp names the folder
+        files.command = torchrun_command()
 
         def stopped(signum, frame):  # torchrun stops the group when one process fails
             raise DistributedError(
                 f"rank {rank()}: stopped by torchrun (another process failed, or the job was cancelled); "
-                + resume_advice(files.run_dir)
+                + files.resume_hint()
             )
 
         signal.signal(signal.SIGTERM, stopped)
@@ -180,7 +175,8 @@ def run_group(config, files, device, body):
             raise  # a bug, not a lost process: keep its traceback
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         reason = textwrap.shorten(first, 120, placeholder=" ...")  # whole words
-        advice = resume_advice(files.run_dir)
+        advice = files.resume_hint()
+        ignore_further_interrupts()  # torchrun's SIGTERM to the group, next, must not cut this line off
         raise DistributedError(f"rank {rank()}: lost contact with the other processes ({reason}); {advice}") from None
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -21,7 +21,7 @@ def dilatednet(pretrained: bool = True, weights: str | None = None):
     checkpoint or export of this project (`weights`: its path), or freshly initialised
     (pretrained=False: no class names or normalisation attached)."""
     if pretrained or weights:
-        from deploy.loading import load_network
+        from config.networks import load_network
 
         trained = load_network(weights or PRETRAINED, require=("data_stats", "classes"))
         model = trained.model

@@ -24,10 +24,10 @@ import torch
 from torchinfo import summary
 
 import model.metric as module_metric
+from config.networks import load_teacher
 from config.parser import ConfigParser
 from config.reading import load_config
 from config.schedules import schedule_epochs
-from deploy.loading import load_teacher
 from trainer.batch_tricks import BatchTricks
 from trainer.distill import Distiller
 from trainer.ema import build_ema

@@ -1,59 +1,20 @@
-"""A trained network from its checkpoint, for everything that uses one: `load_network` (the
-predictor, the ONNX export, test.py, report.py, the tools) and `load_trained`, which adds the data
-(test.py, report.py)."""
+"""A trained network with its data, for test.py and report.py: `load_trained` (the network alone is
+config/networks.py's `load_network`)."""
 
 import copy
 from pathlib import Path
-from typing import NamedTuple
 
 from checkpoint.schema import (
-    check_network_fits,
     data_mismatch,
-    image_size_of,
     load_checkpoint,
-    load_model_state,
     saved_entries,
 )
+from config.networks import load_network
 from config.overrides import overrides_from_args
 from config.parser import ConfigParser, args_named
 from config.reading import load_config
 from data_loader.datasets import DEFAULT_ROOT
-from utils.errors import CheckpointError, ConfigError, DataError
-from utils.paths import file_sha256
-
-
-class Trained(NamedTuple):
-    """A network as its checkpoint describes it: weights loaded, on the CPU, in eval mode."""
-
-    model: object
-    config: ConfigParser
-    ckpt: dict
-    stats: dict | None  # {"mean": [...], "std": [...]} the network's inputs were normalised with
-    classes: list
-    image_size: tuple
-
-
-def load_network(path, config=None, require=(), ckpt=None):
-    """The network saved in the checkpoint at `path`, built from `config` (a ConfigParser; default:
-    the checkpoint's own config), in eval mode.
-    require: entries ("data_stats", "classes") the caller cannot work
-    without; a checkpoint without them is one line. ckpt: the file already loaded (load_checkpoint)."""
-    ckpt = ckpt if ckpt is not None else load_checkpoint(path)
-    saved = saved_entries(ckpt)
-    for key in require:
-        if not getattr(saved, key):
-            raise CheckpointError(f"{path}: has no {key!r}; it predates them: export it again from its run")
-    try:
-        config = config or ConfigParser(saved.config)
-        check_network_fits(config, saved, path)  # before any memory is allocated for the network
-        model = config.init_obj("arch")
-    except ConfigError as e:  # the file's own config: name the file
-        if str(e).startswith(str(path)):
-            raise
-        raise CheckpointError(f"{path}: its config's {e}") from None
-    size = image_size_of(saved)
-    load_model_state(model, ckpt, path)
-    return Trained(model.eval(), config, ckpt, saved.data_stats, list(saved.classes or []), size)
+from utils.errors import CheckpointError, DataError
 
 
 def config_from_checkpoint(args, ckpt):
@@ -89,12 +50,3 @@ def load_trained(args, split, ckpt=None):
     if problem:
         raise DataError(f"{config['data_loader']['args']['data_dir']}: the checkpoint was {problem}")
     return config, ckpt, model, data_loader
-
-
-def load_teacher(trainer_cfg):
-    """(the teacher network of trainer.distill, in eval mode on the CPU, its file's sha256), or None
-    when distillation is off. One line for a missing or unreadable file."""
-    cfg = trainer_cfg.get("distill")
-    if not cfg:
-        return None
-    return load_network(cfg["teacher"], require=("data_stats", "classes")), file_sha256(cfg["teacher"])

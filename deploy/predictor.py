@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 from checkpoint.schema import check_contents
+from config.networks import load_network
 from data_loader.transforms import normalization
-from deploy.loading import load_network
 from model.tta import tta_logits
 from utils.errors import CheckpointError
 

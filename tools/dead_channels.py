@@ -11,7 +11,7 @@ import sys
 if not __package__:  # run as a file, the project's packages are not importable
     sys.exit("run it from the repository root as a module: python -m tools.dead_channels ...")
 
-from deploy.loading import load_network
+from config.networks import load_network
 from model.dead_channels import dead_channels, format_dead_channels
 from utils.cli import run_main
 

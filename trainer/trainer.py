@@ -4,8 +4,8 @@ import torch
 
 from base import BaseTrainer
 from base.base_data_loader import close_workers
+from config.networks import load_teacher
 from config.schedules import schedule_epochs, swa_start
-from deploy.loading import load_teacher
 from logger import attach_run_log
 from logger.format import format_log
 from logger.keys import EPOCH_TIME, IMAGE_SIZE, LR, describe_duration, training_seconds, val_key

@@ -13,7 +13,6 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from utils.cli import ignore_further_interrupts
 from utils.errors import ConfigError, DistributedError, DivergedError, print_error
 
 # how gloo and NCCL report a process that died or hung (they raise plain RuntimeErrors from backward)
@@ -176,7 +175,7 @@ def run_group(config, files, device, body):
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         reason = textwrap.shorten(first, 120, placeholder=" ...")  # whole words
         advice = files.resume_hint()
-        ignore_further_interrupts()  # torchrun's SIGTERM to the group, next, must not cut this line off
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # torchrun's SIGTERM to the group, next, must not cut this off
         raise DistributedError(f"rank {rank()}: lost contact with the other processes ({reason}); {advice}") from None
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -109,5 +109,7 @@ def read_inputs(inputs, size, max_pixels=MAX_PIXELS):
             yield from _from_tar(path, size, max_pixels)
         elif path.is_file():
             yield _read(path.stat().st_size, path.read_bytes, str(path), size, max_pixels)
+        elif path.exists():  # a pipe, a socket, a device: never opened (a pipe would wait for a writer)
+            yield Picture(str(path), None, error=f"{path}: not a regular file (a pipe, a socket or a device); not read")
         else:
             raise DataError(f"{path}: no such file or folder")

@@ -494,3 +494,13 @@ def test_an_onnx_file_with_dynamic_sides_and_1024_px_in_its_metadata_predicts_on
     proc = run_cli("predict.py", "--checkpoint", dynamic, folder, "--out", tmp_path / "p.csv")
     assert "resized 3 of 3 images to 1024x1024" in proc.stdout + proc.stderr  # (and notes.png is no image: status 1)
     assert len((tmp_path / "p.csv").read_text().splitlines()) == 4  # the header and the 3 pictures
+
+
+def test_predict_names_a_pipe_it_will_not_open_and_predicts_the_pictures_beside_it(checkpoint, pictures, tmp_path):
+    folder, _ = pictures
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)  # opened, it would wait for a writer forever
+    proc = run_cli("predict.py", "--checkpoint", checkpoint, pipe, folder / "cat.png", "--out", tmp_path / "p.csv")
+    assert proc.returncode == 1
+    assert f"error: {pipe}: not a regular file (a pipe, a socket or a device); not read" in proc.stderr
+    assert len((tmp_path / "p.csv").read_text().splitlines()) == 2  # the header and cat.png

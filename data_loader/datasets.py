@@ -68,6 +68,8 @@ def _load_splits(path, download, max_pixels, needs, read_limit):
         return _read_image_folder(path, max_pixels, needs, read_limit)
     if path.name.lower().endswith(TAR_SUFFIXES):
         raise DataError(f"{path}: archive not found")
+    if path.exists() and not path.is_dir():  # a pipe, a socket, a device: never opened
+        raise DataError(f"{path}: not a folder or an archive (a pipe, a socket or a device); not read")
     return {split: _first(data, read_limit) for split, data in _read_torchvision(path, download).items()}
 
 

@@ -517,3 +517,12 @@ def test_channel_stats_hold_one_chunk_of_pixels_not_one_picture_and_refuse_a_bla
     images[..., 2] = 7
     with pytest.raises(DataError, match=r"pics: its 2 training images have the same value everywhere in channel 2"):
         channel_stats(images, "pics")
+
+
+def test_a_pipe_given_as_the_data_is_named_for_what_it_is_and_never_opened(tmp_path):
+    import os
+
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    with pytest.raises(DataError, match=r"pipe: not a folder or an archive \(a pipe, a socket or a device\)"):
+        load_splits(pipe)

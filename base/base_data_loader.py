@@ -25,7 +25,7 @@ def close_workers(loader):
 
 
 class SeededBatchSampler(Sampler):
-    """Batches of `(index, epoch_seed, batch_number)`. The epoch's order and seed come from torch's
+    """Batches of `(index, epoch_seed, batch_number, epoch)`. The epoch's order and seed come from torch's
     global generator (saved in checkpoints), and the dataset seeds its augmentation per batch from
     `(epoch_seed, batch_number)`: every batch has its own random stream whichever worker builds it,
     and a resumed run sees exactly the images an uninterrupted one would.
@@ -39,6 +39,10 @@ class SeededBatchSampler(Sampler):
         self.n, self.batch_size, self.shuffle, self.rank, self.world = n, batch_size, shuffle, rank, world
         if world > 1 and batch_size % world:  # the config's batch size is checked in trainer/preflight.py
             raise ValueError(f"the global batch {batch_size} does not split evenly over {world} processes")
+        self.epoch = 1  # set_epoch: the trainer's epoch, for what depends on it (the alternating flip)
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
 
     def __len__(self):
         full, rest = divmod(self.n, self.batch_size)
@@ -57,7 +61,7 @@ class SeededBatchSampler(Sampler):
             batch = order[number * self.batch_size : (number + 1) * self.batch_size]
             if self.world > 1:
                 batch = batch[self.rank * share : (self.rank + 1) * share]
-            yield [(i, epoch_seed, number * self.world + self.rank) for i in batch]
+            yield [(i, epoch_seed, number * self.world + self.rank, self.epoch) for i in batch]
 
 
 class ShardSampler(Sampler):
@@ -76,7 +80,7 @@ class ShardSampler(Sampler):
 
 class PlainDataset(Dataset):
     """Lets any map-style dataset (`dataset[i] -> (image tensor, label)`) take SeededBatchSampler's
-    `(index, epoch_seed, batch_number)` items; its own randomness is its own affair. Attributes
+    `(index, epoch_seed, batch_number, epoch)` items; its own randomness is its own affair. Attributes
     (e.g. `images`) are those of the wrapped dataset."""
 
     def __init__(self, dataset):
@@ -222,12 +226,15 @@ def pictures(loader):
 
 
 class ArrayDataset(Dataset):
-    """uint8 HWC images in memory + an albumentations transform -> (CHW tensor, label)."""
+    """uint8 HWC images in memory + an albumentations transform -> (CHW tensor, label).
+    flip_first: with the alternating flip, a 0/1 per image, the image mirrored in the epochs whose
+    parity differs from it (so every other epoch, half of the images first); None: no such flip."""
 
-    def __init__(self, images, labels, transform, reseed=None, names=None):
+    def __init__(self, images, labels, transform, reseed=None, names=None, flip_first=None):
         self.images, self.labels, self.transform, self._reseed = images, labels, transform, reseed
         self.names = names  # each image's file name, where the data has them (the pictures use them)
         self.views = None  # data_loader.views.FixedViews: each image one of k fixed views (trainer.distill.views)
+        self.flip_first = flip_first
 
     def __len__(self):
         return len(self.labels)
@@ -236,11 +243,16 @@ class ArrayDataset(Dataset):
         return self.transform(image=self.images[index])["image"], int(self.labels[index])
 
     def __getitems__(self, items):
-        if items and isinstance(items[0], tuple):  # from SeededBatchSampler
-            _, epoch_seed, number = items[0]
-            items = [i for i, _, _ in items]
-            if self.views is not None:
-                return self.views.samples(self, items, epoch_seed, number)
-            if self._reseed is not None:
-                self._reseed(self.transform, epoch_seed, number)
-        return [self[i] for i in items]
+        if not (items and isinstance(items[0], tuple)):
+            return [self[i] for i in items]
+        _, epoch_seed, number, epoch = items[0]  # from SeededBatchSampler
+        items = [item[0] for item in items]
+        if self.views is not None:
+            return self.views.samples(self, items, epoch_seed, number)
+        if self._reseed is not None:
+            self._reseed(self.transform, epoch_seed, number)
+        samples = [self[i] for i in items]
+        if self.flip_first is not None:
+            samples = [(image.flip(-1), label) if self.flip_first[i] != epoch % 2 else (image, label)
+                       for i, (image, label) in zip(items, samples)]  # fmt: skip
+        return samples

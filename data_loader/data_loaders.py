@@ -49,6 +49,22 @@ def say_reading(data_dir):
     logging.getLogger("data").info(f"Data: reading {what} ...")
 
 
+FLIPS = ("random", "alternate")
+
+
+def alternating_flip(augmentations, flip, n, seed):
+    """(the augmentations the per-image pipeline runs, the first-flip bit of each of n images or None).
+    flip "alternate" (airbench's): the HorizontalFlip entry leaves the pipeline, and each image is
+    mirrored on every other epoch instead, a seeded half of them in the odd epochs, the rest in the
+    even ones; "random": the augmentations as they are (a coin per image and epoch)."""
+    if flip == "random":
+        return augmentations, None
+    kept = [e for e in augmentations or [] if not (isinstance(e, dict) and e.get("type") == "HorizontalFlip")]
+    if len(kept) == len(augmentations or []):
+        raise ArgumentError("flip", '"alternate" takes the place of a HorizontalFlip in the augmentations; add one')
+    return kept, np.random.default_rng([seed, 2]).integers(0, 2, size=n).astype(np.int64)
+
+
 NO_VALIDATION = "validation_split is 0 and there is no test/ split to validate on; set --validation_split (e.g. 5000)"
 
 
@@ -91,7 +107,9 @@ class Cifar10DataLoader(BaseDataLoader):
     fraction); with validation_split 0 the test split validates. max_dataset_pixels: what the data may
     decode in all, judged from the images' headers before any is decoded (null: 250 million, 750 MB
     of pixels; CIFAR-10 has 61 million). read_limit: decode at most this many images of each split, a
-    seeded subset (--fast_dev_run's quick read; null: all). training=False (through
+    seeded subset (--fast_dev_run's quick read; null: all). flip: "random" (HorizontalFlip as
+    configured) or "alternate" (each image mirrored on every other epoch; alternating_flip).
+    training=False (through
     `for_test`): the test split only, normalised with the `stats` the model was trained with."""
 
     def __init__(
@@ -110,6 +128,7 @@ class Cifar10DataLoader(BaseDataLoader):
         train_subset: int = 0,
         max_dataset_pixels: int | None = None,
         read_limit: int | None = None,
+        flip: str = "random",
     ):
         if isinstance(split_seed, bool) or not isinstance(split_seed, int) or split_seed < 0:
             raise ArgumentError("split_seed", f"expected an integer >= 0, got {split_seed!r}")
@@ -117,6 +136,8 @@ class Cifar10DataLoader(BaseDataLoader):
             isinstance(max_dataset_pixels, bool) or not isinstance(max_dataset_pixels, int) or max_dataset_pixels < 1
         ):
             raise ArgumentError("max_dataset_pixels", f"expected an integer >= 1 or null, got {max_dataset_pixels!r}")
+        if flip not in FLIPS:
+            raise ArgumentError("flip", f"expected one of {', '.join(map(repr, FLIPS))}, got {flip!r}")
         if read_limit is not None and (
             isinstance(read_limit, bool) or not isinstance(read_limit, int) or read_limit < 2
         ):
@@ -128,7 +149,9 @@ class Cifar10DataLoader(BaseDataLoader):
         workers = auto_workers(num_workers)
         self.data_dir = data_dir
         if training:
-            dataset, valid = self._training_sets(splits, validation_split, split_seed, train_subset, augmentations)
+            dataset, valid = self._training_sets(
+                splits, validation_split, split_seed, train_subset, augmentations, flip
+            )
         else:
             dataset, valid, shuffle = self._test_set(splits, stats), None, False
         # the random part of the training pipeline, for previews (augmentations.png)
@@ -153,7 +176,7 @@ class Cifar10DataLoader(BaseDataLoader):
             needs.append(("test", NO_VALIDATION))
         return tuple(needs)
 
-    def _training_sets(self, splits, validation_split, split_seed, train_subset, augmentations):
+    def _training_sets(self, splits, validation_split, split_seed, train_subset, augmentations, flip="random"):
         """(the augmented training set, the validation set): a seeded validation subset of the train
         split, or the test split when validation_split is 0. Sets stats, classes and valid_name."""
         if "train" not in splits:
@@ -163,10 +186,12 @@ class Cifar10DataLoader(BaseDataLoader):
         train_idx, valid_idx = (pool[i] for i in self.split_indices(len(pool), validation_split, split_seed))
         train_images = train.images[train_idx]
         self.stats, self.classes = channel_stats(train_images, self.data_dir), train.classes
+        augmentations, flip_first = alternating_flip(augmentations, flip, len(train_images), split_seed)
         if len(train_images):
             check_augment(augmentations, [255.0 * m for m in self.stats["mean"]], train_images[0])
         transform = build_train_transform(augmentations, self.stats["mean"])
-        dataset = ArrayDataset(train_images, train.labels[train_idx], transform, reseed=reseed_batch)
+        labels = train.labels[train_idx]
+        dataset = ArrayDataset(train_images, labels, transform, reseed=reseed_batch, flip_first=flip_first)
         if len(valid_idx):
             self.valid_name = "validation"
             names = train.names[valid_idx] if train.names is not None else None

@@ -8,6 +8,7 @@ import torch
 from base.base_data_loader import ArrayDataset, BaseDataLoader
 from conftest import REPO
 from data_loader.transforms import NormalizeCollate, build_augment, build_train_transform, reseed, reseed_batch
+from utils.errors import ArgumentError
 
 MEAN_COLOUR = (100.0, 150.0, 200.0)
 
@@ -130,3 +131,51 @@ def test_an_augmentation_that_cannot_run_on_the_data_is_one_line(tmp_path, tiny_
     path.write_text(json.dumps(config))
     assert_one_line_error(run_cli("train.py", "-c", path), "data_loader.args.augmentations", message)
     assert not (tmp_path / "saved").exists()
+
+
+def test_alternating_flip_mirrors_each_image_on_every_other_epoch_half_of_them_first(tiny_folder):
+    """data_loader.args.flip "alternate": the HorizontalFlip entry leaves the per-image pipeline and
+    each image is mirrored in exactly one of any two consecutive epochs, a seeded half in the odd ones."""
+    from data_loader.data_loaders import Cifar10DataLoader
+
+    flip_only = [{"type": "HorizontalFlip", "args": {"p": 0.5}}, {"type": "ToGray", "args": {"p": 0.0}}]
+    loader = Cifar10DataLoader(
+        str(tiny_folder), batch_size=8, num_workers=0, download=False, augmentations=flip_only, flip="alternate"
+    )
+    dataset, n = loader.dataset, len(loader.dataset)
+    plain = [torch.from_numpy(dataset.images[i]).permute(2, 0, 1) for i in range(n)]
+
+    def mirrored(epoch):
+        samples = dataset.__getitems__([(i, 5, 0, epoch) for i in range(n)])
+        out = []
+        for i, (image, _) in enumerate(samples):
+            assert torch.equal(image, plain[i]) or torch.equal(image, plain[i].flip(-1))
+            out.append(not torch.equal(image, plain[i]))
+        return out
+
+    one, two, three = mirrored(1), mirrored(2), mirrored(3)
+    assert all(a != b for a, b in zip(one, two)) and one == three  # every other epoch, each image
+    assert 0 < sum(one) < n  # some images start mirrored, some plain
+    with pytest.raises(ArgumentError, match='flip: "alternate" takes the place of a HorizontalFlip'):
+        Cifar10DataLoader(
+            str(tiny_folder), num_workers=0, download=False, augmentations=flip_only[1:], flip="alternate"
+        )
+    with pytest.raises(ArgumentError, match="flip: expected one of 'random', 'alternate', got 'sometimes'"):
+        Cifar10DataLoader(str(tiny_folder), num_workers=0, download=False, flip="sometimes")
+
+
+def test_a_run_with_the_alternating_flip_resumes_exactly(tmp_path, tiny_folder):
+    from conftest import run_cli, tiny_config
+
+    config = tiny_config(tmp_path, tiny_folder, epochs=3)
+    changed = json.loads(config.read_text())
+    changed["data_loader"]["args"]["flip"] = "alternate"
+    config.write_text(json.dumps(changed))
+    proc = run_cli("train.py", "-c", config)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (run_dir,) = (tmp_path / "saved").glob("*/*")
+    straight = torch.load(run_dir / "last.pth", weights_only=True)["state_dict"]
+    resumed = run_cli("train.py", "--resume", run_dir / "checkpoint-epoch2.pth")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    again = torch.load(run_dir / "last.pth", weights_only=True)["state_dict"]
+    assert all(torch.equal(t, again[k]) for k, t in straight.items())

@@ -189,7 +189,7 @@ def test_fixed_views_are_the_same_pixels_every_epoch_and_carry_their_stored_valu
     first = {(i, v): views.image(dataset, i, v) for i in range(6) for v in range(3)}
     assert not torch.equal(first[0, 0], first[0, 1])  # the views differ ...
     assert all(torch.equal(views.image(dataset, i, v), first[i, v]) for i, v in reversed(list(first)))  # ... and stay
-    samples = dataset.__getitems__([(i, 7, 0) for i in range(6)])
+    samples = dataset.__getitems__([(i, 7, 0, 1) for i in range(6)])
     chosen = views.choose(6, 7, 0)
     assert np.array_equal(chosen, views.choose(6, 7, 0)) and set(chosen.tolist()) <= {0, 1, 2}
     for i, (image, label, stored) in enumerate(samples):

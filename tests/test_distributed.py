@@ -45,10 +45,8 @@ def test_ranks_take_disjoint_slices_of_the_same_global_batches(shuffle):
         ranks.append(list(SeededBatchSampler(50, 8, shuffle, rank=r, world=2)))
     assert len(ranks[0]) == len(ranks[1]) == 50 // 8  # an incomplete last global batch is dropped on every rank
     for number, (a, b) in enumerate(zip(*ranks)):
-        assert [i for i, _, _ in a + b] == [i for i, _, _ in whole[number]]  # same images as one process
-        assert {n for _, _, n in a} == {2 * number} and {n for _, _, n in b} == {
-            2 * number + 1
-        }  # own augmentation streams
+        assert [i for i, *_ in a + b] == [i for i, *_ in whole[number]]  # same images as one process
+        assert {item[2] for item in a} == {2 * number} and {item[2] for item in b} == {2 * number + 1}  # own streams
     with pytest.raises(ValueError, match="the global batch 7 does not split evenly over 2"):
         SeededBatchSampler(50, 7, True, rank=0, world=2)
     with pytest.raises(

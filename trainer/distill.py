@@ -58,6 +58,11 @@ class Distiller(StepHook):
                 f"trainer.distill.views: {type(data_loader).__name__}'s dataset is not an ArrayDataset "
                 "(images in memory), which fixed views need; set views to 0"
             )
+        if dataset.flip_first is not None:
+            raise ConfigError(
+                "trainer.distill.views: the fixed views are the augmentations' own; data_loader.args.flip "
+                '"alternate" would mirror them after the teacher saw them: use "random" with views'
+            )
         views = FixedViews(k)
         key = _views_key(dataset, views, teacher_sha256, self.tta, self.input_map)
         cache = Path(cache_dir) / "teacher_views" / f"{key}.pt"

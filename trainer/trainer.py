@@ -256,6 +256,8 @@ class Trainer(BaseTrainer):
 
     def _train_epoch(self, epoch):
         start = self._clock()
+        if hasattr(self.data_loader.batch_sampler, "set_epoch"):  # what the data draws by epoch (the alternating flip)
+            self.data_loader.batch_sampler.set_epoch(epoch)
         schedule = {k: v for hook in self.step_hooks() for k, v in hook.start_epoch(epoch).items()}
         constant_lr = holds_lr(self.config["trainer"], epoch)
         if constant_lr is not None:  # an averaged epoch of trainer.swa with lr: the schedule has ended

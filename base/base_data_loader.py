@@ -8,10 +8,14 @@ from utils import distributed
 from utils.errors import ArgumentError, DataError
 
 
-def _leave_ctrl_c_to_the_main_process(worker_id):
-    """Ctrl-C reaches the whole process group; the main process stops the run and its workers, so a
-    worker ignores it (otherwise it may print a KeyboardInterrupt or ConnectionResetError traceback)."""
+def _leave_stops_to_the_main_process(worker_id):
+    """Ctrl-C reaches the whole process group, and so does a SIGTERM from `kill -- -PGID`, pkill or
+    a job scheduler; the main process stops the run and its workers (a worker whose main process is
+    gone ends by itself), so a worker ignores both: otherwise it may print a KeyboardInterrupt or
+    ConnectionResetError traceback, or die first, and the main process's shutdown of its workers
+    then ended in a 'DataLoader worker is killed by signal' traceback instead of the resume line."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def close_workers(loader):
@@ -144,7 +148,7 @@ class BaseDataLoader(DataLoader):
         # later epoch's order after a resume.
         self._loader_kwargs = dict(
             num_workers=num_workers,
-            worker_init_fn=_leave_ctrl_c_to_the_main_process,
+            worker_init_fn=_leave_stops_to_the_main_process,
             pin_memory=pin_memory and torch.cuda.is_available(),
             persistent_workers=num_workers > 0,
             generator=torch.Generator(),

@@ -1,6 +1,7 @@
 """train.py and trainer/preflight.py: checks before the run folder, and the ways a run ends (diverged, Ctrl-C,
 SIGTERM)."""
 
+import json
 import os
 import shlex
 import signal
@@ -176,3 +177,27 @@ def test_an_interrupt_after_the_epochs_gives_the_resume_command_not_nothing_was_
         f"interrupted: the last finished epoch is saved; resume with  python train.py --resume {run_dir / 'last.pth'}"
         in proc.stdout + proc.stderr
     )
+
+
+def test_sigterm_to_the_whole_process_group_with_loader_workers_is_the_resume_line(tmp_path, tiny_folder):
+    """pkill, `kill -- -PGID` and job schedulers stop every process of the group, the DataLoader's
+    workers too: the run still ends with its one line (the workers leave the stop to the main process)."""
+    config = tiny_config(tmp_path, tiny_folder, epochs=50)
+    changed = json.loads(config.read_text())
+    changed["data_loader"]["args"]["num_workers"] = 1
+    config.write_text(json.dumps(changed))
+    proc = subprocess.Popen(
+        [sys.executable, "train.py", "-c", str(config)],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not list((tmp_path / "saved").glob("*/*/last.pth")):
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGTERM)
+        out, err = proc.communicate(timeout=180)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err
+    assert "stopped (SIGTERM): the last finished epoch is saved; resume with" in out
+    assert "Traceback" not in err, err[-2000:]

@@ -97,12 +97,20 @@ def to_rgb(img):
     if img.mode == "F":
         raise ValueError("a 32-bit float image; save it as 8-bit RGB or grey")
     if img.mode in GREY_16:
-        grey = np.round(np.asarray(img, dtype=np.float64) / 257.0).clip(0, 255).astype(np.uint8)
-        return np.repeat(grey[..., None], 3, axis=2)
+        return _by_rows(np.asarray(img), lambda grey: np.repeat(np.round(grey / 257.0).clip(0, 255)[..., None], 3, 2))
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
-        rgba = np.asarray(img.convert("RGBA"), dtype=np.uint16)
-        return ((rgba[..., :3] * rgba[..., 3:] + 127) // 255).astype(np.uint8)
+        rgba = np.asarray(img.convert("RGBA"))
+        return _by_rows(rgba, lambda block: (block[..., :3].astype(np.uint16) * block[..., 3:] + 127) // 255)
     return np.asarray(img.convert("RGB"))
+
+
+def _by_rows(pixels, convert, rows=256):
+    """(H, W, 3) uint8 of convert(block) for blocks of `rows` rows of `pixels`: the wider types the
+    arithmetic needs are held for one block at a time, not for a whole large picture."""
+    out = np.empty((*pixels.shape[:2], 3), np.uint8)
+    for start in range(0, len(pixels), rows):
+        out[start : start + rows] = convert(pixels[start : start + rows])
+    return out
 
 
 MAX_PIXELS = 50_000_000  # larger pictures are refused before they are decoded (a few bytes can declare 2.5 G)

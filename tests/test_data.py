@@ -526,3 +526,26 @@ def test_a_pipe_given_as_the_data_is_named_for_what_it_is_and_never_opened(tmp_p
     os.mkfifo(pipe)
     with pytest.raises(DataError, match=r"pipe: not a folder or an archive \(a pipe, a socket or a device\)"):
         load_splits(pipe)
+
+
+def test_converting_a_large_transparent_or_16_bit_picture_holds_wider_types_a_block_at_a_time():
+    """to_rgb's arithmetic (alpha compositing in uint16, 16-bit grey scaled in float64) once held a
+    whole picture in the wider type: 1.2 GB beside one 7071x7071 RGBA PNG. Same values, a block of rows each."""
+    import tracemalloc
+
+    from PIL import Image
+
+    from data_loader.datasets import to_rgb
+
+    rng = np.random.default_rng(0)
+    rgba = rng.integers(0, 256, (2048, 2048, 4), dtype=np.uint8)
+    expected = ((rgba[..., :3].astype(np.uint16) * rgba[..., 3:] + 127) // 255).astype(np.uint8)
+    tracemalloc.start()
+    out = to_rgb(Image.fromarray(rgba, "RGBA"))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert np.array_equal(out, expected)
+    assert peak < 2.5 * rgba.nbytes  # the picture, its RGB result and one block (uint16 of it all: 4.5 x)
+    grey = rng.integers(0, 65536, (300, 200), dtype=np.uint16)
+    out = to_rgb(Image.fromarray(grey.astype(np.int32), "I"))
+    assert np.array_equal(out[..., 0], np.round(grey / 257.0).astype(np.uint8)) and (out[..., 0] == out[..., 2]).all()

@@ -206,6 +206,7 @@ def test_distilling_from_fixed_views_computes_the_teachers_logits_once_and_resum
     proc = run_cli("train.py", "-c", config)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Teacher logits of 2 fixed views of each of" in proc.stdout + proc.stderr
+    assert "  view 2/2: " in proc.stdout + proc.stderr  # a line per view: no long silence
     (cache,) = (tmp_path / "saved" / "teacher_views").glob("*.pt")
     logits = torch.load(cache, weights_only=True)["logits"]
     assert logits.shape[1:] == (2, 10) and logits.abs().sum() > 0

@@ -11,6 +11,7 @@ teacher, images and views) and handed out with the images."""
 import contextlib
 import hashlib
 import logging
+import time
 from pathlib import Path
 
 import torch
@@ -77,8 +78,8 @@ class Distiller(StepHook):
 
     def view_logits(self, dataset, views, collate, batch_size, device):
         """(N, k, classes) float32: the teacher's logits of every view of every image."""
-        n, out = len(dataset), None
-        logging.getLogger("trainer").info(
+        n, out, logger, start_time = len(dataset), None, logging.getLogger("trainer"), time.perf_counter()
+        logger.info(
             f"Teacher logits of {views.k} fixed views of each of {n:,} images: {views.k} teacher passes over the data"
         )
         for v in range(views.k):
@@ -88,6 +89,9 @@ class Distiller(StepHook):
                 if out is None:
                     out = torch.empty(n, views.k, logits.shape[1])
                 out[start : start + len(batch), v] = logits
+            spent = (time.perf_counter() - start_time) / 60
+            left = spent / (v + 1) * (views.k - v - 1)
+            logger.info(f"  view {v + 1}/{views.k}: {spent:.1f} min, about {left:.1f} left")
         return out
 
     def stored_targets(self, values):

@@ -47,7 +47,7 @@ def sync(device):
 def loader_throughput(loader):
     """Images per second of the training loader alone (augmentation in its workers)."""
     start, n = time.perf_counter(), 0
-    for images, _ in loader:
+    for images, *_ in loader:
         n += len(images)
     return n / (time.perf_counter() - start)
 

@@ -202,7 +202,9 @@ def test_distilling_from_fixed_views_computes_the_teachers_logits_once_and_resum
 ):
     run_dir, _ = finished_run
     distill = {"teacher": str(run_dir / "last.pth"), "alpha": 0.5, "temperature": 2.0, "views": 2}
-    config = tiny_config(tmp_path, tiny_folder, distill=distill)
+    # with an SWA epoch at the end: its BatchNorm pass reads the same loader, whose batches carry the stored logits
+    swa = {"start": 3, "lr": 0.01, "bn_batches": 2}
+    config = tiny_config(tmp_path, tiny_folder, distill=distill, epochs=3, swa=swa)
     proc = run_cli("train.py", "-c", config)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Teacher logits of 2 fixed views of each of" in proc.stdout + proc.stderr

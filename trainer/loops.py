@@ -179,7 +179,7 @@ def evaluate(
     model.eval()
     tracker = MetricTracker("loss", *[m.__name__ for m in metric_ftns])
     probs, targets = [], []
-    for images, target in tqdm(loader, desc=desc, leave=False, disable=None):
+    for images, target, *_ in tqdm(loader, desc=desc, leave=False, disable=None):
         images, target = to_device(images, target, device, precision.channels_last)
         with precision.autocast():
             output = tta_logits(model, images, tta)

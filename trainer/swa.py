@@ -30,7 +30,7 @@ def recompute_bn(module, loader, device, channels_last=False, batches=None):
     batches of `loader` (None: all), at the loader's (full) image size."""
 
     def images():
-        for batch, _ in islice(loader, batches):
+        for batch, *_ in islice(loader, batches):  # a third item: fixed views' stored logits
             batch = batch.to(device, non_blocking=True)
             yield batch.contiguous(memory_format=torch.channels_last) if channels_last else batch
 

@@ -101,3 +101,16 @@ def test_cpu_curves_draws_the_runs_and_times_each_one_to_its_accuracies(tmp_path
     # 1 min at 16 px, then 2 min per 32-px epoch
     assert "a: 85%: 3 min (epoch 2), 87%: 5 min (epoch 3), 89%: never; 5 min in all" in proc.stdout
     assert png_ok(tmp_path / "c.png")
+
+
+def test_cpu_curves_costs_epochs_by_their_measured_times_after_a_setup(tmp_path):
+    csv = tmp_path / "metrics.csv"
+    csv.write_text("epoch,val_accuracy,epoch_time\n1,50.0,60\n2,86.0,120\n3,88.0,180\n")
+    args = ("-m", "benchmarks.cpu_curves", "--run", f"kd={csv}", "--out", tmp_path / "c.png")
+    proc = run_cli(*args, "--setup", "kd=10")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # 10 min before epoch 1, then each epoch's own seconds
+    assert "kd: 85%: 13 min (epoch 2), 87%: 16 min (epoch 3), 89%: never; 16 min in all" in proc.stdout
+    assert_one_line_error(run_cli(*args, "--setup", "other=10"), "--setup other: no --run of that name")
+    csv.write_text("epoch,val_accuracy\n1,50.0\n")
+    assert_one_line_error(run_cli(*args), "no epoch_time column")

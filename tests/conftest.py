@@ -133,12 +133,20 @@ def without_timing(log):
 
 def tiny_config(tmp_path, data_dir, **trainer):
     """The shipped config.json, made small: 2 epochs, batch 8, no workers, output under tmp_path, no
-    weight averaging (its averaged epochs start after 2) and no report at the end (its figures cost
-    seconds; the tests of the report pass report=True)."""
+    weight averaging (its averaged epochs start after 2), no teacher (tests/test_distill.py covers it)
+    and no report at the end (its figures cost seconds; the tests of the report pass report=True)."""
     config = json.loads((REPO / "config.json").read_text())
     config["data_loader"]["args"].update(data_dir=str(data_dir), batch_size=8, num_workers=0, download=False)
     config["trainer"].update(
-        {"epochs": 2, "save_dir": str(tmp_path / "saved"), "save_period": 1, "report": False, "swa": None, **trainer}
+        {
+            "epochs": 2,
+            "save_dir": str(tmp_path / "saved"),
+            "save_period": 1,
+            "report": False,
+            "swa": None,
+            "distill": None,
+            **trainer,
+        }
     )
     path = tmp_path / "config.json"
     path.write_text(json.dumps(config))

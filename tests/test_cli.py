@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from checkpoint.schema import load_checkpoint
+from config.reading import load_config
 from conftest import assert_one_line_error, png_ok, run_cli, tiny_config, without_timing
 
 LOG_LINE = {
@@ -343,7 +344,7 @@ def test_the_readme_smoke_command_learns_on_generated_data(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     logs = epoch_logs(proc.stdout)
-    recipe = json.loads((REPO / "config.json").read_text())["trainer"]["epochs"]
+    recipe = load_config(REPO / argv[argv.index("-c") + 1])["trainer"]["epochs"]
     assert len(logs) == 6 and f"note: 6 epochs of a recipe made for {recipe}" in proc.stdout
     assert float(logs[-1]["val_accuracy"]) >= 90.0, logs[-1]  # 10 classes: chance is 10%; it reaches 100
 

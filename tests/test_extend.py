@@ -78,7 +78,7 @@ def _train_stripes(tmp_path, monkeypatch, loader_source, constraints=False):
     config["arch"]["args"]["num_classes"] = 3
     if not constraints:
         config.pop("constraints")  # 16x16 inputs: the spec's rules are not the point here
-    config["trainer"].update(epochs=3, save_dir=str(tmp_path / "saved"))
+    config["trainer"].update(epochs=3, save_dir=str(tmp_path / "saved"), distill=None)  # a CIFAR-10 teacher
     history = train.main(ConfigParser(config))
     (run_dir,) = (tmp_path / "saved").glob("*/*")
     return history, run_dir

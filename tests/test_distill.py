@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from conftest import assert_one_line_error, run_cli, tiny_config
 from trainer.batch_tricks import BatchTricks
-from trainer.distill import Distiller, _input_map
+from trainer.distill import Distiller, _input_map, seen_validation
 from trainer.loops import train_one_epoch
 
 
@@ -84,6 +84,7 @@ def test_distilled_run_resumes_exports_and_refuses_a_replaced_teacher(tmp_path, 
     proc = run_cli("train.py", "-c", config)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Distilling from" in proc.stdout + proc.stderr
+    assert "warning: trainer.distill.teacher" not in proc.stdout + proc.stderr  # both validate on the test split
     student = next((tmp_path / "saved").glob("*/*"))
     straight = torch.load(student / "last.pth", weights_only=True)
     assert len(straight["teacher_sha256"]) == 64 and straight["config"]["trainer"]["distill"]["alpha"] == 0.5
@@ -101,6 +102,21 @@ def test_distilled_run_resumes_exports_and_refuses_a_replaced_teacher(tmp_path, 
         "checkpoint-epoch1.pth",
         "was distilled from a teacher file with sha256",
     )
+
+
+def test_a_teacher_that_may_have_trained_on_the_validation_images_is_a_warning(tmp_path, tiny_folder, finished_run):
+    held = {"validation_split": 5000, "split_seed": 0}
+    assert seen_validation(held, dict(held)) is None  # the same images held out by both
+    assert seen_validation({"validation_split": 0}, {"validation_split": 0}) is None  # a test split validates
+    assert "all the training images" in seen_validation({"validation_split": 0}, held)
+    assert "split_seed 1" in seen_validation(held, {**held, "split_seed": 1})
+    assert "validation_split 5000 (split_seed 0), this run 2000" in seen_validation(held, {"validation_split": 2000})
+    run_dir, _ = finished_run  # trained with validation_split 0: on every training image
+    distill = {"teacher": str(run_dir / "last.pth"), "alpha": 0.5, "temperature": 2.0}
+    proc = run_cli("train.py", "-c", tiny_config(tmp_path, tiny_folder, distill=distill), "--validation_split", 10)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "warning: trainer.distill.teacher: " in proc.stdout + proc.stderr
+    assert "this run's validation images among them" in proc.stdout + proc.stderr
 
 
 def test_distill_mistakes_are_one_line(tmp_path, tiny_folder, finished_run):

@@ -38,12 +38,16 @@ class Distiller(StepHook):
         self.views = False  # True: the logits come with each batch (fix_views)
 
     @classmethod
-    def from_config(cls, cfg, trained, data_loader, device, precision):
-        """The run's Distiller for `trained` (load_teacher's network), checked against the data."""
+    def from_config(cls, cfg, trained, data_loader, device, precision, data_args=None):
+        """The run's Distiller for `trained` (load_teacher's network), checked against the data;
+        data_args: the run's data_loader.args, to say when the teacher may have seen its validation images."""
         path = cfg["teacher"]
         problem = data_mismatch(trained.classes, trained.image_size, data_loader.classes, data_loader.image_size)
         if problem:
             raise ConfigError(f"trainer.distill.teacher: {path} was {problem}")
+        seen = seen_validation(trained.config.config.get("data_loader", {}).get("args", {}), data_args or {})
+        if seen:
+            logging.getLogger("trainer").warning(f"warning: trainer.distill.teacher: {path} {seen}")
         teacher = trained.model.to(device)
         if precision.channels_last:
             teacher = teacher.to(memory_format=torch.channels_last)
@@ -120,6 +124,27 @@ class Distiller(StepHook):
         teacher = F.log_softmax(teacher_logits / t, dim=1)
         kd = F.kl_div(student, teacher, reduction="batchmean", log_target=True) * (t * t)
         return (1 - self.alpha) * criterion(output, target) + self.alpha * kd
+
+
+def seen_validation(teacher_args, run_args):
+    """What the configs say of the teacher having trained on this run's validation images, or None
+    when it cannot have: the run validates on a test split (validation_split 0), or holds out the same
+    count with the same split_seed as the teacher did."""
+    held, seed = run_args.get("validation_split", 0), run_args.get("split_seed", 0)
+    if not held:
+        return None
+    teacher_held, teacher_seed = teacher_args.get("validation_split", 0), teacher_args.get("split_seed", 0)
+    if not teacher_held:
+        return (
+            "was trained on all the training images (its validation_split 0), this run's validation images "
+            "among them: the validation figures of this run read high"
+        )
+    if (teacher_held, teacher_seed) != (held, seed):
+        return (
+            f"held out validation_split {teacher_held} (split_seed {teacher_seed}), this run {held} (split_seed "
+            f"{seed}): the teacher trained on some of this run's validation images, whose figures read high"
+        )
+    return None
 
 
 def _input_map(teacher_stats, student_stats):

@@ -73,7 +73,9 @@ class Trainer(BaseTrainer):
         if teacher is None:
             return None, None
         trained, sha256 = teacher
-        distiller = Distiller.from_config(cfg["distill"], trained, data_loader, device, self.precision)
+        distiller = Distiller.from_config(
+            cfg["distill"], trained, data_loader, device, self.precision, self.config["data_loader"]["args"]
+        )
         if cfg["distill"]["views"]:
             distiller.fix_views(data_loader, cfg["distill"]["views"], cfg["save_dir"], sha256, device)
         self.logger.info(

@@ -111,6 +111,9 @@ def test_a_teacher_that_may_have_trained_on_the_validation_images_is_a_warning(t
     assert "all the training images" in seen_validation({"validation_split": 0}, held)
     assert "split_seed 1" in seen_validation(held, {**held, "split_seed": 1})
     assert "validation_split 5000 (split_seed 0), this run 2000" in seen_validation(held, {"validation_split": 2000})
+    assert seen_validation(held, {"validation_split": 0.1}, pool=50000) is None  # a fraction: the same 5,000
+    assert "this run 4500" in seen_validation(held, {"validation_split": 0.1}, pool=45000)
+    assert seen_validation({"validation_split": 0.1}, held, pool=50000) is None
     run_dir, _ = finished_run  # trained with validation_split 0: on every training image
     distill = {"teacher": str(run_dir / "last.pth"), "alpha": 0.5, "temperature": 2.0}
     proc = run_cli("train.py", "-c", tiny_config(tmp_path, tiny_folder, distill=distill), "--validation_split", 10)

@@ -45,7 +45,8 @@ class Distiller(StepHook):
         problem = data_mismatch(trained.classes, trained.image_size, data_loader.classes, data_loader.image_size)
         if problem:
             raise ConfigError(f"trainer.distill.teacher: {path} was {problem}")
-        seen = seen_validation(trained.config.config.get("data_loader", {}).get("args", {}), data_args or {})
+        pool = len(data_loader.dataset) + len(data_loader.valid_dataset or ())  # the images split, when a fraction is
+        seen = seen_validation(trained.config.config.get("data_loader", {}).get("args", {}), data_args or {}, pool)
         if seen:
             logging.getLogger("trainer").warning(f"warning: trainer.distill.teacher: {path} {seen}")
         teacher = trained.model.to(device)
@@ -126,14 +127,16 @@ class Distiller(StepHook):
         return (1 - self.alpha) * criterion(output, target) + self.alpha * kd
 
 
-def seen_validation(teacher_args, run_args):
+def seen_validation(teacher_args, run_args, pool=None):
     """What the configs say of the teacher having trained on this run's validation images, or None
     when it cannot have: the run validates on a test split (validation_split 0), or holds out the same
-    count with the same split_seed as the teacher did."""
-    held, seed = run_args.get("validation_split", 0), run_args.get("split_seed", 0)
+    count with the same split_seed as the teacher did. pool: the count of images split, which turns a
+    fraction into the count it holds out (0.1 of 50,000 is 5,000)."""
+    held, seed = _held_count(run_args.get("validation_split", 0), pool), run_args.get("split_seed", 0)
     if not held:
         return None
-    teacher_held, teacher_seed = teacher_args.get("validation_split", 0), teacher_args.get("split_seed", 0)
+    teacher_held = _held_count(teacher_args.get("validation_split", 0), pool)
+    teacher_seed = teacher_args.get("split_seed", 0)
     if not teacher_held:
         return (
             "was trained on all the training images (its validation_split 0), this run's validation images "
@@ -145,6 +148,13 @@ def seen_validation(teacher_args, run_args):
             f"{seed}): the teacher trained on some of this run's validation images, whose figures read high"
         )
     return None
+
+
+def _held_count(validation_split, pool):
+    """validation_split as the count of images it holds out of `pool` (as split_indices rounds a fraction)."""
+    if isinstance(validation_split, float) and pool:
+        return int(round(pool * validation_split))
+    return validation_split
 
 
 def _input_map(teacher_stats, student_stats):

@@ -240,3 +240,37 @@ def test_distilling_from_fixed_views_computes_the_teachers_logits_once_and_resum
     assert "read from" in resumed.stdout + resumed.stderr  # the cache, not the teacher again
     again = torch.load(student / "last.pth", weights_only=True)
     assert all(torch.equal(t, again["state_dict"][k]) for k, t in straight["state_dict"].items())
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_under_torchrun_each_process_computes_its_share_of_the_views_and_the_shares_sum_to_the_whole(
+    monkeypatch, world
+):
+    import numpy as np
+
+    from base.base_data_loader import ArrayDataset
+    from data_loader.transforms import NormalizeCollate, build_train_transform
+    from data_loader.views import FixedViews
+    from utils import distributed
+
+    images = np.random.default_rng(0).integers(0, 256, (7, 32, 32, 3), dtype=np.uint8)
+    augment = [{"type": "ShiftScaleRotate", "args": {"p": 1.0}}]
+    dataset = ArrayDataset(images, np.arange(7) % 2, build_train_transform(augment, [0.5, 0.5, 0.5]))
+    torch.manual_seed(0)
+    teacher = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 4)).eval()
+    distiller, views = Distiller(teacher, alpha=0.5, temperature=2.0), FixedViews(2)
+
+    def logits():
+        return distiller.view_logits(dataset, views, NormalizeCollate([0.5] * 3, [0.25] * 3), 3, torch.device("cpu"), 4)
+
+    whole = logits()  # one process
+    assert whole.shape == (7, 2, 4) and (whole != 0).all()
+    monkeypatch.setattr(distributed, "world_size", lambda: world)
+    monkeypatch.setattr(distributed, "all_reduce_sum", lambda t: t)  # each share alone, summed below
+    shares = []
+    for rank in range(world):
+        monkeypatch.setattr(distributed, "rank", lambda rank=rank: rank)
+        shares.append(logits())
+    computed = [set(torch.nonzero(s.abs().sum((1, 2))).flatten().tolist()) for s in shares]
+    assert sorted(i for c in computed for i in c) == list(range(7))  # every image once, by one process
+    assert torch.allclose(sum(shares), whole, atol=1e-6)

@@ -22,6 +22,7 @@ from checkpoint.schema import data_mismatch
 from data_loader.views import FixedViews
 from model.tta import tta_logits
 from trainer.hooks import StepHook
+from utils import distributed
 from utils.errors import ConfigError
 from utils.paths import save_atomic
 
@@ -73,31 +74,36 @@ class Distiller(StepHook):
         key = _views_key(dataset, views, teacher_sha256, self.tta, self.input_map)
         cache = Path(cache_dir) / "teacher_views" / f"{key}.pt"
         stored = _read_cache(cache, (len(dataset), k))
-        if stored is None:
-            stored = self.view_logits(dataset, views, data_loader.collate_fn, data_loader.eval_batch_size, device)
-            save_atomic({"logits": stored}, cache)
+        if any(distributed.all_gather_objects(stored is None)):  # every process computes, or none: a collective
+            stored = self.view_logits(
+                dataset, views, data_loader.collate_fn, data_loader.eval_batch_size, device, len(data_loader.classes)
+            )
+            if distributed.is_main():
+                save_atomic({"logits": stored}, cache)
         else:
             logging.getLogger("trainer").info(f"Teacher logits of {k} views per image: read from {cache}")
         dataset.views = FixedViews(k, stored)
         self.views = True
 
-    def view_logits(self, dataset, views, collate, batch_size, device):
-        """(N, k, classes) float32: the teacher's logits of every view of every image."""
-        n, out, logger, start_time = len(dataset), None, logging.getLogger("trainer"), time.perf_counter()
+    def view_logits(self, dataset, views, collate, batch_size, device, classes):
+        """(N, k, classes) float32: the teacher's logits of every view of every image. Under torchrun each
+        process computes its own share of the images, and the shares are summed into the whole."""
+        n, logger, start_time = len(dataset), logging.getLogger("trainer"), time.perf_counter()
+        rank, world = distributed.rank(), distributed.world_size()
+        first, end = n * rank // world, n * (rank + 1) // world  # this process's images
         logger.info(
             f"Teacher logits of {views.k} fixed views of each of {n:,} images: {views.k} teacher passes over the data"
+            + (f", {world} processes sharing them" if world > 1 else "")
         )
+        out = torch.zeros(n, views.k, classes, device=device)  # zeros where another process's share goes
         for v in range(views.k):
-            for start in range(0, n, batch_size):
-                batch = [(views.image(dataset, i, v), 0) for i in range(start, min(n, start + batch_size))]
-                logits = self.targets(collate(batch)[0].to(device)).cpu()
-                if out is None:
-                    out = torch.empty(n, views.k, logits.shape[1])
-                out[start : start + len(batch), v] = logits
+            for start in range(first, end, batch_size):
+                batch = [(views.image(dataset, i, v), 0) for i in range(start, min(end, start + batch_size))]
+                out[start : start + len(batch), v] = self.targets(collate(batch)[0].to(device))
             spent = (time.perf_counter() - start_time) / 60
             left = spent / (v + 1) * (views.k - v - 1)
             logger.info(f"  view {v + 1}/{views.k}: {spent:.1f} min, about {left:.1f} left")
-        return out
+        return distributed.all_reduce_sum(out).cpu()
 
     def stored_targets(self, values):
         self.logits = values.float()

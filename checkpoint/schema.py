@@ -66,8 +66,8 @@ def make_checkpoint(**entries):
 
 
 def weights_only(ckpt):
-    """The export of a checkpoint: its "weights" entries."""
-    return {key: ckpt[key] for key in keys_of("weights") if key in ckpt}
+    """The export of a checkpoint: its "weights" entries, and the sha256 of the teacher it learnt from."""
+    return {key: ckpt[key] for key in keys_of("weights", "distill") if key in ckpt}
 
 
 def is_full(ckpt):

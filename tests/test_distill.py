@@ -94,8 +94,12 @@ def test_distilled_run_resumes_exports_and_refuses_a_replaced_teacher(tmp_path, 
     assert again["epoch"] == 2
     assert all(torch.equal(t, again["state_dict"][k]) for k, t in straight["state_dict"].items())
     assert run_cli("export.py", "--resume", student / "last.pth", "--out", tmp_path / "w.pth").returncode == 0
-    exported = torch.load(tmp_path / "w.pth", weights_only=True)["config"]["trainer"]["distill"]
-    assert exported == {**straight["config"]["trainer"]["distill"], "teacher": "teacher.pth"}  # no machine path
+    exported = torch.load(tmp_path / "w.pth", weights_only=True)
+    assert exported["config"]["trainer"]["distill"] == {
+        **straight["config"]["trainer"]["distill"],
+        "teacher": "teacher.pth",
+    }
+    assert exported["teacher_sha256"] == straight["teacher_sha256"]  # no machine path, but which file it was
     shutil.copy(run_dir / "checkpoint-epoch1.pth", teacher)  # another file at the teacher's path
     assert_one_line_error(
         run_cli("train.py", "--resume", student / "checkpoint-epoch1.pth"),

@@ -39,24 +39,25 @@ def test_pretrained_weights_run_through_test_py(tiny_folder, tmp_path):
     assert json.loads((tmp_path / "test_metrics.json").read_text())["images"] == 20
 
 
-def test_the_swa_stage_starts_from_the_shipped_200_epoch_weights():
-    """config_swa.json (how the shipped weights were made: 80 averaged epochs from the 200-epoch weights)
-    holds only its changes to config.json, names a shipped file of its network as trainer.init, and the
-    shipped weights are what that stage trained."""
-    assert json.loads((REPO / "config_swa.json").read_text())["base"] == "config.json"
-    config = ConfigParser(load_config(REPO / "config_swa.json"))
-    start = REPO / config["trainer"]["init"]
-    first = load_checkpoint(start)
-    assert first["epoch"] == first["config"]["trainer"]["epochs"] == 200 and "optimizer" not in first
-    model = config.init_obj("arch")
-    load_model_state(model, first, start)
-    assert [c.rule for c in check_constraints(model, config["constraints"]) if not c.ok] == []
-    shipped = ConfigParser(load_checkpoint(PRETRAINED)["config"])
-    for key in ("arch", "optimizer", "lr_scheduler", "loss"):
-        assert shipped[key] == config[key], key
-    assert shipped["data_loader"]["args"]["augmentations"] == config["data_loader"]["args"]["augmentations"]
-    for key in ("epochs", "swa", "progressive_resize"):
-        assert shipped["trainer"][key] == config["trainer"][key], key
+def test_the_shipped_weights_are_config_jsons_own_run_on_all_the_training_images():
+    """config.json's recipe as it stands (no trainer.init, the same network, augmentations, schedule and
+    teacher), its final epoch, trained on every training image (nothing held out: the test split validated)."""
+    import hashlib
+
+    shipped, recipe = load_checkpoint(PRETRAINED), ConfigParser(load_config(REPO / "config.json"))
+    saved = ConfigParser(shipped["config"])
+    for key in ("arch", "optimizer", "lr_scheduler", "loss", "metrics"):
+        assert saved[key] == recipe[key], key
+    assert saved["data_loader"]["args"]["augmentations"] == recipe["data_loader"]["args"]["augmentations"]
+    assert saved["data_loader"]["args"]["validation_split"] == 0 and not saved["data_loader"]["args"].get(
+        "train_subset"
+    )
+    for key in ("epochs", "swa", "progressive_resize", "ema", "mix", "init"):
+        assert saved["trainer"][key] == recipe["trainer"][key], key
+    assert shipped["epoch"] == recipe["trainer"]["epochs"] and recipe["trainer"]["init"] is None
+    teacher = REPO / recipe["trainer"]["distill"]["teacher"]
+    assert saved["trainer"]["distill"] == {**recipe["trainer"]["distill"], "teacher": teacher.name}
+    assert shipped["teacher_sha256"] == hashlib.sha256(teacher.read_bytes()).hexdigest()
 
 
 def test_torch_hub_loads_the_shipped_network_in_one_line():

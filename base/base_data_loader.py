@@ -206,7 +206,7 @@ class BaseDataLoader(DataLoader):
         if isinstance(validation_split, float):
             if not 0.0 <= validation_split < 1.0:
                 raise ArgumentError("validation_split", f"a fraction must be in [0, 1), got {validation_split}")
-            n_valid = int(round(n * validation_split))
+            n_valid = held_out_count(n, validation_split)
             if validation_split > 0 and n_valid == 0:  # 0 would quietly validate on the test split instead
                 raise ArgumentError(
                     "validation_split",
@@ -222,6 +222,11 @@ class BaseDataLoader(DataLoader):
         # validation keeps the seeded order, not the files' (class by class): its first batches, all that
         # trainer.limit_batches and --fast_dev_run read, then hold every class
         return np.sort(order[n_valid:]), order[:n_valid]
+
+
+def held_out_count(n, validation_split):
+    """How many of n images `validation_split` holds out: a count as it is, a fraction of n rounded."""
+    return int(round(n * validation_split)) if isinstance(validation_split, float) else validation_split
 
 
 def pictures(loader):

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from base.base_data_loader import ArrayDataset
+from base.base_data_loader import ArrayDataset, held_out_count
 from checkpoint.schema import data_mismatch
 from data_loader.views import FixedViews
 from model.tta import tta_logits
@@ -138,10 +138,10 @@ def seen_validation(teacher_args, run_args, pool=None):
     when it cannot have: the run validates on a test split (validation_split 0), or holds out the same
     count with the same split_seed as the teacher did. pool: the count of images split, which turns a
     fraction into the count it holds out (0.1 of 50,000 is 5,000)."""
-    held, seed = _held_count(run_args.get("validation_split", 0), pool), run_args.get("split_seed", 0)
+    held, seed = _held_count(pool, run_args.get("validation_split", 0)), run_args.get("split_seed", 0)
     if not held:
         return None
-    teacher_held = _held_count(teacher_args.get("validation_split", 0), pool)
+    teacher_held = _held_count(pool, teacher_args.get("validation_split", 0))
     teacher_seed = teacher_args.get("split_seed", 0)
     if not teacher_held:
         return (
@@ -154,13 +154,6 @@ def seen_validation(teacher_args, run_args, pool=None):
             f"{seed}): the teacher trained on some of this run's validation images, whose figures read high"
         )
     return None
-
-
-def _held_count(validation_split, pool):
-    """validation_split as the count of images it holds out of `pool` (as split_indices rounds a fraction)."""
-    if isinstance(validation_split, float) and pool:
-        return int(round(pool * validation_split))
-    return validation_split
 
 
 def _input_map(teacher_stats, student_stats):
@@ -200,3 +193,8 @@ def _read_cache(path, shape):
     except (OSError, RuntimeError, KeyError, TypeError, EOFError):
         return None
     return logits if tuple(logits.shape[:2]) == shape and logits.dtype == torch.float32 else None
+
+
+def _held_count(pool, validation_split):
+    """held_out_count when the pool is known; a fraction stays as written when it is not."""
+    return held_out_count(pool, validation_split) if pool else validation_split

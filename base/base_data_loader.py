@@ -1,4 +1,5 @@
 import signal
+import sys
 
 import numpy as np
 import torch
@@ -16,6 +17,18 @@ def _leave_stops_to_the_main_process(worker_id):
     then ended in a 'DataLoader worker is killed by signal' traceback instead of the resume line."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sys.excepthook = _quiet_when_the_main_process_hangs_up
+
+
+def _quiet_when_the_main_process_hangs_up(kind, value, traceback):
+    """A worker hands each batch's tensors to the main process through multiprocessing's
+    resource_sharer: a thread of the worker that passes file descriptors and prints whatever it
+    raises with sys.excepthook. A main process stopped mid-handover (Ctrl-C, SIGTERM) drops the
+    connection, and that thread printed a ConnectionResetError traceback under the resume line.
+    Only a dropped connection is quiet; anything else keeps its traceback."""
+    if issubclass(kind, (ConnectionError, EOFError)):
+        return
+    sys.__excepthook__(kind, value, traceback)
 
 
 def close_workers(loader):

@@ -179,6 +179,35 @@ def test_an_interrupt_after_the_epochs_gives_the_resume_command_not_nothing_was_
     )
 
 
+HANG_UP_ON_A_WORKER = """
+import os, select, socket, sys, time
+from multiprocessing import resource_sharer
+from base.base_data_loader import _leave_stops_to_the_main_process
+_leave_stops_to_the_main_process(0)
+read_end, _ = os.pipe()
+resource_sharer.DupFd(read_end)  # the worker offers a file descriptor, as for a batch's tensors
+client = socket.socket(socket.AF_UNIX)
+client.connect(resource_sharer._resource_sharer._address)
+select.select([client], [], [], 10)  # the worker's challenge has arrived, and is left unread
+client.close()  # the main process, stopped mid-handover, drops the connection
+time.sleep(1)
+try:
+    raise ValueError("a bug in a worker's thread")
+except ValueError:
+    sys.excepthook(*sys.exc_info())
+"""
+
+
+def test_a_worker_is_quiet_when_the_main_process_drops_a_handover_and_keeps_other_tracebacks():
+    """The traceback a SIGTERM to the process group sometimes left under the resume line: the worker's
+    resource_sharer thread, which hands batches' file descriptors to the main process, printed the
+    ConnectionResetError of a handover the stopped main process dropped. Reproduced directly."""
+    proc = subprocess.run([sys.executable, "-c", HANG_UP_ON_A_WORKER], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "ConnectionResetError" not in proc.stderr and "EOFError" not in proc.stderr, proc.stderr
+    assert "ValueError: a bug in a worker's thread" in proc.stderr
+
+
 def test_sigterm_to_the_whole_process_group_with_loader_workers_is_the_resume_line(tmp_path, tiny_folder):
     """pkill, `kill -- -PGID` and job schedulers stop every process of the group, the DataLoader's
     workers too: the run still ends with its one line (the workers leave the stop to the main process)."""

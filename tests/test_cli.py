@@ -316,7 +316,9 @@ def test_the_readme_smoke_command_learns_on_generated_data(tmp_path):
     command = next(ln for ln in readme.splitlines() if ln.startswith("python train.py") and "--train_subset" in ln)
     argv = command.split()[2:]
     flags = dict(zip(argv[::2], argv[1::2]))
-    assert flags["--epochs"] == "6" and flags["--set"] == "trainer.progressive_resize=null", command
+    settings = [value for flag, value in zip(argv[::2], argv[1::2]) if flag == "--set"]
+    assert flags["--epochs"] == "6", command
+    assert settings == ["trainer.progressive_resize=null", "trainer.distill=null"], command
     images, labels = make_images(30, seed=3)
     for i, (img, label) in enumerate(zip(images, labels)):
         path = tmp_path / "data" / "train" / CLASSES[label] / f"{i:04d}.png"

@@ -90,7 +90,8 @@ def time_to_reach(minutes, accuracy, target):
 def main(args):
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 5))
-    print(f"CPU minutes ({args.cpu}) to a validation accuracy of " + ", ".join(f"{t:g}%" for t in args.reach))
+    reach = ", ".join(f"{t:g}%" for t in args.reach)
+    print(f"CPU minutes ({args.cpu}) to an accuracy of the evaluated split of {reach}")
     runs, setup = [parse_run(r) for r in args.run], parse_setup(args.setup)
     unknown = set(setup) - {run[0] for run in runs}
     if unknown:
@@ -106,7 +107,7 @@ def main(args):
         )
         ax.plot(minutes, accuracy, marker=".", label=f"{name} ({len(minutes)} epochs, final {accuracy[-1]:.2f}%)")
     ax.set_xlabel(f"CPU minutes ({args.cpu})")
-    ax.set_ylabel("validation accuracy (%)")
+    ax.set_ylabel("accuracy (%) of the split each run evaluates")
     ax.set_ylim(args.ymin, None)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)

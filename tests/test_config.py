@@ -598,3 +598,14 @@ def test_a_config_path_that_is_a_pipe_a_link_loop_or_huge_is_one_line(tmp_path):
     (tmp_path / "big.json").write_text("{" + " " * 2**21 + "}")
     with pytest.raises(ConfigError, match="big.json: 2,097,154 bytes, too large to be a config"):
         load_config(tmp_path / "big.json")
+
+
+@pytest.mark.parametrize("name", ["config.json", *sorted(p.name for p in (REPO / "configs").glob("*.json"))])
+def test_every_shipped_config_is_accepted_and_its_teacher_is_shipped(name):
+    """config.json and each config under configs/ (fast.json, teacher.json) pass every check a run
+    makes before it builds anything, and a distilling one names a teacher file the repository holds."""
+    path = REPO / name if name == "config.json" else REPO / "configs" / name
+    config = ConfigParser(load_config(path)).config
+    distill = config["trainer"]["distill"]
+    if distill is not None:
+        assert (REPO / distill["teacher"]).is_file(), distill["teacher"]

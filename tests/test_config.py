@@ -601,11 +601,14 @@ def test_a_config_path_that_is_a_pipe_a_link_loop_or_huge_is_one_line(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["config.json", *sorted(p.name for p in (REPO / "configs").glob("*.json"))])
-def test_every_shipped_config_is_accepted_and_its_teacher_is_shipped(name):
+def test_every_shipped_config_is_accepted_names_a_shipped_teacher_and_no_teacher_distils(name):
     """config.json and each config under configs/ (fast.json, teacher.json) pass every check a run
-    makes before it builds anything, and a distilling one names a teacher file the repository holds."""
+    makes before it builds anything; a distilling one names a teacher file the repository holds, and a
+    config that trains a teacher learns from the labels alone (not from config.json's teacher)."""
     path = REPO / name if name == "config.json" else REPO / "configs" / name
     config = ConfigParser(load_config(path)).config
     distill = config["trainer"]["distill"]
+    if config["arch"]["type"] == "TeacherNet":
+        assert distill is None, name
     if distill is not None:
         assert (REPO / distill["teacher"]).is_file(), distill["teacher"]

@@ -200,16 +200,6 @@ def test_teacher_net_is_a_dense_two_million_parameter_network_and_its_config_tra
     assert "Distilling from" not in proc.stdout + proc.stderr  # config.json's teacher does not teach itself
 
 
-def test_every_config_under_configs_that_trains_a_teacher_learns_from_the_labels_alone():
-    from config.reading import load_config
-    from conftest import REPO
-
-    for path in sorted((REPO / "configs").glob("*.json")):
-        config = load_config(path)
-        if config["arch"]["type"] == "TeacherNet":
-            assert config["trainer"].get("distill") is None, path.name
-
-
 def test_fixed_views_are_the_same_pixels_every_epoch_and_carry_their_stored_values():
     import numpy as np
 
